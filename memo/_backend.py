@@ -1,0 +1,160 @@
+"""The I/O edge: what a backend must do, and how a URL picks one.
+
+A backend speaks bytes. It knows nothing of functions, keys' meaning or the
+codec; the engine hands it ready-made ASCII keys (at most 250 bytes, no
+whitespace or control characters) and encoded values. Every backend offers a
+sync and an async flavour of each operation (`get`/`aget`, ...), so one object
+serves both kinds of caller and the two share whatever state the backend has
+(one routing table, one set of statistics).
+
+Errors are translated at this edge: a backend raises only `memo.BackendError`
+subclasses for I/O failures. Fail-open policy is not the backend's business;
+the engine applies it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ._errors import BackendError, ConfigurationError
+
+__all__ = ["Backend", "PartialFailure", "SetItem", "backend_from_url"]
+
+#: One write: (key, value, ttl in seconds or None for "never expires").
+SetItem = tuple[str, bytes, "float | None"]
+
+
+class PartialFailure(BackendError):
+    """A batch reached some servers but not all; `result` holds what did arrive."""
+
+    def __init__(self, message: str, result: Any, errors: Sequence[BaseException]) -> None:
+        super().__init__(message)
+        self.result = result
+        self.errors = list(errors)
+
+
+class Backend(abc.ABC):
+    """A bytes-in, bytes-out store with sync and async flavours of each operation.
+
+    `ttl` is a relative lifetime in seconds (int or float, > 0) or None for no
+    expiry; converting it to the server's representation is the backend's job.
+    """
+
+    #: Largest value (in bytes) the backend will store; larger values are refused.
+    max_value_size: int
+
+    # -- sync -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """Return the value stored under `key`, or None when absent."""
+
+    @abc.abstractmethod
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Return the stored values of `keys`; absent keys are left out."""
+
+    @abc.abstractmethod
+    def set(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store `value`; return True only when the server confirmed it stored it."""
+
+    @abc.abstractmethod
+    def set_many(self, items: Iterable[SetItem]) -> list[str]:
+        """Store every item; return the keys that were not stored."""
+
+    @abc.abstractmethod
+    def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store `value` only if `key` is absent; return True if it was stored."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove `key`; return True if it existed."""
+
+    @abc.abstractmethod
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key of `keys` that exists."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection the sync side holds."""
+
+    # -- async ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def aget(self, key: str) -> bytes | None:
+        """Async `get`."""
+
+    @abc.abstractmethod
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Async `get_many`."""
+
+    @abc.abstractmethod
+    async def aset(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Async `set`."""
+
+    @abc.abstractmethod
+    async def aset_many(self, items: Iterable[SetItem]) -> list[str]:
+        """Async `set_many`."""
+
+    @abc.abstractmethod
+    async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Async `add`."""
+
+    @abc.abstractmethod
+    async def adelete(self, key: str) -> bool:
+        """Async `delete`."""
+
+    @abc.abstractmethod
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        """Async `delete_many`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release every connection the async side holds (in every event loop)."""
+
+
+def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
+    """Build the backend a URL names; `options` are keyword settings for it.
+
+    Query parameters in the URL (`memory://?max_entries=100`) are merged under
+    explicit options. Client libraries are imported only for the scheme used.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    merged: dict[str, Any] = {**query, **options}
+    if scheme == "memory":
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(f"memory:// takes no host or path, got {url!r}")
+        from ._memory import MemoryBackend
+
+        return MemoryBackend(**_coerce(MemoryBackend.OPTIONS, merged, url))
+    if scheme in ("memcached", "memcached+tls"):
+        from ._memcached import MemcachedBackend
+
+        return MemcachedBackend.from_url(parts, _coerce(MemcachedBackend.OPTIONS, merged, url))
+    raise ConfigurationError(
+        f"unknown cache URL scheme {parts.scheme!r} in {url!r}; "
+        "use memory:// or memcached://host:port[,host:port...]"
+    )
+
+
+def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dict[str, Any]:
+    """Check option names against what the backend accepts; convert strings from URLs."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        kind = accepted.get(name)
+        if kind is None:
+            raise ConfigurationError(
+                f"option {name!r} is not understood by the backend of {url!r}; "
+                f"it accepts: {', '.join(sorted(accepted)) or 'nothing'}"
+            )
+        if isinstance(value, str) and kind is not str and kind is not object:
+            try:
+                value = kind(value)
+            except ValueError:
+                raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a {kind.__name__}") from None
+        out[name] = value
+    return out

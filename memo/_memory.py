@@ -1,0 +1,136 @@
+"""`memory://`: an in-process, bounded LRU store with TTLs, speaking bytes like memcached.
+
+It stores the same encoded bytes a remote backend would, so a cached value can
+never be mutated through a reference the caller kept, and the whole engine runs
+the same code over it as over memcached.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._backend import Backend, SetItem
+from ._errors import ConfigurationError
+
+__all__ = ["MemoryBackend"]
+
+_monotonic = time.monotonic
+
+
+class MemoryBackend(Backend):
+    """A thread-safe LRU dict of `key -> (value, expires_at)`.
+
+    Args:
+        max_entries: entries kept before the least recently used is evicted.
+        max_value_size: values larger than this are refused, as memcached refuses
+            items above its `-I` limit (default 1 MiB, memcached's default).
+    """
+
+    OPTIONS: dict[str, type] = {"max_entries": int, "max_value_size": int}
+
+    def __init__(self, max_entries: int = 10_000, max_value_size: int = 1024 * 1024 - 512) -> None:
+        if max_entries < 1:
+            raise ConfigurationError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.max_value_size = max_value_size
+        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(max_entries={self.max_entries}, entries={len(self._data)})"
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- sync -------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            value, expires = item
+            if expires is not None and expires <= _monotonic():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return value
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found = {}
+        for key in keys:
+            value = self.get(key)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def _store(self, key: str, value: bytes, ttl: float | None) -> bool:
+        # Caller holds the lock.
+        if len(value) > self.max_value_size:
+            return False
+        self._data[key] = (value, None if ttl is None else _monotonic() + ttl)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+        return True
+
+    def set(self, key: str, value: bytes, ttl: float | None) -> bool:
+        with self._lock:
+            return self._store(key, value, ttl)
+
+    def set_many(self, items: Iterable[SetItem]) -> list[str]:
+        with self._lock:
+            return [key for key, value, ttl in items if not self._store(key, value, ttl)]
+
+    def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        with self._lock:
+            item = self._data.get(key)
+            if item is not None and (item[1] is None or item[1] > _monotonic()):
+                return False
+            return self._store(key, value, ttl)
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            item = self._data.pop(key, None)
+            return item is not None and (item[1] is None or item[1] > _monotonic())
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to release; the entries stay until the backend is dropped."""
+
+    # -- async: nothing here blocks, so the async side calls the sync side ----
+
+    async def aget(self, key: str) -> bytes | None:
+        return self.get(key)
+
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        return self.get_many(keys)
+
+    async def aset(self, key: str, value: bytes, ttl: float | None) -> bool:
+        return self.set(key, value, ttl)
+
+    async def aset_many(self, items: Iterable[SetItem]) -> list[str]:
+        return self.set_many(items)
+
+    async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
+        return self.add(key, value, ttl)
+
+    async def adelete(self, key: str) -> bool:
+        return self.delete(key)
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        self.delete_many(keys)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _options(self) -> dict[str, Any]:
+        return {"max_entries": self.max_entries, "max_value_size": self.max_value_size}
