@@ -155,6 +155,8 @@ def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dic
             try:
                 value = kind(value)
             except ValueError:
-                raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a {kind.__name__}") from None
+                raise ConfigurationError(
+                    f"option {name}={value!r} in {url!r} is not a {kind.__name__}"
+                ) from None
         out[name] = value
     return out

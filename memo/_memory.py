@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import ClassVar
 
 from ._backend import Backend, SetItem
 from ._errors import ConfigurationError
@@ -30,7 +30,7 @@ class MemoryBackend(Backend):
             items above its `-I` limit (default 1 MiB, memcached's default).
     """
 
-    OPTIONS: dict[str, type] = {"max_entries": int, "max_value_size": int}
+    OPTIONS: ClassVar[dict[str, type]] = {"max_entries": int, "max_value_size": int}
 
     def __init__(self, max_entries: int = 10_000, max_value_size: int = 1024 * 1024 - 512) -> None:
         if max_entries < 1:
@@ -131,6 +131,3 @@ class MemoryBackend(Backend):
 
     async def aclose(self) -> None:
         self.close()
-
-    def _options(self) -> dict[str, Any]:
-        return {"max_entries": self.max_entries, "max_value_size": self.max_value_size}

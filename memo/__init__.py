@@ -1,0 +1,50 @@
+"""memo: memoization on Memcached for sync and async Python.
+
+    import memo
+
+    cache = memo.Cache("memcached://127.0.0.1:11211")
+
+    @cache.cached(ns="users", ttl=60)
+    def get_user(user_id: int) -> User: ...
+
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from ._backend import Backend, PartialFailure
+from ._cache import Cache, configure, default_cache
+from ._codec import Codec, DecodeError, register_type
+from ._decorator import AsyncCached, Cached, cached
+from ._errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigurationError,
+    MemoError,
+    SerializationError,
+    UnkeyableArgumentError,
+)
+from ._policy import UNSET
+
+__all__ = [
+    "Cache",
+    "cached",
+    "configure",
+    "default_cache",
+    "Cached",
+    "AsyncCached",
+    "Codec",
+    "DecodeError",
+    "register_type",
+    "Backend",
+    "PartialFailure",
+    "UNSET",
+    "MemoError",
+    "ConfigurationError",
+    "UnkeyableArgumentError",
+    "SerializationError",
+    "BackendError",
+    "BackendUnavailable",
+    "BackendTimeout",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,384 @@
+"""`Cache`: one backend, one key prefix, namespaces with generations, stats.
+
+Namespace clearing without scans or `flush_all`: every key carries the
+generation tokens of its Cache (the root) and of its namespace. The tokens live
+in the backend under `<prefix>~gen` and `<prefix>~gen:<ns>`; `clear(ns)` writes a
+fresh random token, which makes every older key of that namespace unreachable
+for every process sharing the backend (the old entries age out by TTL or LRU).
+
+Each process keeps the tokens it has read for `ns_refresh` seconds (default 1),
+so the hit path costs no extra round trip: another process sees a clear within
+`ns_refresh` seconds; the process that cleared sees it at once. A token that
+was evicted or lost with a restarted server is replaced by a new random one,
+which can only turn old entries into misses, never revive them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._backend import Backend, PartialFailure, SetItem, backend_from_url
+from ._errors import BackendError, BackendUnavailable, ConfigurationError
+from ._keys import check_prefix, safe_segment
+from ._policy import UNSET, ErrorLog, OnError, Stats, check_on_error, check_ttl, new_token
+
+if TYPE_CHECKING:
+    from ._decorator import Decorator
+
+__all__ = ["Cache", "configure", "default_cache"]
+
+logger = logging.getLogger("memo")
+_monotonic = time.monotonic
+T = TypeVar("T")
+
+#: What a sans-I/O step asks the driver to do: (backend method name, arguments).
+Op = tuple[str, tuple[Any, ...]]
+
+
+def run_sync(backend: Backend, steps: Generator[Op, Any, T]) -> T:
+    """Drive a sans-I/O generator with the backend's sync methods."""
+    try:
+        method, args = next(steps)
+        while True:
+            method, args = steps.send(getattr(backend, method)(*args))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(backend: Backend, steps: Generator[Op, Any, T]) -> T:
+    """Drive a sans-I/O generator with the backend's async methods."""
+    try:
+        method, args = next(steps)
+        while True:
+            method, args = steps.send(await getattr(backend, "a" + method)(*args))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+class Cache:
+    """A cache: a backend reached through one URL, shared by every function decorated on it.
+
+    Args:
+        url: `memory://` (in-process, the default) or
+            `memcached://host:port[,host:port...]`; `memcached+tls://` for TLS.
+            URL query parameters are backend options.
+        prefix: prepended to every key, so several applications can share a server.
+        ttl: default lifetime in seconds of entries whose decorator gives none;
+            None means never expire.
+        strict: raise `SerializationError` when a result cannot be stored
+            (default: return it uncached, count it and log once per function).
+        on_error: "ignore" (default) fails open when the backend fails: the
+            function runs and the error is counted; "raise" raises `BackendError`.
+        ns_refresh: seconds a process trusts the namespace generations it has
+            read; another process sees a `clear()` within this time.
+        compress_threshold: encoded values longer than this many bytes are
+            zlib-compressed (None: never).
+        **options: backend options, e.g. `max_entries` for memory://,
+            `timeout`, `connect_timeout`, `pool_size`, `tls_context` for memcached.
+    """
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        prefix: str = "memo:",
+        ttl: float | None = None,
+        strict: bool = False,
+        on_error: OnError = "ignore",
+        ns_refresh: float = 1.0,
+        compress_threshold: int | None = 16 * 1024,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.prefix = check_prefix(prefix)
+        self.ttl = check_ttl(ttl)
+        self.strict = strict
+        self.on_error = check_on_error(on_error)
+        if ns_refresh < 0:
+            raise ConfigurationError(f"ns_refresh must be >= 0 seconds, got {ns_refresh!r}")
+        self.ns_refresh = ns_refresh
+        self.compress_threshold = compress_threshold
+        self.backend: Backend = backend_from_url(url, options)
+        self._root_key = f"{prefix}~gen"
+        self._generations: dict[str, tuple[str, float]] = {}
+        self._stats: dict[str, Stats] = {}
+        self._stats_lock = threading.Lock()
+        self._errors = ErrorLog(logger)
+
+    def __repr__(self) -> str:
+        return f"Cache({self.url!r}, prefix={self.prefix!r})"
+
+    # -- decorating ----------------------------------------------------------
+
+    def cached(
+        self,
+        ns: str = "default",
+        ttl: float | None = UNSET,
+        *,
+        version: str | int | None = None,
+        ignore: Iterable[str] = (),
+        key: Callable[..., Any] | None = None,
+        types: Iterable[type] = (),
+        strict: bool | None = None,
+        on_error: OnError | None = None,
+    ) -> Decorator:
+        """Return a decorator that memoizes a sync or async function in namespace `ns`.
+
+        Args:
+            ns: the namespace; `clear(ns=...)` drops all its entries at once.
+            ttl: seconds an entry lives (int or float > 0), None for no expiry;
+                default: the Cache's `ttl`.
+            version: change it when the function's results change meaning.
+            ignore: parameter names left out of the key (e.g. a database session).
+            key: a callable taking the function's arguments and returning the value
+                to key on, replacing the bound arguments.
+            types: classes the codec may rebuild beyond those the return
+                annotation names.
+            strict: overrides the Cache's `strict` for this function.
+            on_error: overrides the Cache's `on_error` for this function.
+        """
+        from ._decorator import Decorator
+
+        return Decorator(self, ns, ttl, version, ignore, key, types, strict, on_error)
+
+    # -- statistics ----------------------------------------------------------
+
+    def ns_stats(self, ns: str) -> Stats:
+        """Return the live counters of namespace `ns` (created on first use)."""
+        stats = self._stats.get(ns)
+        if stats is None:
+            with self._stats_lock:
+                stats = self._stats.setdefault(ns, Stats())
+        return stats
+
+    def stats(self, ns: str | None = None) -> dict[str, Any]:
+        """Return counters: for one namespace, or `{ns: counters}` plus `"total"`.
+
+        Counters: hits, misses, sets, errors (backend failures), decode_errors
+        (stored bytes that could not be read back: treated as misses),
+        encode_errors (results that could not be stored), not_stored (values
+        the backend refused, e.g. larger than its item size).
+        """
+        if ns is not None:
+            return self.ns_stats(ns).as_dict()
+        per_ns = {name: stats.as_dict() for name, stats in list(self._stats.items())}
+        total = dict.fromkeys(Stats.__slots__, 0)
+        for counters in per_ns.values():
+            for name, value in counters.items():
+                total[name] += value
+        return {**per_ns, "total": total}
+
+    def record_error(self, ns: str, what: str, exc: BackendError, on_error: OnError | None = None) -> None:
+        """Count and log a backend failure, or raise it under `on_error="raise"`."""
+        self.ns_stats(ns).errors += 1
+        if (on_error or self.on_error) == "raise":
+            raise exc
+        self._errors.report(what, exc)
+
+    # -- generations -----------------------------------------------------------
+
+    def _ns_key(self, ns: str) -> str:
+        return f"{self.prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
+
+    def generation(self, ns: str, on_error: OnError | None = None) -> str | None:
+        """Return the generation part of keys in `ns`, reading the backend when stale.
+
+        None means the generation could not be read and was never known: the
+        caller must bypass the cache (fail open) rather than guess.
+        """
+        entry = self._generations.get(ns)
+        if entry is not None and entry[1] > _monotonic():
+            return entry[0]
+        try:
+            token = run_sync(self.backend, self._read_generation(ns))
+        except BackendError as exc:
+            return self._generation_failed(ns, entry, exc, on_error)
+        self._generations[ns] = (token, _monotonic() + self.ns_refresh)
+        return token
+
+    async def ageneration(self, ns: str, on_error: OnError | None = None) -> str | None:
+        """Async `generation`."""
+        entry = self._generations.get(ns)
+        if entry is not None and entry[1] > _monotonic():
+            return entry[0]
+        try:
+            token = await run_async(self.backend, self._read_generation(ns))
+        except BackendError as exc:
+            return self._generation_failed(ns, entry, exc, on_error)
+        self._generations[ns] = (token, _monotonic() + self.ns_refresh)
+        return token
+
+    def _generation_failed(
+        self, ns: str, entry: tuple[str, float] | None, exc: BackendError, on_error: OnError | None
+    ) -> str | None:
+        self.record_error(ns, "reading the namespace generation", exc, on_error)
+        if entry is None:
+            return None
+        # Keep the last known token for another interval rather than retrying every call.
+        self._generations[ns] = (entry[0], _monotonic() + self.ns_refresh)
+        return entry[0]
+
+    def _read_generation(self, ns: str) -> Generator[Op, Any, str]:
+        root_key, ns_key = self._root_key, self._ns_key(ns)
+        found: dict[str, bytes] = yield ("get_many", ([root_key, ns_key],))
+        tokens = []
+        for key in (root_key, ns_key):
+            raw = found.get(key)
+            if raw is None or not _valid_token(raw):
+                token = new_token()
+                if not (yield ("add", (key, token.encode(), None))):
+                    # Another process created it first (or an invalid one is there): use or replace it.
+                    raw = yield ("get", (key,))
+                    if raw is not None and _valid_token(raw):
+                        token = raw.decode()
+                    else:
+                        yield ("set", (key, token.encode(), None))
+                tokens.append(token)
+            else:
+                tokens.append(raw.decode())
+        return ".".join(tokens)
+
+    def clear(self, ns: str | None = None) -> None:
+        """Invalidate every entry of namespace `ns`, or everything this Cache owns.
+
+        Other processes sharing the backend see it within `ns_refresh` seconds.
+        Never flushes the server: other applications' keys are untouched.
+        """
+        run_sync(self.backend, self._clear(ns))
+
+    async def aclear(self, ns: str | None = None) -> None:
+        """Async `clear`."""
+        await run_async(self.backend, self._clear(ns))
+
+    def _clear(self, ns: str | None) -> Generator[Op, Any, None]:
+        key = self._root_key if ns is None else self._ns_key(ns)
+        token = new_token()
+        if not (yield ("set", (key, token.encode(), None))):
+            raise BackendUnavailable(f"the backend did not store the new generation of {ns!r}")
+        if ns is None:
+            self._generations.clear()
+        else:
+            self._generations.pop(ns, None)
+
+    # -- guarded backend access (fail open) ------------------------------------
+
+    def get_many(self, keys: Sequence[str], ns: str, on_error: OnError | None = None) -> dict[str, bytes]:
+        """Read several keys; on failure count it and return what arrived."""
+        try:
+            return self.backend.get_many(keys)
+        except PartialFailure as exc:
+            self.record_error(ns, "a batch read", exc, on_error)
+            return exc.result  # type: ignore[no-any-return]
+        except BackendError as exc:
+            self.record_error(ns, "a batch read", exc, on_error)
+            return {}
+
+    async def aget_many(
+        self, keys: Sequence[str], ns: str, on_error: OnError | None = None
+    ) -> dict[str, bytes]:
+        """Async `get_many`."""
+        try:
+            return await self.backend.aget_many(keys)
+        except PartialFailure as exc:
+            self.record_error(ns, "a batch read", exc, on_error)
+            return exc.result  # type: ignore[no-any-return]
+        except BackendError as exc:
+            self.record_error(ns, "a batch read", exc, on_error)
+            return {}
+
+    def set_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+        """Write several items; return how many were stored (failures counted)."""
+        stats = self.ns_stats(ns)
+        try:
+            failed = self.backend.set_many(items)
+        except PartialFailure as exc:
+            self.record_error(ns, "a batch write", exc, on_error)
+            failed = exc.result
+        except BackendError as exc:
+            self.record_error(ns, "a batch write", exc, on_error)
+            return 0
+        stats.not_stored += len(failed)
+        stats.sets += len(items) - len(failed)
+        return len(items) - len(failed)
+
+    async def aset_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+        """Async `set_many`."""
+        stats = self.ns_stats(ns)
+        try:
+            failed = await self.backend.aset_many(items)
+        except PartialFailure as exc:
+            self.record_error(ns, "a batch write", exc, on_error)
+            failed = exc.result
+        except BackendError as exc:
+            self.record_error(ns, "a batch write", exc, on_error)
+            return 0
+        stats.not_stored += len(failed)
+        stats.sets += len(items) - len(failed)
+        return len(items) - len(failed)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the backend's sync connections."""
+        self.backend.close()
+
+    async def aclose(self) -> None:
+        """Release every connection, sync and async."""
+        self.backend.close()
+        await self.backend.aclose()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Cache:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _valid_token(raw: bytes) -> bool:
+    return 0 < len(raw) <= 16 and raw.isalnum() and raw.isascii()
+
+
+# -- the default Cache of module-level `memo.cached` -----------------------------
+
+_default: Cache | None = None
+_default_lock = threading.Lock()
+
+
+def configure(url: str | None = None, **options: Any) -> Cache:
+    """Set the Cache used by `memo.cached`; `url` defaults to `$MEMO_URL`, then memory://."""
+    global _default
+    cache = Cache(url or os.environ.get("MEMO_URL") or "memory://", **options)
+    with _default_lock:
+        _default = cache
+    return cache
+
+
+def default_cache() -> Cache:
+    """Return the default Cache, creating it from `$MEMO_URL` (or memory://) on first use."""
+    global _default
+    cache = _default
+    if cache is None:
+        with _default_lock:
+            if _default is None:
+                _default = Cache(os.environ.get("MEMO_URL") or "memory://")
+            cache = _default
+    return cache

@@ -1,0 +1,381 @@
+"""Values: a typed orjson codec and memo's versioned wire format.
+
+Pure: no I/O, no client imports.
+
+Wire format (all integers big-endian)::
+
+    b"m" | version (1 byte, now 1) | flags (1 byte) | [soft expiry: uint32 Unix time] | body
+
+Flags: `PLAIN` (the body is plain JSON: decode is one `orjson.loads`),
+`ZLIB` (the body is zlib-compressed), `SOFT_EXPIRY` (a 4-byte soft-expiry time
+follows the flags; reserved for stale-while-revalidate, readers skip it).
+Anything else (another magic, an unknown version or flag, a truncated or
+corrupt body, a class this reader does not know) is a `DecodeError`, which the
+engine treats as a miss.
+
+Typed JSON: values JSON cannot tell apart are wrapped in single-key objects
+whose key starts with NUL (`{"\\u0000t": [...]}` is a tuple). A plain dict can
+never look like one: a dict with a key starting with NUL, or with non-str keys,
+is itself wrapped. Classes (dataclasses, pydantic models, NamedTuples, enums)
+are written by name and rebuilt only from a `TypeRegistry`: the classes named by
+the function's return annotation, those registered explicitly, and those the
+function itself returned in this process. Decoding never imports a module
+because the data names it, so whoever can write to the cache cannot make a
+reader load code (the danger of pickle in a shared cache).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import enum
+import struct
+import typing
+import uuid
+import zlib
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from ._errors import SerializationError
+from ._keys import qualified_name
+
+__all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
+
+MAGIC = b"m"
+VERSION = 1
+PLAIN, ZLIB, SOFT_EXPIRY = 1, 2, 4
+_KNOWN_FLAGS = PLAIN | ZLIB | SOFT_EXPIRY
+_PLAIN_HEADER = MAGIC + bytes([VERSION, PLAIN])
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_NUL = "\x00"
+
+
+class DecodeError(Exception):
+    """Stored bytes this codec cannot turn back into a value (treated as a miss)."""
+
+
+class TypeRegistry:
+    """Classes a codec may rebuild, by `module.qualname`."""
+
+    __slots__ = ("_types", "parent")
+
+    def __init__(self, types: Iterable[type] = (), parent: TypeRegistry | None = None) -> None:
+        self._types: dict[str, type] = {}
+        self.parent = parent
+        for cls in types:
+            self.add(cls)
+
+    def add(self, cls: type) -> None:
+        """Allow `cls` (and the classes its annotations name) to be rebuilt."""
+        for found in _classes_in(cls, set()):
+            self._types[qualified_name(found)] = found
+
+    def add_annotation(self, annotation: Any) -> None:
+        """Allow every class an annotation such as `list[User] | None` names."""
+        for found in _classes_in(annotation, set()):
+            self._types[qualified_name(found)] = found
+
+    def learn(self, cls: type) -> None:
+        """Remember a class this codec has just encoded."""
+        self._types.setdefault(qualified_name(cls), cls)
+
+    def get(self, name: str) -> type | None:
+        found = self._types.get(name)
+        if found is None and self.parent is not None:
+            return self.parent.get(name)
+        return found
+
+
+#: Classes every codec may rebuild (see `register_type`).
+GLOBAL_TYPES = TypeRegistry()
+
+
+def register_type(cls: type) -> type:
+    """Let every memo codec rebuild instances of `cls`; usable as a class decorator."""
+    GLOBAL_TYPES.add(cls)
+    return cls
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and hasattr(obj, "__pydantic_fields__") and hasattr(obj, "model_validate")
+
+
+def _is_rebuildable(obj: Any) -> bool:
+    return isinstance(obj, type) and (
+        dataclasses.is_dataclass(obj)
+        or issubclass(obj, enum.Enum)
+        or (issubclass(obj, tuple) and hasattr(obj, "_fields"))
+        or _is_model(obj)
+    )
+
+
+def _classes_in(annotation: Any, seen: set[int]) -> Iterable[type]:
+    """Yield the rebuildable classes an annotation names, following their fields."""
+    if id(annotation) in seen:
+        return
+    seen.add(id(annotation))
+    if _is_rebuildable(annotation):
+        yield annotation
+        try:
+            hints = typing.get_type_hints(annotation)
+        except Exception:  # unresolvable forward references: those classes are learned on encode
+            hints = {}
+        for hint in hints.values():
+            yield from _classes_in(hint, seen)
+    for arg in typing.get_args(annotation):
+        yield from _classes_in(arg, seen)
+
+
+# -- encoding ---------------------------------------------------------------
+
+
+def _is_plain(value: Any) -> bool:
+    """True when orjson alone round-trips `value` to an equal value of the same types."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return bool(_INT64_MIN <= value <= _UINT64_MAX)
+    if t is float:
+        return bool(value - value == 0.0)
+    if t is list:
+        return all(map(_is_plain, value))
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or k.startswith(_NUL) or not _is_plain(v):
+                return False
+        return True
+    return False
+
+
+class Codec:
+    """Encode values to memo's wire format and back, keeping their types.
+
+    Args:
+        types: a registry of classes this codec may rebuild (default: a new one
+            whose parent is the global registry).
+        compress_threshold: bodies longer than this many bytes are zlib-compressed
+            (None: never).
+        compress_level: zlib level (1 fastest .. 9 smallest).
+    """
+
+    def __init__(
+        self,
+        types: TypeRegistry | None = None,
+        compress_threshold: int | None = 16 * 1024,
+        compress_level: int = 3,
+    ) -> None:
+        self.types = types if types is not None else TypeRegistry(parent=GLOBAL_TYPES)
+        self.compress_threshold = compress_threshold
+        self.compress_level = compress_level
+
+    # -- bytes ---------------------------------------------------------------
+
+    def encode(self, value: Any) -> bytes:
+        """Return the wire bytes of `value`.
+
+        Raises:
+            SerializationError: `value` holds a type this codec cannot round-trip.
+        """
+        try:
+            if _is_plain(value):
+                flags, body = PLAIN, orjson.dumps(value)
+            else:
+                flags, body = 0, orjson.dumps(self.to_tree(value))
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"cannot encode {type(value).__name__}: {exc}") from exc
+        threshold = self.compress_threshold
+        if threshold is not None and len(body) > threshold:
+            packed = zlib.compress(body, self.compress_level)
+            if len(packed) < len(body):
+                return MAGIC + bytes([VERSION, flags | ZLIB]) + packed
+        return (_PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
+
+    def decode(self, data: bytes) -> Any:
+        """Return the value `data` holds.
+
+        Raises:
+            DecodeError: the bytes are not a value this codec wrote and can rebuild.
+        """
+        if data[:3] == _PLAIN_HEADER:  # the hit path of JSON-shaped results
+            try:
+                return orjson.loads(data[3:])
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(str(exc)) from None
+        if len(data) < 3 or data[:1] != MAGIC or data[1] != VERSION or data[2] & ~_KNOWN_FLAGS:
+            raise DecodeError("not a memo value of a known format version")
+        flags = data[2]
+        start = 7 if flags & SOFT_EXPIRY else 3
+        body = data[start:]
+        try:
+            if flags & ZLIB:
+                body = zlib.decompress(body)
+            tree = orjson.loads(body)
+            return tree if flags & PLAIN else self.from_tree(tree)
+        except DecodeError:
+            raise
+        except Exception as exc:  # corrupt bytes must be a miss, whatever broke
+            raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def soft_expiry(data: bytes) -> int | None:
+        """Return the soft-expiry Unix time stored in a header, if any."""
+        if len(data) >= 7 and data[2] & SOFT_EXPIRY:
+            return int(struct.unpack_from(">I", data, 3)[0])
+        return None
+
+    # -- typed trees -----------------------------------------------------------
+
+    def to_tree(self, value: Any) -> Any:
+        """Return a JSON-able tree of `value` with its types tagged."""
+        handler = _ENCODERS.get(type(value))
+        if handler is not None:
+            return handler(self, value)
+        return self._object_to_tree(value)
+
+    def _object_to_tree(self, value: Any) -> Any:
+        cls = type(value)
+        name = qualified_name(cls)
+        if isinstance(value, enum.Enum):
+            self.types.learn(cls)
+            return {"\x00e": [name, self.to_tree(value.value)]}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            self.types.learn(cls)
+            fields = {f.name: self.to_tree(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {"\x00c": [name, fields]}
+        if isinstance(value, tuple) and hasattr(cls, "_fields"):
+            self.types.learn(cls)
+            return {"\x00n": [name, [self.to_tree(x) for x in value]]}
+        if _is_model(cls):
+            self.types.learn(cls)
+            return {"\x00p": [name, self.to_tree(value.model_dump(mode="python", round_trip=True))]}
+        raise SerializationError(
+            f"memo cannot store a {name}: the codec round-trips built-in values, datetimes, "
+            "UUID, Decimal, enums, dataclasses, NamedTuples and pydantic models"
+        )
+
+    def from_tree(self, tree: Any) -> Any:
+        """Rebuild the value a `to_tree` tree describes."""
+        t = type(tree)
+        if t is list:
+            return [self.from_tree(x) for x in tree]
+        if t is dict:
+            if len(tree) == 1:
+                ((tag, payload),) = tree.items()
+                if tag.startswith(_NUL):
+                    return _DECODERS[tag](self, payload)
+            return {k: self.from_tree(v) for k, v in tree.items()}
+        return tree
+
+    def _class(self, name: str, kind: Callable[[type], bool]) -> Any:
+        cls = self.types.get(name)
+        if cls is None or not kind(cls):
+            raise DecodeError(
+                f"class {name} is not known to this codec; annotate the function's return type "
+                "or call memo.register_type()"
+            )
+        return cls
+
+
+def _enc_int(codec: Codec, v: int) -> Any:
+    return v if _INT64_MIN <= v <= _UINT64_MAX else {"\x00i": str(v)}
+
+
+def _enc_float(codec: Codec, v: float) -> Any:
+    return v if v - v == 0.0 else {"\x00f": repr(v)}
+
+
+def _enc_dict(codec: Codec, v: dict[Any, Any]) -> Any:
+    if all(type(k) is str and not k.startswith(_NUL) for k in v):
+        return {k: codec.to_tree(x) for k, x in v.items()}
+    return {"\x00d": [[codec.to_tree(k), codec.to_tree(x)] for k, x in v.items()]}
+
+
+def _bytes_text(v: bytes) -> str:
+    return base64.b64encode(v).decode("ascii")
+
+
+_ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
+    str: lambda c, v: v,
+    bool: lambda c, v: v,
+    type(None): lambda c, v: v,
+    int: _enc_int,
+    float: _enc_float,
+    list: lambda c, v: [c.to_tree(x) for x in v],
+    dict: _enc_dict,
+    tuple: lambda c, v: {"\x00t": [c.to_tree(x) for x in v]},
+    set: lambda c, v: {"\x00s": [c.to_tree(x) for x in v]},
+    frozenset: lambda c, v: {"\x00S": [c.to_tree(x) for x in v]},
+    bytes: lambda c, v: {"\x00b": _bytes_text(v)},
+    bytearray: lambda c, v: {"\x00B": _bytes_text(v)},
+    _dt.datetime: lambda c, v: {"\x00T": v.isoformat()},
+    _dt.date: lambda c, v: {"\x00D": v.isoformat()},
+    _dt.time: lambda c, v: {"\x00h": v.isoformat()},
+    _dt.timedelta: lambda c, v: {"\x00r": [v.days, v.seconds, v.microseconds]},
+    uuid.UUID: lambda c, v: {"\x00u": v.hex},
+    Decimal: lambda c, v: {"\x00x": str(v)},
+    complex: lambda c, v: {"\x00j": [_enc_float(c, v.real), _enc_float(c, v.imag)]},
+}
+
+
+def _dec_dataclass(codec: Codec, payload: Any) -> Any:
+    name, fields = payload
+    cls = codec._class(name, dataclasses.is_dataclass)
+    values = {k: codec.from_tree(v) for k, v in fields.items()}
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    obj = cls(**{k: v for k, v in values.items() if k in init})
+    for k, v in values.items():
+        if k not in init:
+            object.__setattr__(obj, k, v)
+    return obj
+
+
+def _dec_named(codec: Codec, payload: Any) -> Any:
+    name, items = payload
+    cls = codec._class(name, lambda c: issubclass(c, tuple) and hasattr(c, "_fields"))
+    return cls(*(codec.from_tree(x) for x in items))
+
+
+def _dec_enum(codec: Codec, payload: Any) -> Any:
+    name, value = payload
+    return codec._class(name, lambda c: issubclass(c, enum.Enum))(codec.from_tree(value))
+
+
+def _dec_model(codec: Codec, payload: Any) -> Any:
+    name, data = payload
+    return codec._class(name, _is_model).model_validate(codec.from_tree(data))
+
+
+def _dec_float(codec: Codec, payload: str) -> float:
+    if payload not in ("nan", "inf", "-inf"):
+        raise DecodeError(f"not a non-finite float: {payload!r}")
+    return float(payload)
+
+
+_DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
+    "\x00i": lambda c, p: int(p),
+    "\x00f": _dec_float,
+    "\x00d": lambda c, p: {c.from_tree(k): c.from_tree(v) for k, v in p},
+    "\x00t": lambda c, p: tuple(c.from_tree(x) for x in p),
+    "\x00s": lambda c, p: {c.from_tree(x) for x in p},
+    "\x00S": lambda c, p: frozenset(c.from_tree(x) for x in p),
+    "\x00b": lambda c, p: base64.b64decode(p, validate=True),
+    "\x00B": lambda c, p: bytearray(base64.b64decode(p, validate=True)),
+    "\x00T": lambda c, p: _dt.datetime.fromisoformat(p),
+    "\x00D": lambda c, p: _dt.date.fromisoformat(p),
+    "\x00h": lambda c, p: _dt.time.fromisoformat(p),
+    "\x00r": lambda c, p: _dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
+    "\x00u": lambda c, p: uuid.UUID(hex=p),
+    "\x00x": lambda c, p: Decimal(p),
+    "\x00j": lambda c, p: complex(c.from_tree(p[0]), c.from_tree(p[1])),
+    "\x00e": _dec_enum,
+    "\x00c": _dec_dataclass,
+    "\x00n": _dec_named,
+    "\x00p": _dec_model,
+}

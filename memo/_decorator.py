@@ -1,0 +1,447 @@
+"""`@cached`: the decorator, its per-function engine and its sync and async drivers.
+
+Everything that can be decided when a function is decorated is decided then
+(as cachetools does): the argument binder, the key layout, the codec and its
+classes, sync or async. The call path of each flavour is one short function;
+both use the same `Memo` core and differ only by `await`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import typing
+from collections.abc import Callable, Coroutine, Iterable
+from functools import partial
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+import wrapt
+
+from ._cache import Cache, default_cache
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
+from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
+from ._flight import AsyncFlight, Flight
+from ._keys import Binder, KeyMaker, qualified_name
+from ._policy import UNSET, OnError, check_on_error, check_ttl
+
+__all__ = ["AsyncCached", "Cached", "Decorator", "cached"]
+
+logger = logging.getLogger("memo")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+_MISS: Any = object()
+
+
+class Cached(Protocol[P, R_co]):
+    """A memoized sync function (what `@cached` returns for a `def`)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    @property
+    def uncached(self) -> Callable[P, R_co]: ...
+
+
+class AsyncCached(Protocol[P, R_co]):
+    """A memoized coroutine function (what `@cached` returns for an `async def`)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    @property
+    def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+
+
+class Memo:
+    """The engine of one decorated function."""
+
+    def __init__(
+        self,
+        cache: Cache | None,
+        fn: Any,
+        ns: str,
+        ttl: Any,
+        version: str | int | None,
+        ignore: Iterable[str],
+        key: Callable[..., Any] | None,
+        types: Iterable[type],
+        strict: bool | None,
+        on_error: OnError | None,
+    ) -> None:
+        func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+        if not callable(func):
+            raise ConfigurationError(f"@cached needs a function, got {fn!r}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise ConfigurationError(
+                f"{qualified_name(func)} is a generator: cache a function that returns its items as a list"
+            )
+        if not isinstance(ns, str):
+            raise ConfigurationError(f"ns must be a str, got {ns!r}")
+        self.cache = cache
+        self.ns = ns
+        self.ttl = ttl if ttl is UNSET else check_ttl(ttl)
+        self.strict = strict
+        self.on_error = None if on_error is None else check_on_error(on_error)
+        self.is_async = inspect.iscoroutinefunction(func)
+        #: Methods and classmethods receive their instance or class through wrapt;
+        #: it is the first parameter of the signature the key binds.
+        self.prepend = not isinstance(fn, staticmethod)
+        self.name = qualified_name(func)
+        self.keys = KeyMaker(ns, self.name, version, Binder(func, ignore), key, func.__qualname__)
+        registry = TypeRegistry(types, parent=GLOBAL_TYPES)
+        # Unresolvable annotations are fine: returned classes are learned on encode.
+        with contextlib.suppress(Exception):
+            registry.add_annotation(typing.get_type_hints(func).get("return"))
+        self.codec = Codec(registry)
+        self.flight: Any = AsyncFlight() if self.is_async else Flight()
+        self._bound: Cache | None = None
+        self._warned = False
+        if cache is not None:
+            self._bind(cache)
+
+    # -- binding to a Cache (once, or again after memo.configure) ---------------
+
+    def _bind(self, cache: Cache) -> Cache:
+        self._static = f"{cache.prefix}{self.keys.readable}:"
+        self._stats = cache.ns_stats(self.ns)
+        self._ttl = cache.ttl if self.ttl is UNSET else self.ttl
+        self._strict = cache.strict if self.strict is None else self.strict
+        self._on_error: OnError = self.on_error or cache.on_error
+        self.codec.compress_threshold = cache.compress_threshold
+        self._bound = cache
+        return cache
+
+    def bound_cache(self) -> Cache:
+        cache = self.cache or default_cache()
+        return cache if cache is self._bound else self._bind(cache)
+
+    # -- the pure parts -----------------------------------------------------------
+
+    def make_key(self, gen: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        full = (instance, *args) if instance is not None and self.prepend else args
+        return f"{self._static}{gen}:{self.keys.digest(full, kwargs)}"
+
+    def decode(self, raw: bytes) -> Any:
+        try:
+            return self.codec.decode(raw)
+        except DecodeError:
+            self._stats.decode_errors += 1
+            return _MISS
+
+    def encode(self, value: Any) -> bytes | None:
+        try:
+            return self.codec.encode(value)
+        except SerializationError as exc:
+            self._stats.encode_errors += 1
+            if self._strict:
+                raise
+            if not self._warned:
+                self._warned = True
+                logger.warning("memo: results of %s are not cached: %s", self.name, exc)
+            return None
+
+    def _stored(self, stored: bool) -> None:
+        if stored:
+            self._stats.sets += 1
+        else:
+            self._stats.not_stored += 1
+
+    def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
+        cache.record_error(self.ns, what, exc, self._on_error)
+
+    def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
+        # A follower gets its own copy, decoded from the bytes the leader stored.
+        value, data = outcome
+        if led or data is None:
+            return value
+        copy = self.decode(data)
+        return value if copy is _MISS else copy
+
+    # -- sync driver ----------------------------------------------------------------
+
+    def call(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        cache = self.cache or default_cache()
+        if cache is not self._bound:
+            self._bind(cache)
+        gen = cache.generation(self.ns, self._on_error)
+        if gen is None:
+            return wrapped(*args, **kwargs)
+        key = self.make_key(gen, instance, args, kwargs)
+        try:
+            raw = cache.backend.get(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return wrapped(*args, **kwargs)
+        if raw is not None:
+            value = self.decode(raw)
+            if value is not _MISS:
+                self._stats.hits += 1
+                return value
+        self._stats.misses += 1
+        outcome, led = self.flight.run(key, partial(self._fill, cache, key, wrapped, args, kwargs))
+        return self._shared(outcome, led)
+
+    def _fill(self, cache: Cache, key: str, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        # Re-read first: a caller that missed just before another finished its
+        # fill would otherwise run the function a second time.
+        try:
+            raw = cache.backend.get(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return wrapped(*args, **kwargs), None
+        if raw is not None:
+            value = self.decode(raw)
+            if value is not _MISS:
+                return value, raw
+        value = wrapped(*args, **kwargs)
+        data = self.encode(value)
+        if data is not None:
+            self._store(cache, key, data)
+        return value, data
+
+    def _store(self, cache: Cache, key: str, data: bytes) -> None:
+        try:
+            self._stored(cache.backend.set(key, data, self._ttl))
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+
+    def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        gen = self.bound_cache().generation(self.ns, self._on_error)
+        if gen is None:
+            raise BackendUnavailable("the namespace generation could not be read; see Cache.stats()")
+        return self.make_key(gen, instance, args, kwargs)
+
+    def invalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        cache = self.bound_cache()
+        gen = cache.generation(self.ns, self._on_error)
+        if gen is None:
+            return False
+        try:
+            return cache.backend.delete(self.make_key(gen, instance, args, kwargs))
+        except BackendError as exc:
+            self._failed(cache, "a delete", exc)
+            return False
+
+    def refresh(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        cache = self.bound_cache()
+        gen = cache.generation(self.ns, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        value = wrapped(*args, **kwargs)
+        data = self.encode(value)
+        if key is not None and data is not None:
+            self._store(cache, key, data)
+        return value
+
+    # -- async driver -----------------------------------------------------------------
+
+    async def acall(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        cache = self.cache or default_cache()
+        if cache is not self._bound:
+            self._bind(cache)
+        gen = await cache.ageneration(self.ns, self._on_error)
+        if gen is None:
+            return await wrapped(*args, **kwargs)
+        key = self.make_key(gen, instance, args, kwargs)
+        try:
+            raw = await cache.backend.aget(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return await wrapped(*args, **kwargs)
+        if raw is not None:
+            value = self.decode(raw)
+            if value is not _MISS:
+                self._stats.hits += 1
+                return value
+        self._stats.misses += 1
+        outcome, led = await self.flight.run(key, partial(self._afill, cache, key, wrapped, args, kwargs))
+        return self._shared(outcome, led)
+
+    async def _afill(
+        self, cache: Cache, key: str, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        try:
+            raw = await cache.backend.aget(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return await wrapped(*args, **kwargs), None
+        if raw is not None:
+            value = self.decode(raw)
+            if value is not _MISS:
+                return value, raw
+        value = await wrapped(*args, **kwargs)
+        data = self.encode(value)
+        if data is not None:
+            await self._astore(cache, key, data)
+        return value, data
+
+    async def _astore(self, cache: Cache, key: str, data: bytes) -> None:
+        try:
+            self._stored(await cache.backend.aset(key, data, self._ttl))
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+
+    async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        gen = await self.bound_cache().ageneration(self.ns, self._on_error)
+        if gen is None:
+            raise BackendUnavailable("the namespace generation could not be read; see Cache.stats()")
+        return self.make_key(gen, instance, args, kwargs)
+
+    async def ainvalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        cache = self.bound_cache()
+        gen = await cache.ageneration(self.ns, self._on_error)
+        if gen is None:
+            return False
+        try:
+            return await cache.backend.adelete(self.make_key(gen, instance, args, kwargs))
+        except BackendError as exc:
+            self._failed(cache, "a delete", exc)
+            return False
+
+    async def arefresh(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        cache = self.bound_cache()
+        gen = await cache.ageneration(self.ns, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        value = await wrapped(*args, **kwargs)
+        data = self.encode(value)
+        if key is not None and data is not None:
+            await self._astore(cache, key, data)
+        return value
+
+
+# -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
+
+
+class _Controls:
+    """`invalidate`, `refresh`, `key_for`... on a memoized function, bound like a call."""
+
+    def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
+        raise NotImplementedError
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Drop exactly the entry a call with these arguments would read."""
+        memo, _, instance = self._target()
+        return memo.invalidate(instance, args, kwargs)
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Async `invalidate`."""
+        memo, _, instance = self._target()
+        return await memo.ainvalidate(instance, args, kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function now, store its result, and return it."""
+        memo, wrapped, instance = self._target()
+        if memo.is_async:
+            raise TypeError(f"{memo.name} is async: use `await {memo.name}.arefresh(...)`")
+        return memo.refresh(wrapped, instance, args, kwargs)
+
+    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Async `refresh`, for coroutine functions."""
+        memo, wrapped, instance = self._target()
+        if not memo.is_async:
+            raise TypeError(f"{memo.name} is not async: use `{memo.name}.refresh(...)`")
+        return await memo.arefresh(wrapped, instance, args, kwargs)
+
+    def key_for(self, *args: Any, **kwargs: Any) -> str:
+        """Return the backend key a call with these arguments reads (for debugging)."""
+        memo, _, instance = self._target()
+        return memo.key_for(instance, args, kwargs)
+
+    async def akey_for(self, *args: Any, **kwargs: Any) -> str:
+        """Async `key_for`."""
+        memo, _, instance = self._target()
+        return await memo.akey_for(instance, args, kwargs)
+
+    @property
+    def uncached(self) -> Callable[..., Any]:
+        """The original function, bypassing the cache."""
+        return self.__wrapped__  # type: ignore[attr-defined,no-any-return]
+
+
+class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
+    def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
+        memo: Memo = self._self_parent._self_memo
+        binding = self._self_binding
+        if binding == "classmethod":
+            instance = getattr(self.__wrapped__, "__self__", None)
+        elif binding == "staticmethod":
+            instance = None
+        else:
+            instance = self._self_instance
+        return memo, self.__wrapped__, instance
+
+
+class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
+    __bound_function_wrapper__ = _BoundCachedFunction
+
+    def __init__(self, wrapped: Any, memo: Memo) -> None:
+        super().__init__(wrapped, memo.acall if memo.is_async else memo.call)
+        self._self_memo = memo
+
+    def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
+        return self._self_memo, self.__wrapped__, None
+
+    def __repr__(self) -> str:
+        return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+
+class Decorator:
+    """What `cached(...)` returns: apply it to a sync or async function."""
+
+    def __init__(
+        self,
+        cache: Cache | None,
+        ns: str,
+        ttl: Any,
+        version: str | int | None,
+        ignore: Iterable[str],
+        key: Callable[..., Any] | None,
+        types: Iterable[type],
+        strict: bool | None,
+        on_error: OnError | None,
+    ) -> None:
+        if ttl is not UNSET:
+            check_ttl(ttl)
+        self._settings = (cache, ns, ttl, version, tuple(ignore), key, tuple(types), strict, on_error)
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCached[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Cached[P, R]: ...
+    def __call__(self, fn: Any) -> Any:
+        cache, ns, ttl, version, ignore, key, types, strict, on_error = self._settings
+        memo = Memo(cache, fn, ns, ttl, version, ignore, key, types, strict, on_error)
+        return _CachedFunction(fn, memo)
+
+
+def cached(
+    ns: str = "default",
+    ttl: float | None = UNSET,
+    *,
+    version: str | int | None = None,
+    ignore: Iterable[str] = (),
+    key: Callable[..., Any] | None = None,
+    types: Iterable[type] = (),
+    strict: bool | None = None,
+    on_error: OnError | None = None,
+) -> Decorator:
+    """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
+
+    The default Cache is looked up when the function is called, so decorating at
+    import time before `memo.configure(...)` is fine. Arguments as `Cache.cached`.
+    """
+    return Decorator(None, ns, ttl, version, ignore, key, types, strict, on_error)

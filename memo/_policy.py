@@ -1,0 +1,91 @@
+"""Policy: validated settings and the small rules the engine applies. Pure."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any, Literal
+
+from ._errors import ConfigurationError
+
+__all__ = ["UNSET", "ErrorLog", "OnError", "Stats", "check_on_error", "check_ttl", "new_token"]
+
+OnError = Literal["ignore", "raise"]
+
+
+class _Unset:
+    """The "not given" sentinel, distinct from None (which means "never expires")."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
+    """Return a valid ttl: seconds > 0 (int or float), or None for no expiry."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise ConfigurationError(f"{where} must be a number of seconds or None, got {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ConfigurationError(f"{where} must be > 0 seconds (None: never expire), got {ttl!r}")
+    return ttl
+
+
+def check_on_error(value: Any) -> OnError:
+    if value not in ("ignore", "raise"):
+        raise ConfigurationError(f'on_error must be "ignore" (fail open) or "raise", got {value!r}')
+    return value  # type: ignore[no-any-return]
+
+
+def new_token() -> str:
+    """Return a fresh generation token: 8 random base-32 characters (40 bits)."""
+    n = int.from_bytes(os.urandom(5), "big")
+    return "".join("0123456789abcdefghijklmnopqrstuv"[(n >> s) & 31] for s in range(35, -1, -5))
+
+
+class Stats:
+    """Counters of one namespace. Increments are not locked: figures, not ledgers."""
+
+    __slots__ = ("decode_errors", "encode_errors", "errors", "hits", "misses", "not_stored", "sets")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.sets = self.errors = 0
+        self.decode_errors = self.encode_errors = self.not_stored = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ErrorLog:
+    """Log backend failures at most once per `interval` seconds per kind of error."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def report(self, what: str, exc: BaseException) -> None:
+        kind = f"{what}:{type(exc).__name__}"
+        now = time.monotonic()
+        last, suppressed = self._last.get(kind, (-math.inf, 0))
+        if now - last < self._interval:
+            self._last[kind] = (last, suppressed + 1)
+            return
+        self._last[kind] = (now, 0)
+        more = f" ({suppressed} similar errors not logged)" if suppressed else ""
+        self._logger.warning("memo: %s failed, continuing without the cache: %s%s", what, exc, more)
