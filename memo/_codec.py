@@ -6,6 +6,9 @@ Wire format (all integers big-endian)::
 
     b"m" | version (1 byte, now 1) | flags (1 byte) | [soft expiry: uint32 Unix time] | body
 
+The JSON body always ends with a newline (orjson never writes one inside a
+value), so a truncated body is detected, never decoded as a shorter value.
+
 Flags: `PLAIN` (the body is plain JSON: decode is one `orjson.loads`),
 `ZLIB` (the body is zlib-compressed), `SOFT_EXPIRY` (a 4-byte soft-expiry time
 follows the flags; reserved for stale-while-revalidate, readers skip it).
@@ -52,6 +55,7 @@ _KNOWN_FLAGS = PLAIN | ZLIB | SOFT_EXPIRY
 _PLAIN_HEADER = MAGIC + bytes([VERSION, PLAIN])
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _NUL = "\x00"
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 class DecodeError(Exception):
@@ -183,9 +187,9 @@ class Codec:
         """
         try:
             if _is_plain(value):
-                flags, body = PLAIN, orjson.dumps(value)
+                flags, body = PLAIN, orjson.dumps(value, option=_NEWLINE)
             else:
-                flags, body = 0, orjson.dumps(self.to_tree(value))
+                flags, body = 0, orjson.dumps(self.to_tree(value), option=_NEWLINE)
         except SerializationError:
             raise
         except (TypeError, ValueError, RecursionError) as exc:
@@ -203,7 +207,7 @@ class Codec:
         Raises:
             DecodeError: the bytes are not a value this codec wrote and can rebuild.
         """
-        if data[:3] == _PLAIN_HEADER:  # the hit path of JSON-shaped results
+        if data[:3] == _PLAIN_HEADER and data[-1:] == b"\n":  # the hit path of JSON-shaped results
             try:
                 return orjson.loads(data[3:])
             except orjson.JSONDecodeError as exc:
@@ -216,12 +220,27 @@ class Codec:
         try:
             if flags & ZLIB:
                 body = zlib.decompress(body)
+            if body[-1:] != b"\n":
+                raise DecodeError("truncated value")
             tree = orjson.loads(body)
             return tree if flags & PLAIN else self.from_tree(tree)
         except DecodeError:
             raise
         except Exception as exc:  # corrupt bytes must be a miss, whatever broke
             raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+
+    # -- LangGraph's SerializerProtocol shape ----------------------------------
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Return `("memo", bytes)`: the `dumps_typed` of LangGraph's serializers."""
+        return "memo", self.encode(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Rebuild what `dumps_typed` wrote; raise `DecodeError` for anything else."""
+        kind, payload = data
+        if kind != "memo":
+            raise DecodeError(f"not written by memo's codec (type {kind!r})")
+        return self.decode(payload)
 
     @staticmethod
     def soft_expiry(data: bytes) -> int | None:

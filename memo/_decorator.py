@@ -189,18 +189,21 @@ class Memo:
                 self._stats.hits += 1
                 return value
         self._stats.misses += 1
-        outcome, led = self.flight.run(key, partial(self._fill, cache, key, wrapped, args, kwargs))
+        outcome, led = self.flight.run(key, partial(self._fill, cache, key, raw, wrapped, args, kwargs))
         return self._shared(outcome, led)
 
-    def _fill(self, cache: Cache, key: str, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    def _fill(
+        self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
         # Re-read first: a caller that missed just before another finished its
-        # fill would otherwise run the function a second time.
+        # fill would otherwise run the function a second time. `bad` is the
+        # undecodable value the first read found, if any: not decoded (or counted) twice.
         try:
             raw = cache.backend.get(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs), None
-        if raw is not None:
+        if raw is not None and raw != bad:
             value = self.decode(raw)
             if value is not _MISS:
                 return value, raw
@@ -266,18 +269,20 @@ class Memo:
                 self._stats.hits += 1
                 return value
         self._stats.misses += 1
-        outcome, led = await self.flight.run(key, partial(self._afill, cache, key, wrapped, args, kwargs))
+        outcome, led = await self.flight.run(
+            key, partial(self._afill, cache, key, raw, wrapped, args, kwargs)
+        )
         return self._shared(outcome, led)
 
     async def _afill(
-        self, cache: Cache, key: str, wrapped: Callable[..., Any], args: Any, kwargs: Any
+        self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
     ) -> Any:
         try:
             raw = await cache.backend.aget(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs), None
-        if raw is not None:
+        if raw is not None and raw != bad:
             value = self.decode(raw)
             if value is not _MISS:
                 return value, raw

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from functools import partial
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 __all__ = ["AsyncFlight", "Flight"]

@@ -147,9 +147,10 @@ def _canon_object(value: Any) -> Any:
         return {"p": [name, str(value)]}
     if isinstance(value, type) or inspect.isfunction(value) or inspect.isbuiltin(value):
         # Classes and functions are identified by where they are defined.
-        if "<lambda>" in name:
+        defined = qualified_name(value)
+        if "<lambda>" in defined:
             raise _Unkeyable(value, "a lambda has no stable name")
-        return {"c": name}
+        return {"c": defined}
     # Subclasses of the built-in value types keep their class in the key.
     for base in cls.__mro__[1:]:
         handler = _CANON.get(base)
@@ -179,7 +180,18 @@ class Binder:
         ignore: parameter names left out of the result.
     """
 
-    __slots__ = ("_defaults", "_index", "_keep", "_n", "_names", "_nonpos", "_sig", "_simple", "names")
+    __slots__ = (
+        "_defaults",
+        "_index",
+        "_keep",
+        "_n",
+        "_n_all_positional",
+        "_names",
+        "_nonpos",
+        "_sig",
+        "_simple",
+        "names",
+    )
 
     def __init__(self, fn: Callable[..., Any], ignore: Iterable[str] = ()) -> None:
         self._sig = sig = inspect.signature(fn)
@@ -204,6 +216,8 @@ class Binder:
             p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
             for p in params
         )
+        # A call passing every parameter positionally needs no binding at all.
+        self._n_all_positional = self._n if self._nonpos == self._n else -1
         self._defaults = tuple(p.default if p.default is not p.empty else _MISSING for p in params)
         keep = [i for i, p in enumerate(params) if p.name not in ignore]
         self._keep: tuple[int, ...] | None = None if len(keep) == len(params) else tuple(keep)
@@ -214,7 +228,7 @@ class Binder:
         """Return the bound values; raise `TypeError` exactly as calling the function would."""
         if self._simple:
             n = len(args)
-            if not kwargs and n == self._n:
+            if not kwargs and n == self._n_all_positional:
                 values = args
             elif n <= self._nonpos:
                 values = self._bind_simple(args, kwargs)

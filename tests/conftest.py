@@ -1,1 +1,47 @@
+"""Shared fixtures: a Cache on every backend, so the decorator suite runs on each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import memo
+
 pytest_plugins = ["memcached_fixtures"]
+
+
+@pytest.fixture(params=["memory", "memcached"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each backend the engine suite runs against."""
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("memcached_url"))
+
+
+@pytest.fixture
+def make_cache(backend_url: str) -> Iterator[object]:
+    """Build Caches on the current backend; each test gets its own key prefix."""
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    made: list[memo.Cache] = []
+
+    def make(**options: object) -> memo.Cache:
+        options.setdefault("prefix", prefix)
+        cache = memo.Cache(backend_url, **options)  # type: ignore[arg-type]
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache.close()
+
+
+@pytest.fixture
+def cache(make_cache: object) -> memo.Cache:
+    return make_cache()  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture
+def memory_cache() -> memo.Cache:
+    return memo.Cache("memory://")

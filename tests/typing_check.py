@@ -1,0 +1,40 @@
+"""Checked by mypy --strict (see test_typing.py), not run: what type checkers see of memo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typing_extensions import assert_type
+
+import memo
+
+cache = memo.Cache("memory://")
+
+
+@cache.cached(ns="users", ttl=60)
+def get_user(user_id: int, *, full: bool = False) -> dict[str, int]:
+    return {"id": user_id}
+
+
+@memo.cached(ns="users")
+async def aget_user(user_id: int) -> list[str]:
+    return [str(user_id)]
+
+
+async def check() -> None:
+    assert_type(get_user(1), dict[str, int])
+    assert_type(get_user(1, full=True), dict[str, int])
+    assert_type(get_user.invalidate(1), bool)
+    assert_type(await get_user.ainvalidate(1), bool)
+    assert_type(get_user.refresh(1), dict[str, int])
+    assert_type(get_user.key_for(1), str)
+    assert_type(get_user.uncached(1), dict[str, int])
+    assert_type(await aget_user(1), list[str])
+    assert_type(await aget_user.arefresh(1), list[str])
+    assert_type(await aget_user.ainvalidate(1), bool)
+    assert_type(aget_user.key_for(1), str)
+    assert_type(cache.stats(), dict[str, Any])
+    get_user("1")  # type: ignore[arg-type]
+    get_user(1, fully=True)  # type: ignore[call-arg]
+    aget_user.invalidate("x")  # type: ignore[arg-type]
+    get_user.refresh()  # type: ignore[call-arg]
