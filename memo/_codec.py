@@ -207,7 +207,7 @@ class Codec:
         Raises:
             DecodeError: the bytes are not a value this codec wrote and can rebuild.
         """
-        if data[:3] == _PLAIN_HEADER and data[-1:] == b"\n":  # the hit path of JSON-shaped results
+        if data.startswith(_PLAIN_HEADER) and data.endswith(b"\n"):  # the hit path of JSON-shaped results
             try:
                 return orjson.loads(data[3:])
             except orjson.JSONDecodeError as exc:
@@ -346,13 +346,20 @@ _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
 def _dec_dataclass(codec: Codec, payload: Any) -> Any:
     name, fields = payload
     cls = codec._class(name, dataclasses.is_dataclass)
+    init = _INIT_FIELDS.get(cls)
+    if init is None:
+        init = _INIT_FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
     values = {k: codec.from_tree(v) for k, v in fields.items()}
-    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    if values.keys() <= init:
+        return cls(**values)
     obj = cls(**{k: v for k, v in values.items() if k in init})
     for k, v in values.items():
         if k not in init:
             object.__setattr__(obj, k, v)
     return obj
+
+
+_INIT_FIELDS: dict[type, frozenset[str]] = {}
 
 
 def _dec_named(codec: Codec, payload: Any) -> Any:
