@@ -125,6 +125,7 @@ class Cache:
         version: str | int | None = None,
         ignore: Iterable[str] = (),
         key: Callable[..., Any] | None = None,
+        scope: Callable[..., Any] | None = None,
         types: Iterable[type] = (),
         strict: bool | None = None,
         on_error: OnError | None = None,
@@ -139,6 +140,9 @@ class Cache:
             ignore: parameter names left out of the key (e.g. a database session).
             key: a callable taking the function's arguments and returning the value
                 to key on, replacing the bound arguments.
+            scope: a callable whose parameter names pick arguments of the call,
+                ignored ones included; what it returns is added to the key. Scope a
+                LangGraph node by user: `scope=lambda config: config["configurable"]["user_id"]`.
             types: classes the codec may rebuild beyond those the return
                 annotation names.
             strict: overrides the Cache's `strict` for this function.
@@ -146,7 +150,18 @@ class Cache:
         """
         from ._decorator import Decorator
 
-        return Decorator(self, ns, ttl, version, ignore, key, types, strict, on_error)
+        return Decorator(
+            self,
+            ns,
+            ttl,
+            version=version,
+            ignore=ignore,
+            key=key,
+            scope=scope,
+            types=types,
+            strict=strict,
+            on_error=on_error,
+        )
 
     # -- statistics ----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
@@ -68,14 +69,16 @@ class Memo:
         self,
         cache: Cache | None,
         fn: Any,
-        ns: str,
-        ttl: Any,
-        version: str | int | None,
-        ignore: Iterable[str],
-        key: Callable[..., Any] | None,
-        types: Iterable[type],
-        strict: bool | None,
-        on_error: OnError | None,
+        ns: str = "default",
+        ttl: Any = UNSET,
+        *,
+        version: str | int | None = None,
+        ignore: Iterable[str] = (),
+        key: Callable[..., Any] | None = None,
+        scope: Callable[..., Any] | None = None,
+        types: Iterable[type] = (),
+        strict: bool | None = None,
+        on_error: OnError | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
@@ -96,7 +99,9 @@ class Memo:
         #: it is the first parameter of the signature the key binds.
         self.prepend = not isinstance(fn, staticmethod)
         self.name = qualified_name(func)
-        self.keys = KeyMaker(ns, self.name, version, Binder(func, ignore), key, func.__qualname__)
+        Binder(func, ignore)  # names the parameters of a wrong ignore=
+        binder = Binder(func, {*ignore, *injected_parameters(func)}, scope)
+        self.keys = KeyMaker(ns, self.name, version, binder, key, func.__qualname__)
         registry = TypeRegistry(types, parent=GLOBAL_TYPES)
         # Unresolvable annotations are fine: returned classes are learned on encode.
         with contextlib.suppress(Exception):
@@ -331,6 +336,37 @@ class Memo:
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
 
 
+#: Parameters LangGraph fills in by name when it calls a node; never part of a node's key.
+LANGGRAPH_INJECTED = frozenset({"config", "writer", "store", "previous", "runtime", "error"})
+_FRAMEWORK_TYPES = ("langgraph", "langchain", "RunnableConfig", "StreamWriter", "BaseStore", "Runtime")
+
+
+def injected_parameters(func: Callable[..., Any]) -> set[str]:
+    """Return the parameters a framework injects (LangGraph's), which keys leave out.
+
+    A parameter counts when it has one of LangGraph's injected names and either
+    an annotation naming a LangGraph or LangChain type, or no annotation while
+    LangGraph is loaded. `def f(x, config: dict)` keeps `config` in its key.
+    """
+    found = set()
+    for param in inspect.signature(func).parameters.values():
+        if param.name not in LANGGRAPH_INJECTED:
+            continue
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty:
+            if "langgraph" in sys.modules:
+                found.add(param.name)
+            continue
+        text = (
+            annotation
+            if isinstance(annotation, str)
+            else f"{getattr(annotation, '__module__', '')} {annotation!r}"
+        )
+        if any(marker in text for marker in _FRAMEWORK_TYPES):
+            found.add(param.name)
+    return found
+
+
 class _Controls:
     """`invalidate`, `refresh`, `key_for`... on a memoized function, bound like a call."""
 
@@ -407,29 +443,19 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
 class Decorator:
     """What `cached(...)` returns: apply it to a sync or async function."""
 
-    def __init__(
-        self,
-        cache: Cache | None,
-        ns: str,
-        ttl: Any,
-        version: str | int | None,
-        ignore: Iterable[str],
-        key: Callable[..., Any] | None,
-        types: Iterable[type],
-        strict: bool | None,
-        on_error: OnError | None,
-    ) -> None:
+    def __init__(self, cache: Cache | None, ns: str, ttl: Any, **options: Any) -> None:
         if ttl is not UNSET:
             check_ttl(ttl)
-        self._settings = (cache, ns, ttl, version, tuple(ignore), key, tuple(types), strict, on_error)
+        if "on_error" in options and options["on_error"] is not None:
+            check_on_error(options["on_error"])
+        self._cache, self._ns, self._ttl, self._options = cache, ns, ttl, options
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCached[P, R]: ...  # type: ignore[overload-overlap]
     @overload
     def __call__(self, fn: Callable[P, R]) -> Cached[P, R]: ...
     def __call__(self, fn: Any) -> Any:
-        cache, ns, ttl, version, ignore, key, types, strict, on_error = self._settings
-        memo = Memo(cache, fn, ns, ttl, version, ignore, key, types, strict, on_error)
+        memo = Memo(self._cache, fn, self._ns, self._ttl, **self._options)
         return _CachedFunction(fn, memo)
 
 
@@ -440,6 +466,7 @@ def cached(
     version: str | int | None = None,
     ignore: Iterable[str] = (),
     key: Callable[..., Any] | None = None,
+    scope: Callable[..., Any] | None = None,
     types: Iterable[type] = (),
     strict: bool | None = None,
     on_error: OnError | None = None,
@@ -449,4 +476,15 @@ def cached(
     The default Cache is looked up when the function is called, so decorating at
     import time before `memo.configure(...)` is fine. Arguments as `Cache.cached`.
     """
-    return Decorator(None, ns, ttl, version, ignore, key, types, strict, on_error)
+    return Decorator(
+        None,
+        ns,
+        ttl,
+        version=version,
+        ignore=ignore,
+        key=key,
+        scope=scope,
+        types=types,
+        strict=strict,
+        on_error=on_error,
+    )

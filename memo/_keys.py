@@ -178,6 +178,9 @@ class Binder:
     Args:
         fn: the function whose signature is bound (self/cls included for methods).
         ignore: parameter names left out of the result.
+        scope: a callable whose parameter names pick arguments of the call (ignored
+            ones included, e.g. `lambda config: config["configurable"]["user_id"]`);
+            its return value is appended to the result, so it becomes part of the key.
     """
 
     __slots__ = (
@@ -188,12 +191,16 @@ class Binder:
         "_n_all_positional",
         "_names",
         "_nonpos",
+        "_scope",
+        "_scope_args",
         "_sig",
         "_simple",
         "names",
     )
 
-    def __init__(self, fn: Callable[..., Any], ignore: Iterable[str] = ()) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], ignore: Iterable[str] = (), scope: Callable[..., Any] | None = None
+    ) -> None:
         self._sig = sig = inspect.signature(fn)
         params = list(sig.parameters.values())
         ignore = set(ignore)
@@ -223,6 +230,18 @@ class Binder:
         self._keep: tuple[int, ...] | None = None if len(keep) == len(params) else tuple(keep)
         #: Names of the values `bind` returns, in order.
         self.names = tuple(self._names[i] for i in keep)
+        self._scope = scope
+        self._scope_args: tuple[tuple[str, int], ...] = ()
+        if scope is not None:
+            wanted = list(inspect.signature(scope).parameters)
+            missing = [name for name in wanted if name not in self._names]
+            if missing:
+                raise ConfigurationError(
+                    f"scope= asks for {missing}, which {qualified_name(fn)} does not take; "
+                    f"its parameters are {self._names}"
+                )
+            self._scope_args = tuple((name, self._names.index(name)) for name in wanted)
+            self.names += ("scope=",)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Return the bound values; raise `TypeError` exactly as calling the function would."""
@@ -237,7 +256,10 @@ class Binder:
         else:
             values = self._bind_slow(args, kwargs)
         keep = self._keep
-        return values if keep is None else tuple(values[i] for i in keep)
+        if self._scope is None:
+            return values if keep is None else tuple(values[i] for i in keep)
+        scoped = self._scope(**{name: values[i] for name, i in self._scope_args})
+        return (*(values if keep is None else (values[i] for i in keep)), scoped)
 
     def _bind_simple(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         values = list(args)
@@ -312,7 +334,7 @@ class KeyMaker:
         self._names = binder.names
         # The digest starts from everything that identifies the function; a copy of
         # this hasher per call costs less than hashing the prefix again.
-        seed = orjson.dumps(["memo/1", ns, identity, version, binder.names if key is None else "key="])
+        seed = orjson.dumps(["memo/1", ns, identity, version, binder.names if key is None else ["key="]])
         self._base = hashlib.blake2b(seed, digest_size=16)
         #: The readable middle of every key: `<namespace>:<qualname>`.
         self.readable = f"{safe_segment(ns, 48)}:{safe_segment(qualname or identity, 64)}"

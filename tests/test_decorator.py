@@ -613,3 +613,39 @@ def test_memory_backend_is_bounded_lru() -> None:
     assert b.get("a") is None and b.get("b") == b"v"
     b.set("e", b"v", None)
     assert b.get("c") is None and b.get("b") == b"v"
+
+
+class TestScopeAndInjected:
+    def test_scope_adds_picked_arguments_to_the_key(self, cache: memo.Cache) -> None:
+        seen = Counter()
+
+        @cache.cached(ns="s", ignore=("config",), scope=lambda config: config["user"])
+        def answer(question: str, config: dict[str, Any]) -> str:
+            seen(question, config["user"])
+            return f"{config['user']}:{question}"
+
+        assert answer("q", {"user": "ann", "trace": 1}) == "ann:q"
+        assert answer("q", {"user": "ann", "trace": 2}) == "ann:q"  # other config values do not matter
+        assert answer("q", {"user": "bob", "trace": 1}) == "bob:q"  # but the scoped one does
+        assert len(seen.calls) == 2
+        assert answer.key_for("q", {"user": "ann"}) != answer.key_for("q", {"user": "bob"})
+
+    def test_scope_must_name_parameters_of_the_function(self) -> None:
+        with pytest.raises(memo.ConfigurationError, match="nope"):
+
+            @memo.Cache().cached(scope=lambda nope: nope)
+            def f(x: int) -> int:
+                return x
+
+    def test_langgraph_injected_parameters_are_left_out(self, cache: memo.Cache) -> None:
+        from memo._decorator import injected_parameters
+
+        class RunnableConfig(dict):  # type: ignore[type-arg]
+            pass
+
+        def node(state: dict[str, Any], config: RunnableConfig, store: "BaseStore") -> None: ...  # type: ignore[name-defined]  # noqa: F821, UP037
+
+        def plain(state: dict[str, Any], config: dict[str, Any]) -> None: ...
+
+        assert injected_parameters(node) == {"config", "store"}
+        assert injected_parameters(plain) == set()
