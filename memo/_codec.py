@@ -137,23 +137,33 @@ def _classes_in(annotation: Any, seen: set[int]) -> Iterable[type]:
 # -- encoding ---------------------------------------------------------------
 
 
-def _is_plain(value: Any) -> bool:
-    """True when orjson alone round-trips `value` to an equal value of the same types."""
-    t = type(value)
-    if t is str or t is bool or value is None:
-        return True
-    if t is int:
-        return bool(_INT64_MIN <= value <= _UINT64_MAX)
-    if t is float:
-        return bool(value - value == 0.0)
-    if t is list:
-        return all(map(_is_plain, value))
-    if t is dict:
-        for k, v in value.items():
-            if type(k) is not str or k.startswith(_NUL) or not _is_plain(v):
-                return False
-        return True
-    return False
+# orjson hands dataclasses, datetimes and subclasses of built-ins to `default` with these
+# options, and refuses sets, bytes, Decimal, non-str keys and ints beyond 64 bits. What it
+# still writes with a loss of type (tuples, UUIDs, enum members, nan) is caught by comparing
+# the decoded body with the value; that comparison runs in C, unlike a Python-level walk.
+_PLAIN_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_APPEND_NEWLINE
+)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError
+
+
+def _plain_body(value: Any) -> bytes | None:
+    """Return the orjson body of `value` if plain JSON round-trips it exactly, else None."""
+    try:
+        body = orjson.dumps(value, default=_refuse, option=_PLAIN_OPTIONS)
+    except TypeError:
+        return None
+    try:
+        same = orjson.loads(body) == value
+    except Exception:  # a value whose __eq__ raises is not plain
+        return None
+    return body if same else None
 
 
 class Codec:
@@ -185,9 +195,10 @@ class Codec:
         Raises:
             SerializationError: `value` holds a type this codec cannot round-trip.
         """
+        plain = _plain_body(value)
         try:
-            if _is_plain(value):
-                flags, body = PLAIN, orjson.dumps(value, option=_NEWLINE)
+            if plain is not None:
+                flags, body = PLAIN, plain
             else:
                 flags, body = 0, orjson.dumps(self.to_tree(value), option=_NEWLINE)
         except SerializationError:

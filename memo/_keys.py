@@ -337,7 +337,8 @@ class KeyMaker:
         seed = orjson.dumps(["memo/1", ns, identity, version, binder.names if key is None else ["key="]])
         self._base = hashlib.blake2b(seed, digest_size=16)
         #: The readable middle of every key: `<namespace>:<qualname>`.
-        self.readable = f"{safe_segment(ns, 48)}:{safe_segment(qualname or identity, 64)}"
+        readable_name = (qualname or identity).replace(".<locals>", "")
+        self.readable = f"{safe_segment(ns, 48)}:{safe_segment(readable_name, 64)}"
 
     def digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Return the hex digest for one call; raise on arguments that cannot be keyed."""
