@@ -1,0 +1,254 @@
+"""Run the whole benchmark suite once and write benchmarks/RESULTS.md and benchmarks/hits.png.
+
+    scripts/dev bench            # or: tox -e bench, or: python benchmarks/run.py
+
+Extra arguments go to pytest (e.g. `-k hit`). `--report-only FILE.json` rebuilds the
+report from an earlier run's JSON without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+JSON = HERE / "results.json"
+RESULTS = HERE / "RESULTS.md"
+CHART = HERE / "hits.png"
+COMMAND = "scripts/dev bench"
+
+
+def run_suite(extra: list[str]) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(HERE),
+        "-q",
+        "-p",
+        "no:randomly",
+        "--benchmark-enable",
+        "--benchmark-only",
+        f"--benchmark-json={JSON}",
+        "--benchmark-min-rounds=20",
+        "--benchmark-max-time=1.0",
+        "--benchmark-columns=median,iqr,rounds",
+        "--benchmark-sort=name",
+        *extra,
+    ]
+    subprocess.run(cmd, check=True, cwd=HERE.parent)
+
+
+class Case:
+    def __init__(self, raw: dict[str, Any]) -> None:
+        info = raw.get("extra_info", {})
+        self.name: str = raw["name"]
+        self.group: str = raw.get("group") or "other"
+        self.role: str = info.get("role", "subject")
+        self.library: str = info.get("library", self.name)
+        self.ops: int = int(info.get("ops_per_round", 1))
+        self.runs: int | None = info.get("runs")
+        self.callers: int | None = info.get("callers")
+        self.throughput: bool = bool(info.get("throughput"))
+        self.median_us: float = raw["stats"]["median"] * 1e6 / self.ops
+        self.rounds: int = raw["stats"]["rounds"]
+
+
+def load(path: Path) -> tuple[dict[str, list[Case]], dict[str, Any]]:
+    data = json.loads(path.read_text())
+    groups: dict[str, list[Case]] = defaultdict(list)
+    for raw in data["benchmarks"]:
+        case = Case(raw)
+        groups[case.group].append(case)
+    return groups, data
+
+
+def find(groups: dict[str, list[Case]], group: str, library: str) -> Case | None:
+    return next((c for c in groups.get(group, []) if c.library == library), None)
+
+
+def baseline(cases: list[Case]) -> Case | None:
+    return next((c for c in cases if c.role == "baseline"), None)
+
+
+def ratio(a: Case | None, b: Case | None) -> float | None:
+    return a.median_us / b.median_us if a and b and b.median_us else None
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]:
+    out: list[tuple[str, str, bool | None]] = []
+
+    def target(
+        name: str, value: float | None, limit: float, unit: str = "×", higher_is_better: bool = False
+    ) -> None:
+        if value is None:
+            out.append((name, "not measured", None))
+            return
+        ok = value >= limit if higher_is_better else value <= limit
+        out.append((name, f"{value:.2f}{unit}", ok))
+
+    sync_memo, async_memo = find(groups, "hit-sync", "memo"), find(groups, "hit-async", "memo")
+    target(
+        "sync hit ≤ 1.25× raw pymemcache `Client.get` + orjson",
+        ratio(sync_memo, find(groups, "hit-sync", "pymemcache + orjson")),
+        1.25,
+    )
+    target(
+        "async hit ≤ 1.25× raw aiomcache `get` + orjson",
+        ratio(async_memo, find(groups, "hit-async", "aiomcache + orjson")),
+        1.25,
+    )
+    target(
+        "memo ≥ 2.5× faster than dogpile.cache on hits",
+        ratio(find(groups, "hit-sync", "dogpile.cache"), sync_memo),
+        2.5,
+        higher_is_better=True,
+    )
+    target(
+        "memo ≥ 2.5× faster than aiocache on hits",
+        ratio(find(groups, "hit-async", "aiocache"), async_memo),
+        2.5,
+        higher_is_better=True,
+    )
+    eight = find(groups, "routing", "memo router, 8 servers")
+    target("routing ≤ 2 µs per key at 8 servers", eight.median_us if eight else None, 2.0, unit=" µs")
+    target(
+        "100-key batch through MemcachedCache ≤ 2× a raw 100-key get",
+        ratio(
+            find(groups, "langgraph-batch-100", "memo MemcachedCache"),
+            find(groups, "langgraph-batch-100", "pymemcache get_many"),
+        ),
+        2.0,
+    )
+    for group in ("stampede-threads", "stampede-tasks"):
+        case = find(groups, group, "memo")
+        runs = case.runs if case else None
+        out.append(
+            (
+                f"stampede ({group.split('-')[1]}): one run per cold key",
+                "not measured" if runs is None else f"{runs} run(s) for {case.callers} callers",  # type: ignore[union-attr]
+                None if runs is None else runs == 1,
+            )
+        )
+    return out
+
+
+def chart(groups: dict[str, list[Case]]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, group, title in ((axes[0], "hit-sync", "Sync hit"), (axes[1], "hit-async", "Async hit")):
+        cases = sorted(groups.get(group, []), key=lambda c: c.median_us)
+        colors = [
+            "#2b8a3e" if c.library == "memo" else "#868e96" if c.role in ("baseline", "floor") else "#c92a2a"
+            for c in cases
+        ]
+        ax.barh([c.library for c in cases], [c.median_us for c in cases], color=colors)
+        for i, c in enumerate(cases):
+            ax.text(c.median_us, i, f" {c.median_us:.1f}", va="center", fontsize=9)
+        ax.set_title(f"{title}, one local memcached (median µs per call, lower is better)", fontsize=10)
+        ax.set_xlabel("µs")
+        ax.margins(x=0.18)
+    fig.tight_layout()
+    fig.savefig(CHART, dpi=110)
+    return True
+
+
+def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
+    machine = data.get("machine_info", {})
+    extra = machine.get("memo", {})
+    floor = find(groups, "hit-sync", "raw socket")
+    cpu = machine.get("cpu", {}).get("brand_raw", "unknown CPU")
+    lines = [
+        "# memo benchmarks",
+        "",
+        f"Reproduce with `{COMMAND}` (runs `benchmarks/run.py`: pytest-benchmark over `benchmarks/`,",
+        "then this report and `hits.png`). All cases run in one session against memcached processes",
+        "the suite starts on loopback. Times are medians per operation; async cases time 200",
+        "sequential awaits per round and divide. Ratios: to the group's baseline, and to the",
+        "physical floor (a bare-socket `get`).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, measured, ok in targets(groups):
+        lines.append(f"| {name} | {measured} | {'met' if ok else 'not met' if ok is False else '–'} |")
+    lines += ["", "## All cases", ""]
+    for group in sorted(groups):
+        cases = sorted(groups[group], key=lambda c: c.median_us)
+        base = baseline(cases)
+        lines += [f"### {group}", ""]
+        if any(c.runs is not None for c in cases):
+            lines += ["| library | function runs | callers | wall time (ms) |", "|---|---|---|---|"]
+            for c in cases:
+                lines.append(f"| {c.library} | {c.runs} | {c.callers} | {c.median_us / 1000:.1f} |")
+        elif any(c.throughput for c in cases):
+            lines += ["| library | ops/s | µs per op | × baseline |", "|---|---|---|---|"]
+            for c in cases:
+                lines.append(
+                    f"| {c.library} | {1e6 / c.median_us:,.0f} | {c.median_us:.2f} | {fmt(ratio(c, base))} |"
+                )
+        else:
+            lines += ["| library | median µs | × baseline | × floor | rounds |", "|---|---|---|---|---|"]
+            use_floor = group.startswith(("hit", "miss", "invalidate", "langgraph"))
+            for c in cases:
+                label = f"{c.library} (baseline)" if c is base else c.library
+                to_floor = fmt(ratio(c, floor)) if use_floor else "–"
+                lines.append(
+                    f"| {label} | {c.median_us:.2f} | {fmt(ratio(c, base))} | {to_floor} | {c.rounds} |"
+                )
+        lines.append("")
+    pinning = extra.get("pinning", {})
+    lines += [
+        "## Machine",
+        "",
+        f"- {platform.system()} {machine.get('release', '')}, {cpu}, {extra.get('cpus', '?')} CPUs; "
+        f"Python {machine.get('python_version', platform.python_version())}",
+        f"- pinning: {'yes' if pinning.get('pinned') else 'no'} ({pinning.get('reason', 'unknown')})",
+        f"- memcached: {extra.get('memcached', '?')}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in extra.get("versions", {}).items()),
+        f"- run at {data.get('datetime', '?')}",
+        "",
+        "![hit latency per library](hits.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--report-only"]:
+        path = Path(argv[1]) if len(argv) > 1 else JSON
+    else:
+        run_suite(argv)
+        path = JSON
+    groups, data = load(path)
+    RESULTS.write_text(report(groups, data))
+    made_chart = chart(groups)
+    print(f"wrote {RESULTS}" + (f" and {CHART}" if made_chart else " (no matplotlib: no chart)"))
+    print(
+        "\n".join(
+            f"  {'met    ' if ok else 'NOT MET' if ok is False else '-      '} {name}: {measured}"
+            for name, measured, ok in targets(groups)
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
