@@ -30,6 +30,7 @@ reader load code (the danger of pickle in a shared cache).
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import datetime as _dt
 import enum
@@ -351,6 +352,8 @@ _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
     uuid.UUID: lambda c, v: {"\x00u": v.hex},
     Decimal: lambda c, v: {"\x00x": str(v)},
     complex: lambda c, v: {"\x00j": [_enc_float(c, v.real), _enc_float(c, v.imag)]},
+    # LangGraph stores a node's writes as a deque; its maxlen is not kept.
+    collections.deque: lambda c, v: {"\x00q": [c.to_tree(x) for x in v]},
 }
 
 
@@ -400,6 +403,7 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
     "\x00f": _dec_float,
     "\x00d": lambda c, p: {c.from_tree(k): c.from_tree(v) for k, v in p},
     "\x00t": lambda c, p: tuple(c.from_tree(x) for x in p),
+    "\x00q": lambda c, p: collections.deque(c.from_tree(x) for x in p),
     "\x00s": lambda c, p: {c.from_tree(x) for x in p},
     "\x00S": lambda c, p: frozenset(c.from_tree(x) for x in p),
     "\x00b": lambda c, p: base64.b64decode(p, validate=True),

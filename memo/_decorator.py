@@ -337,8 +337,13 @@ class Memo:
 
 
 #: Parameters LangGraph fills in by name when it calls a node; never part of a node's key.
-LANGGRAPH_INJECTED = frozenset({"config", "writer", "store", "previous", "runtime", "error"})
+#: LangGraph also injects `previous` (an entrypoint's last return value) and `error`
+#: (what an error handler handles): those are data the result depends on, so they stay in it.
+LANGGRAPH_INJECTED = frozenset({"config", "writer", "store", "runtime"})
 _FRAMEWORK_TYPES = ("langgraph", "langchain", "RunnableConfig", "StreamWriter", "BaseStore", "Runtime")
+#: `langgraph.types.StreamWriter` is this alias, whose repr names no framework type;
+#: LangGraph injects `writer` when the annotation equals it.
+_STREAM_WRITER = Callable[[Any], None]
 
 
 def injected_parameters(func: Callable[..., Any]) -> set[str]:
@@ -362,7 +367,9 @@ def injected_parameters(func: Callable[..., Any]) -> set[str]:
             if isinstance(annotation, str)
             else f"{getattr(annotation, '__module__', '')} {annotation!r}"
         )
-        if any(marker in text for marker in _FRAMEWORK_TYPES):
+        if any(marker in text for marker in _FRAMEWORK_TYPES) or (
+            param.name == "writer" and annotation == _STREAM_WRITER
+        ):
             found.add(param.name)
     return found
 

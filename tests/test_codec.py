@@ -75,16 +75,58 @@ def same(a: Any, b: Any) -> bool:
 
 
 CASES: list[Any] = [
-    None, True, False, 0, -1, 2**63 - 1, 2**64 - 1, 2**64, -(2**63) - 1, 10**40, 1.5, -0.0,
-    float("inf"), float("-inf"), "", "text", "ünï\x00code", b"", b"\x00\xff", bytearray(b"ab"),
-    [], [1, "a", None], (), (1, (2, [3])), {"a": 1}, {1: "a", "1": "b"}, {(1, 2): {3}},
-    {"\x00t": [1]}, {"\x00": 1, "b": 2}, set(), {1, 2}, frozenset({"a"}),
-    dt.datetime(2024, 1, 2, 3, 4, 5, 6), dt.datetime(2024, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=5))),
-    dt.date(2024, 2, 29), dt.time(23, 59, 59, 999999), dt.timedelta(days=-1, seconds=5, microseconds=7),
-    uuid.UUID(int=12345), Decimal("1.10"), Decimal("-0"), complex(1, -2),
-    Role.ADMIN, Pt(1, 2.5), [Pt(0, 0.0)],
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    2**64 - 1,
+    2**64,
+    -(2**63) - 1,
+    10**40,
+    1.5,
+    -0.0,
+    float("inf"),
+    float("-inf"),
+    "",
+    "text",
+    "ünï\x00code",
+    b"",
+    b"\x00\xff",
+    bytearray(b"ab"),
+    [],
+    [1, "a", None],
+    (),
+    (1, (2, [3])),
+    {"a": 1},
+    {1: "a", "1": "b"},
+    {(1, 2): {3}},
+    {"\x00t": [1]},
+    {"\x00": 1, "b": 2},
+    set(),
+    {1, 2},
+    frozenset({"a"}),
+    dt.datetime(2024, 1, 2, 3, 4, 5, 6),
+    dt.datetime(2024, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+    dt.date(2024, 2, 29),
+    dt.time(23, 59, 59, 999999),
+    dt.timedelta(days=-1, seconds=5, microseconds=7),
+    uuid.UUID(int=12345),
+    Decimal("1.10"),
+    Decimal("-0"),
+    complex(1, -2),
+    Role.ADMIN,
+    Pt(1, 2.5),
+    [Pt(0, 0.0)],
     Person("ann", dt.date(1990, 1, 1), Role.USER, Address("x", (1, 2)), frozenset({"t"})),
-    Model(id=1, raw=b"\xff", when=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), pair=(1, "a"), nested=[Pt(1, 2.0)]),
+    Model(
+        id=1,
+        raw=b"\xff",
+        when=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+        pair=(1, "a"),
+        nested=[Pt(1, 2.0)],
+    ),
 ]
 
 
@@ -123,10 +165,23 @@ def test_large_values_are_compressed_and_small_ones_are_not() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"", b"m", b"m\x01", b"m\x01\x01[1]", b"m\x01\x0112\n3\n", b"\x00\x01\x01[]", b"m\x02\x01[1]", b"m\x01\x80[1]", b"m\x01\x01[1",
-        b"m\x01\x00{\"\\u0000zz\": 1}", b"m\x01\x00{\"\\u0000t\": 5}", b"m\x01\x02notzlib",
-        b"m\x01\x00{\"\\u0000c\": [\"os.system\", {}]}", b"m\x01\x00{\"\\u0000f\": \"1e999x\"}",
-        b"\x80\x04\x95pickle", b'{"json": "from another writer"}', zlib.compress(b"m\x01\x01[1]"),
+        b"",
+        b"m",
+        b"m\x01",
+        b"m\x01\x01[1]",
+        b"m\x01\x0112\n3\n",
+        b"\x00\x01\x01[]",
+        b"m\x02\x01[1]",
+        b"m\x01\x80[1]",
+        b"m\x01\x01[1",
+        b'm\x01\x00{"\\u0000zz": 1}',
+        b'm\x01\x00{"\\u0000t": 5}',
+        b"m\x01\x02notzlib",
+        b'm\x01\x00{"\\u0000c": ["os.system", {}]}',
+        b'm\x01\x00{"\\u0000f": "1e999x"}',
+        b"\x80\x04\x95pickle",
+        b'{"json": "from another writer"}',
+        zlib.compress(b"m\x01\x01[1]"),
     ],
 )
 def test_undecodable_bytes_raise_decode_error_only(data: bytes) -> None:
@@ -136,7 +191,7 @@ def test_undecodable_bytes_raise_decode_error_only(data: bytes) -> None:
 
 def test_every_truncation_of_every_value_is_a_decode_error() -> None:
     codec = Codec(TypeRegistry([Person, Pt, Model]), compress_threshold=64)
-    for value in CASES + [{"k": "x" * 500}]:
+    for value in [*CASES, {"k": "x" * 500}]:
         data = codec.encode(value)
         for cut in range(len(data)):
             with pytest.raises(DecodeError):
@@ -177,12 +232,16 @@ def test_a_registered_name_of_the_wrong_kind_is_refused() -> None:
 def test_annotations_register_nested_classes() -> None:
     registry = TypeRegistry()
     registry.add_annotation(list[Person] | None)
-    data = Codec(TypeRegistry([Person])).encode([Person("a", dt.date(2000, 1, 1), Role.ADMIN, Address("c", ()))])
+    data = Codec(TypeRegistry([Person])).encode(
+        [Person("a", dt.date(2000, 1, 1), Role.ADMIN, Address("c", ()))]
+    )
     out = Codec(registry).decode(data)
     assert isinstance(out[0].address, Address) and out[0].role is Role.ADMIN
 
 
-@pytest.mark.parametrize("value", [object(), lambda: 1, {"a": object()}, [1, {2: open}], type("X", (str,), {})("s")])
+@pytest.mark.parametrize(
+    "value", [object(), lambda: 1, {"a": object()}, [1, {2: open}], type("X", (str,), {})("s")]
+)
 def test_unknown_types_are_a_serialization_error(value: Any) -> None:
     with pytest.raises(memo.SerializationError):
         Codec().encode(value)
@@ -199,10 +258,12 @@ def test_langgraph_shaped_methods() -> None:
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text() | st.integers(), inner, max_size=4)
-    | st.frozensets(st.integers() | st.text(), max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.integers(), inner, max_size=4)
+        | st.frozensets(st.integers() | st.text(), max_size=4)
+    ),
     max_leaves=20,
 )
 

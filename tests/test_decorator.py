@@ -47,7 +47,13 @@ class TestSyncBasics:
         assert get_user(1, full=True) == {"id": 1, "full": True}
         assert seen.calls == [(1, False), (1, True)]
         assert cache.stats("users") | {} == {
-            "hits": 3, "misses": 2, "sets": 2, "errors": 0, "decode_errors": 0, "encode_errors": 0, "not_stored": 0,
+            "hits": 3,
+            "misses": 2,
+            "sets": 2,
+            "errors": 0,
+            "decode_errors": 0,
+            "encode_errors": 0,
+            "not_stored": 0,
         }
 
     def test_results_keep_their_types(self, cache: memo.Cache) -> None:
@@ -241,7 +247,11 @@ class TestMethods:
         assert (K.outer(1), K().outer(1), Sub.outer(1)) == ("K", "K", "Sub")
         assert (K.static(1), K().static(1), Sub.static(1)) == (1, 1, 1)
         assert seen.calls == [
-            ("inner", "K", 1), ("inner", "Sub", 1), ("outer", "K", 1), ("outer", "Sub", 1), ("static", 1),
+            ("inner", "K", 1),
+            ("inner", "Sub", 1),
+            ("outer", "K", 1),
+            ("outer", "Sub", 1),
+            ("static", 1),
         ]
         assert K.inner.key_for(1) == K().inner.key_for(1) != Sub.inner.key_for(1)
         assert K.inner.invalidate(1) and K().inner(1) == "K" and len(seen.calls) == 6
@@ -281,7 +291,9 @@ class TestAsync:
 
         assert await Repo(2).get(3) == 6 and await Repo(3).get(3) == 9 and await Repo(2).get(3) == 6
 
-    async def test_sync_and_async_functions_share_entries_through_the_backend(self, cache: memo.Cache) -> None:
+    async def test_sync_and_async_functions_share_entries_through_the_backend(
+        self, cache: memo.Cache
+    ) -> None:
         @cache.cached(ns="shared")
         async def aget(x: int) -> list[int]:
             return [x]
@@ -431,7 +443,9 @@ class TestFailures:
 
         assert type(lenient()) is object
 
-    @pytest.mark.parametrize("garbage", [b"", b"garbage", b"m\x01\x01[1", b"m\x09\x00[]\n", b"\x80\x04pickle"])
+    @pytest.mark.parametrize(
+        "garbage", [b"", b"garbage", b"m\x01\x01[1", b"m\x09\x00[]\n", b"\x80\x04pickle"]
+    )
     def test_undecodable_entries_are_misses(self, cache: memo.Cache, garbage: bytes) -> None:
         seen = Counter()
 

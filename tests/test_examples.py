@@ -14,7 +14,9 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
 def run(example: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "MEMO_URL"} | env
-    return subprocess.run([sys.executable, str(example)], capture_output=True, text=True, env=environ, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=environ, timeout=120
+    )
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -24,7 +24,13 @@ KEY_RE = re.compile(r"[!-~]{1,250}")  # printable ASCII, no whitespace or contro
 
 
 def keymaker(fn: Any, ns: str = "ns", **kw: Any) -> KeyMaker:
-    return KeyMaker(ns, f"{fn.__module__}.{fn.__qualname__}", kw.pop("version", None), Binder(fn, kw.pop("ignore", ())), **kw)
+    return KeyMaker(
+        ns,
+        f"{fn.__module__}.{fn.__qualname__}",
+        kw.pop("version", None),
+        Binder(fn, kw.pop("ignore", ())),
+        **kw,
+    )
 
 
 def f(user_id: int, *, full: bool = False) -> None: ...
@@ -114,14 +120,65 @@ class WithKey:
 
 
 DISTINCT: list[Any] = [
-    1, 1.0, True, "1", b"1", bytearray(b"1"), None, 0, 0.0, False, "", b"", -0.0,
-    (1, 2), [1, 2], {1: "a"}, {"1": "a"}, {1.0: "a"}, {True: "a"}, {1, 2}, frozenset({1, 2}),
-    [], (), {}, set(), frozenset(), [[]], [()], ("a",), ["a"], {"a": None}, {"a": ()},
-    2**64, 2**64 + 1, -(2**63) - 1, float("inf"), float("-inf"), float("nan"),
-    dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), dt.date(2024, 1, 1),
-    dt.time(1, 2), dt.timedelta(1), uuid.UUID(int=1), Decimal("1"), Decimal("1.0"),
-    Color.RED, Number.ONE, Point(1, 2), Pair(1, 2), PurePosixPath("/a"), "/a",
-    WithRepr(1), WithKey(1), ("v", 1), complex(1, 0), Plain, Point, len,
+    1,
+    1.0,
+    True,
+    "1",
+    b"1",
+    bytearray(b"1"),
+    None,
+    0,
+    0.0,
+    False,
+    "",
+    b"",
+    -0.0,
+    (1, 2),
+    [1, 2],
+    {1: "a"},
+    {"1": "a"},
+    {1.0: "a"},
+    {True: "a"},
+    {1, 2},
+    frozenset({1, 2}),
+    [],
+    (),
+    {},
+    set(),
+    frozenset(),
+    [[]],
+    [()],
+    ("a",),
+    ["a"],
+    {"a": None},
+    {"a": ()},
+    2**64,
+    2**64 + 1,
+    -(2**63) - 1,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    dt.datetime(2024, 1, 1),
+    dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    dt.date(2024, 1, 1),
+    dt.time(1, 2),
+    dt.timedelta(1),
+    uuid.UUID(int=1),
+    Decimal("1"),
+    Decimal("1.0"),
+    Color.RED,
+    Number.ONE,
+    Point(1, 2),
+    Pair(1, 2),
+    PurePosixPath("/a"),
+    "/a",
+    WithRepr(1),
+    WithKey(1),
+    ("v", 1),
+    complex(1, 0),
+    Plain,
+    Point,
+    len,
 ]
 
 
@@ -162,7 +219,9 @@ class TestCanonicalForm:
         with pytest.raises(memo.UnkeyableArgumentError) as err:
             km.digest((), {"user_id": 1, "full": Plain()})
         message = str(err.value)
-        assert "'full'" in message and "ignore=" in message and "key=" in message and "__cache_key__" in message
+        assert (
+            "'full'" in message and "ignore=" in message and "key=" in message and "__cache_key__" in message
+        )
         assert isinstance(err.value, TypeError)
 
     def test_an_unkeyable_object_nested_in_a_container_is_refused(self) -> None:
@@ -237,8 +296,13 @@ class TestLayout:
             "print(f.key_for((1, 'a'), y={'k': 1.5}).rsplit(':', 1)[1])\n"
         )
         runs = {
-            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed)}).stdout
+            subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={"PYTHONHASHSEED": str(seed)},
+            ).stdout
             for seed in (1, 2)
         }
         assert len(runs) == 1 and len(runs.pop().strip()) == 32
@@ -247,13 +311,23 @@ class TestLayout:
 # -- properties ---------------------------------------------------------------------
 
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)
-    | st.binary(max_size=5) | st.decimals(allow_nan=False, allow_infinity=False) | st.uuids()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5)
+    | st.binary(max_size=5)
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.uuids()
 )
-hashable = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6)
+hashable = st.recursive(
+    scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6
+)
 values = st.recursive(
     hashable,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hashable, inner, max_size=3) | st.tuples(inner),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(hashable, inner, max_size=3) | st.tuples(inner)
+    ),
     max_leaves=10,
 )
 

@@ -10,9 +10,25 @@ from pathlib import Path
 import memo
 
 PUBLIC = {
-    "Cache", "cached", "configure", "default_cache", "Cached", "AsyncCached", "Codec", "DecodeError",
-    "register_type", "Backend", "PartialFailure", "UNSET", "MemoError", "ConfigurationError",
-    "UnkeyableArgumentError", "SerializationError", "BackendError", "BackendUnavailable", "BackendTimeout",
+    "Cache",
+    "cached",
+    "configure",
+    "default_cache",
+    "Cached",
+    "AsyncCached",
+    "Codec",
+    "DecodeError",
+    "register_type",
+    "Backend",
+    "PartialFailure",
+    "UNSET",
+    "MemoError",
+    "ConfigurationError",
+    "UnkeyableArgumentError",
+    "SerializationError",
+    "BackendError",
+    "BackendUnavailable",
+    "BackendTimeout",
 }
 
 
@@ -30,7 +46,11 @@ def test_every_error_is_a_memo_error() -> None:
 
 
 def test_importing_memo_loads_no_client_or_integration() -> None:
-    code = "import sys, memo; print(sorted(m for m in sys.modules if m.split('.')[0] in {'pymemcache', 'aiomcache', 'langgraph', 'pydantic'}))"
+    code = (
+        "import sys, memo; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'pymemcache', 'aiomcache', 'langgraph', 'pydantic'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

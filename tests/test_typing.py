@@ -6,16 +6,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
 
-
 def run_mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-version", "3.10", *map(str, paths)],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-version",
+            "3.10",
+            *map(str, paths),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -28,9 +34,12 @@ def test_decorated_functions_keep_their_signatures() -> None:
 
 
 def test_the_typing_check_is_not_vacuous(tmp_path: Path) -> None:
-    wrong = (HERE / "typing_check.py").read_text().replace(
-        "assert_type(get_user(1), dict[str, int])", "assert_type(get_user(1), int)"
-    ).replace("assert_type(await aget_user(1), list[str])", "assert_type(await aget_user(1), str)")
+    wrong = (
+        (HERE / "typing_check.py")
+        .read_text()
+        .replace("assert_type(get_user(1), dict[str, int])", "assert_type(get_user(1), int)")
+        .replace("assert_type(await aget_user(1), list[str])", "assert_type(await aget_user(1), str)")
+    )
     path = tmp_path / "wrong.py"
     path.write_text(wrong)
     result = run_mypy(path)

@@ -1,0 +1,493 @@
+"""LangGraph on memo: a node cache for `compile(cache=...)`, and scopes for `@cached` nodes.
+
+    import memo
+    from langgraph.types import CachePolicy
+    from memo.langgraph import MemcachedCache
+
+    cache = memo.Cache("memcached://127.0.0.1:11211")
+    builder.add_node("summarize", summarize, cache_policy=CachePolicy(ttl=300))
+    graph = builder.compile(cache=MemcachedCache(cache))
+
+This is the only module of memo that imports LangGraph; `import memo` does not.
+
+Namespaces and clearing. LangGraph files every cached task under a namespace
+tuple (for a node: the writes marker, the node function's `module.qualname`
+and the node name) and a 32-hex-digit key. A `MemcachedCache` owns the memo
+namespace `name` ("langgraph" by default), and maps each LangGraph namespace to
+its own memo namespace, `<name>/<the tuple as JSON>`. Every entry's digest
+covers the generation tokens of both, so `clear(namespaces)` (a fresh token per
+namespace) drops exactly those namespaces, `clear()` (a fresh token for `name`)
+drops everything this cache owns, and neither scans, sends `flush_all`, or
+touches entries of functions decorated on the same `memo.Cache`. Other
+processes see a clear within the Cache's `ns_refresh` seconds.
+
+Keys: `<prefix><name>:<namespace, sanitised and shortened>:<blake2b-128>`. The
+readable part is for people reading server dumps; the digest covers the exact
+namespace tuple and key (any length, any characters), so two of them never
+share an entry.
+
+Values: the serializer's `(type, bytes)` in a small envelope,
+`b"mlg" | version | flags | len(type) | type | body`, the body zlib-compressed
+above the Cache's `compress_threshold`. Anything that does not decode (another
+format, corruption, an entry written with another serializer) is a miss,
+counted in `decode_errors`. LangGraph's default serializer rebuilds whatever
+importable class the bytes name (it logs unregistered ones) unless
+`LANGGRAPH_STRICT_MSGPACK=true` or its `allowed_msgpack_modules=` narrows it:
+narrow it when others can write to the memcached servers.
+
+Failures never fail a graph run: when memcached cannot be reached `get`
+returns `{}` and `set` drops the write; both are counted in
+`Cache.stats()[name]` and logged. A value the serializer cannot encode is not
+cached (`encode_errors`). Only `clear` raises `memo.BackendError`, because a
+clear that did not happen must not look as if it had.
+
+Graphs sharing one `MemcachedCache`: LangGraph names a node's namespace after
+the node function's qualname, except for async node functions and compiled
+subgraphs used as nodes, which all get `"__dynamic__"`. Two graphs with such
+nodes of the same name and equal input would read each other's entries, so give
+those graphs their own cache name: `MemcachedCache(cache, name="billing")`.
+Sync nodes and `@task` functions (sync or async) are told apart by qualname.
+A subgraph caches its nodes with the cache it was compiled with (LangGraph
+1.2 does not hand it the parent's): `subgraph_builder.compile(cache=...)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from langgraph.cache.base import BaseCache, FullKey, Namespace, ValueT
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ._backend import SetItem
+from ._cache import Cache
+from ._errors import BackendUnavailable, ConfigurationError
+from ._keys import safe_segment
+from ._policy import ErrorLog
+
+__all__ = ["MemcachedCache", "by_configurable", "by_context"]
+
+logger = logging.getLogger("memo")
+
+_MAGIC = b"mlg"
+_VERSION = 1
+_ZLIB = 1
+_HEADER = len(_MAGIC) + 3  # magic, version, flags, length of the type name
+#: `langgraph._internal._constants.CACHE_NS_WRITES`, left out of the readable part of keys.
+_WRITES_NS = "__pregel_ns_writes"
+_NAME_OK = re.compile(r"[A-Za-z0-9_.:\-]{1,48}")
+_MAX_SPACES = 4096  # namespaces whose key parts are kept ready
+_MISS: Any = object()
+_REQUIRED: Any = object()
+#: This cache's generation, and each namespace's (None: unknown, so bypass the cache).
+_Generations = tuple[str | None, dict[Namespace, str | None]]
+
+
+def _frame(*parts: bytes) -> bytes:
+    """Length-prefix each part, so no sequence of parts can read as another."""
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+class _Space:
+    """What keys of one LangGraph namespace share, prepared once."""
+
+    __slots__ = ("memo_ns", "seed", "static")
+
+    def __init__(self, owner: str, static_prefix: str, ns: Namespace) -> None:
+        #: The memo namespace whose generation `clear([ns])` renews; "/" never occurs in `owner`.
+        self.memo_ns = f"{owner}/{json.dumps(list(ns), ensure_ascii=True)}"
+        label = "/".join(ns[1:] if ns[:1] == (_WRITES_NS,) else ns)
+        self.static = f"{static_prefix}{safe_segment(label, 96)}:"
+        self.seed = _frame(len(ns).to_bytes(4, "big"), *map(_utf8, ns))
+
+
+class MemcachedCache(BaseCache[ValueT]):
+    """A LangGraph node cache on a `memo.Cache`: `builder.compile(cache=MemcachedCache(cache))`.
+
+    One `memo.Cache` can serve decorated functions and any number of graph
+    caches at once; each `MemcachedCache` owns the memo namespace `name`.
+
+    Args:
+        cache: the memo Cache (its backend, key prefix, stats and generations).
+        serde: how values become bytes; default LangGraph's own
+            (`JsonPlusSerializer(pickle_fallback=False)`, as its `BaseCache` uses),
+            so messages, pydantic state and the stored writes round-trip. Any
+            `SerializerProtocol` works, `memo.Codec()` included.
+        name: this cache's memo namespace: letters, digits and `_.:-`, at most 48.
+            Not also a `@cached(ns=...)` of the same Cache, or each clear drops the
+            other's entries. Give graphs whose async nodes share names their own
+            name (see the module doc).
+    """
+
+    def __init__(
+        self, cache: Cache, *, serde: SerializerProtocol | None = None, name: str = "langgraph"
+    ) -> None:
+        super().__init__(serde=serde)
+        if not isinstance(cache, Cache):
+            raise ConfigurationError(
+                f"MemcachedCache needs a memo.Cache, got {cache!r}; "
+                "MemcachedCache.from_url(url) builds one from a URL"
+            )
+        if not isinstance(name, str) or not _NAME_OK.fullmatch(name):
+            raise ConfigurationError(f"name must be 1 to 48 letters, digits or '_.:-', got {name!r}")
+        self.cache = cache
+        self.name = name
+        self._owns_cache = False
+        self._static = f"{cache.prefix}{name}:"
+        self._spaces: dict[Namespace, _Space] = {}
+        self._stats = cache.ns_stats(name)
+        self._errors = ErrorLog(logger)
+
+    # -- other ways to build one ---------------------------------------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        name: str = "langgraph",
+        **options: Any,
+    ) -> MemcachedCache[Any]:
+        """Build a cache on a new `memo.Cache(url, **options)`, which `close()` releases.
+
+        Args:
+            url: `memcached://host:port[,host:port...]`, `memcached+tls://...` or `memory://`.
+            serde: as for the constructor.
+            name: as for the constructor.
+            **options: `memo.Cache` options: `prefix`, `ns_refresh`,
+                `compress_threshold`, `timeout`, `connect_timeout`, `pool_size`...
+        """
+        made: MemcachedCache[Any] = cls(Cache(url, **options), serde=serde, name=name)
+        made._owns_cache = True
+        return made
+
+    @classmethod
+    def from_servers(
+        cls,
+        servers: Iterable[str | tuple[str, int]],
+        *,
+        serde: SerializerProtocol | None = None,
+        name: str = "langgraph",
+        **options: Any,
+    ) -> MemcachedCache[Any]:
+        """Build a cache on memcached servers given as `"host:port"` or `(host, port)`."""
+        hosts = [server if isinstance(server, str) else f"{server[0]}:{server[1]}" for server in servers]
+        if not hosts:
+            raise ConfigurationError("from_servers needs at least one server")
+        return cls.from_url("memcached://" + ",".join(hosts), serde=serde, name=name, **options)
+
+    def __repr__(self) -> str:
+        return f"MemcachedCache({self.cache!r}, name={self.name!r})"
+
+    # -- the pure parts ----------------------------------------------------------
+
+    def _space(self, ns: Namespace) -> _Space:
+        space = self._spaces.get(ns)
+        if space is None:
+            if len(self._spaces) >= _MAX_SPACES:
+                self._spaces.clear()
+            space = self._spaces[ns] = _Space(self.name, self._static, ns)
+        return space
+
+    def _spaces_of(self, full_keys: Iterable[FullKey]) -> dict[Namespace, _Space]:
+        return {ns: self._space(ns) for ns, _ in full_keys}
+
+    def _storage_keys(
+        self,
+        full_keys: Iterable[FullKey],
+        spaces: Mapping[Namespace, _Space],
+        owner: str,
+        gens: Mapping[Namespace, str | None],
+    ) -> dict[FullKey, str]:
+        """Map LangGraph keys to memcached keys; keys whose generation is unknown are left out.
+
+        The digest is keyed BLAKE2b: its key is a hash of this cache's and the
+        namespace's generations and of the exact namespace tuple, so one
+        namespace's digests say nothing about another's, and each LangGraph key
+        costs one hash call.
+        """
+        prepared: dict[Namespace, tuple[bytes, str]] = {}
+        for ns, space in spaces.items():
+            gen = gens[ns]
+            if gen is not None:
+                seed = _frame(b"memo.langgraph/1", owner.encode(), gen.encode()) + space.seed
+                prepared[ns] = (hashlib.blake2b(seed, digest_size=32).digest(), space.static)
+        blake2b = hashlib.blake2b
+        out: dict[FullKey, str] = {}
+        for full in full_keys:
+            found = prepared.get(full[0])
+            if found is not None:
+                mac, static = found
+                out[full] = static + blake2b(_utf8(full[1]), digest_size=16, key=mac).hexdigest()
+        return out
+
+    def _encode(self, value: Any) -> bytes | None:
+        try:
+            kind, body = self.serde.dumps_typed(value)
+            tag = kind.encode("ascii")
+            if len(tag) > 255:
+                raise ValueError(f"serializer type name {kind!r} is longer than 255 bytes")
+        except Exception as exc:  # a value that cannot be stored is not cached; the run goes on
+            self._stats.encode_errors += 1
+            self._errors.report(f"encoding a {type(value).__name__} for the graph cache", exc)
+            return None
+        flags = 0
+        threshold = self.cache.compress_threshold
+        if threshold is not None and len(body) > threshold:
+            packed = zlib.compress(body, 3)
+            if len(packed) < len(body):
+                body, flags = packed, _ZLIB
+        return b"".join((_MAGIC, bytes((_VERSION, flags, len(tag))), tag, body))
+
+    def _decode(self, raw: bytes) -> Any:
+        try:
+            if raw[:3] != _MAGIC or raw[3] != _VERSION or raw[4] & ~_ZLIB:
+                raise ValueError("not a memo.langgraph entry of a known version")
+            end = _HEADER + raw[5]
+            kind = raw[_HEADER:end].decode("ascii")
+            if len(kind) != raw[5]:
+                raise ValueError("truncated entry")
+            body = zlib.decompress(raw[end:]) if raw[4] & _ZLIB else raw[end:]
+            return self.serde.loads_typed((kind, body))
+        except Exception:  # corrupt, foreign or another serializer's bytes: a miss, never an error
+            self._stats.decode_errors += 1
+            return _MISS
+
+    def _collect(
+        self, asked: int, storage: Mapping[FullKey, str], found: Mapping[str, bytes]
+    ) -> dict[FullKey, ValueT]:
+        values: dict[FullKey, ValueT] = {}
+        if found:
+            for full, key in storage.items():
+                raw = found.get(key)
+                if raw is not None:
+                    value = self._decode(raw)
+                    if value is not _MISS:
+                        values[full] = value
+        self._stats.hits += len(values)
+        self._stats.misses += asked - len(values)
+        return values
+
+    def _items(
+        self, pairs: Mapping[FullKey, tuple[ValueT, int | None]], storage: Mapping[FullKey, str]
+    ) -> list[SetItem]:
+        items: list[SetItem] = []
+        for full, key in storage.items():
+            value, ttl = pairs[full]
+            # LangGraph's ttl is whole seconds or None; memcached would read 0 as "never expires".
+            if ttl is not None and ttl <= 0:
+                continue
+            data = self._encode(value)
+            if data is not None:
+                items.append((key, data, ttl))
+        return items
+
+    # -- sync driver ---------------------------------------------------------------
+
+    def _generations(self, spaces: Mapping[Namespace, _Space]) -> _Generations:
+        owner = self.cache.generation(self.name, "ignore")
+        if owner is None:
+            return None, {}
+        return owner, {ns: self.cache.generation(space.memo_ns, "ignore") for ns, space in spaces.items()}
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Return the cached values of `keys` that were found; one batch read per call."""
+        if not keys:
+            return {}
+        spaces = self._spaces_of(keys)
+        owner, gens = self._generations(spaces)
+        storage = {} if owner is None else self._storage_keys(keys, spaces, owner, gens)
+        found = self.cache.get_many(list(storage.values()), self.name, "ignore") if storage else {}
+        return self._collect(len(keys), storage, found)
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Store values with their ttl in seconds (None: never expire); one batch write per call."""
+        if not pairs:
+            return
+        spaces = self._spaces_of(pairs)
+        owner, gens = self._generations(spaces)
+        if owner is None:
+            return
+        items = self._items(pairs, self._storage_keys(pairs, spaces, owner, gens))
+        if items:
+            self.cache.set_many(items, self.name, "ignore")
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Drop the entries of exactly `namespaces`, or, with None, everything this cache owns.
+
+        Raises:
+            memo.BackendError: the new generation could not be written.
+        """
+        if namespaces is None:
+            self.cache.clear(self.name)
+            return
+        for ns in dict.fromkeys(tuple(ns) for ns in namespaces):
+            self.cache.clear(self._space(ns).memo_ns)
+
+    def key_for(self, ns: Namespace, key: str) -> str:
+        """Return the memcached key that `(ns, key)` reads now (for debugging).
+
+        Raises:
+            memo.BackendUnavailable: the generations could not be read.
+        """
+        spaces = {ns: self._space(ns)}
+        owner, gens = self._generations(spaces)
+        return self._key_or_raise(ns, key, spaces, owner, gens)
+
+    def _key_or_raise(
+        self,
+        ns: Namespace,
+        key: str,
+        spaces: Mapping[Namespace, _Space],
+        owner: str | None,
+        gens: Mapping[Namespace, str | None],
+    ) -> str:
+        storage = {} if owner is None else self._storage_keys([(ns, key)], spaces, owner, gens)
+        if not storage:
+            raise BackendUnavailable("the generations could not be read; see Cache.stats()")
+        return storage[(ns, key)]
+
+    # -- async driver: the same steps, awaited --------------------------------------
+
+    async def akey_for(self, ns: Namespace, key: str) -> str:
+        """Async `key_for`."""
+        spaces = {ns: self._space(ns)}
+        owner, gens = await self._agenerations(spaces)
+        return self._key_or_raise(ns, key, spaces, owner, gens)
+
+    async def _agenerations(self, spaces: Mapping[Namespace, _Space]) -> _Generations:
+        owner = await self.cache.ageneration(self.name, "ignore")
+        if owner is None:
+            return None, {}
+        gens = {}
+        for ns, space in spaces.items():
+            gens[ns] = await self.cache.ageneration(space.memo_ns, "ignore")
+        return owner, gens
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """Async `get`."""
+        if not keys:
+            return {}
+        spaces = self._spaces_of(keys)
+        owner, gens = await self._agenerations(spaces)
+        storage = {} if owner is None else self._storage_keys(keys, spaces, owner, gens)
+        found = await self.cache.aget_many(list(storage.values()), self.name, "ignore") if storage else {}
+        return self._collect(len(keys), storage, found)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """Async `set`."""
+        if not pairs:
+            return
+        spaces = self._spaces_of(pairs)
+        owner, gens = await self._agenerations(spaces)
+        if owner is None:
+            return
+        items = self._items(pairs, self._storage_keys(pairs, spaces, owner, gens))
+        if items:
+            await self.cache.aset_many(items, self.name, "ignore")
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Async `clear`."""
+        if namespaces is None:
+            await self.cache.aclear(self.name)
+            return
+        for ns in dict.fromkeys(tuple(ns) for ns in namespaces):
+            await self.cache.aclear(self._space(ns).memo_ns)
+
+    # -- lifecycle -------------------------------------------------------------------
+    # Only a Cache made by `from_url`/`from_servers` is closed here: one passed in
+    # may serve decorated functions and other graphs, and belongs to its creator.
+
+    def close(self) -> None:
+        """Release the sync connections of a Cache this object created."""
+        if self._owns_cache:
+            self.cache.close()
+
+    async def aclose(self) -> None:
+        """Release every connection of a Cache this object created."""
+        if self._owns_cache:
+            await self.cache.aclose()
+
+    def __enter__(self) -> MemcachedCache[ValueT]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MemcachedCache[ValueT]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+# -- scopes for @cached nodes -------------------------------------------------------
+
+
+def _pick(source: Any, names: tuple[str, ...], default: Any, where: str) -> Any:
+    values = []
+    for name in names:
+        if isinstance(source, Mapping):
+            value = source.get(name, _REQUIRED)
+        else:
+            value = getattr(source, name, _REQUIRED)
+        if value is _REQUIRED:
+            if default is _REQUIRED:
+                raise KeyError(
+                    f"{where} has no {name!r}, which this node's cache key is scoped by; "
+                    f"pass it, or give the scope a default= for calls without it"
+                )
+            value = default
+        values.append(value)
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def by_configurable(*names: str, default: Any = _REQUIRED) -> Callable[[Any], Any]:
+    """Return a `scope=` that keys a node by entries of `config["configurable"]`.
+
+        @cached(ns="answers", scope=by_configurable("user_id"))
+        def answer(state: State, config: RunnableConfig) -> dict: ...
+
+    The node must take `config`. A call whose configurable lacks a name raises
+    `KeyError` (one user's entry is never served to a caller who gave no user),
+    unless `default=` is given.
+    """
+    if not names:
+        raise ConfigurationError("by_configurable needs at least one configurable key")
+
+    def scope(config: Any) -> Any:
+        configurable = (config or {}).get("configurable") or {}
+        return _pick(configurable, names, default, 'config["configurable"]')
+
+    return scope
+
+
+def by_context(*names: str, default: Any = _REQUIRED) -> Callable[[Any], Any]:
+    """Return a `scope=` that keys a node by fields of the run context, `runtime.context`.
+
+        @cached(ns="answers", scope=by_context("user_id"))
+        def answer(state: State, runtime: Runtime[Context]) -> dict: ...
+
+    The node must take `runtime`; the context may be a dataclass, a pydantic
+    model or a dict. A missing field raises `KeyError` unless `default=` is given.
+    """
+    if not names:
+        raise ConfigurationError("by_context needs at least one context field")
+
+    def scope(runtime: Any) -> Any:
+        return _pick(getattr(runtime, "context", None), names, default, "runtime.context")
+
+    return scope
