@@ -24,9 +24,10 @@ although aiomcache is what a reader would expect here. Three reasons:
   also #43, #91). Timeouts are cancellations, so any timeout exposes it. Here a
   connection whose operation was cancelled or timed out is closed, always.
 * aiomcache has no timeouts; `asyncio.wait_for` costs about 15.6 µs per call
-  and `asyncio.timeout` (3.11+) about 7.8 µs. Here each request arms one
-  `loop.call_later` timer that fails the reply future and that the reply
-  cancels: about 1-2 µs, and the same on Python 3.10.
+  and `asyncio.timeout` (3.11+) about 7.8 µs. Here a request only records its
+  deadline, and one lazily re-armed timer per connection enforces it (see
+  `_Connection`): about 0.2 µs per request, the same on Python 3.10. Measured
+  on one local memcached, a hit costs about 24 µs against aiomcache's 29 µs.
 * TLS and per-event-loop pools, which aiomcache does not offer.
 
 Async connections belong to one event loop, so pools are kept per running loop
@@ -477,8 +478,10 @@ class _Connection(asyncio.Protocol):
                 self._pos = pos
                 return False
             line = bytes(buf[pos:eol])
-            if line.startswith((b"ERROR", b"CLIENT_ERROR")):
-                # The server did not understand us; what follows may be out of step.
+            if line not in _STATUS_LINES and not line.startswith(b"SERVER_ERROR"):
+                # ERROR / CLIENT_ERROR (the server did not understand us) or
+                # something stranger: what follows may be out of step, so the
+                # connection is not reused.
                 self.broken = True
             lines.append(line)
             pos = eol + 2
@@ -488,6 +491,9 @@ class _Connection(asyncio.Protocol):
 
 
 _ERROR_PREFIXES = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
+# One-line replies to set/add/delete that leave the connection in step.
+# SERVER_ERROR does too: memcached reads (and drops) the refused value first.
+_STATUS_LINES = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED"])
 
 
 def _error_line(line: bytes, server_id: str) -> BackendError:
@@ -702,7 +708,9 @@ class MemcachedBackend(Backend):
     error line from the server. No socket, ssl, asyncio or pymemcache exception
     escapes, except cancellation and exceptions raised into a call from outside
     (`KeyboardInterrupt`), which propagate unchanged after the connection they
-    interrupted is closed.
+    interrupted is closed. A key memcached cannot carry (not 1-250 printable
+    ASCII characters without spaces) or a non-finite ttl is a `ValueError`,
+    raised before anything is sent: the engine never builds one, so it is a bug.
     """
 
     OPTIONS: ClassVar[dict[str, type]] = {
@@ -1112,6 +1120,7 @@ class MemcachedBackend(Backend):
             if handed is not None:
                 if not handed.broken:
                     return handed
+                handed.abort()
                 slots.open -= 1
             # While we waited the server may have been marked down.
             if server.blocked_until:

@@ -24,11 +24,13 @@ still running when the session ends is killed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +43,30 @@ __all__ = ["MemcachedProcess"]
 
 MEMCACHED = os.environ.get("MEMCACHED_BIN") or shutil.which("memcached") or "/usr/bin/memcached"
 _STARTED: list[MemcachedProcess] = []
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up here, in the parent: the child runs nothing but the call itself.
+_PRCTL = _find_prctl() if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies (Linux).
+
+    Session cleanup does not run when pytest itself is killed (a CI timeout);
+    without this the servers would outlive it. Linux ties the signal to the
+    thread that started the child, so start processes from the main thread.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -129,7 +155,12 @@ class MemcachedProcess:
             return self
         with open(self._log.name, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
         self._paused = False
         if self not in _STARTED:
@@ -161,14 +192,48 @@ class MemcachedProcess:
             os.kill(self.proc.pid, signum)
 
     def pause(self) -> None:
-        """SIGSTOP: the kernel still accepts connections, nobody answers."""
+        """SIGSTOP: the kernel still accepts connections, nobody answers.
+
+        Returns once every thread is stopped: a signal is delivered
+        asynchronously, and a server still answering after `pause()` returned
+        would make timing tests flaky.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        self._wait_for_state(stopped=True)
 
     def resume(self) -> None:
         """SIGCONT after `pause()`."""
         self._signal(signal.SIGCONT)
         self._paused = False
+        self._wait_for_state(stopped=False)
+
+    def _thread_states(self) -> list[str] | None:
+        """One-letter states of the process's threads (Linux /proc), or None."""
+        assert self.proc is not None
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+            states = []
+            for task in tasks:
+                stat = Path(f"/proc/{self.proc.pid}/task/{task}/stat").read_text()
+                states.append(stat.rsplit(")", 1)[1].split()[0])
+            return states
+        except OSError:
+            return None
+
+    def _wait_for_state(self, *, stopped: bool, timeout: float = 2.0) -> None:
+        if not self.running:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = self._thread_states()
+            if states is None:  # no /proc: give the signal a moment
+                time.sleep(0.05)
+                return
+            if all((state in "tT") == stopped for state in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"memcached pid {self.pid} did not {'stop' if stopped else 'continue'}")
 
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after 5 s)."""
