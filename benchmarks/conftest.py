@@ -11,32 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
 from memcached_fixtures import MemcachedProcess, _start_or_skip
-
-#: A typical small cached result: what a "get user" function returns.
-SMALL: dict[str, Any] = {
-    "id": 42,
-    "name": "Ann Example",
-    "email": "ann@example.com",
-    "roles": ["admin", "dev"],
-    "active": True,
-    "score": 97.5,
-}
-#: A ~10 KB result.
-LARGE: dict[str, Any] = {
-    "items": [
-        {"id": i, "title": f"item number {i}", "price": i * 1.25, "tags": ["a", "b"]} for i in range(140)
-    ]
-}
 
 PIN_CPU = 0
 _state: dict[str, Any] = {"pinned": False, "reason": "benchmarks disabled (quick mode)"}
@@ -137,30 +117,6 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     yield loop
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
-
-
-def bench_async(
-    benchmark: Any,
-    loop: asyncio.AbstractEventLoop,
-    op: Callable[[], Coroutine[Any, Any, Any]],
-    ops: int = 200,
-) -> Any:
-    """Time `ops` sequential awaits of `op()` per round; the report divides by `ops`."""
-
-    async def batch() -> Any:
-        result = None
-        for _ in range(ops):
-            result = await op()
-        return result
-
-    benchmark.extra_info["ops_per_round"] = ops
-    return benchmark(lambda: loop.run_until_complete(batch()))
-
-
-def role(benchmark: Any, name: str, library: str) -> None:
-    """Label a case for the report: `baseline`, `floor` or `subject`, and its library."""
-    benchmark.extra_info["role"] = name
-    benchmark.extra_info["library"] = library
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

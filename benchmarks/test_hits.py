@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import SMALL, bench_async, role
+from bench_helpers import SMALL, bench_async, role
 from memcached_fixtures import MemcachedProcess
 
 import memo

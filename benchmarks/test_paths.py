@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import LARGE, SMALL, role
+from bench_helpers import LARGE, SMALL, role
 from memcached_fixtures import MemcachedProcess
 
 import memo

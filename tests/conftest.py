@@ -9,8 +9,6 @@ import pytest
 
 import memo
 
-pytest_plugins = ["memcached_fixtures"]
-
 
 @pytest.fixture(params=["memory", "memcached"])
 def backend_url(request: pytest.FixtureRequest) -> str:
