@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import logging
 import sys
+import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
@@ -34,6 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _MISS: Any = object()
+_monotonic = time.monotonic
 
 
 class Cached(Protocol[P, R_co]):
@@ -107,6 +109,8 @@ class Memo:
         with contextlib.suppress(Exception):
             registry.add_annotation(typing.get_type_hints(func).get("return"))
         self.codec = Codec(registry)
+        self._decode = self.codec.decode
+        self._digest = self.keys.digest
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
         self._bound: Cache | None = None
         self._warned = False
@@ -176,21 +180,31 @@ class Memo:
     def call(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        # The hit path: kept flat (no helper calls) because each call layer costs ~0.1 µs.
         cache = self.cache or default_cache()
         if cache is not self._bound:
             self._bind(cache)
-        gen = cache.generation(self.ns, self._on_error)
+        entry = cache._generations.get(self.ns)
+        gen = (
+            entry[0]
+            if entry is not None and entry[1] > _monotonic()
+            else cache.generation(self.ns, self._on_error)
+        )
         if gen is None:
             return wrapped(*args, **kwargs)
-        key = self.make_key(gen, instance, args, kwargs)
+        full = (instance, *args) if instance is not None and self.prepend else args
+        key = self._static + gen + ":" + self._digest(full, kwargs)
         try:
             raw = cache.backend.get(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
         if raw is not None:
-            value = self.decode(raw)
-            if value is not _MISS:
+            try:
+                value = self._decode(raw)
+            except DecodeError:
+                self._stats.decode_errors += 1
+            else:
                 self._stats.hits += 1
                 return value
         self._stats.misses += 1
@@ -259,18 +273,25 @@ class Memo:
         cache = self.cache or default_cache()
         if cache is not self._bound:
             self._bind(cache)
-        gen = await cache.ageneration(self.ns, self._on_error)
+        entry = cache._generations.get(self.ns)
+        gen: str | None = entry[0] if entry is not None and entry[1] > _monotonic() else None
         if gen is None:
-            return await wrapped(*args, **kwargs)
-        key = self.make_key(gen, instance, args, kwargs)
+            gen = await cache.ageneration(self.ns, self._on_error)
+            if gen is None:
+                return await wrapped(*args, **kwargs)
+        full = (instance, *args) if instance is not None and self.prepend else args
+        key = self._static + gen + ":" + self._digest(full, kwargs)
         try:
             raw = await cache.backend.aget(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
         if raw is not None:
-            value = self.decode(raw)
-            if value is not _MISS:
+            try:
+                value = self._decode(raw)
+            except DecodeError:
+                self._stats.decode_errors += 1
+            else:
                 self._stats.hits += 1
                 return value
         self._stats.misses += 1

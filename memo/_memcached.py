@@ -50,7 +50,10 @@ import collections
 import contextlib
 import math
 import os
+import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 import weakref
@@ -101,6 +104,30 @@ class _ServerError(BackendError):
     The server is alive, so this does not count against its circuit breaker;
     for writes it means "not stored".
     """
+
+
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
+
+
+class _KernelTimeoutClient(_PymemcacheClient):  # type: ignore[misc]
+    """A pymemcache Client whose send and receive timeouts the kernel enforces.
+
+    A Python socket with a timeout polls before every recv and send: about
+    1.5 µs per hit on loopback. Here the socket stays blocking (no poll) and
+    SO_RCVTIMEO/SO_SNDTIMEO bound each system call instead; an expired wait
+    surfaces as BlockingIOError, which the backend reports as a timeout. Not
+    used for TLS, where an expired wait would leave the TLS layer mid-record.
+    """
+
+    def __init__(self, server: tuple[str, int], *, io_timeout: float, **kwargs: Any) -> None:
+        super().__init__(server, timeout=None, **kwargs)
+        seconds = int(io_timeout)
+        self._timeval = struct.pack("ll", seconds, int((io_timeout - seconds) * 1_000_000))
+
+    def _connect(self) -> None:
+        super()._connect()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
 
 
 def _key_bytes(key: str) -> bytes:
@@ -891,6 +918,14 @@ class MemcachedBackend(Backend):
     # -- sync ---------------------------------------------------------------------
 
     def _new_client(self, server: _Server) -> Any:
+        if self._tls is None and _KERNEL_TIMEOUTS:
+            return _KernelTimeoutClient(
+                (server.host, server.port),
+                io_timeout=self._timeout,
+                connect_timeout=self._connect_timeout,
+                no_delay=True,
+                default_noreply=False,
+            )
         return _PymemcacheClient(
             (server.host, server.port),
             connect_timeout=self._connect_timeout,
@@ -906,7 +941,7 @@ class MemcachedBackend(Backend):
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt and friends: the socket is closed, pass it on
         error: BackendError
-        if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
+        if isinstance(exc, (TimeoutError, BlockingIOError)):  # socket.timeout; SO_RCVTIMEO expiring
             error = BackendTimeout(f"memcached {server.id} did not answer within {self._timeout}s")
         elif isinstance(exc, MemcacheUnexpectedCloseError):
             error = BackendUnavailable(f"memcached {server.id} closed the connection")
