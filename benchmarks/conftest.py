@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from memcached_fixtures import MemcachedProcess, _start_or_skip
+
+import memo
 
 PIN_CPU = 0
 _state: dict[str, Any] = {"pinned": False, "reason": "benchmarks disabled (quick mode)"}
@@ -108,6 +111,15 @@ def servers() -> Iterator[Callable[[int], list[MemcachedProcess]]]:
 @pytest.fixture(scope="session")
 def server(servers: Callable[[int], list[MemcachedProcess]]) -> MemcachedProcess:
     return servers(1)[0]
+
+
+@pytest.fixture
+def memo_cache(server: MemcachedProcess) -> Iterator[memo.Cache]:
+    """A memo Cache on the shared server, with a key prefix of its own."""
+    cache = memo.Cache(server.url, prefix=f"b{uuid.uuid4().hex[:8]}:")
+    yield cache
+    cache.close()
+    asyncio.run(cache.aclose())
 
 
 @pytest.fixture

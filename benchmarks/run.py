@@ -23,7 +23,10 @@ CHART = HERE / "hits.png"
 COMMAND = "scripts/dev bench"
 
 
-def run_suite(extra: list[str]) -> None:
+RUNS = 3
+
+
+def run_suite(extra: list[str], json_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -34,7 +37,7 @@ def run_suite(extra: list[str]) -> None:
         "no:randomly",
         "--benchmark-enable",
         "--benchmark-only",
-        f"--benchmark-json={JSON}",
+        f"--benchmark-json={json_path}",
         "--benchmark-min-rounds=20",
         "--benchmark-max-time=1.0",
         "--benchmark-columns=median,iqr,rounds",
@@ -56,7 +59,28 @@ class Case:
         self.callers: int | None = info.get("callers")
         self.throughput: bool = bool(info.get("throughput"))
         self.median_us: float = raw["stats"]["median"] * 1e6 / self.ops
+        self.min_us: float = raw["stats"]["min"] * 1e6 / self.ops
         self.rounds: int = raw["stats"]["rounds"]
+
+
+def merge(paths: list[Path], into: Path) -> None:
+    """Keep, for every case, the run with the lowest median.
+
+    A shared VM has slow spells lasting seconds; cases timed in different spells
+    are not comparable. The best of several whole-suite runs is each case's
+    figure when the machine was quiet, as timeit reports the best of its repeats.
+    """
+    runs = [json.loads(p.read_text()) for p in paths]
+    best: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for raw in run["benchmarks"]:
+            kept = best.get(raw["fullname"])
+            if kept is None or raw["stats"]["median"] < kept["stats"]["median"]:
+                best[raw["fullname"]] = raw
+    merged = dict(runs[0])
+    merged["benchmarks"] = list(best.values())
+    merged["runs"] = len(runs)
+    into.write_text(json.dumps(merged, indent=1))
 
 
 def load(path: Path) -> tuple[dict[str, list[Case]], dict[str, Any]]:
@@ -177,10 +201,12 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
         "# memo benchmarks",
         "",
         f"Reproduce with `{COMMAND}` (runs `benchmarks/run.py`: pytest-benchmark over `benchmarks/`,",
-        "then this report and `hits.png`). All cases run in one session against memcached processes",
-        "the suite starts on loopback. Times are medians per operation; async cases time 200",
-        "sequential awaits per round and divide. Ratios: to the group's baseline, and to the",
-        "physical floor (a bare-socket `get`).",
+        "then this report and `hits.png`). Every case runs against memcached processes the suite",
+        f"starts on loopback. The whole suite ran {data.get('runs', 1)} times; each case shows its run",
+        "with the lowest median (this VM has slow spells of several seconds that would otherwise",
+        "decide which case looks faster). Times are per operation; async cases time 200 sequential",
+        "awaits per round and divide. Ratios: to the group's baseline, and to the physical floor",
+        "(a bare-socket `get`). Targets are judged on medians.",
         "",
         "## Targets",
         "",
@@ -205,7 +231,10 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
                     f"| {c.library} | {1e6 / c.median_us:,.0f} | {c.median_us:.2f} | {fmt(ratio(c, base))} |"
                 )
         else:
-            lines += ["| library | median µs | × baseline | × floor | rounds |", "|---|---|---|---|---|"]
+            lines += [
+                "| library | median µs | min µs | × baseline | × floor | rounds |",
+                "|---|---|---|---|---|---|",
+            ]
             use_floor = group.startswith(("hit", "miss", "invalidate", "langgraph"))
             for c in cases:
                 label = f"{c.library} (baseline)" if c is base else c.library
@@ -235,7 +264,12 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--report-only"]:
         path = Path(argv[1]) if len(argv) > 1 else JSON
     else:
-        run_suite(argv)
+        paths = [HERE / f"results-{i}.json" for i in range(1, RUNS + 1)]
+        for path in paths:
+            run_suite(argv, path)
+        merge(paths, JSON)
+        for path in paths:
+            path.unlink()
         path = JSON
     groups, data = load(path)
     RESULTS.write_text(report(groups, data))

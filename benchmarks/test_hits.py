@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -14,15 +13,6 @@ from bench_helpers import SMALL, bench_async, role
 from memcached_fixtures import MemcachedProcess
 
 import memo
-
-
-@pytest.fixture
-def memo_cache(server: MemcachedProcess) -> Iterator[memo.Cache]:
-    cache = memo.Cache(server.url, prefix=f"b{uuid.uuid4().hex[:8]}:")
-    yield cache
-    cache.close()
-    asyncio.run(cache.aclose())
-
 
 # -- sync --------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,15 +16,6 @@ from bench_helpers import LARGE, SMALL, role
 from memcached_fixtures import MemcachedProcess
 
 import memo
-
-
-@pytest.fixture
-def memo_cache(server: MemcachedProcess) -> Iterator[memo.Cache]:
-    cache = memo.Cache(server.url, prefix=f"b{uuid.uuid4().hex[:8]}:")
-    yield cache
-    cache.close()
-    asyncio.run(cache.aclose())
-
 
 # -- miss + store, invalidate ------------------------------------------------------------
 

@@ -288,12 +288,8 @@ class Cache:
         """Read several keys; on failure count it and return what arrived."""
         try:
             return self.backend.get_many(keys)
-        except PartialFailure as exc:
-            self.record_error(ns, "a batch read", exc, on_error)
-            return exc.result  # type: ignore[no-any-return]
         except BackendError as exc:
-            self.record_error(ns, "a batch read", exc, on_error)
-            return {}
+            return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
 
     async def aget_many(
         self, keys: Sequence[str], ns: str, on_error: OnError | None = None
@@ -301,42 +297,39 @@ class Cache:
         """Async `get_many`."""
         try:
             return await self.backend.aget_many(keys)
-        except PartialFailure as exc:
-            self.record_error(ns, "a batch read", exc, on_error)
-            return exc.result  # type: ignore[no-any-return]
         except BackendError as exc:
-            self.record_error(ns, "a batch read", exc, on_error)
-            return {}
+            return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
 
     def set_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
         """Write several items; return how many were stored (failures counted)."""
-        stats = self.ns_stats(ns)
         try:
             failed = self.backend.set_many(items)
-        except PartialFailure as exc:
-            self.record_error(ns, "a batch write", exc, on_error)
-            failed = exc.result
         except BackendError as exc:
-            self.record_error(ns, "a batch write", exc, on_error)
-            return 0
-        stats.not_stored += len(failed)
-        stats.sets += len(items) - len(failed)
-        return len(items) - len(failed)
+            failed = self._batch_failed(exc, ns, "a batch write", on_error, None)
+        return self._count_writes(ns, len(items), failed)
 
     async def aset_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
         """Async `set_many`."""
-        stats = self.ns_stats(ns)
         try:
             failed = await self.backend.aset_many(items)
-        except PartialFailure as exc:
-            self.record_error(ns, "a batch write", exc, on_error)
-            failed = exc.result
         except BackendError as exc:
-            self.record_error(ns, "a batch write", exc, on_error)
+            failed = self._batch_failed(exc, ns, "a batch write", on_error, None)
+        return self._count_writes(ns, len(items), failed)
+
+    def _batch_failed(
+        self, exc: BackendError, ns: str, what: str, on_error: OnError | None, nothing: Any
+    ) -> Any:
+        # A partial failure still carries what the healthy servers answered.
+        self.record_error(ns, what, exc, on_error)
+        return exc.result if isinstance(exc, PartialFailure) else nothing
+
+    def _count_writes(self, ns: str, attempted: int, failed: list[str] | None) -> int:
+        if failed is None:  # the whole batch failed: counted as an error already
             return 0
+        stats = self.ns_stats(ns)
         stats.not_stored += len(failed)
-        stats.sets += len(items) - len(failed)
-        return len(items) - len(failed)
+        stats.sets += attempted - len(failed)
+        return attempted - len(failed)
 
     # -- lifecycle -------------------------------------------------------------
 

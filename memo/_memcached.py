@@ -1022,18 +1022,12 @@ class MemcachedBackend(Backend):
         return found
 
     def set(self, key: str, value: bytes, ttl: float | None) -> bool:
-        kb = _key_bytes(key)
-        if len(value) > self.max_value_size:
-            return False
-        if type(value) is not bytes:
-            value = bytes(value)
-        server = self._servers[self._index(kb)]
-        try:
-            return bool(self._call(server, _PymemcacheClient.set, kb, value, _expiry(ttl), False))
-        except _ServerError:
-            return False  # e.g. "object too large for cache" from a server with a smaller -I
+        return self._store(_PymemcacheClient.set, key, value, ttl)
 
     def add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        return self._store(_PymemcacheClient.add, key, value, ttl)
+
+    def _store(self, command: Callable[..., Any], key: str, value: bytes, ttl: float | None) -> bool:
         kb = _key_bytes(key)
         if len(value) > self.max_value_size:
             return False
@@ -1041,9 +1035,9 @@ class MemcachedBackend(Backend):
             value = bytes(value)
         server = self._servers[self._index(kb)]
         try:
-            return bool(self._call(server, _PymemcacheClient.add, kb, value, _expiry(ttl), False))
+            return bool(self._call(server, command, kb, value, _expiry(ttl), False))
         except _ServerError:
-            return False
+            return False  # e.g. "object too large for cache" from a server with a smaller -I
 
     def set_many(self, items: Iterable[SetItem]) -> list[str]:
         not_stored: list[str] = []
