@@ -239,9 +239,8 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
             for c in cases:
                 label = f"{c.library} (baseline)" if c is base else c.library
                 to_floor = fmt(ratio(c, floor)) if use_floor else "–"
-                lines.append(
-                    f"| {label} | {c.median_us:.2f} | {fmt(ratio(c, base))} | {to_floor} | {c.rounds} |"
-                )
+                times = f"{c.median_us:.2f} | {c.min_us:.2f}"
+                lines.append(f"| {label} | {times} | {fmt(ratio(c, base))} | {to_floor} | {c.rounds} |")
         lines.append("")
     pinning = extra.get("pinning", {})
     lines += [

@@ -178,3 +178,27 @@ def test_routing_per_key(benchmark: Any, n: int) -> None:
 
     benchmark.extra_info["ops_per_round"] = len(keys)
     assert benchmark(route_all) < n * len(keys)
+
+
+# -- the embedded backend: what memo's engine costs without a network ----------------
+
+
+def test_hit_memory_baseline_dict(benchmark: Any) -> None:
+    """The baseline: a dict lookup and an orjson decode of the same value."""
+    role(benchmark, "baseline", "dict + orjson")
+    benchmark.group = "hit-memory"
+    store = {"memo:users:get_user:gen:digest": orjson.dumps(SMALL)}
+    assert benchmark(lambda: orjson.loads(store["memo:users:get_user:gen:digest"])) == SMALL
+
+
+def test_hit_memory_memo(benchmark: Any) -> None:
+    role(benchmark, "subject", "memo on memory://")
+    benchmark.group = "hit-memory"
+    cache = memo.Cache("memory://")
+
+    @cache.cached(ns="users")
+    def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    get_user(42)
+    assert benchmark(get_user, 42) == SMALL

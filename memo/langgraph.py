@@ -142,6 +142,7 @@ class MemcachedCache(BaseCache[ValueT]):
             raise ConfigurationError(f"name must be 1 to 48 letters, digits or '_.:-', got {name!r}")
         self.cache = cache
         self.name = name
+        self._last_header, self._last_kind = b"", ""
         self._owns_cache = False
         self._static = f"{cache.prefix}{name}:"
         self._spaces: dict[Namespace, _Space] = {}
@@ -217,19 +218,22 @@ class MemcachedCache(BaseCache[ValueT]):
         namespace's digests say nothing about another's, and each LangGraph key
         costs one hash call.
         """
-        prepared: dict[Namespace, tuple[bytes, str]] = {}
+        prepared: dict[Namespace, tuple[Any, str]] = {}
         for ns, space in spaces.items():
             gen = gens[ns]
             if gen is not None:
                 seed = _frame(b"memo.langgraph/1", owner.encode(), gen.encode()) + space.seed
-                prepared[ns] = (hashlib.blake2b(seed, digest_size=32).digest(), space.static)
-        blake2b = hashlib.blake2b
+                mac = hashlib.blake2b(seed, digest_size=32).digest()
+                # Copying a keyed hasher costs less per key than passing the key again.
+                prepared[ns] = (hashlib.blake2b(digest_size=16, key=mac), space.static)
         out: dict[FullKey, str] = {}
         for full in full_keys:
             found = prepared.get(full[0])
             if found is not None:
-                mac, static = found
-                out[full] = static + blake2b(_utf8(full[1]), digest_size=16, key=mac).hexdigest()
+                hasher, static = found
+                h = hasher.copy()
+                h.update(_utf8(full[1]))
+                out[full] = static + h.hexdigest()
         return out
 
     def _encode(self, value: Any) -> bytes | None:
@@ -252,14 +256,19 @@ class MemcachedCache(BaseCache[ValueT]):
 
     def _decode(self, raw: bytes) -> Any:
         try:
+            header = self._last_header
+            if header and raw.startswith(header):  # the common case: one serializer type, uncompressed
+                return self.serde.loads_typed((self._last_kind, raw[len(header) :]))
             if raw[:3] != _MAGIC or raw[3] != _VERSION or raw[4] & ~_ZLIB:
                 raise ValueError("not a memo.langgraph entry of a known version")
             end = _HEADER + raw[5]
             kind = raw[_HEADER:end].decode("ascii")
             if len(kind) != raw[5]:
                 raise ValueError("truncated entry")
-            body = zlib.decompress(raw[end:]) if raw[4] & _ZLIB else raw[end:]
-            return self.serde.loads_typed((kind, body))
+            if raw[4] & _ZLIB:
+                return self.serde.loads_typed((kind, zlib.decompress(raw[end:])))
+            self._last_header, self._last_kind = raw[:end], kind
+            return self.serde.loads_typed((kind, raw[end:]))
         except Exception:  # corrupt, foreign or another serializer's bytes: a miss, never an error
             self._stats.decode_errors += 1
             return _MISS
