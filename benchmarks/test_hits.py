@@ -49,6 +49,18 @@ def test_hit_sync_baseline_pymemcache(benchmark: Any, server: MemcachedProcess) 
     client.close()
 
 
+def test_hit_sync_pooled_pymemcache(benchmark: Any, server: MemcachedProcess) -> None:
+    """pymemcache's thread-safe `PooledClient`, which memo's own free-list replaces."""
+    from pymemcache.client.base import PooledClient
+
+    role(benchmark, "subject", "pymemcache PooledClient + orjson")
+    benchmark.group = "hit-sync"
+    client = PooledClient((server.host, server.port), no_delay=True, max_pool_size=16)
+    client.set("pooled", orjson.dumps(SMALL))
+    assert benchmark(lambda: orjson.loads(client.get("pooled"))) == SMALL
+    client.close()
+
+
 def test_hit_sync_memo(benchmark: Any, memo_cache: memo.Cache) -> None:
     role(benchmark, "subject", "memo")
     benchmark.group = "hit-sync"
@@ -202,3 +214,42 @@ def test_hit_memory_memo(benchmark: Any) -> None:
 
     get_user(42)
     assert benchmark(get_user, 42) == SMALL
+
+
+# -- a hung server (SIGSTOP): what each call costs before and after the breaker opens ----
+
+HUNG_TIMEOUT = 0.05
+
+
+@pytest.mark.parametrize("breaker", ["closed", "open"])
+def test_hung_server(benchmark: Any, memcached_servers: Any, breaker: str) -> None:
+    """Fail-open latency: the function's result comes back either way; only the wait differs."""
+    (process,) = memcached_servers(1)
+    role(benchmark, "baseline" if breaker == "closed" else "subject", f"memo, breaker {breaker}")
+    benchmark.group = "hung-server"
+    benchmark.extra_info["timeout_s"] = HUNG_TIMEOUT
+    threshold = 3 if breaker == "open" else 10**9
+    cache = memo.Cache(
+        process.url,
+        timeout=HUNG_TIMEOUT,
+        connect_timeout=HUNG_TIMEOUT,
+        failure_threshold=threshold,
+        retry_after=3600,
+        prefix=f"b{uuid.uuid4().hex[:8]}:",
+    )
+
+    @cache.cached(ns="hung")
+    def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    get_user(1)  # connected, generation known
+    process.pause()
+    try:
+        for _ in range(threshold if breaker == "open" else 0):
+            assert get_user(1) == SMALL  # these calls wait out the timeout and open the breaker
+        rounds = 5 if breaker == "closed" else 2000
+        assert benchmark.pedantic(get_user, args=(1,), rounds=rounds, iterations=1) == SMALL
+        assert cache.stats("hung")["errors"] >= 1
+    finally:
+        process.resume()
+        cache.close()
