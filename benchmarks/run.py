@@ -105,7 +105,9 @@ def ratio(a: Case | None, b: Case | None) -> float | None:
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+    if x is None:
+        return "–"
+    return f"{x:.{digits}f}" if x >= 0.1 else f"{x:.2g}"
 
 
 def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]:
@@ -184,9 +186,10 @@ def chart(groups: dict[str, list[Case]]) -> bool:
         ax.barh([c.library for c in cases], [c.median_us for c in cases], color=colors)
         for i, c in enumerate(cases):
             ax.text(c.median_us, i, f" {c.median_us:.1f}", va="center", fontsize=9)
-        ax.set_title(f"{title}, one local memcached (median µs per call, lower is better)", fontsize=10)
+        ax.set_title(f"{title}: median µs per call, lower is better", fontsize=10)
         ax.set_xlabel("µs")
         ax.margins(x=0.18)
+    fig.suptitle("One local memcached on this machine; best median of the suite runs", fontsize=9)
     fig.tight_layout()
     fig.savefig(CHART, dpi=110)
     return True

@@ -6,7 +6,7 @@ lets every caller await it through `asyncio.shield`, so cancelling one waiter
 never cancels the others or the computation; the computation is cancelled only
 when the last waiter has gone.
 
-Both hand followers the leader's outcome as an `Outcome`: the engine gives each
+Both hand followers the leader's outcome; the engine gives each
 follower its own decoded copy of the stored bytes, so no two callers share one
 mutable result object (the leader keeps the object its function returned).
 """
