@@ -265,6 +265,11 @@ class Cache:
 
         Other processes sharing the backend see it within `ns_refresh` seconds.
         Never flushes the server: other applications' keys are untouched.
+
+        Raises:
+            BackendError: the backend could not store the new generation. Unlike
+                reads and writes, a clear does not fail open: a clear that did not
+                happen must not look done.
         """
         run_sync(self.backend, self._clear(ns))
 
