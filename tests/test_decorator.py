@@ -668,3 +668,80 @@ class TestScopeAndInjected:
 
         assert injected_parameters(node) == {"config", "store"}
         assert injected_parameters(plain) == set()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestFailOpen:
+    """The decorated function keeps working when memcached does not."""
+
+    def test_refused_connection_runs_the_function(self) -> None:
+        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, connect_timeout=0.1)
+        seen = Counter()
+
+        @cache.cached(ns="down")
+        def f(x: int) -> int:
+            return seen(x)
+
+        assert [f(1), f(1), f(1)] == [1, 2, 3]
+        assert cache.stats("down")["errors"] >= 1 and cache.stats("down")["hits"] == 0
+        with pytest.raises(memo.BackendError):
+            cache.clear(ns="down")  # a clear that did not happen is never reported as done
+        cache.close()
+
+    async def test_refused_connection_async(self) -> None:
+        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, connect_timeout=0.1)
+
+        @cache.cached(ns="down")
+        async def f(x: int) -> int:
+            return x * 2
+
+        assert await f(2) == 4 and await f(2) == 4
+        assert await f.ainvalidate(2) is False
+        await cache.aclose()
+
+    def test_on_error_raise(self) -> None:
+        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, on_error="raise")
+
+        @cache.cached()
+        def f(x: int) -> int:
+            return x
+
+        with pytest.raises(memo.BackendUnavailable):
+            f(1)
+
+        @cache.cached(on_error="ignore")
+        def g(x: int) -> int:
+            return x
+
+        assert g(1) == 1
+        cache.close()
+
+    @pytest.mark.memcached
+    def test_hung_server_costs_at_most_the_timeout_then_nothing(self, memcached_servers: Any) -> None:
+        (process,) = memcached_servers(1)
+        cache = memo.Cache(process.url, timeout=0.2, failure_threshold=2, retry_after=60)
+
+        @cache.cached(ns="hung")
+        def f(x: int) -> int:
+            return x + 1
+
+        assert f(1) == 2
+        process.pause()
+        try:
+            start = time.perf_counter()
+            assert f(1) == 2 and f(1) == 2  # each waits out the timeout; the breaker opens
+            assert time.perf_counter() - start < 2 * 0.2 + 0.5
+            start = time.perf_counter()
+            assert [f(1) for _ in range(100)] == [2] * 100
+            assert time.perf_counter() - start < 0.2  # breaker open: no waiting at all
+            assert cache.stats("hung")["errors"] >= 2
+        finally:
+            process.resume()
+            cache.close()
