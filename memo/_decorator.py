@@ -16,7 +16,7 @@ import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
@@ -34,6 +34,8 @@ logger = logging.getLogger("memo")
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
+_S = TypeVar("_S")
+_P2 = ParamSpec("_P2")
 _MISS: Any = object()
 _monotonic = time.monotonic
 
@@ -50,6 +52,14 @@ class Cached(Protocol[P, R_co]):
     @property
     def uncached(self) -> Callable[P, R_co]: ...
 
+    # Accessed on an instance, a memoized method is bound like a function: `self` leaves P.
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
+    @overload
+    def __get__(
+        self: Cached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
+    ) -> Cached[_P2, R_co]: ...
+
 
 class AsyncCached(Protocol[P, R_co]):
     """A memoized coroutine function (what `@cached` returns for an `async def`)."""
@@ -62,6 +72,13 @@ class AsyncCached(Protocol[P, R_co]):
     async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
     @property
     def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...
+    @overload
+    def __get__(
+        self: AsyncCached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
+    ) -> AsyncCached[_P2, R_co]: ...
 
 
 class Memo:

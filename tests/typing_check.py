@@ -21,7 +21,24 @@ async def aget_user(user_id: int) -> list[str]:
     return [str(user_id)]
 
 
+class Repo:
+    @cache.cached(ns="repo")
+    def get(self, x: int) -> str:
+        return str(x)
+
+    @cache.cached(ns="repo")
+    async def aget(self, x: int) -> bytes:
+        return b""
+
+
 async def check() -> None:
+    repo = Repo()
+    assert_type(repo.get(1), str)
+    assert_type(repo.get.invalidate(1), bool)
+    assert_type(Repo.get(repo, 1), str)
+    assert_type(await repo.aget(1), bytes)
+    assert_type(await repo.aget.arefresh(1), bytes)
+    repo.get("x")  # type: ignore[arg-type]
     assert_type(get_user(1), dict[str, int])
     assert_type(get_user(1, full=True), dict[str, int])
     assert_type(get_user.invalidate(1), bool)
