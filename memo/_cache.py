@@ -211,54 +211,92 @@ class Cache:
         entry = self._generations.get(ns)
         if entry is not None and entry[1] > _monotonic():
             return entry[0]
-        try:
-            token = run_sync(self.backend, self._read_generation(ns))
-        except BackendError as exc:
-            return self._generation_failed(ns, entry, exc, on_error)
-        self._generations[ns] = (token, _monotonic() + self.ns_refresh)
-        return token
+        return self.generations((ns,), on_error)[ns]
 
     async def ageneration(self, ns: str, on_error: OnError | None = None) -> str | None:
         """Async `generation`."""
         entry = self._generations.get(ns)
         if entry is not None and entry[1] > _monotonic():
             return entry[0]
-        try:
-            token = await run_async(self.backend, self._read_generation(ns))
-        except BackendError as exc:
-            return self._generation_failed(ns, entry, exc, on_error)
-        self._generations[ns] = (token, _monotonic() + self.ns_refresh)
-        return token
+        return (await self.agenerations((ns,), on_error))[ns]
 
-    def _generation_failed(
-        self, ns: str, entry: tuple[str, float] | None, exc: BackendError, on_error: OnError | None
-    ) -> str | None:
-        self.record_error(ns, "reading the namespace generation", exc, on_error)
-        if entry is None:
-            return None
-        # Keep the last known token for another interval rather than retrying every call.
-        self._generations[ns] = (entry[0], _monotonic() + self.ns_refresh)
-        return entry[0]
+    def generations(self, names: Iterable[str], on_error: OnError | None = None) -> dict[str, str | None]:
+        """`generation` of several namespaces; the stale ones are read in one batch."""
+        known, stale = self._split_stale(names)
+        if stale:
+            try:
+                read = run_sync(self.backend, self._read_generations(stale))
+            except BackendError as exc:
+                read = self._generations_failed(stale, exc, on_error)
+            known.update(read)
+        return known
 
-    def _read_generation(self, ns: str) -> Generator[Op, Any, str]:
-        root_key, ns_key = self._root_key, self._ns_key(ns)
-        found: dict[str, bytes] = yield ("get_many", ([root_key, ns_key],))
-        tokens = []
-        for key in (root_key, ns_key):
-            raw = found.get(key)
-            if raw is None or not _valid_token(raw):
-                token = new_token()
-                if not (yield ("add", (key, token.encode(), None))):
-                    # Another process created it first (or an invalid one is there): use or replace it.
-                    raw = yield ("get", (key,))
-                    if raw is not None and _valid_token(raw):
-                        token = raw.decode()
-                    else:
-                        yield ("set", (key, token.encode(), None))
-                tokens.append(token)
+    async def agenerations(
+        self, names: Iterable[str], on_error: OnError | None = None
+    ) -> dict[str, str | None]:
+        """Async `generations`."""
+        known, stale = self._split_stale(names)
+        if stale:
+            try:
+                read = await run_async(self.backend, self._read_generations(stale))
+            except BackendError as exc:
+                read = self._generations_failed(stale, exc, on_error)
+            known.update(read)
+        return known
+
+    def _split_stale(self, names: Iterable[str]) -> tuple[dict[str, str | None], list[str]]:
+        now = _monotonic()
+        known: dict[str, str | None] = {}
+        stale: list[str] = []
+        for ns in names:
+            entry = self._generations.get(ns)
+            if entry is not None and entry[1] > now:
+                known[ns] = entry[0]
+            elif ns not in stale:
+                stale.append(ns)
+        return known, stale
+
+    def _generations_failed(
+        self, stale: list[str], exc: BackendError, on_error: OnError | None
+    ) -> dict[str, str | None]:
+        # One failed read is one error, counted under the first namespace asked for.
+        self.record_error(stale[0], "reading namespace generations", exc, on_error)
+        until = _monotonic() + self.ns_refresh
+        out: dict[str, str | None] = {}
+        for ns in stale:
+            entry = self._generations.get(ns)
+            if entry is None:
+                out[ns] = None
             else:
-                tokens.append(raw.decode())
-        return ".".join(tokens)
+                # Keep the last known token for another interval rather than retrying every call.
+                self._generations[ns] = (entry[0], until)
+                out[ns] = entry[0]
+        return out
+
+    def _read_generations(self, stale: list[str]) -> Generator[Op, Any, dict[str, str | None]]:
+        keys = {ns: self._ns_key(ns) for ns in stale}
+        found: dict[str, bytes] = yield ("get_many", ([self._root_key, *keys.values()],))
+        root = yield from self._token(self._root_key, found.get(self._root_key))
+        until = _monotonic() + self.ns_refresh
+        out: dict[str, str | None] = {}
+        for ns, key in keys.items():
+            token = f"{root}.{(yield from self._token(key, found.get(key)))}"
+            self._generations[ns] = (token, until)
+            out[ns] = token
+        return out
+
+    def _token(self, key: str, raw: bytes | None) -> Generator[Op, Any, str]:
+        """Return the token stored under `key`, creating one if it is missing or invalid."""
+        if raw is not None and _valid_token(raw):
+            return raw.decode()
+        token = new_token()
+        if not (yield ("add", (key, token.encode(), None))):
+            # Another process created it first (or an invalid one is there): use or replace it.
+            raw = yield ("get", (key,))
+            if raw is not None and _valid_token(raw):
+                return raw.decode()
+            yield ("set", (key, token.encode(), None))
+        return token
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.

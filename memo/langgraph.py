@@ -305,10 +305,17 @@ class MemcachedCache(BaseCache[ValueT]):
     # -- sync driver ---------------------------------------------------------------
 
     def _generations(self, spaces: Mapping[Namespace, _Space]) -> _Generations:
-        owner = self.cache.generation(self.name, "ignore")
+        return self._split(spaces, self.cache.generations(self._names(spaces), "ignore"))
+
+    def _names(self, spaces: Mapping[Namespace, _Space]) -> list[str]:
+        return [self.name, *(space.memo_ns for space in spaces.values())]
+
+    def _split(self, spaces: Mapping[Namespace, _Space], read: Mapping[str, str | None]) -> _Generations:
+        # This cache's own generation, then each namespace's: all read in one batch when stale.
+        owner = read[self.name]
         if owner is None:
             return None, {}
-        return owner, {ns: self.cache.generation(space.memo_ns, "ignore") for ns, space in spaces.items()}
+        return owner, {ns: read[space.memo_ns] for ns, space in spaces.items()}
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Return the cached values of `keys` that were found; one batch read per call."""
@@ -376,13 +383,7 @@ class MemcachedCache(BaseCache[ValueT]):
         return self._key_or_raise(ns, key, spaces, owner, gens)
 
     async def _agenerations(self, spaces: Mapping[Namespace, _Space]) -> _Generations:
-        owner = await self.cache.ageneration(self.name, "ignore")
-        if owner is None:
-            return None, {}
-        gens = {}
-        for ns, space in spaces.items():
-            gens[ns] = await self.cache.ageneration(space.memo_ns, "ignore")
-        return owner, gens
+        return self._split(spaces, await self.cache.agenerations(self._names(spaces), "ignore"))
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """Async `get`."""

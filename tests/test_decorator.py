@@ -360,6 +360,24 @@ class TestNamespaces:
         here.close()
         there.close()
 
+    @pytest.mark.memcached
+    async def test_stale_generations_of_many_namespaces_are_one_read(self, memcached_servers: Any) -> None:
+        (process,) = memcached_servers(1, verbose=True)
+        cache = memo.Cache(process.url, ns_refresh=0)
+        names = [f"ns{i}" for i in range(5)]
+        first = cache.generations(names)
+        assert all(first[n] for n in names) and len(set(first.values())) == 5
+        before = len(process.commands("get"))
+        assert cache.generations(names) == first  # stale at once (ns_refresh=0): read again
+        assert await cache.agenerations(names) == first
+        gets = process.commands("get")[before:]
+        assert len(gets) == 2 and all(len(line.split()) == 1 + 1 + len(names) for line in gets), gets
+        cache.clear(ns="ns3")
+        after = cache.generations(names)
+        assert [after[n] == first[n] for n in names] == [True, True, True, False, True]
+        cache.close()
+        await cache.aclose()
+
     def test_a_lost_generation_never_revives_old_entries(self, cache: memo.Cache) -> None:
         seen = Counter()
 
