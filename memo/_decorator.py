@@ -118,8 +118,7 @@ class Memo:
         #: it is the first parameter of the signature the key binds.
         self.prepend = not isinstance(fn, staticmethod)
         self.name = qualified_name(func)
-        Binder(func, ignore)  # names the parameters of a wrong ignore=
-        binder = Binder(func, {*ignore, *injected_parameters(func)}, scope)
+        binder = Binder(func, ignore, scope, injected=injected_parameters(func))
         self.keys = KeyMaker(ns, self.name, version, binder, key, func.__qualname__)
         registry = TypeRegistry(types, parent=GLOBAL_TYPES)
         # Unresolvable annotations are fine: returned classes are learned on encode.

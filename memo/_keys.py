@@ -181,6 +181,8 @@ class Binder:
         scope: a callable whose parameter names pick arguments of the call (ignored
             ones included, e.g. `lambda config: config["configurable"]["user_id"]`);
             its return value is appended to the result, so it becomes part of the key.
+        injected: more names left out, found by inspection rather than given by the
+            user (a framework's injected parameters), so not checked like `ignore`.
     """
 
     __slots__ = (
@@ -199,7 +201,11 @@ class Binder:
     )
 
     def __init__(
-        self, fn: Callable[..., Any], ignore: Iterable[str] = (), scope: Callable[..., Any] | None = None
+        self,
+        fn: Callable[..., Any],
+        ignore: Iterable[str] = (),
+        scope: Callable[..., Any] | None = None,
+        injected: Iterable[str] = (),
     ) -> None:
         self._sig = sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -210,6 +216,7 @@ class Binder:
                 f"ignore= names {sorted(unknown)} that {qualified_name(fn)} does not have; "
                 f"its parameters are {[p.name for p in params]}"
             )
+        ignore |= set(injected)
         kinds = {p.kind for p in params}
         self._simple = not ({inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD} & kinds)
         self._names = [p.name for p in params]
