@@ -10,7 +10,7 @@ import pytest
 import memo
 
 
-@pytest.fixture(params=["memory", "memcached"])
+@pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
 def backend_url(request: pytest.FixtureRequest) -> str:
     """The URL of each backend the engine suite runs against."""
     if request.param == "memory":

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -32,33 +32,7 @@ from memo.langgraph import MemcachedCache
 pytest.importorskip("langgraph")
 
 
-@pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
-def url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    return str(request.getfixturevalue("memcached_url"))
-
-
-@pytest.fixture
-def make(url: str) -> Iterator[Callable[..., memo.Cache]]:
-    """Build memo Caches on the current backend, all with this test's own key prefix."""
-    prefix = f"lg{uuid.uuid4().hex[:10]}:"
-    made: list[memo.Cache] = []
-
-    def build(**options: Any) -> memo.Cache:
-        options.setdefault("prefix", prefix)
-        cache = memo.Cache(url, **options)
-        made.append(cache)
-        return cache
-
-    yield build
-    for cache in made:
-        cache.close()
-
-
-@pytest.fixture
-def cache(make: Callable[..., memo.Cache]) -> memo.Cache:
-    return make()
+# `backend_url`, `make_cache` and `cache` come from conftest.py: every case runs on each backend.
 
 
 @pytest.fixture
@@ -407,8 +381,8 @@ def test_stats_count_hits_misses_and_sets(lg: MemcachedCache[Any]) -> None:
     assert (stats["hits"], stats["misses"], stats["sets"], stats["errors"]) == (2, 1, 2, 0)
 
 
-def test_one_batch_read_and_write_per_call(make: Callable[..., memo.Cache]) -> None:
-    lg = MemcachedCache(make(ns_refresh=60))
+def test_one_batch_read_and_write_per_call(make_cache: Callable[..., memo.Cache]) -> None:
+    lg = MemcachedCache(make_cache(ns_refresh=60))
     backend = lg.cache.backend
     calls: list[str] = []
     keys: list[FullKey] = [(("g", f"node{i % 7}"), f"k{i}") for i in range(100)]
@@ -432,15 +406,15 @@ def _recording(method: Callable[..., Any], name: str, calls: list[str]) -> Calla
 # -- from_url, from_servers, context managers --------------------------------------------
 
 
-def test_from_url_owns_and_closes_its_cache(url: str) -> None:
-    with MemcachedCache.from_url(url, prefix=f"lg{uuid.uuid4().hex[:8]}:", name="built") as lg:
+def test_from_url_owns_and_closes_its_cache(backend_url: str) -> None:
+    with MemcachedCache.from_url(backend_url, prefix=f"lg{uuid.uuid4().hex[:8]}:", name="built") as lg:
         lg.set({K1: ("v", None)})
         assert lg.get([K1]) == {K1: "v"}
         assert lg.cache.prefix.startswith("lg") and "built" in repr(lg)
 
 
-async def test_from_url_async_context_manager(url: str) -> None:
-    async with MemcachedCache.from_url(url, prefix=f"lg{uuid.uuid4().hex[:8]}:") as lg:
+async def test_from_url_async_context_manager(backend_url: str) -> None:
+    async with MemcachedCache.from_url(backend_url, prefix=f"lg{uuid.uuid4().hex[:8]}:") as lg:
         await lg.aset({K1: ("v", None)})
         assert await lg.aget([K1]) == {K1: "v"}
 
