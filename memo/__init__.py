@@ -23,6 +23,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
+from ._events import Event
 from ._policy import UNSET
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "register_type",
     "Backend",
     "PartialFailure",
+    "Event",
     "UNSET",
     "MemoError",
     "ConfigurationError",

@@ -20,17 +20,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._errors import BackendError, BackendUnavailable, ConfigurationError
+from ._events import Emitter, EventHook, combine_hooks
 from ._keys import check_prefix, safe_segment
 from ._policy import UNSET, ErrorLog, OnError, Stats, check_on_error, check_ttl, new_token
 
 if TYPE_CHECKING:
     from ._decorator import Decorator
+    from ._values import Values
 
 __all__ = ["Cache", "configure", "default_cache"]
 
@@ -69,6 +71,8 @@ class Cache:
         url: `memory://` (in-process, the default) or
             `memcached://host:port[,host:port...]`; `memcached+tls://` for TLS.
             URL query parameters are backend options.
+        backend: a `memo.Backend` instance to use instead of a URL (a backend
+            you wrote; see the backend contract in the documentation).
         prefix: prepended to every key, so several applications can share a server.
         ttl: default lifetime in seconds of entries whose decorator gives none;
             None means never expire.
@@ -80,6 +84,9 @@ class Cache:
             read; another process sees a `clear()` within this time.
         compress_threshold: encoded values longer than this many bytes are
             zlib-compressed (None: never).
+        on_event: a callable receiving a `memo.Event` for each hit, miss, set,
+            error... (or a list of them); it runs in the caller's thread, so keep
+            it quick. A hook that raises is logged once and never fails a call.
         **options: backend options, e.g. `max_entries` for memory://,
             `timeout`, `connect_timeout`, `pool_size`, `tls_context` for memcached.
     """
@@ -88,14 +95,24 @@ class Cache:
         self,
         url: str = "memory://",
         *,
+        backend: Backend | None = None,
         prefix: str = "memo:",
         ttl: float | None = None,
         strict: bool = False,
         on_error: OnError = "ignore",
         ns_refresh: float = 1.0,
         compress_threshold: int | None = 16 * 1024,
+        on_event: EventHook | Iterable[EventHook] | None = None,
         **options: Any,
     ) -> None:
+        if backend is not None:
+            if not isinstance(backend, Backend):
+                raise ConfigurationError(
+                    f"backend= takes a memo.Backend instance, got {type(backend).__name__}"
+                )
+            if url != "memory://" or options:
+                raise ConfigurationError("give either a URL (with its options) or backend=, not both")
+            url = f"backend:{type(backend).__qualname__}"
         self.url = url
         self.prefix = check_prefix(prefix)
         self.ttl = check_ttl(ttl)
@@ -105,7 +122,12 @@ class Cache:
             raise ConfigurationError(f"ns_refresh must be >= 0 seconds, got {ns_refresh!r}")
         self.ns_refresh = ns_refresh
         self.compress_threshold = compress_threshold
-        self.backend: Backend = backend_from_url(url, options)
+        self.backend: Backend = backend if backend is not None else backend_from_url(url, options)
+        self._events = Emitter(combine_hooks(on_event))
+        #: Deliver one event to the `on_event` hook; does nothing when there is none.
+        #: The engine calls it as `cache._emit(kind, ns, function, duration, error, source)`.
+        self._emit = self._events.emit
+        self._values_api: Values | None = None
         self._root_key = f"{prefix}~gen"
         self._generations: dict[str, tuple[str, float]] = {}
         self._stats: dict[str, Stats] = {}
@@ -162,6 +184,98 @@ class Cache:
             strict=strict,
             on_error=on_error,
         )
+
+    # -- events --------------------------------------------------------------
+
+    @property
+    def on_event(self) -> EventHook | None:
+        """The event hook (settable; None: no events are built at all)."""
+        return self._events.hook
+
+    @on_event.setter
+    def on_event(self, hook: EventHook | Iterable[EventHook] | None) -> None:
+        self._events.hook = combine_hooks(hook)
+
+    # -- values ----------------------------------------------------------------
+
+    @property
+    def _values(self) -> Values:
+        api = self._values_api
+        if api is None:
+            from ._values import Values
+
+            api = self._values_api = Values(self)
+        return api
+
+    def get(self, key: str, default: Any = None, *, ns: str = "default") -> Any:
+        """Return the value stored under `key` in namespace `ns`, or `default`.
+
+        Fails open: when the backend fails, the error is counted and `default`
+        returned (`on_error="raise"` raises instead). Bytes that cannot be
+        decoded are a miss. Pass a sentinel `default` to tell a stored None apart.
+        """
+        return self._values.get(key, default, ns)
+
+    def set(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = UNSET) -> bool:
+        """Store `value` under `key`; return True if the backend stored it.
+
+        Args:
+            ttl: seconds (int or float > 0), None for no expiry; default the Cache's.
+
+        Raises:
+            SerializationError: under `strict=True`, when `value` cannot be encoded
+                (otherwise it is not stored, counted, and False is returned).
+        """
+        return self._values.set(key, value, ns, ttl)
+
+    def delete(self, key: str, *, ns: str = "default") -> bool:
+        """Remove `key` from namespace `ns`; return True if it was there."""
+        return self._values.delete(key, ns)
+
+    def get_or_set(
+        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = UNSET
+    ) -> T:
+        """Return the value under `key`; on a miss call `fn()`, store its result and return it.
+
+        Concurrent misses on one key in this process call `fn` once.
+        """
+        return self._values.get_or_set(key, fn, ns, ttl)  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Iterable[str], *, ns: str = "default") -> dict[str, Any]:
+        """Return `{key: value}` for the keys found (one round trip per server)."""
+        return self._values.get_many(keys, ns)
+
+    def set_many(self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = UNSET) -> int:
+        """Store every `key: value` of `mapping`; return how many were stored."""
+        return self._values.set_many(mapping, ns, ttl)
+
+    async def aget(self, key: str, default: Any = None, *, ns: str = "default") -> Any:
+        """Async `get`."""
+        return await self._values.aget(key, default, ns)
+
+    async def aset(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = UNSET) -> bool:
+        """Async `set`."""
+        return await self._values.aset(key, value, ns, ttl)
+
+    async def adelete(self, key: str, *, ns: str = "default") -> bool:
+        """Async `delete`."""
+        return await self._values.adelete(key, ns)
+
+    async def aget_or_set(
+        self, key: str, fn: Callable[[], Any], *, ns: str = "default", ttl: float | None = UNSET
+    ) -> Any:
+        """Async `get_or_set`; `fn` may be a plain function or return an awaitable."""
+        return await self._values.aget_or_set(key, fn, ns, ttl)
+
+    async def aget_many(self, keys: Iterable[str], *, ns: str = "default") -> dict[str, Any]:
+        """Async `get_many`."""
+        return await self._values.aget_many(keys, ns)
+
+    async def aset_many(
+        self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = UNSET
+    ) -> int:
+        """Async `set_many`."""
+        return await self._values.aset_many(mapping, ns, ttl)
 
     # -- statistics ----------------------------------------------------------
 
@@ -327,23 +441,23 @@ class Cache:
 
     # -- guarded backend access (fail open) ------------------------------------
 
-    def get_many(self, keys: Sequence[str], ns: str, on_error: OnError | None = None) -> dict[str, bytes]:
+    def _get_many(self, keys: Sequence[str], ns: str, on_error: OnError | None = None) -> dict[str, bytes]:
         """Read several keys; on failure count it and return what arrived."""
         try:
             return self.backend.get_many(keys)
         except BackendError as exc:
             return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
 
-    async def aget_many(
+    async def _aget_many(
         self, keys: Sequence[str], ns: str, on_error: OnError | None = None
     ) -> dict[str, bytes]:
-        """Async `get_many`."""
+        """Async `_get_many`."""
         try:
             return await self.backend.aget_many(keys)
         except BackendError as exc:
             return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
 
-    def set_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+    def _set_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
         """Write several items; return how many were stored (failures counted)."""
         try:
             failed = self.backend.set_many(items)
@@ -351,8 +465,8 @@ class Cache:
             failed = self._batch_failed(exc, ns, "a batch write", on_error, None)
         return self._count_writes(ns, len(items), failed)
 
-    async def aset_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
-        """Async `set_many`."""
+    async def _aset_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+        """Async `_set_many`."""
         try:
             failed = await self.backend.aset_many(items)
         except BackendError as exc:

@@ -324,7 +324,7 @@ class MemcachedCache(BaseCache[ValueT]):
         spaces = self._spaces_of(keys)
         owner, gens = self._generations(spaces)
         storage = {} if owner is None else self._storage_keys(keys, spaces, owner, gens)
-        found = self.cache.get_many(list(storage.values()), self.name, "ignore") if storage else {}
+        found = self.cache._get_many(list(storage.values()), self.name, "ignore") if storage else {}
         return self._collect(len(keys), storage, found)
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -337,7 +337,7 @@ class MemcachedCache(BaseCache[ValueT]):
             return
         items = self._items(pairs, self._storage_keys(pairs, spaces, owner, gens))
         if items:
-            self.cache.set_many(items, self.name, "ignore")
+            self.cache._set_many(items, self.name, "ignore")
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop the entries of exactly `namespaces`, or, with None, everything this cache owns.
@@ -392,7 +392,7 @@ class MemcachedCache(BaseCache[ValueT]):
         spaces = self._spaces_of(keys)
         owner, gens = await self._agenerations(spaces)
         storage = {} if owner is None else self._storage_keys(keys, spaces, owner, gens)
-        found = await self.cache.aget_many(list(storage.values()), self.name, "ignore") if storage else {}
+        found = await self.cache._aget_many(list(storage.values()), self.name, "ignore") if storage else {}
         return self._collect(len(keys), storage, found)
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -405,7 +405,7 @@ class MemcachedCache(BaseCache[ValueT]):
             return
         items = self._items(pairs, self._storage_keys(pairs, spaces, owner, gens))
         if items:
-            await self.cache.aset_many(items, self.name, "ignore")
+            await self.cache._aset_many(items, self.name, "ignore")
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Async `clear`."""

@@ -21,6 +21,7 @@ PUBLIC = {
     "register_type",
     "Backend",
     "PartialFailure",
+    "Event",
     "UNSET",
     "MemoError",
     "ConfigurationError",
