@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import memo
-from memo._cli import describe, parse_arguments
+from memo._cli import UsageError, describe, parse_arguments
 from memo._codec import Codec
 
 ROOT = Path(__file__).parent.parent
@@ -171,7 +171,7 @@ def test_arguments_are_json_literals_or_name_equals_json() -> None:
         {"full": True, "name": "a=b"},
     )
     for bad in (["hello"], ["x=1", "2"]):
-        with pytest.raises(Exception, match="JSON literal|after keyword"):
+        with pytest.raises(UsageError, match=r"JSON literal|after keyword"):
             parse_arguments(bad)
 
 
