@@ -50,7 +50,8 @@ def test_importing_memo_loads_no_client_or_integration() -> None:
     code = (
         "import sys, memo; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'pymemcache', 'aiomcache', 'langgraph', 'pydantic'}))"
+        "{'pymemcache', 'aiomcache', 'langgraph', 'pydantic', "
+        "'prometheus_client', 'opentelemetry', 'pytest'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
