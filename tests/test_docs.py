@@ -1,0 +1,109 @@
+"""Every ```python block of the documentation runs.
+
+The blocks of a page run in order in one namespace (a page reads as one
+script), on memory:// unless a marker on the line before a block says what it
+needs:
+
+    <!-- test: memcached -->   memcached://127.0.0.1:11211 is replaced by the suite's server
+    <!-- test: langgraph -->   needs the langgraph extra
+    <!-- test: skip REASON --> shown, not run (e.g. made-up server addresses)
+
+Top-level `await` is allowed; a page's blocks share one event loop.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import importlib.util
+import re
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import memo
+from memo import _cache
+
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs"
+EXAMPLE_URL = "memcached://127.0.0.1:11211"
+_BLOCK = re.compile(
+    r"(?:<!--\s*test:\s*(?P<marker>[a-z]+)(?P<reason>[^>]*?)\s*-->\s*\n)?^```python[^\n]*\n(?P<code>.*?)^```\s*$",
+    re.S | re.M,
+)
+
+
+@dataclass
+class Block:
+    line: int
+    code: str
+    marker: str | None
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text()
+    return [
+        Block(text.count("\n", 0, m.start("code")) + 1, m.group("code"), m.group("marker"))
+        for m in _BLOCK.finditer(text)
+    ]
+
+
+def pages() -> list[object]:
+    out: list[object] = []
+    for page in sorted(DOCS.glob("*.md")):
+        found = blocks(page)
+        if not found:
+            continue
+        marks = [pytest.mark.memcached] if any(b.marker == "memcached" for b in found) else []
+        out.append(pytest.param(page, marks=marks, id=page.name))
+    return out
+
+
+def test_markers_are_known() -> None:
+    for page in DOCS.glob("*.md"):
+        for block in blocks(page):
+            assert block.marker in (None, "memcached", "langgraph", "skip"), (page.name, block.line)
+
+
+def test_the_pages_have_samples() -> None:
+    assert len(pages()) >= 8
+
+
+@pytest.mark.parametrize("page", pages())
+def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
+    found = blocks(page)
+    url = request.getfixturevalue("memcached_url") if any(b.marker == "memcached" for b in found) else None
+    if any(b.marker == "langgraph" for b in found) and importlib.util.find_spec("langgraph") is None:
+        pytest.fail("the documentation's LangGraph samples need the langgraph extra")
+    # A real module, as a reader's script would be (dataclasses and pickling look it up).
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
+    loop = asyncio.new_event_loop()
+    previous_default = _cache._default
+    try:
+        for block in found:
+            if block.marker == "skip":
+                continue
+            code = block.code if url is None else block.code.replace(EXAMPLE_URL, url)
+            compiled = compile(
+                "\n" * (block.line - 1) + code,
+                str(page),
+                "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                dont_inherit=True,  # not this file's `from __future__ import annotations`
+            )
+            result = eval(compiled, namespace)
+            if asyncio.iscoroutine(result):
+                loop.run_until_complete(result)
+    finally:
+        for value in [*namespace.values(), _cache._default]:
+            if isinstance(value, memo.Cache):  # the samples' connections, closed like a program would
+                loop.run_until_complete(value.aclose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        _cache._default = previous_default
+        del sys.modules[module.__name__]
