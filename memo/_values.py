@@ -213,10 +213,11 @@ class Values:
         """The miss path of `get_or_set`: re-read, compute, store; return (value, stored bytes)."""
         # Re-read first: a caller that missed just before another finished its fill
         # would otherwise compute a second time. `bad` (undecodable) is not decoded twice.
+        started = _perf()
         try:
             raw = yield ("get", (key,))
         except BackendError as exc:
-            self.failed(ns, "a read", exc, _perf())
+            self.failed(ns, "a read", exc, started)
             raw = bad
         if raw is not None and raw != bad:
             value = self.decode(ns, raw, None)
