@@ -229,6 +229,11 @@ class Memo:
         expires = expires_ms(raw)
         return 0.0 if expires is None or not self._stale_ms else expires + self._stale_ms
 
+    def _generation_is(self, cache: Cache, key: str) -> bool:
+        """Whether `key` still carries the namespace generation this process knows."""
+        entry = cache._generations.get(self.ns)
+        return entry is not None and key.startswith(entry[0] + ":", len(self._static))
+
     def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
         cache.record_error(self.ns, what, exc, self._on_error)
 
@@ -291,6 +296,10 @@ class Memo:
         try:
             if data is None or self._too_big(cache, data):
                 yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
+            elif not self._generation_is(cache, key):
+                # Cleared while computing: the key is unreachable; leave nothing behind.
+                stats.lease_lost += 1
+                yield from leases.invalidate(key)
             elif (yield from leases.store(key, data, self._hard_ttl, outcome.unique)):
                 stats.sets += 1
             else:
