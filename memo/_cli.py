@@ -3,7 +3,8 @@
     memo ping URL                     latency of each server
     memo stats URL                    version, items, memory, evictions, hit ratio per server
     memo clear URL NS | --all         a namespace clear, exactly `Cache(URL).clear(NS)`
-    memo inspect URL KEY              the header and a preview of one stored entry
+    memo inspect URL KEY              the header (format, flags, exact expiry, compression,
+                                      size) and a preview of one stored entry
     memo key MODULE:FUNCTION ARGS...  the key a call would use
 
 Readable tables by default, `--json` for scripts. Exit status: 0 success,
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ._backend import backend_from_url
-from ._codec import MAGIC, PLAIN, SOFT_EXPIRY, VERSION, ZLIB
+from ._codec import EXPIRES, LEASE, MAGIC, PLAIN, VERSION, ZLIB, expires_ms, is_lease
 from ._errors import ConfigurationError, MemoError
 
 __all__ = ["main"]
@@ -181,15 +182,19 @@ def describe(raw: bytes, preview: int = 200) -> dict[str, Any]:
         return info
     version, flags = raw[1], raw[2]
     info.update(memo_value=True, format_version=version, flags=_flag_names(flags))
-    if version != VERSION:
-        info["note"] = f"format version {version} is not the one this memo reads ({VERSION})"
+    if version not in (1, VERSION):
+        info["note"] = f"format version {version} is not one this memo reads (1, {VERSION}): a miss"
+        return info
+    if is_lease(raw):
+        info["note"] = "a lease marker: a caller is computing this entry"
+        info["lease_owner"] = raw[3:].decode("ascii", "replace").strip()
         return info
     start = 3
-    if flags & SOFT_EXPIRY and len(raw) >= 7:
-        expiry = int.from_bytes(raw[3:7], "big")
-        info["soft_expiry"] = expiry
-        info["soft_expiry_in_s"] = round(expiry - time.time(), 3)
-        start = 7
+    expires = expires_ms(raw)
+    if expires is not None:
+        info["expires"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires / 1000))
+        info["expires_in_s"] = round(expires / 1000 - time.time(), 3)
+        start = 11
     body = raw[start:]
     info["compressed"] = bool(flags & ZLIB)
     try:
@@ -203,10 +208,9 @@ def describe(raw: bytes, preview: int = 200) -> dict[str, Any]:
 
 
 def _flag_names(flags: int) -> list[str]:
-    names = [
-        name for bit, name in ((PLAIN, "plain"), (ZLIB, "zlib"), (SOFT_EXPIRY, "soft_expiry")) if flags & bit
-    ]
-    unknown = flags & ~(PLAIN | ZLIB | SOFT_EXPIRY)
+    known = ((PLAIN, "plain"), (ZLIB, "zlib"), (EXPIRES, "expires"), (LEASE, "lease"))
+    names = [name for bit, name in known if flags & bit]
+    unknown = flags & ~(PLAIN | ZLIB | EXPIRES | LEASE)
     return [*names, f"unknown:{unknown:#x}"] if unknown else names
 
 

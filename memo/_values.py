@@ -1,8 +1,9 @@
 """The value API: `cache.get(key)`, `set`, `delete`, `get_or_set` and their batches.
 
-Values go through the same typed codec as `@cached` results and live under the
-same namespace generations, so `cache.clear(ns)` drops them too. User keys are
-strings; each becomes a memcached-safe key with a readable part and a digest:
+Values go through the same typed codec as `@cached` results, carry the same
+exact-expiry header, and live under the same namespace generations, so
+`cache.clear(ns)` drops them too. User keys are strings; each becomes a
+memcached-safe key with a readable part and a digest:
 
     <prefix><namespace>:=<readable key>:<generation>:<blake2b-128 of namespace and key>
 
@@ -11,23 +12,30 @@ that starts the second part can never start a function key's second part (a
 sanitised function name), so a value key and a function key cannot collide,
 whatever the user's strings.
 
-Each operation is written once, as a generator of backend operations
-(`("get", (key,))`...), and driven by a sync or an async driver, like the
-engine's other cold paths. A backend failure is thrown back into the generator
-at the `yield` that asked for it, so the fail-open handling is written once too.
+`get_or_set` fills a miss like `@cached` does: under a lease when the Cache has
+leases on (one caller across processes computes, the others wait for its value;
+a `delete`, `set` or `clear` that comes while it computes voids its store), and
+once per key inside a process (single flight).
+
+Each operation is written once, as sans-I/O steps (`memo._drive`), driven by the
+sync or the async driver; a backend failure is thrown back into the steps at the
+`yield` that asked for it, so the fail-open handling is written once too.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
+from . import _leases as leases
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
+from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, SerializationError
 from ._flight import AsyncFlight, Flight
 from ._keys import safe_segment
@@ -40,11 +48,8 @@ __all__ = ["Values", "value_key"]
 
 logger = logging.getLogger("memo")
 _perf = time.perf_counter
-
-#: A step's request to its driver: (backend method name, arguments), or
-#: ("compute", ()) to run the caller's function.
-Op = tuple[str, tuple[Any, ...]]
-Steps = Generator[Op, Any, Any]
+_monotonic = time.monotonic
+_time = time.time
 
 _SEED = b"memo/value/1\x00"
 _MISS: Any = object()
@@ -69,57 +74,10 @@ class Values:
         self.codec = Codec(TypeRegistry(parent=GLOBAL_TYPES), compress_threshold=cache.compress_threshold)
         self._flight: Flight[Any] = Flight()
         self._aflight: AsyncFlight[Any] = AsyncFlight()
+        # Bumped by every delete and set: a caller arriving after one never joins a
+        # fill that started before it (the lease does the same across processes).
+        self._epoch = 0
         self._warned = False
-
-    # -- drivers -----------------------------------------------------------------
-
-    def run(self, steps: Steps, compute: Callable[[], Any] | None = None) -> Any:
-        """Drive `steps` with the backend's sync methods."""
-        backend = self.cache.backend
-        reply: Any = None
-        failure: BackendError | None = None
-        while True:
-            try:
-                method, args = steps.throw(failure) if failure is not None else steps.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            failure = None
-            if method == "compute":
-                assert compute is not None
-                reply = compute()  # the caller's errors are the caller's: not thrown back
-            elif method == "sleep":
-                time.sleep(*args)
-                reply = None
-            else:
-                try:
-                    reply = getattr(backend, method)(*args)
-                except BackendError as exc:
-                    failure, reply = exc, None
-
-    async def arun(self, steps: Steps, compute: Callable[[], Any] | None = None) -> Any:
-        """Drive `steps` with the backend's async methods; `compute` may be sync or async."""
-        backend = self.cache.backend
-        reply: Any = None
-        failure: BackendError | None = None
-        while True:
-            try:
-                method, args = steps.throw(failure) if failure is not None else steps.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            failure = None
-            if method == "compute":
-                assert compute is not None
-                reply = compute()
-                if inspect.isawaitable(reply):
-                    reply = await reply
-            elif method == "sleep":
-                await asyncio.sleep(*args)
-                reply = None
-            else:
-                try:
-                    reply = await getattr(backend, "a" + method)(*args)
-                except BackendError as exc:
-                    failure, reply = exc, None
 
     # -- the pure parts --------------------------------------------------------------
 
@@ -129,19 +87,44 @@ class Values:
     def ttl(self, ttl: Any) -> float | None:
         return self.cache.ttl if ttl is UNSET else check_ttl(ttl)
 
+    @staticmethod
+    def hard_ttl(ttl: float | None) -> float | None:
+        # The header holds the exact expiry; memcached's clock ticks in whole seconds.
+        return None if ttl is None else ttl + 1.0
+
+    def emit(
+        self, kind: str, ns: str, duration: float | None = None, error: BaseException | None = None
+    ) -> None:
+        self.cache._emit(kind, ns, None, duration, error, "values")
+
     def decode(self, ns: str, raw: bytes, duration: float | None) -> Any:
-        """Return the value `raw` holds, or `_MISS` (counted) when it cannot be read."""
+        """Return the value `raw` holds, or `_MISS` (counted) when it is not a fresh value."""
+        if is_lease(raw):
+            return _MISS  # another caller is filling the key
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _time() * 1000.0:
+            return _MISS
         try:
             return self.codec.decode(raw)
         except DecodeError as exc:
             self.cache.ns_stats(ns).decode_errors += 1
-            self.cache._emit("decode_error", ns, None, duration, exc, "values")
+            self.emit("decode_error", ns, duration, exc)
             return _MISS
 
-    def encode(self, ns: str, value: Any) -> bytes | None:
+    def usable(self, ns: str, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
+        """Whether `raw` is a fresh value (appended to `found`); `bad` is not decoded again."""
+        if raw == bad:
+            return False
+        value = self.decode(ns, raw, None)
+        if value is _MISS:
+            return False
+        found.append(value)
+        return True
+
+    def encode(self, ns: str, value: Any, ttl: float | None) -> bytes | None:
         """Return the wire bytes of `value`, or None (counted, logged once) if it cannot be stored."""
         try:
-            return self.codec.encode(value)
+            return self.codec.encode(value, None if ttl is None else int((_time() + ttl) * 1000.0))
         except SerializationError as exc:
             self.cache.ns_stats(ns).encode_errors += 1
             if self.cache.strict:
@@ -152,7 +135,7 @@ class Values:
             return None
 
     def failed(self, ns: str, what: str, exc: BackendError, started: float) -> None:
-        self.cache._emit("error", ns, None, _perf() - started, exc, "values")
+        self.emit("error", ns, _perf() - started, exc)
         self.cache.record_error(ns, what, exc)
 
     def found(self, ns: str, raw: bytes | None, started: float) -> Any:
@@ -162,24 +145,32 @@ class Values:
         stats = self.cache.ns_stats(ns)
         if value is _MISS:
             stats.misses += 1
-            self.cache._emit("miss", ns, None, duration, None, "values")
+            self.emit("miss", ns, duration)
         else:
             stats.hits += 1
-            self.cache._emit("hit", ns, None, duration, None, "values")
+            self.emit("hit", ns, duration)
         return value
 
     def stored(self, ns: str, ok: bool, started: float | None) -> None:
-        duration = None if started is None else _perf() - started
         stats = self.cache.ns_stats(ns)
         if ok:
             stats.sets += 1
         else:
             stats.not_stored += 1
-        self.cache._emit("set" if ok else "not_stored", ns, None, duration, None, "values")
+        self.emit("set" if ok else "not_stored", ns, None if started is None else _perf() - started)
+
+    def lease_lost(self, ns: str) -> None:
+        self.cache.ns_stats(ns).lease_lost += 1
+        self.emit("lease_lost", ns)
+
+    def generation_is(self, ns: str, generation: str) -> bool:
+        """Whether `generation` is still the namespace's, as far as this process knows."""
+        entry = self.cache._generations.get(ns)
+        return entry is not None and entry[0] == generation
 
     # -- steps: each operation written once ---------------------------------------------
 
-    def get_steps(self, ns: str, key: str) -> Generator[Op, Any, tuple[Any, bytes | None]]:
+    def get_steps(self, ns: str, key: str) -> Steps[tuple[Any, bytes | None]]:
         """Read one key: (value or `_MISS`, the raw bytes read)."""
         started = _perf()
         try:
@@ -189,47 +180,108 @@ class Values:
             return _MISS, None
         return self.found(ns, raw, started), raw
 
-    def set_steps(self, ns: str, key: str, data: bytes, ttl: float | None) -> Generator[Op, Any, bool]:
+    def set_steps(self, ns: str, key: str, data: bytes, ttl: float | None) -> Steps[bool]:
         started = _perf()
         try:
-            ok = bool((yield ("set", (key, data, ttl))))
+            ok = bool((yield ("set", (key, data, self.hard_ttl(ttl)))))
         except BackendError as exc:
             self.failed(ns, "a write", exc, started)
             return False
         self.stored(ns, ok, started)
         return ok
 
-    def delete_steps(self, ns: str, key: str) -> Generator[Op, Any, bool]:
+    def delete_steps(self, ns: str, key: str) -> Steps[bool]:
         started = _perf()
         try:
-            return bool((yield ("delete", (key,))))
+            return (yield from leases.invalidate(key))
         except BackendError as exc:
             self.failed(ns, "a delete", exc, started)
             return False
 
     def fill_steps(
+        self, ns: str, gen: str, key: str, bad: bytes | None, ttl: float | None
+    ) -> Steps[tuple[Any, bytes | None]]:
+        """The miss path of `get_or_set`: compute once and store; return (value, stored bytes).
+
+        `bad`: what the read found and could not use, if anything.
+        """
+        if not self.cache.leases:
+            return (yield from self.fill_plain_steps(ns, key, bad, ttl))
+        cache, stats = self.cache, self.cache.ns_stats(ns)
+        found: list[Any] = []
+        usable = partial(self.usable, ns, found, bad)
+        started = _perf()
+        try:
+            outcome = yield from leases.acquire(key, cache.lease_ttl, usable)
+            deadline = 0.0
+            while outcome is leases.HELD:
+                if not deadline:
+                    deadline = _monotonic() + cache.lease_wait
+                    stats.lease_waits += 1
+                    self.emit("lease_wait", ns)
+                raw = yield from leases.wait(key, deadline, usable)
+                if raw is not None:
+                    return found[-1], raw
+                if _monotonic() >= deadline:
+                    # The holder is slow or gone: compute, but leave its lease alone.
+                    value = yield ("compute", ())
+                    return value, self.encode(ns, value, ttl)
+                outcome = yield from leases.acquire(key, cache.lease_ttl, usable)
+        except BackendError as exc:
+            self.failed(ns, "taking a lease", exc, started)
+            value = yield ("compute", ())
+            return value, None
+        if isinstance(outcome, leases.Found):
+            return found[-1], outcome.raw
+        assert isinstance(outcome, leases.Acquired)
+        self.emit("lease_acquired", ns, _perf() - started)
+        try:
+            value = yield ("compute", ())
+        except BaseException:
+            # Release the lease, so that others compute now instead of waiting for nothing.
+            with contextlib.suppress(BackendError):
+                yield from leases.invalidate(key)
+            raise
+        data = self.encode(ns, value, ttl)
+        started = _perf()
+        try:
+            if data is None or len(data) > cache.backend.max_value_size:
+                if data is not None:
+                    self.stored(ns, False, None)
+                yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
+            elif not self.generation_is(ns, gen):
+                # Cleared while computing: the key is unreachable; leave nothing behind.
+                self.lease_lost(ns)
+                yield from leases.invalidate(key)
+            elif (yield from leases.store(key, data, self.hard_ttl(ttl), outcome.unique)):
+                self.stored(ns, True, started)
+            else:
+                self.lease_lost(ns)
+        except BackendError as exc:
+            self.failed(ns, "a write", exc, started)
+        return value, data
+
+    def fill_plain_steps(
         self, ns: str, key: str, bad: bytes | None, ttl: float | None
-    ) -> Generator[Op, Any, tuple[Any, bytes | None]]:
-        """The miss path of `get_or_set`: re-read, compute, store; return (value, stored bytes)."""
-        # Re-read first: a caller that missed just before another finished its fill
-        # would otherwise compute a second time. `bad` (undecodable) is not decoded twice.
+    ) -> Steps[tuple[Any, bytes | None]]:
+        """A fill without leases: re-read (another caller may just have filled), compute, set."""
+        found: list[Any] = []
         started = _perf()
         try:
             raw = yield ("get", (key,))
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
-            raw = bad
-        if raw is not None and raw != bad:
-            value = self.decode(ns, raw, None)
-            if value is not _MISS:
-                return value, raw
+            value = yield ("compute", ())
+            return value, None
+        if raw is not None and self.usable(ns, found, bad, raw):
+            return found[-1], raw
         value = yield ("compute", ())
-        data = self.encode(ns, value)
+        data = self.encode(ns, value, ttl)
         if data is not None:
             yield from self.set_steps(ns, key, data, ttl)
         return value, data
 
-    def get_many_steps(self, ns: str, keys: dict[str, str]) -> Generator[Op, Any, dict[str, Any]]:
+    def get_many_steps(self, ns: str, keys: dict[str, str]) -> Steps[dict[str, Any]]:
         started = _perf()
         try:
             found: dict[str, bytes] = yield ("get_many", (list(keys.values()),))
@@ -243,9 +295,7 @@ class Values:
                 out[user_key] = value
         return out
 
-    def set_many_steps(
-        self, ns: str, items: list[tuple[str, bytes, float | None]]
-    ) -> Generator[Op, Any, int]:
+    def set_many_steps(self, ns: str, items: list[tuple[str, bytes, float | None]]) -> Steps[int]:
         started = _perf()
         try:
             refused: list[str] = yield ("set_many", (items,))
@@ -263,22 +313,24 @@ class Values:
         gen = self.cache.generation(ns)
         if gen is None:
             return default
-        value, _ = self.run(self.get_steps(ns, self.key(ns, gen, key)))
+        value, _ = run_sync(self.cache.backend, self.get_steps(ns, self.key(ns, gen, key)))
         return default if value is _MISS else value
 
     def set(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
         ttl = self.ttl(ttl)
-        data = self.encode(ns, value)
+        data = self.encode(ns, value, ttl)
+        self._epoch += 1
         gen = self.cache.generation(ns)
         if gen is None or data is None:
             return False
-        return bool(self.run(self.set_steps(ns, self.key(ns, gen, key), data, ttl)))
+        return run_sync(self.cache.backend, self.set_steps(ns, self.key(ns, gen, key), data, ttl))
 
     def delete(self, key: str, ns: str) -> bool:
+        self._epoch += 1
         gen = self.cache.generation(ns)
         if gen is None:
             return False
-        return bool(self.run(self.delete_steps(ns, self.key(ns, gen, key))))
+        return run_sync(self.cache.backend, self.delete_steps(ns, self.key(ns, gen, key)))
 
     def get_or_set(self, key: str, fn: Callable[[], Any], ns: str, ttl: Any) -> Any:
         ttl = self.ttl(ttl)
@@ -286,21 +338,24 @@ class Values:
         if gen is None:
             return fn()
         full = self.key(ns, gen, key)
-        value, raw = self.run(self.get_steps(ns, full))
+        backend = self.cache.backend
+        value, raw = run_sync(backend, self.get_steps(ns, full))
         if value is not _MISS:
             return value
-        outcome, led = self._flight.run(full, lambda: self.run(self.fill_steps(ns, full, raw, ttl), fn))
+        outcome, led = self._flight.run(
+            (full, self._epoch), partial(run_sync, backend, self.fill_steps(ns, gen, full, raw, ttl), fn)
+        )
         return self.shared(ns, outcome, led)
 
     def get_many(self, keys: Iterable[str], ns: str) -> dict[str, Any]:
         gen = self.cache.generation(ns)
         if gen is None:
             return {}
-        return self.run(self.get_many_steps(ns, {k: self.key(ns, gen, k) for k in keys}))  # type: ignore[no-any-return]
+        return run_sync(self.cache.backend, self.get_many_steps(ns, {k: self.key(ns, gen, k) for k in keys}))
 
     def set_many(self, mapping: Mapping[str, Any], ns: str, ttl: Any) -> int:
         items = self.items(mapping, ns, ttl, self.cache.generation(ns))
-        return int(self.run(self.set_many_steps(ns, items))) if items else 0
+        return run_sync(self.cache.backend, self.set_many_steps(ns, items)) if items else 0
 
     # -- async -------------------------------------------------------------------------
 
@@ -308,35 +363,39 @@ class Values:
         gen = await self.cache.ageneration(ns)
         if gen is None:
             return default
-        value, _ = await self.arun(self.get_steps(ns, self.key(ns, gen, key)))
+        value, _ = await run_async(self.cache.backend, self.get_steps(ns, self.key(ns, gen, key)))
         return default if value is _MISS else value
 
     async def aset(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
         ttl = self.ttl(ttl)
-        data = self.encode(ns, value)
+        data = self.encode(ns, value, ttl)
+        self._epoch += 1
         gen = await self.cache.ageneration(ns)
         if gen is None or data is None:
             return False
-        return bool(await self.arun(self.set_steps(ns, self.key(ns, gen, key), data, ttl)))
+        return await run_async(self.cache.backend, self.set_steps(ns, self.key(ns, gen, key), data, ttl))
 
     async def adelete(self, key: str, ns: str) -> bool:
+        self._epoch += 1
         gen = await self.cache.ageneration(ns)
         if gen is None:
             return False
-        return bool(await self.arun(self.delete_steps(ns, self.key(ns, gen, key))))
+        return await run_async(self.cache.backend, self.delete_steps(ns, self.key(ns, gen, key)))
 
     async def aget_or_set(self, key: str, fn: Callable[[], Any], ns: str, ttl: Any) -> Any:
         ttl = self.ttl(ttl)
+        compute = partial(_call_maybe_async, fn)
         gen = await self.cache.ageneration(ns)
         if gen is None:
-            result = fn()
-            return (await result) if inspect.isawaitable(result) else result
+            return await compute()
         full = self.key(ns, gen, key)
-        value, raw = await self.arun(self.get_steps(ns, full))
+        backend = self.cache.backend
+        value, raw = await run_async(backend, self.get_steps(ns, full))
         if value is not _MISS:
             return value
         outcome, led = await self._aflight.run(
-            full, lambda: self.arun(self.fill_steps(ns, full, raw, ttl), fn)
+            (full, self._epoch),
+            partial(run_async, backend, self.fill_steps(ns, gen, full, raw, ttl), compute),
         )
         return self.shared(ns, outcome, led)
 
@@ -344,11 +403,12 @@ class Values:
         gen = await self.cache.ageneration(ns)
         if gen is None:
             return {}
-        return await self.arun(self.get_many_steps(ns, {k: self.key(ns, gen, k) for k in keys}))  # type: ignore[no-any-return]
+        steps = self.get_many_steps(ns, {k: self.key(ns, gen, k) for k in keys})
+        return await run_async(self.cache.backend, steps)
 
     async def aset_many(self, mapping: Mapping[str, Any], ns: str, ttl: Any) -> int:
         items = self.items(mapping, ns, ttl, await self.cache.ageneration(ns))
-        return int(await self.arun(self.set_many_steps(ns, items))) if items else 0
+        return await run_async(self.cache.backend, self.set_many_steps(ns, items)) if items else 0
 
     # -- shared by both flavours -----------------------------------------------------------
 
@@ -356,13 +416,14 @@ class Values:
         self, mapping: Mapping[str, Any], ns: str, ttl: Any, gen: str | None
     ) -> list[tuple[str, bytes, float | None]]:
         ttl = self.ttl(ttl)
+        self._epoch += 1
         if gen is None:
             return []
         items = []
         for key, value in mapping.items():
-            data = self.encode(ns, value)
+            data = self.encode(ns, value, ttl)
             if data is not None:
-                items.append((self.key(ns, gen, key), data, ttl))
+                items.append((self.key(ns, gen, key), data, self.hard_ttl(ttl)))
         return items
 
     def shared(self, ns: str, outcome: tuple[Any, bytes | None], led: bool) -> Any:
@@ -372,3 +433,11 @@ class Values:
             return value
         copy = self.decode(ns, data, None)
         return value if copy is _MISS else copy
+
+
+async def _call_maybe_async(fn: Callable[[], Any]) -> Any:
+    """Call `fn`; await what it returns when that is awaitable (`aget_or_set` takes both)."""
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result

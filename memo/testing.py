@@ -33,7 +33,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -48,6 +48,7 @@ Keys = Callable[[str], str]
 
 __all__ = [
     "BackendContract",
+    "BackendOps",
     "EventLog",
     "assert_hits",
     "assert_misses",
@@ -225,6 +226,32 @@ def memcached_url() -> Iterator[str]:
 # -- the backend contract ----------------------------------------------------------------
 
 
+class BackendOps:
+    """Call a backend's sync methods, or its async twins from sync code (`ops.get(k)`).
+
+    The async flavour runs each call in a private event loop, so the contract
+    needs no async test plugin.
+    """
+
+    def __init__(self, backend: Backend, flavour: str) -> None:
+        self.backend = backend
+        self.flavour = flavour
+        self.loop = asyncio.new_event_loop() if flavour == "async" else None
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if self.loop is None:
+            return getattr(self.backend, name)  # type: ignore[no-any-return]
+        method = getattr(self.backend, "a" + name)
+        loop = self.loop
+        return lambda *args: loop.run_until_complete(method(*args))
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.run_until_complete(self.backend.aclose())
+            self.loop.close()
+        self.backend.close()
+
+
 class BackendContract:
     """The behaviour every memo backend must have, as tests; subclass it to check yours.
 
@@ -236,157 +263,163 @@ class BackendContract:
                 return MyBackend()
 
     `make_backend` is a fixture (so it may use others, e.g. `memcached_url`)
-    returning the backend under test; it is closed after each test. Every test
-    uses fresh random keys, so a shared server is fine. The async tests run in
-    their own event loops (`asyncio.run`): no async plugin is needed.
+    returning a new backend; it is closed after each test. Each test runs twice,
+    through the sync methods and through their async twins (in a private event
+    loop: no async plugin is needed). Every test uses fresh random keys, so a
+    shared server is fine.
     """
 
-    #: Whether the backend stores values for their whole ttl with one-second
-    #: precision or better; the expiry test waits about two seconds.
+    #: Seconds by which the backend may keep an entry past its ttl (memcached's
+    #: clock ticks once a second); the expiry test waits ttl + this.
     ttl_resolution = 1.0
 
-    @pytest.fixture
-    def backend(self, make_backend: Backend) -> Iterator[Backend]:
+    @pytest.fixture(params=["sync", "async"])
+    def ops(self, request: pytest.FixtureRequest, make_backend: Backend) -> Iterator[BackendOps]:
         assert isinstance(make_backend, Backend), f"make_backend gave {make_backend!r}, not a memo.Backend"
-        yield make_backend
-        make_backend.close()
+        made = BackendOps(make_backend, request.param)
+        yield made
+        made.close()
 
     @pytest.fixture
     def keys(self) -> Keys:
         prefix = f"contract-{uuid.uuid4().hex[:12]}-"
         return lambda name: prefix + name
 
-    @staticmethod
-    def run(backend: Backend, test: Callable[[], Awaitable[Any]]) -> Any:
-        """Run an async test in a fresh event loop, closing the async side after it."""
+    # -- reads and writes ------------------------------------------------------------
 
-        async def main() -> Any:
-            try:
-                return await test()
-            finally:
-                await backend.aclose()
+    def test_get_absent_is_none(self, ops: Any, keys: Keys) -> None:
+        assert ops.get(keys("absent")) is None
+        assert ops.gets(keys("absent")) is None
+        assert ops.get_many([keys("absent"), keys("absent2")]) == {}
 
-        return asyncio.run(main())
-
-    # -- sync ---------------------------------------------------------------------
-
-    def test_get_absent_is_none(self, backend: Backend, keys: Keys) -> None:
-        assert backend.get(keys("absent")) is None
-        assert backend.get_many([keys("absent"), keys("absent2")]) == {}
-
-    def test_set_then_get_returns_the_exact_bytes(self, backend: Backend, keys: Keys) -> None:
+    def test_set_then_get_returns_the_exact_bytes(self, ops: Any, keys: Keys) -> None:
         for name, value in [("binary", bytes(range(256)) + b"\r\nEND\r\n"), ("empty", b""), ("text", b"v")]:
-            assert backend.set(keys(name), value, None) is True
-            got = backend.get(keys(name))
+            assert ops.set(keys(name), value, None) is True
+            got = ops.get(keys(name))
             assert got == value and type(got) is bytes
 
-    def test_set_overwrites(self, backend: Backend, keys: Keys) -> None:
-        backend.set(keys("k"), b"1", None)
-        backend.set(keys("k"), b"2", None)
-        assert backend.get(keys("k")) == b"2"
+    def test_set_overwrites(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("k"), b"1", None)
+        ops.set(keys("k"), b"2", None)
+        assert ops.get(keys("k")) == b"2"
 
-    def test_get_many_returns_only_what_is_there(self, backend: Backend, keys: Keys) -> None:
-        backend.set(keys("a"), b"1", None)
-        backend.set(keys("b"), b"2", 60)
-        assert backend.get_many([keys("a"), keys("b"), keys("c")]) == {keys("a"): b"1", keys("b"): b"2"}
-        assert backend.get_many([]) == {}
+    def test_get_many_returns_only_what_is_there(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("a"), b"1", None)
+        ops.set(keys("b"), b"2", 60)
+        assert ops.get_many([keys("a"), keys("b"), keys("c")]) == {keys("a"): b"1", keys("b"): b"2"}
+        assert ops.get_many([]) == {}
 
-    def test_set_many_stores_each_item_with_its_ttl(self, backend: Backend, keys: Keys) -> None:
+    def test_set_many_stores_each_item_with_its_ttl(self, ops: Any, keys: Keys) -> None:
         items = [(keys("a"), b"1", None), (keys("b"), b"2", 60), (keys("c"), b"3", 1.5)]
-        assert backend.set_many(items) == []
-        assert backend.get_many([k for k, _, _ in items]) == {
-            keys("a"): b"1",
-            keys("b"): b"2",
-            keys("c"): b"3",
-        }
+        assert ops.set_many(items) == []
+        want = {keys("a"): b"1", keys("b"): b"2", keys("c"): b"3"}
+        assert ops.get_many([k for k, _, _ in items]) == want
 
-    def test_add_stores_only_when_absent(self, backend: Backend, keys: Keys) -> None:
-        assert backend.add(keys("k"), b"first", None) is True
-        assert backend.add(keys("k"), b"second", None) is False
-        assert backend.get(keys("k")) == b"first"
+    def test_add_stores_only_when_absent(self, ops: Any, keys: Keys) -> None:
+        assert ops.add(keys("k"), b"first", None) is True
+        assert ops.add(keys("k"), b"second", None) is False
+        assert ops.get(keys("k")) == b"first"
 
-    def test_delete(self, backend: Backend, keys: Keys) -> None:
-        backend.set(keys("k"), b"1", None)
-        assert backend.delete(keys("k")) is True
-        assert backend.delete(keys("k")) is False
-        assert backend.get(keys("k")) is None
-        backend.set_many([(keys("a"), b"1", None), (keys("b"), b"2", None)])
-        backend.delete_many([keys("a"), keys("b"), keys("absent")])
-        assert backend.get_many([keys("a"), keys("b")]) == {}
+    def test_delete(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("k"), b"1", None)
+        assert ops.delete(keys("k")) is True
+        assert ops.delete(keys("k")) is False
+        assert ops.get(keys("k")) is None
+        ops.set_many([(keys("a"), b"1", None), (keys("b"), b"2", None)])
+        ops.delete_many([keys("a"), keys("b"), keys("absent")])
+        assert ops.get_many([keys("a"), keys("b")]) == {}
 
-    def test_ttl_expires_and_none_never_does(self, backend: Backend, keys: Keys) -> None:
-        backend.set(keys("short"), b"1", 1)
-        backend.set_many([(keys("short2"), b"1", 1)])
-        backend.add(keys("short3"), b"1", 1)
-        backend.set(keys("long"), b"1", 60)
-        backend.set(keys("never"), b"1", None)
-        time.sleep(self.ttl_resolution + 1.05)
-        assert backend.get_many([keys("short"), keys("short2"), keys("short3")]) == {}
-        assert backend.get(keys("long")) == b"1"
-        assert backend.get(keys("never")) == b"1"
-        assert backend.add(keys("short"), b"again", None) is True  # an expired key is absent
+    def test_ttl_expires_and_none_never_does(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("short"), b"1", 1)
+        ops.set_many([(keys("short2"), b"1", 1)])
+        ops.add(keys("short3"), b"1", 1)
+        ops.set(keys("long"), b"1", 60)
+        ops.set(keys("never"), b"1", None)
+        time.sleep(1 + self.ttl_resolution + 0.05)
+        assert ops.get_many([keys("short"), keys("short2"), keys("short3")]) == {}
+        assert ops.get(keys("long")) == b"1"
+        assert ops.get(keys("never")) == b"1"
+        assert ops.add(keys("short"), b"again", None) is True  # an expired key is absent
 
-    def test_values_over_max_value_size_are_refused(self, backend: Backend, keys: Keys) -> None:
-        limit = backend.max_value_size
+    def test_values_over_max_value_size_are_refused(self, ops: Any, keys: Keys) -> None:
+        limit = ops.backend.max_value_size
         assert isinstance(limit, int) and limit > 0
         big = b"x" * (limit + 1)
-        assert backend.set(keys("big"), big, None) is False
-        assert backend.add(keys("big"), big, None) is False
-        assert backend.set_many([(keys("big"), big, None), (keys("ok"), b"1", None)]) == [keys("big")]
-        assert backend.get(keys("big")) is None
-        assert backend.get(keys("ok")) == b"1"
+        assert ops.set(keys("big"), big, None) is False
+        assert ops.add(keys("big"), big, None) is False
+        assert ops.set_many([(keys("big"), big, None), (keys("ok"), b"1", None)]) == [keys("big")]
+        assert ops.get(keys("big")) is None
+        assert ops.get(keys("ok")) == b"1"
 
-    def test_longest_keys_work(self, backend: Backend, keys: Keys) -> None:
+    def test_longest_keys_work(self, ops: Any, keys: Keys) -> None:
         key = keys("")
         key += "k" * (250 - len(key))
-        assert backend.set(key, b"1", None) is True
-        assert backend.get(key) == b"1"
+        assert ops.set(key, b"1", None) is True
+        assert ops.get(key) == b"1"
 
-    # -- async ------------------------------------------------------------------------
+    # -- the primitives of leases and generations ------------------------------------------
 
-    def test_async_operations(self, backend: Backend, keys: Keys) -> None:
-        async def test() -> None:
-            assert await backend.aget(keys("k")) is None
-            assert await backend.aset(keys("k"), b"\r\n1", None) is True
-            assert await backend.aget(keys("k")) == b"\r\n1"
-            assert await backend.aadd(keys("k"), b"2", None) is False
-            assert await backend.aadd(keys("n"), b"2", 60) is True
-            assert await backend.aget_many([keys("k"), keys("n"), keys("x")]) == {
-                keys("k"): b"\r\n1",
-                keys("n"): b"2",
-            }
-            assert await backend.aset_many([(keys("a"), b"a", None), (keys("b"), b"b", 30)]) == []
-            assert await backend.adelete(keys("a")) is True
-            assert await backend.adelete(keys("a")) is False
-            await backend.adelete_many([keys("b"), keys("k")])
-            assert await backend.aget_many([keys("a"), keys("b"), keys("k")]) == {}
-            big = b"x" * (backend.max_value_size + 1)
-            assert await backend.aset(keys("big"), big, None) is False
-            assert await backend.aset_many([(keys("big"), big, None)]) == [keys("big")]
+    def test_gets_unique_changes_on_every_write(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("k"), b"one", None)
+        value, first = ops.gets(keys("k"))
+        assert value == b"one" and isinstance(first, int)
+        ops.set(keys("k"), b"two", None)
+        value, second = ops.gets(keys("k"))
+        assert value == b"two" and second != first
 
-        self.run(backend, test)
+    def test_cas_stores_only_over_the_version_it_read(self, ops: Any, keys: Keys) -> None:
+        ops.set(keys("k"), b"v1", None)
+        _, unique = ops.gets(keys("k"))
+        assert ops.cas(keys("k"), b"v2", None, unique) is True
+        assert ops.cas(keys("k"), b"v3", None, unique) is False  # that version is gone
+        assert ops.get(keys("k")) == b"v2"
+        _, unique = ops.gets(keys("k"))
+        assert ops.delete(keys("k"))
+        assert ops.cas(keys("k"), b"late", None, unique) is False  # an invalidate wins
+        assert ops.get(keys("k")) is None
+        ops.set(keys("k"), b"v1", None)
+        _, unique = ops.gets(keys("k"))
+        assert ops.cas(keys("k"), b"x" * (ops.backend.max_value_size + 1), None, unique) is False
+        assert ops.get(keys("k")) == b"v1"
 
-    def test_sync_and_async_share_the_store(self, backend: Backend, keys: Keys) -> None:
-        backend.set(keys("from-sync"), b"s", None)
+    def test_touch(self, ops: Any, keys: Keys) -> None:
+        assert ops.touch(keys("k"), 10) is False
+        ops.set(keys("k"), b"v", 1)
+        assert ops.touch(keys("k"), 100) is True
+        time.sleep(1 + self.ttl_resolution + 0.05)
+        assert ops.get(keys("k")) == b"v"
 
-        async def test() -> None:
-            assert await backend.aget(keys("from-sync")) == b"s"
-            await backend.aset(keys("from-async"), b"a", None)
+    def test_lease_adds_a_marker_only_when_absent(self, ops: Any, keys: Keys) -> None:
+        added, found = ops.lease(keys("k"), b"marker-a", 10)
+        assert added is True and found is not None and found[0] == b"marker-a"
+        added, again = ops.lease(keys("k"), b"marker-b", 10)
+        assert added is False and again == found
+        assert ops.cas(keys("k"), b"value", None, found[1]) is True
+        assert ops.cas(keys("k"), b"other", None, found[1]) is False
+        added, over_value = ops.lease(keys("k"), b"marker-c", 10)
+        assert added is False and over_value is not None and over_value[0] == b"value"
 
-        self.run(backend, test)
-        assert backend.get(keys("from-async")) == b"a"
+    def test_control_records(self, ops: Any, keys: Keys) -> None:
+        assert all(v is None for v in ops.get_all(keys("gen")).values())
+        assert ops.set_all(keys("gen"), b"token", None) >= 1
+        assert set(ops.get_all(keys("gen")).values()) == {b"token"}
 
-    def test_async_side_reopens_in_a_new_event_loop(self, backend: Backend, keys: Keys) -> None:
-        for i in range(2):
+    # -- both flavours, one store ------------------------------------------------------------
 
-            async def test(i: int = i) -> None:
-                await backend.aset(keys("k"), str(i).encode(), None)
-                assert await backend.aget(keys("k")) == str(i).encode()
+    def test_sync_and_async_share_the_store(self, ops: Any, keys: Keys) -> None:
+        other = BackendOps(ops.backend, "sync" if ops.flavour == "async" else "async")
+        try:
+            ops.set(keys("a"), b"1", None)
+            assert other.get(keys("a")) == b"1"
+            other.set(keys("b"), b"2", None)
+            assert ops.get(keys("b")) == b"2"
+        finally:
+            if other.loop is not None:
+                other.loop.run_until_complete(ops.backend.aclose())
+                other.loop.close()
 
-            self.run(backend, test)
-
-    def test_a_cache_runs_on_it(self, backend: Backend, keys: Keys) -> None:
-        cache = memo.Cache(backend=backend, prefix=keys("cache:"))
+    def test_a_cache_runs_on_it(self, ops: Any, keys: Keys) -> None:
+        cache = memo.Cache(backend=ops.backend, prefix=keys("cache:"))
         calls: list[int] = []
 
         @cache.cached(ns="contract")

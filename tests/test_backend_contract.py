@@ -22,6 +22,21 @@ class TestMemcachedBackend(BackendContract):
         return backend_from_url(memcached_url, {})
 
 
+def _documented_backend() -> type[Backend]:
+    """The example backend of docs/backends.md, as the page defines it."""
+    from test_docs import DOCS, blocks
+
+    namespace: dict[str, object] = {"__name__": "docs_backends_example"}
+    exec(blocks(DOCS / "backends.md")[0].code, namespace)
+    return namespace["DictBackend"]  # type: ignore[return-value]
+
+
+class TestTheDocumentedExampleBackend(BackendContract):
+    @pytest.fixture
+    def make_backend(self) -> Backend:
+        return _documented_backend()()
+
+
 class Forgetful(MemoryBackend):
     """A broken backend: `add` overwrites. The contract must catch it."""
 
@@ -44,8 +59,8 @@ def test_the_contract_catches_a_broken_backend(pytester: pytest.Pytester) -> Non
         tests_helper="from test_backend_contract import Forgetful",
     )
     plugins = ("-p", "no:memo", "-p", "no:asyncio", "-p", "no:cacheprovider")
-    result = pytester.runpytest_inprocess(*plugins, "-k", "add")
-    result.assert_outcomes(failed=1, deselected=len(_contract_tests()) - 1)
+    result = pytester.runpytest_inprocess(*plugins, "-k", "test_add_stores")
+    result.assert_outcomes(failed=2, deselected=len(_contract_tests()) * 2 - 2)  # sync and async
 
 
 def _contract_tests() -> list[str]:

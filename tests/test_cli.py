@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 import memo
 from memo._cli import UsageError, describe, parse_arguments
-from memo._codec import Codec
+from memo._codec import Codec, lease_marker
 
 ROOT = Path(__file__).parent.parent
 
@@ -140,7 +139,7 @@ def test_inspect_an_entry(memcached_url: str, closing: Closing) -> None:
     result = memo_cli("inspect", memcached_url, f.key_for(1), "--json")
     assert result.returncode == 0, result.stderr
     info = as_json(result)
-    assert info["memo_value"] is True and info["format_version"] == 1 and info["compressed"] is False
+    assert info["memo_value"] is True and info["format_version"] == 2 and info["compressed"] is False
     assert '"n":1' in info["preview"] and info["size"] > 10
     big = as_json(memo_cli("inspect", memcached_url, f.key_for(0), "--json"))
     assert big["compressed"] is True and big["size"] < 2000 and big["body_size"] > 100_000
@@ -156,12 +155,15 @@ def test_describe_reads_the_header() -> None:
     codec = Codec()
     assert describe(codec.encode((1, "a")))["flags"] == []
     assert describe(codec.encode([1]))["flags"] == ["plain"]
-    soon = int(time.time()) + 60
-    raw = b"m\x01\x05" + struct.pack(">I", soon) + b"[1]\n"
-    info = describe(raw)
-    assert info["soft_expiry"] == soon and 55 < info["soft_expiry_in_s"] <= 60 and info["preview"] == "[1]"
+    soon = int((time.time() + 60) * 1000)
+    info = describe(codec.encode([1], expires_ms=soon))
+    assert info["flags"] == ["plain", "expires"] and 55 < info["expires_in_s"] <= 60
+    assert info["expires"].endswith("Z") and info["preview"] == "[1]"
+    lease = describe(lease_marker("owner1"))
+    assert lease["flags"] == ["lease"] and lease["lease_owner"] == "owner1" and "lease" in lease["note"]
+    assert describe(b"m\x01\x01[1]\n")["format_version"] == 1  # memo 0.1 values are still read
     assert describe(b"m\x09\x01[1]\n")["note"].startswith("format version 9")
-    assert "miss" in describe(b"m\x01\x03garbage")["note"]
+    assert "miss" in describe(b"m\x02\x03garbage")["note"]
     assert describe(b"abc123")["memo_value"] is False
 
 

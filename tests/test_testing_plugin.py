@@ -68,7 +68,7 @@ def test_memo_events(pytester: pytest.Pytester) -> None:
         def test_events(memo_cache, memo_events):
             memo_cache.get_or_set("k", lambda: 1, ns="n")
             memo_cache.get("k", ns="n")
-            assert memo_events.kinds == ["miss", "set", "hit"]
+            assert memo_events.kinds == ["miss", "lease_acquired", "set", "hit"]
             assert memo_events.count("hit", ns="n") == 1 and memo_events.misses == 1
         """
     )

@@ -8,7 +8,8 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -126,11 +127,11 @@ def test_non_string_keys_are_refused(cache: memo.Cache) -> None:
 
 
 def test_ttl(make_cache: MakeCache) -> None:
-    cache = make_cache(ttl=1)
+    cache = make_cache(ttl=0.3)
     cache.set("default-ttl", 1)
     cache.set("longer", 1, ttl=30)
     cache.set("forever", 1, ttl=None)
-    time.sleep(2.05)
+    time.sleep(0.4)
     assert cache.get("default-ttl") is None
     assert cache.get("longer") == 1
     assert cache.get("forever") == 1
@@ -336,3 +337,156 @@ def test_backend_must_be_a_backend_and_comes_alone() -> None:
         memo.Cache("memcached://127.0.0.1:1", backend=MemoryBackend())
     with pytest.raises(memo.ConfigurationError, match="not both"):
         memo.Cache(backend=MemoryBackend(), max_entries=3)
+
+
+# -- get_or_set under leases: two Caches on one store stand for two processes ----------------
+
+
+@pytest.fixture
+def two_caches(backend_url: str) -> Iterator[tuple[memo.Cache, memo.Cache]]:
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    if backend_url == "memory://":
+        from memo._memory import MemoryBackend
+
+        shared = MemoryBackend()
+        pair = (memo.Cache(backend=shared, prefix=prefix), memo.Cache(backend=shared, prefix=prefix))
+    else:
+        pair = (memo.Cache(backend_url, prefix=prefix), memo.Cache(backend_url, prefix=prefix))
+    for cache in pair:
+        cache.ns_refresh = 0  # see clears from "the other process" at once
+    yield pair
+    for cache in pair:
+        cache.close()
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    return thread, out
+
+
+def slow(value: Any, calls: list[Any], seconds: float = 0.3) -> Callable[[], Any]:
+    def compute() -> Any:
+        calls.append(value)
+        time.sleep(seconds)
+        return value
+
+    return compute
+
+
+def test_one_process_computes_the_others_wait(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+    events: list[memo.Event] = []
+    b.on_event = events.append
+    calls: list[Any] = []
+    thread, out = in_thread(lambda: a.get_or_set("k", slow([1], calls)))
+    time.sleep(0.1)
+    assert b.get_or_set("k", slow([2], calls)) == [1]
+    thread.join()
+    assert out == [[1]] and calls == [[1]]
+    assert "lease_wait" in [e.kind for e in events]
+    assert b.stats("default")["lease_waits"] == 1
+
+
+def test_a_delete_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+    events: list[memo.Event] = []
+    a.on_event = events.append
+    thread, out = in_thread(lambda: a.get_or_set("k", slow("old", [])))
+    time.sleep(0.1)
+    b.delete("k")  # the source changed: whatever the fill read is stale
+    thread.join()
+    assert out == ["old"]  # the caller still gets what it computed...
+    assert b.get("k") is None  # ...but it was not stored over the invalidation
+    assert a.stats("default")["lease_lost"] == 1
+    assert [e.kind for e in events][-1] == "lease_lost"
+
+
+def test_a_write_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+    thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", [])))
+    time.sleep(0.1)
+    b.set("k", "new")
+    thread.join()
+    assert a.get("k") == "new"
+
+
+def test_a_clear_during_a_fill_stores_nothing(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+    thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", []), ns="n"))
+    time.sleep(0.1)
+    b.clear("n")  # another process: the fill stores under the old generation, unreachable
+    thread.join()
+    assert a.get("k", ns="n") is None and b.get("k", ns="n") is None
+    thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", []), ns="n"))
+    time.sleep(0.1)
+    a.clear("n")  # this process: the fill sees it and leaves nothing behind
+    thread.join()
+    assert a.get("k", ns="n") is None
+    assert a.stats("n")["lease_lost"] == 1
+
+
+def test_a_failing_fill_releases_its_lease(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+
+    def broken() -> Any:
+        time.sleep(0.2)
+        raise ValueError("source down")
+
+    def fill_and_fail() -> None:
+        with pytest.raises(ValueError, match="source down"):
+            a.get_or_set("k", broken)
+
+    thread, _ = in_thread(fill_and_fail)
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert b.get_or_set("k", lambda: "fresh") == "fresh"  # not lease_wait (5 s) later
+    assert time.monotonic() - started < 2
+    thread.join()
+
+
+def test_a_lease_marker_reads_as_a_miss_not_a_decode_error(cache: memo.Cache) -> None:
+    from memo._codec import lease_marker
+
+    gen = cache.generation("default")
+    assert gen is not None
+    cache.backend.add(value_key(cache.prefix, "default", gen, "k"), lease_marker("someone"), 10)
+    assert cache.get("k", MISSING) is MISSING
+    assert cache.get_many(["k"]) == {}
+    assert cache.stats("default")["decode_errors"] == 0
+
+
+def test_ttls_are_exact(cache: memo.Cache) -> None:
+    # memcached keeps an item for whole seconds; the header's expiry makes it a miss on time.
+    cache.set("k", 1, ttl=0.3)
+    cache.get_or_set("g", lambda: 2, ttl=0.3)
+    cache.set_many({"m": 3}, ttl=0.3)
+    assert cache.get_many(["k", "g", "m"]) == {"k": 1, "g": 2, "m": 3}
+    time.sleep(0.4)
+    assert cache.get_many(["k", "g", "m"]) == {}
+    assert cache.get_or_set("g", lambda: 5) == 5
+
+
+def test_without_leases(make_cache: MakeCache) -> None:
+    cache = make_cache(leases=False)
+    events: list[memo.Event] = []
+    cache.on_event = events.append
+    assert cache.get_or_set("k", lambda: 1) == 1
+    assert cache.get_or_set("k", lambda: 2) == 1
+    assert [e.kind for e in events] == ["miss", "set", "hit"]
+
+
+async def test_async_fills_under_the_lease_too(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
+    a, b = two_caches
+    calls: list[str] = []
+
+    async def fill(name: str) -> str:
+        calls.append(name)
+        await asyncio.sleep(0.2)
+        return name
+
+    results = await asyncio.gather(
+        a.aget_or_set("k", lambda: fill("a")), b.aget_or_set("k", lambda: fill("b"))
+    )
+    assert len(calls) == 1 and results == [calls[0]] * 2
