@@ -57,13 +57,24 @@ _MISS: Any = object()
 
 def value_key(prefix: str, ns: str, generation: str, key: str) -> str:
     """Return the backend key of the user's `key` in namespace `ns`. Pure."""
-    if not isinstance(key, str):
-        raise TypeError(f"cache keys are strings, got {type(key).__name__} {key!r}")
+    return _compose(_namespace_part(prefix, ns), generation, key)
+
+
+def _namespace_part(prefix: str, ns: str) -> tuple[str, Any]:
+    """What every key of a namespace shares: its readable start and the seeded hasher."""
     ns_bytes = ns.encode("utf-8", "surrogatepass")
     h = hashlib.blake2b(_SEED, digest_size=16)
     # Length-prefixed, so ("a:b", "c") and ("a", "b:c") hash apart.
-    h.update(b"%d:" % len(ns_bytes) + ns_bytes + key.encode("utf-8", "surrogatepass"))
-    return f"{prefix}{safe_segment(ns, 48)}:={safe_segment(key, 64)}:{generation}:{h.hexdigest()}"
+    h.update(b"%d:" % len(ns_bytes) + ns_bytes)
+    return f"{prefix}{safe_segment(ns, 48)}:=", h
+
+
+def _compose(part: tuple[str, Any], generation: str, key: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"cache keys are strings, got {type(key).__name__} {key!r}")
+    h = part[1].copy()
+    h.update(key.encode("utf-8", "surrogatepass"))
+    return f"{part[0]}{safe_segment(key, 64)}:{generation}:{h.hexdigest()}"
 
 
 class Values:
@@ -78,11 +89,17 @@ class Values:
         # fill that started before it (the lease does the same across processes).
         self._epoch = 0
         self._warned = False
+        self._namespaces: dict[str, tuple[str, Any]] = {}
 
     # -- the pure parts --------------------------------------------------------------
 
     def key(self, ns: str, generation: str, key: str) -> str:
-        return value_key(self.cache.prefix, ns, generation, key)
+        part = self._namespaces.get(ns)
+        if part is None:
+            if len(self._namespaces) > 10_000:  # namespaces made up per call: keep memory bounded
+                self._namespaces.clear()
+            part = self._namespaces[ns] = _namespace_part(self.cache.prefix, ns)
+        return _compose(part, generation, key)
 
     def ttl(self, ttl: Any) -> float | None:
         return self.cache.ttl if ttl is UNSET else check_ttl(ttl)
@@ -168,17 +185,29 @@ class Values:
         entry = self.cache._generations.get(ns)
         return entry is not None and entry[0] == generation
 
-    # -- steps: each operation written once ---------------------------------------------
+    # -- reads: the hit path, kept flat --------------------------------------------------
 
-    def get_steps(self, ns: str, key: str) -> Steps[tuple[Any, bytes | None]]:
+    def read(self, ns: str, key: str) -> tuple[Any, bytes | None]:
         """Read one key: (value or `_MISS`, the raw bytes read)."""
         started = _perf()
         try:
-            raw = yield ("get", (key,))
+            raw = self.cache.backend.get(key)
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
             return _MISS, None
         return self.found(ns, raw, started), raw
+
+    async def aread(self, ns: str, key: str) -> tuple[Any, bytes | None]:
+        """Async `read`."""
+        started = _perf()
+        try:
+            raw = await self.cache.backend.aget(key)
+        except BackendError as exc:
+            self.failed(ns, "a read", exc, started)
+            return _MISS, None
+        return self.found(ns, raw, started), raw
+
+    # -- steps: each cold operation written once --------------------------------------------
 
     def set_steps(self, ns: str, key: str, data: bytes, ttl: float | None) -> Steps[bool]:
         started = _perf()
@@ -313,7 +342,7 @@ class Values:
         gen = self.cache.generation(ns)
         if gen is None:
             return default
-        value, _ = run_sync(self.cache.backend, self.get_steps(ns, self.key(ns, gen, key)))
+        value, _ = self.read(ns, self.key(ns, gen, key))
         return default if value is _MISS else value
 
     def set(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
@@ -339,7 +368,7 @@ class Values:
             return fn()
         full = self.key(ns, gen, key)
         backend = self.cache.backend
-        value, raw = run_sync(backend, self.get_steps(ns, full))
+        value, raw = self.read(ns, full)
         if value is not _MISS:
             return value
         outcome, led = self._flight.run(
@@ -363,7 +392,7 @@ class Values:
         gen = await self.cache.ageneration(ns)
         if gen is None:
             return default
-        value, _ = await run_async(self.cache.backend, self.get_steps(ns, self.key(ns, gen, key)))
+        value, _ = await self.aread(ns, self.key(ns, gen, key))
         return default if value is _MISS else value
 
     async def aset(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
@@ -390,7 +419,7 @@ class Values:
             return await compute()
         full = self.key(ns, gen, key)
         backend = self.cache.backend
-        value, raw = await run_async(backend, self.get_steps(ns, full))
+        value, raw = await self.aread(ns, full)
         if value is not _MISS:
             return value
         outcome, led = await self._aflight.run(
