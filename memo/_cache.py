@@ -175,7 +175,8 @@ class Cache:
             stale_ttl: seconds after `ttl` during which an expired entry is still
                 served at once while one caller (across processes) recomputes it
                 in the background (stale-while-revalidate). Needs a `ttl`.
-            lease_ttl, lease_wait: override the Cache's for this function.
+            lease_ttl: overrides the Cache's `lease_ttl` for this function.
+            lease_wait: overrides the Cache's `lease_wait` for this function.
         """
         from ._decorator import Decorator
 
