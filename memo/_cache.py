@@ -20,9 +20,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._drive import Op, run_async, run_sync
@@ -272,6 +272,14 @@ class Cache:
         """Async `delete`."""
         return await self._values.adelete(key, ns)
 
+    @overload
+    async def aget_or_set(
+        self, key: str, fn: Callable[[], Awaitable[T]], *, ns: str = "default", ttl: float | None = UNSET
+    ) -> T: ...
+    @overload
+    async def aget_or_set(
+        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = UNSET
+    ) -> T: ...
     async def aget_or_set(
         self, key: str, fn: Callable[[], Any], *, ns: str = "default", ttl: float | None = UNSET
     ) -> Any:

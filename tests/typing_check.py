@@ -55,3 +55,16 @@ async def check() -> None:
     get_user(1, fully=True)  # type: ignore[call-arg]
     aget_user.invalidate("x")  # type: ignore[arg-type]
     get_user.refresh()  # type: ignore[call-arg]
+
+
+async def check_values() -> None:
+    async def load() -> list[int]:
+        return [1]
+
+    assert_type(cache.get_or_set("k", lambda: 1.5), float)
+    assert_type(await cache.aget_or_set("k", load), list[int])
+    assert_type(await cache.aget_or_set("k", lambda: "s"), str)
+    assert_type(cache.set("k", 1), bool)
+    assert_type(cache.get_many(["k"]), dict[str, Any])
+    cache.get(1)  # type: ignore[arg-type]
+    cache.set("k", 1, ttl="1")  # type: ignore[arg-type]
