@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from . import _leases as leases
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
 from ._drive import Steps, run_async, run_sync
-from ._errors import BackendError, SerializationError
+from ._errors import BackendError, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
 from ._keys import safe_segment
 from ._policy import UNSET, check_ttl
@@ -62,6 +62,8 @@ def value_key(prefix: str, ns: str, generation: str, key: str) -> str:
 
 def _namespace_part(prefix: str, ns: str) -> tuple[str, Any]:
     """What every key of a namespace shares: its readable start and the seeded hasher."""
+    if not isinstance(ns, str):
+        raise ConfigurationError(f"ns must be a str, got {ns!r}")
     ns_bytes = ns.encode("utf-8", "surrogatepass")
     h = hashlib.blake2b(_SEED, digest_size=16)
     # Length-prefixed, so ("a:b", "c") and ("a", "b:c") hash apart.

@@ -100,8 +100,11 @@ def test_the_namespace_and_key_are_hashed_apart() -> None:
 
 
 def test_value_keys_are_memcached_safe() -> None:
-    key = value_key("memo:", "ns with space" * 10, "0000.1111", "k\x00\n" * 400)
+    longest_prefix = "p" * 64
+    key = value_key(longest_prefix, "ns with space" * 10, "01234567.89abcdef", "k\x00\n" * 400)
     assert len(key) <= 250 and key.isascii() and key.isprintable() and " " not in key
+    with pytest.raises(memo.ConfigurationError, match="ns must be a str"):
+        value_key("p", 1, "g", "k")  # type: ignore[arg-type]
 
 
 @given(st.text())
