@@ -47,7 +47,19 @@ class UsageError(Exception):
 # -- talking to each server -----------------------------------------------------------
 
 
-def servers_of(url: str) -> tuple[list[tuple[str, int]], ssl.SSLContext | None]:
+def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
+    """The TLS context for a `memcached+tls://` URL (system CAs, or `cafile`); None otherwise."""
+    if urlsplit(url).scheme.lower() != "memcached+tls":
+        if cafile:
+            raise UsageError("--cafile is for memcached+tls:// URLs")
+        return None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except OSError as exc:
+        raise UsageError(f"cannot read --cafile {cafile!r}: {exc}") from None
+
+
+def servers_of(url: str, cafile: str | None = None) -> tuple[list[tuple[str, int]], ssl.SSLContext | None]:
     """Return the (host, port) of each server a memcached URL names, and the TLS context."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("memcached", "memcached+tls"):
@@ -62,7 +74,7 @@ def servers_of(url: str) -> tuple[list[tuple[str, int]], ssl.SSLContext | None]:
     for server_id in ids:
         host, _, port = server_id.rpartition(":")
         out.append((host.strip("[]"), int(port)))
-    return out, (ssl.create_default_context() if scheme == "memcached+tls" else None)
+    return out, tls_context(url, cafile)
 
 
 class ServerConnection:
@@ -104,8 +116,8 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def ping(url: str, count: int, timeout: float) -> list[dict[str, Any]]:
-    servers, tls = servers_of(url)
+def ping(url: str, count: int, timeout: float, cafile: str | None = None) -> list[dict[str, Any]]:
+    servers, tls = servers_of(url, cafile)
     rows = []
     for host, port in servers:
         row: dict[str, Any] = {"server": _address(host, port), "ok": False}
@@ -128,8 +140,8 @@ def ping(url: str, count: int, timeout: float) -> list[dict[str, Any]]:
     return rows
 
 
-def stats(url: str, timeout: float) -> list[dict[str, Any]]:
-    servers, tls = servers_of(url)
+def stats(url: str, timeout: float, cafile: str | None = None) -> list[dict[str, Any]]:
+    servers, tls = servers_of(url, cafile)
     rows = []
     for host, port in servers:
         row: dict[str, Any] = {"server": _address(host, port), "ok": False}
@@ -218,8 +230,9 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def inspect_key(url: str, key: str, prefix: str | None) -> dict[str, Any] | None:
-    backend = backend_from_url(url, {})
+def inspect_key(url: str, key: str, prefix: str | None, cafile: str | None = None) -> dict[str, Any] | None:
+    context = tls_context(url, cafile)
+    backend = backend_from_url(url, {} if context is None else {"tls_context": context})
     try:
         raw = backend.get(key if prefix is None or key.startswith(prefix) else prefix + key)
     except ValueError as exc:
@@ -328,6 +341,10 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name != "key":
+            p.add_argument(
+                "--cafile", default=None, help="CA certificates (PEM) to verify memcached+tls:// servers with"
+            )
         return p
 
     p = command("ping", "round-trip latency of each server")
@@ -375,7 +392,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 def _run(ns: argparse.Namespace, out: TextIO) -> int:
     if ns.command in ("ping", "stats"):
         rows = (
-            ping(ns.url, max(1, ns.count), ns.timeout) if ns.command == "ping" else stats(ns.url, ns.timeout)
+            ping(ns.url, max(1, ns.count), ns.timeout, ns.cafile)
+            if ns.command == "ping"
+            else stats(ns.url, ns.timeout, ns.cafile)
         )
         emit(rows, ns.json, out)
         return OK if all(row["ok"] for row in rows) else FAILED
@@ -384,12 +403,15 @@ def _run(ns: argparse.Namespace, out: TextIO) -> int:
             raise UsageError("give a namespace or --all (not both)")
         from ._cache import Cache
 
-        with Cache(ns.url, prefix=ns.prefix) as cache:
+        context = tls_context(ns.url, ns.cafile)
+        with Cache(
+            ns.url, prefix=ns.prefix, **({} if context is None else {"tls_context": context})
+        ) as cache:
             cache.clear(None if ns.all else ns.ns)
         emit({"cleared": "everything" if ns.all else ns.ns, "prefix": ns.prefix}, ns.json, out)
         return OK
     if ns.command == "inspect":
-        info = inspect_key(ns.url, ns.key, ns.prefix)
+        info = inspect_key(ns.url, ns.key, ns.prefix, ns.cafile)
         if info is None:
             print(f"memo inspect: {ns.key!r} is not stored", file=sys.stderr)
             return FAILED

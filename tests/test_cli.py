@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -224,3 +225,27 @@ def test_key_of_a_call(memcached_url: str, tmp_path: Path, closing: Closing) -> 
         assert message in result.stderr
     down = memo_cli("key", "myapp:get_user", "1", "--url", "memcached://127.0.0.1:1", cwd=tmp_path)
     assert down.returncode == 1
+
+
+@pytest.mark.memcached
+def test_tls_servers(memcached_servers: Any, memcached_tls_files: tuple[str, str], closing: Closing) -> None:
+    cert, key = memcached_tls_files
+    (server,) = memcached_servers(1, tls=(cert, key))
+    url = server.url
+    assert url.startswith("memcached+tls://")
+    untrusted = memo_cli("ping", url, "--json")
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in as_json(untrusted)[0]["error"]
+    assert memo_cli("ping", url, "--cafile", cert).returncode == 0
+    (row,) = as_json(memo_cli("stats", url, "--cafile", cert, "--json"))
+    assert row["ok"] and row["version"]
+    context = ssl.create_default_context(cafile=cert)
+    cache = closing(memo.Cache(url, tls_context=context, prefix="tls:"))
+
+    @cache.cached(ns="tls")
+    def f() -> int:
+        return 1
+
+    f()
+    assert memo_cli("inspect", url, f.key_for(), "--cafile", cert).returncode == 0
+    assert memo_cli("clear", url, "tls", "--prefix", "tls:", "--cafile", cert).returncode == 0
+    assert memo_cli("ping", "memcached://127.0.0.1:1", "--cafile", cert).returncode == 2
