@@ -404,9 +404,8 @@ def _run(ns: argparse.Namespace, out: TextIO) -> int:
         from ._cache import Cache
 
         context = tls_context(ns.url, ns.cafile)
-        with Cache(
-            ns.url, prefix=ns.prefix, **({} if context is None else {"tls_context": context})
-        ) as cache:
+        options: dict[str, Any] = {} if context is None else {"tls_context": context}
+        with Cache(ns.url, prefix=ns.prefix, **options) as cache:
             cache.clear(None if ns.all else ns.ns)
         emit({"cleared": "everything" if ns.all else ns.ns, "prefix": ns.prefix}, ns.json, out)
         return OK
