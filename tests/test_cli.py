@@ -47,7 +47,7 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
 
 
 def test_the_console_script_is_declared() -> None:
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"] == {"memo": "memo._cli:main"}
