@@ -32,7 +32,18 @@ from collections.abc import Callable
 from ._codec import is_lease, lease_marker
 from ._drive import Steps
 
-__all__ = ["HELD", "Acquired", "Found", "Held", "acquire", "invalidate", "lock", "store", "wait"]
+__all__ = [
+    "HELD",
+    "Acquired",
+    "Found",
+    "Held",
+    "acquire",
+    "acquire_or_wait",
+    "invalidate",
+    "lock",
+    "store",
+    "wait",
+]
 
 _monotonic = time.monotonic
 
@@ -126,6 +137,36 @@ def wait(key: str, deadline: float, usable: Callable[[bytes], bool]) -> Steps[by
             return None
         yield ("sleep", (min(delay, left),))
         delay = min(delay * 1.5, POLL_MAX)
+
+
+def acquire_or_wait(
+    key: str,
+    lease_ttl: float,
+    lease_wait: float,
+    usable: Callable[[bytes], bool],
+    on_wait: Callable[[], object] = lambda: None,
+) -> Steps[Acquired | Found | None]:
+    """The miss path's first half: take the lease, or wait for the caller that holds it.
+
+    Returns `Acquired` (compute, then `store`), `Found` (a usable value is there,
+    stored meanwhile or waited for), or None: the holder is slow or gone after
+    `lease_wait` seconds, so compute without storing and leave its lease alone.
+    `on_wait()` is called once, when this caller starts waiting.
+    """
+    outcome = yield from acquire(key, lease_ttl, usable)
+    deadline = 0.0
+    while outcome is HELD:
+        if not deadline:
+            deadline = _monotonic() + lease_wait
+            on_wait()
+        raw = yield from wait(key, deadline, usable)
+        if raw is not None:
+            return Found(raw)
+        if _monotonic() >= deadline:
+            return None
+        outcome = yield from acquire(key, lease_ttl, usable)
+    assert not isinstance(outcome, Held)
+    return outcome
 
 
 def lock(key: str, lease_ttl: float) -> Steps[int | None]:

@@ -48,7 +48,6 @@ __all__ = ["Values", "value_key"]
 
 logger = logging.getLogger("memo")
 _perf = time.perf_counter
-_monotonic = time.monotonic
 _time = time.time
 
 _SEED = b"memo/value/1\x00"
@@ -178,6 +177,10 @@ class Values:
             stats.not_stored += 1
         self.emit("set" if ok else "not_stored", ns, None if started is None else _perf() - started)
 
+    def waiting(self, ns: str) -> None:
+        self.cache.ns_stats(ns).lease_waits += 1
+        self.emit("lease_wait", ns)
+
     def lease_lost(self, ns: str) -> None:
         self.cache.ns_stats(ns).lease_lost += 1
         self.emit("lease_lost", ns)
@@ -238,30 +241,22 @@ class Values:
         """
         if not self.cache.leases:
             return (yield from self.fill_plain_steps(ns, key, bad, ttl))
-        cache, stats = self.cache, self.cache.ns_stats(ns)
+        cache = self.cache
         found: list[Any] = []
         usable = partial(self.usable, ns, found, bad)
         started = _perf()
         try:
-            outcome = yield from leases.acquire(key, cache.lease_ttl, usable)
-            deadline = 0.0
-            while outcome is leases.HELD:
-                if not deadline:
-                    deadline = _monotonic() + cache.lease_wait
-                    stats.lease_waits += 1
-                    self.emit("lease_wait", ns)
-                raw = yield from leases.wait(key, deadline, usable)
-                if raw is not None:
-                    return found[-1], raw
-                if _monotonic() >= deadline:
-                    # The holder is slow or gone: compute, but leave its lease alone.
-                    value = yield ("compute", ())
-                    return value, self.encode(ns, value, ttl)
-                outcome = yield from leases.acquire(key, cache.lease_ttl, usable)
+            outcome = yield from leases.acquire_or_wait(
+                key, cache.lease_ttl, cache.lease_wait, usable, partial(self.waiting, ns)
+            )
         except BackendError as exc:
             self.failed(ns, "taking a lease", exc, started)
             value = yield ("compute", ())
             return value, None
+        if outcome is None:
+            # The holder is slow or gone: compute, but leave its lease alone.
+            value = yield ("compute", ())
+            return value, self.encode(ns, value, ttl)
         if isinstance(outcome, leases.Found):
             return found[-1], outcome.raw
         assert isinstance(outcome, leases.Acquired)

@@ -493,3 +493,18 @@ async def test_async_fills_under_the_lease_too(two_caches: tuple[memo.Cache, mem
         a.aget_or_set("k", lambda: fill("a")), b.aget_or_set("k", lambda: fill("b"))
     )
     assert len(calls) == 1 and results == [calls[0]] * 2
+
+
+def test_a_slow_holder_is_waited_for_lease_wait_then_computed_around(
+    two_caches: tuple[memo.Cache, memo.Cache],
+) -> None:
+    a, b = two_caches
+    b.lease_wait = 0.2
+    thread, out = in_thread(lambda: a.get_or_set("k", slow("holder", [], seconds=1.0)))
+    time.sleep(0.1)
+    started = time.monotonic()
+    assert b.get_or_set("k", lambda: "impatient") == "impatient"
+    assert 0.15 < time.monotonic() - started < 0.9
+    thread.join()
+    assert out == ["holder"]
+    assert b.get("k") == "holder"  # the impatient value was not stored over the lease
