@@ -268,10 +268,20 @@ def test_a_failing_hook_is_logged_once_and_never_breaks_a_call(caplog: pytest.Lo
 
 
 def test_events_are_frozen() -> None:
+    from memo._events import make_event
+
     event = memo.Event("hit", "ns")
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.kind = "miss"  # type: ignore[misc]
     assert (event.function, event.duration, event.error, event.source) == (None, None, None, "cached")
+    error = ValueError("x")
+    fast = make_event("error", "n", "m.f", 0.5, error, "values")
+    assert fast == memo.Event("error", "n", "m.f", 0.5, error, "values")
+    assert type(fast) is memo.Event and hash(fast) == hash(
+        memo.Event("error", "n", "m.f", 0.5, error, "values")
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.ns = "other"  # type: ignore[misc]
 
 
 # -- failing open -------------------------------------------------------------------
