@@ -336,6 +336,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Operate memo caches on memcached.",
         epilog="Exit status: 0 success, 1 unreachable server / key not found / backend error, 2 usage error.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"memo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

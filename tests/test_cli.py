@@ -53,6 +53,11 @@ def test_the_console_script_is_declared() -> None:
     assert pyproject["project"]["scripts"] == {"memo": "memo._cli:main"}
 
 
+def test_version() -> None:
+    result = memo_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"memo {memo.__version__}"
+
+
 def test_usage_errors_exit_2() -> None:
     assert memo_cli().returncode == 2
     assert memo_cli("ping").returncode == 2
