@@ -11,9 +11,10 @@ Everything public is re-exported here; the modules behind it are private.
 """
 
 from ._backend import Backend, PartialFailure
-from ._cache import Cache, configure, default_cache
+from ._cache import Cache
 from ._codec import Codec, DecodeError, register_type
-from ._decorator import AsyncCached, Cached, cached
+from ._decorator import AsyncCached, Cached
+from ._defaults import cached, configure, default_cache
 from ._errors import (
     BackendError,
     BackendTimeout,
@@ -23,7 +24,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
-from ._policy import UNSET
+from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
     "Cache",

@@ -16,18 +16,21 @@ import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
-from ._cache import Cache, default_cache
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
 from ._keys import Binder, KeyMaker, qualified_name
-from ._policy import UNSET, OnError, check_on_error, check_ttl
+from ._policy import OnError, check_on_error, check_ttl
+from ._sentinels import MISS, NOT_GIVEN
 
-__all__ = ["AsyncCached", "Cached", "Decorator", "cached"]
+if TYPE_CHECKING:
+    from ._cache import Cache
+
+__all__ = ["AsyncCached", "Cached", "Decorator", "Memo"]
 
 logger = logging.getLogger("memo")
 
@@ -36,7 +39,6 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
 _P2 = ParamSpec("_P2")
-_MISS: Any = object()
 _monotonic = time.monotonic
 
 
@@ -89,7 +91,7 @@ class Memo:
         cache: Cache | None,
         fn: Any,
         ns: str = "default",
-        ttl: Any = UNSET,
+        ttl: Any = NOT_GIVEN,
         *,
         version: str | int | None = None,
         ignore: Iterable[str] = (),
@@ -98,6 +100,7 @@ class Memo:
         types: Iterable[type] = (),
         strict: bool | None = None,
         on_error: OnError | None = None,
+        default_cache: Callable[[], Cache] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
@@ -108,9 +111,13 @@ class Memo:
             )
         if not isinstance(ns, str):
             raise ConfigurationError(f"ns must be a str, got {ns!r}")
+        if (cache is None) == (default_cache is None):
+            raise TypeError("Memo needs a Cache or a default_cache callable, not both")
+        #: The Cache, or None when `default_cache` picks it at each call (module-level `memo.cached`).
         self.cache = cache
+        self.default_cache: Callable[[], Cache] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
         self.ns = ns
-        self.ttl = ttl if ttl is UNSET else check_ttl(ttl)
+        self.ttl = ttl if ttl is NOT_GIVEN else check_ttl(ttl)
         self.strict = strict
         self.on_error = None if on_error is None else check_on_error(on_error)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -138,7 +145,7 @@ class Memo:
     def _bind(self, cache: Cache) -> Cache:
         self._static = f"{cache.prefix}{self.keys.readable}:"
         self._stats = cache.ns_stats(self.ns)
-        self._ttl = cache.ttl if self.ttl is UNSET else self.ttl
+        self._ttl = cache.ttl if self.ttl is NOT_GIVEN else self.ttl
         self._strict = cache.strict if self.strict is None else self.strict
         self._on_error: OnError = self.on_error or cache.on_error
         self.codec.compress_threshold = cache.compress_threshold
@@ -146,7 +153,7 @@ class Memo:
         return cache
 
     def bound_cache(self) -> Cache:
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         return cache if cache is self._bound else self._bind(cache)
 
     # -- the pure parts -----------------------------------------------------------
@@ -160,7 +167,7 @@ class Memo:
             return self.codec.decode(raw)
         except DecodeError:
             self._stats.decode_errors += 1
-            return _MISS
+            return MISS
 
     def encode(self, value: Any) -> bytes | None:
         try:
@@ -189,7 +196,7 @@ class Memo:
         if led or data is None:
             return value
         copy = self.decode(data)
-        return value if copy is _MISS else copy
+        return value if copy is MISS else copy
 
     # -- sync driver ----------------------------------------------------------------
 
@@ -197,7 +204,7 @@ class Memo:
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         # The hit path: kept flat (no helper calls) because each call layer costs ~0.1 µs.
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
         entry = cache._generations.get(self.ns)
@@ -240,7 +247,7 @@ class Memo:
             return wrapped(*args, **kwargs), None
         if raw is not None and raw != bad:
             value = self.decode(raw)
-            if value is not _MISS:
+            if value is not MISS:
                 return value, raw
         value = wrapped(*args, **kwargs)
         data = self.encode(value)
@@ -286,7 +293,7 @@ class Memo:
     async def acall(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
         entry = cache._generations.get(self.ns)
@@ -326,7 +333,7 @@ class Memo:
             return await wrapped(*args, **kwargs), None
         if raw is not None and raw != bad:
             value = self.decode(raw)
-            if value is not _MISS:
+            if value is not MISS:
                 return value, raw
         value = await wrapped(*args, **kwargs)
         data = self.encode(value)
@@ -488,7 +495,7 @@ class Decorator:
     """What `cached(...)` returns: apply it to a sync or async function."""
 
     def __init__(self, cache: Cache | None, ns: str, ttl: Any, **options: Any) -> None:
-        if ttl is not UNSET:
+        if ttl is not NOT_GIVEN:
             check_ttl(ttl)
         if "on_error" in options and options["on_error"] is not None:
             check_on_error(options["on_error"])
@@ -501,34 +508,3 @@ class Decorator:
     def __call__(self, fn: Any) -> Any:
         memo = Memo(self._cache, fn, self._ns, self._ttl, **self._options)
         return _CachedFunction(fn, memo)
-
-
-def cached(
-    ns: str = "default",
-    ttl: float | None = UNSET,
-    *,
-    version: str | int | None = None,
-    ignore: Iterable[str] = (),
-    key: Callable[..., Any] | None = None,
-    scope: Callable[..., Any] | None = None,
-    types: Iterable[type] = (),
-    strict: bool | None = None,
-    on_error: OnError | None = None,
-) -> Decorator:
-    """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
-
-    The default Cache is looked up when the function is called, so decorating at
-    import time before `memo.configure(...)` is fine. Arguments as `Cache.cached`.
-    """
-    return Decorator(
-        None,
-        ns,
-        ttl,
-        version=version,
-        ignore=ignore,
-        key=key,
-        scope=scope,
-        types=types,
-        strict=strict,
-        on_error=on_error,
-    )

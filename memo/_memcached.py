@@ -1141,6 +1141,21 @@ class MemcachedBackend(Backend):
             raise errors[0]
         return found
 
+    def get_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        kbs = {_key_bytes(key): key for key in keys}
+        out: dict[str, dict[str, bytes]] = {}
+        errors: list[BaseException] = []
+        for server in self._servers:
+            try:
+                got = self._call(server, _PymemcacheClient.get_many, list(kbs))
+            except BackendError as exc:
+                errors.append(exc)
+                continue
+            out[server.id] = {kbs[kb]: value for kb, value in got.items() if kb in kbs}
+        if len(errors) == len(self._servers):
+            raise errors[0]
+        return out
+
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = _key_bytes(key)
         stored = 0
@@ -1428,6 +1443,22 @@ class MemcachedBackend(Backend):
         if not found:
             raise outcomes[0]
         return found
+
+    async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        kbs = {_key_bytes(key): key for key in keys}
+        request = b"get " + b" ".join(kbs) + b"\r\n"
+        wanted = frozenset(kbs)
+        outcomes = await _run_groups(
+            [self._request(server, request, _FETCH, wanted=wanted) for server in self._servers]
+        )
+        out = {
+            s.id: {kbs[kb]: value for kb, value in got.items()}
+            for s, got in zip(self._servers, outcomes, strict=True)
+            if not isinstance(got, BaseException)
+        }
+        if not out:
+            raise outcomes[0]
+        return out
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = _key_bytes(key)

@@ -55,7 +55,7 @@ def test_importing_memo_loads_no_client_or_integration() -> None:
     assert out.strip() == "[]"
 
 
-PURE = {"_keys", "_codec", "_policy", "_errors"}
+PURE = {"_keys", "_codec", "_policy", "_errors", "_sentinels"}
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors", "threading", "pymemcache", "aiomcache", "langgraph"}
 
 
