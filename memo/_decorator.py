@@ -22,7 +22,7 @@ import wrapt
 
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
-from ._flight import AsyncFlight, Flight
+from ._flight import AsyncFlight, Flight, copy_for_follower
 from ._keys import Binder, KeyMaker, qualified_name
 from ._policy import OnError, check_on_error, check_ttl
 from ._sentinels import MISS, NOT_GIVEN
@@ -191,12 +191,11 @@ class Memo:
         cache.record_error(self.ns, what, exc, self._on_error)
 
     def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
-        # A follower gets its own copy, decoded from the bytes the leader stored.
+        """The caller's result: a follower gets its own copy, or `MISS` (it must compute itself)."""
         value, data = outcome
-        if led or data is None:
+        if led:
             return value
-        copy = self.decode(data)
-        return value if copy is MISS else copy
+        return copy_for_follower(value, data, self.decode)
 
     # -- sync driver ----------------------------------------------------------------
 
@@ -232,7 +231,8 @@ class Memo:
                 return value
         self._stats.misses += 1
         outcome, led = self.flight.run(key, partial(self._fill, cache, key, raw, wrapped, args, kwargs))
-        return self._shared(outcome, led)
+        value = self._shared(outcome, led)
+        return wrapped(*args, **kwargs) if value is MISS else value
 
     def _fill(
         self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
@@ -321,7 +321,8 @@ class Memo:
         outcome, led = await self.flight.run(
             key, partial(self._afill, cache, key, raw, wrapped, args, kwargs)
         )
-        return self._shared(outcome, led)
+        value = self._shared(outcome, led)
+        return (await wrapped(*args, **kwargs)) if value is MISS else value
 
     async def _afill(
         self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
