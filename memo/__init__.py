@@ -17,6 +17,7 @@ from ._decorator import AsyncCached, Cached
 from ._defaults import cached, configure, default_cache
 from ._errors import (
     BackendError,
+    BackendProtocolError,
     BackendTimeout,
     BackendUnavailable,
     ConfigurationError,
@@ -46,6 +47,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BackendTimeout",
+    "BackendProtocolError",
 ]
 
 __version__ = "0.1.0"

@@ -71,7 +71,13 @@ from pymemcache.exceptions import (
 )
 
 from ._backend import Backend, PartialFailure, SetItem
-from ._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
+from ._errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigurationError,
+)
 from ._routing import Router
 
 __all__ = ["MemcachedBackend", "ServerState"]
@@ -99,12 +105,10 @@ class ServerState(NamedTuple):
     retry_in: float
 
 
-class _ServerError(BackendError):
-    """Memcached answered with an error line (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`).
-
-    The server is alive, so this does not count against its circuit breaker;
-    for writes it means "not stored".
-    """
+#: An error reply (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`): the server is
+#: alive, so this does not count against its circuit breaker; for writes it means
+#: "not stored". Public, because under on_error="raise" it reaches the caller.
+_ServerError = BackendProtocolError
 
 
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
