@@ -13,6 +13,7 @@ import inspect
 import logging
 import sys
 import time
+import types
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
@@ -462,7 +463,7 @@ class _Controls:
     @property
     def uncached(self) -> Callable[..., Any]:
         """The original function, bypassing the cache."""
-        return self.__wrapped__  # type: ignore[attr-defined,no-any-return]
+        return self._target()[1]
 
 
 class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
@@ -486,10 +487,59 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
         self._self_memo = memo
 
     def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
-        return self._self_memo, self.__wrapped__, None
+        owner = _classmethod_owner(self)
+        if owner is None:
+            return self._self_memo, self.__wrapped__, None
+        return self._self_memo, types.MethodType(self.__wrapped__, owner), owner
 
     def __repr__(self) -> str:
         return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+
+def _classmethod_owner(wrapper: _CachedFunction) -> type | None:
+    """The class whose `@classmethod` wraps `wrapper` (`@classmethod` above `@cached`), or None.
+
+    Up to Python 3.12 `classmethod` binds the object it wraps, so `A.f` is a
+    bound wrapper that knows `A`. Since 3.13 it does not: `A.f` is a plain method
+    object, and `A.f.key_for(1)` reaches the unbound wrapper without `A`. The class
+    is then found by the function's qualified name; when that cannot tell which
+    class is meant (a subclass may be the one accessed, or the class is local to
+    a function), this raises rather than build a key for the wrong class.
+    """
+    func = wrapper.__wrapped__
+    if not inspect.isfunction(func):
+        return None  # `@cached` above `@classmethod`/`@staticmethod`: wrapt binds those
+    *outer, name = func.__qualname__.split(".")
+    if not outer or outer[-1] == "<locals>":
+        return None  # not defined in a class body
+    owner: Any = None
+    if "<locals>" not in outer:
+        owner = sys.modules.get(func.__module__)
+        for part in outer:
+            owner = getattr(owner, part, None)
+    if isinstance(owner, type):
+        attr: Any = vars(owner).get(name)
+        if not (isinstance(attr, classmethod) and attr.__func__ is wrapper):
+            return None
+        if not any(inspect.getattr_static(heir, name, None) is attr for heir in _subclasses(owner)):
+            return owner
+        reason = f"subclasses of {owner.__qualname__} share it"
+    elif next(iter(inspect.signature(func).parameters), None) == "cls":
+        reason = "its class is defined inside a function"
+    else:
+        return None
+    raise TypeError(
+        f"{func.__qualname__}: with @classmethod above @cached, Python 3.13+ does not tell which "
+        f"class the method was called on ({reason}); put @cached above @classmethod instead"
+    )
+
+
+def _subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    subs: list[type] = type.__subclasses__(cls)
+    for sub in subs:
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 class Decorator:

@@ -284,6 +284,13 @@ class Binder:
 
     def _bind_slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         bound = self._sig.bind(*args, **kwargs)
+        if len(args) < self._nonpos:
+            # Python 3.13.0's `Signature.bind` lets `**kwargs` take the name of a missing
+            # positional-only parameter; the call itself would fail, so binding must too.
+            for param in list(self._sig.parameters.values())[len(args) : self._nonpos]:
+                missing = param.name not in bound.arguments and param.default is param.empty
+                if missing and param.kind is param.POSITIONAL_ONLY:
+                    raise TypeError(f"missing a required argument: {param.name!r}")
         bound.apply_defaults()
         return tuple(bound.arguments.values())
 
