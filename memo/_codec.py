@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import SerializationError
+from ._errors import MemoError, SerializationError
 from ._keys import qualified_name
 
 __all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
@@ -62,7 +62,7 @@ _NUL = "\x00"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
-class DecodeError(Exception):
+class DecodeError(MemoError, ValueError):
     """Stored bytes this codec cannot turn back into a value (treated as a miss)."""
 
 

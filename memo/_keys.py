@@ -37,10 +37,10 @@ from typing import Any
 import orjson
 
 from ._errors import ConfigurationError, UnkeyableArgumentError
+from ._sentinels import NOT_GIVEN
 
 __all__ = ["Binder", "KeyMaker", "canonical", "qualified_name", "safe_segment"]
 
-_MISSING: Any = object()
 
 #: Types whose JSON form is already unambiguous (orjson keeps 1, 1.0, true, "1" apart).
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -232,7 +232,7 @@ class Binder:
         )
         # A call passing every parameter positionally needs no binding at all.
         self._n_all_positional = self._n if self._nonpos == self._n else -1
-        self._defaults = tuple(p.default if p.default is not p.empty else _MISSING for p in params)
+        self._defaults = tuple(p.default if p.default is not p.empty else NOT_GIVEN for p in params)
         keep = [i for i, p in enumerate(params) if p.name not in ignore]
         self._keep: tuple[int, ...] | None = None if len(keep) == len(params) else tuple(keep)
         #: Names of the values `bind` returns, in order.
@@ -278,12 +278,19 @@ class Binder:
             if i < given:  # unknown, positional-only, or given twice: let Python word the error
                 return self._bind_slow(args, kwargs)
             values[i] = value
-        if _MISSING in values:
+        if NOT_GIVEN in values:
             return self._bind_slow(args, kwargs)
         return tuple(values)
 
     def _bind_slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         bound = self._sig.bind(*args, **kwargs)
+        if len(args) < self._nonpos:
+            # Python 3.13.0's `Signature.bind` lets `**kwargs` take the name of a missing
+            # positional-only parameter; the call itself would fail, so binding must too.
+            for param in list(self._sig.parameters.values())[len(args) : self._nonpos]:
+                missing = param.name not in bound.arguments and param.default is param.empty
+                if missing and param.kind is param.POSITIONAL_ONLY:
+                    raise TypeError(f"missing a required argument: {param.name!r}")
         bound.apply_defaults()
         return tuple(bound.arguments.values())
 

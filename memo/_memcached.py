@@ -71,7 +71,13 @@ from pymemcache.exceptions import (
 )
 
 from ._backend import Backend, PartialFailure, SetItem
-from ._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
+from ._errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigurationError,
+)
 from ._routing import Router
 
 __all__ = ["MemcachedBackend", "ServerState"]
@@ -99,12 +105,10 @@ class ServerState(NamedTuple):
     retry_in: float
 
 
-class _ServerError(BackendError):
-    """Memcached answered with an error line (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`).
-
-    The server is alive, so this does not count against its circuit breaker;
-    for writes it means "not stored".
-    """
+#: An error reply (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`): the server is
+#: alive, so this does not count against its circuit breaker; for writes it means
+#: "not stored". Public, because under on_error="raise" it reaches the caller.
+_ServerError = BackendProtocolError
 
 
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
@@ -1141,6 +1145,21 @@ class MemcachedBackend(Backend):
             raise errors[0]
         return found
 
+    def get_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        kbs = {_key_bytes(key): key for key in keys}
+        out: dict[str, dict[str, bytes]] = {}
+        errors: list[BaseException] = []
+        for server in self._servers:
+            try:
+                got = self._call(server, _PymemcacheClient.get_many, list(kbs))
+            except BackendError as exc:
+                errors.append(exc)
+                continue
+            out[server.id] = {kbs[kb]: value for kb, value in got.items() if kb in kbs}
+        if len(errors) == len(self._servers):
+            raise errors[0]
+        return out
+
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = _key_bytes(key)
         stored = 0
@@ -1428,6 +1447,22 @@ class MemcachedBackend(Backend):
         if not found:
             raise outcomes[0]
         return found
+
+    async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        kbs = {_key_bytes(key): key for key in keys}
+        request = b"get " + b" ".join(kbs) + b"\r\n"
+        wanted = frozenset(kbs)
+        outcomes = await _run_groups(
+            [self._request(server, request, _FETCH, wanted=wanted) for server in self._servers]
+        )
+        out = {
+            s.id: {kbs[kb]: value for kb, value in got.items()}
+            for s, got in zip(self._servers, outcomes, strict=True)
+            if not isinstance(got, BaseException)
+        }
+        if not out:
+            raise outcomes[0]
+        return out
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = _key_bytes(key)

@@ -70,6 +70,7 @@ from ._cache import Cache
 from ._errors import BackendUnavailable, ConfigurationError
 from ._keys import safe_segment
 from ._policy import ErrorLog
+from ._sentinels import MISS, NOT_GIVEN
 
 __all__ = ["MemcachedCache", "by_configurable", "by_context"]
 
@@ -83,8 +84,6 @@ _HEADER = len(_MAGIC) + 3  # magic, version, flags, length of the type name
 _WRITES_NS = "__pregel_ns_writes"
 _NAME_OK = re.compile(r"[A-Za-z0-9_.:\-]{1,48}")
 _MAX_SPACES = 4096  # namespaces whose key parts are kept ready
-_MISS: Any = object()
-_REQUIRED: Any = object()
 #: This cache's generation, and each namespace's (None: unknown, so bypass the cache).
 _Generations = tuple[str | None, dict[Namespace, str | None]]
 
@@ -271,7 +270,7 @@ class MemcachedCache(BaseCache[ValueT]):
             return self.serde.loads_typed((kind, raw[end:]))
         except Exception:  # corrupt, foreign or another serializer's bytes: a miss, never an error
             self._stats.decode_errors += 1
-            return _MISS
+            return MISS
 
     def _collect(
         self, asked: int, storage: Mapping[FullKey, str], found: Mapping[str, bytes]
@@ -282,7 +281,7 @@ class MemcachedCache(BaseCache[ValueT]):
                 raw = found.get(key)
                 if raw is not None:
                     value = self._decode(raw)
-                    if value is not _MISS:
+                    if value is not MISS:
                         values[full] = value
         self._stats.hits += len(values)
         self._stats.misses += asked - len(values)
@@ -451,11 +450,11 @@ def _pick(source: Any, names: tuple[str, ...], default: Any, where: str) -> Any:
     values = []
     for name in names:
         if isinstance(source, Mapping):
-            value = source.get(name, _REQUIRED)
+            value = source.get(name, NOT_GIVEN)
         else:
-            value = getattr(source, name, _REQUIRED)
-        if value is _REQUIRED:
-            if default is _REQUIRED:
+            value = getattr(source, name, NOT_GIVEN)
+        if value is NOT_GIVEN:
+            if default is NOT_GIVEN:
                 raise KeyError(
                     f"{where} has no {name!r}, which this node's cache key is scoped by; "
                     f"pass it, or give the scope a default= for calls without it"
@@ -465,7 +464,7 @@ def _pick(source: Any, names: tuple[str, ...], default: Any, where: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def by_configurable(*names: str, default: Any = _REQUIRED) -> Callable[[Any], Any]:
+def by_configurable(*names: str, default: Any = NOT_GIVEN) -> Callable[[Any], Any]:
     """Return a `scope=` that keys a node by entries of `config["configurable"]`.
 
         @cached(ns="answers", scope=by_configurable("user_id"))
@@ -485,7 +484,7 @@ def by_configurable(*names: str, default: Any = _REQUIRED) -> Callable[[Any], An
     return scope
 
 
-def by_context(*names: str, default: Any = _REQUIRED) -> Callable[[Any], Any]:
+def by_context(*names: str, default: Any = NOT_GIVEN) -> Callable[[Any], Any]:
     """Return a `scope=` that keys a node by fields of the run context, `runtime.context`.
 
         @cached(ns="answers", scope=by_context("user_id"))

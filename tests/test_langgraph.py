@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import operator
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -32,6 +33,12 @@ from langgraph.types import CachePolicy, Command, Send, StreamWriter, interrupt
 import memo
 from memo._decorator import injected_parameters
 from memo.langgraph import MemcachedCache, by_configurable, by_context
+
+#: LangGraph hands the run's config to async nodes and tasks through contextvars; its
+#: `get_config` documents Python 3.11+ for async code.
+needs_311 = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="LangGraph's async config propagation needs Python 3.11+"
+)
 
 
 @pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
@@ -156,6 +163,7 @@ async def _collect(stream: Any) -> list[Any]:
 # -- the functional API and subgraphs -----------------------------------------------------
 
 
+@needs_311
 def test_functional_api_tasks_are_cached(graph_cache: MemcachedCache[Any]) -> None:
     calls: Counter[str] = Counter()
 
@@ -419,6 +427,7 @@ def test_injected_parameters_match_langgraphs_injection() -> None:
     assert injected_parameters(node) == {"config", "writer", "store", "runtime"}
 
 
+@needs_311
 def test_cached_nodes_receive_injected_parameters_which_keys_ignore(cache: memo.Cache) -> None:
     seen: list[tuple[str, Any]] = []
 
