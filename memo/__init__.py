@@ -12,6 +12,7 @@ Everything public is re-exported here; the modules behind it are private.
 
 from ._backend import Backend, PartialFailure
 from ._cache import Cache, configure, default_cache
+from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
 from ._decorator import AsyncCached, Cached, cached
 from ._errors import (
@@ -35,6 +36,7 @@ __all__ = [
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "UNSET",

@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 
 from ._errors import SerializationError
-from ._keys import qualified_name
+from ._canonical import qualified_name
 
 __all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
 
