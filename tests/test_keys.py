@@ -548,6 +548,7 @@ class TestClosedWorld:
 
 # -- properties ---------------------------------------------------------------------
 
+_zones = st.none() | st.timezones() | st.just(dt.timezone(dt.timedelta(hours=1)))
 scalars = (
     st.none()
     | st.booleans()
@@ -557,6 +558,10 @@ scalars = (
     | st.binary(max_size=5)
     | st.decimals(allow_nan=False, allow_infinity=False)
     | st.uuids()
+    | st.sampled_from([Color.RED, Number.ONE, Level.ONE, Rank.ONE])
+    | st.datetimes(timezones=_zones).map(lambda d: d.replace(fold=d.second % 2))
+    | st.builds(Point, st.integers(0, 2), st.integers(0, 2))
+    | st.builds(Pair, st.integers(0, 2), st.integers(0, 2))
 )
 hashable = st.recursive(
     scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6
@@ -564,7 +569,15 @@ hashable = st.recursive(
 values = st.recursive(
     hashable,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(hashable, inner, max_size=3) | st.tuples(inner)
+        st.lists(inner, max_size=3)
+        | st.dictionaries(hashable, inner, max_size=3)
+        | st.tuples(inner)
+        | st.lists(st.tuples(st.text(max_size=2), inner), max_size=3).map(collections.OrderedDict)
+        | st.builds(
+            Owner,
+            pet=st.sampled_from([Cat, Dog]).flatmap(lambda c: st.builds(c, name=st.text(max_size=2))),
+            note=st.text(max_size=2),
+        )
     ),
     max_leaves=10,
 )
@@ -574,6 +587,8 @@ def _identity(value: Any) -> Any:
     """An independent statement of what "the same argument" means: type and value, recursively."""
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_identity(v) for v in value))
+    if isinstance(value, collections.OrderedDict):
+        return ("OrderedDict", tuple((_identity(k), _identity(v)) for k, v in value.items()))
     if isinstance(value, dict):
         return ("dict", frozenset((_identity(k), _identity(v)) for k, v in value.items()))
     if isinstance(value, frozenset):
@@ -582,6 +597,14 @@ def _identity(value: Any) -> Any:
         return ("float", repr(value))
     if isinstance(value, Decimal):
         return ("Decimal", str(value))
+    if isinstance(value, dt.datetime):
+        zone = value.tzinfo
+        return ("datetime", value.replace(tzinfo=None), value.fold, getattr(zone, "key", None) or repr(zone))
+    if isinstance(value, pydantic.BaseModel):
+        return (
+            type(value).__name__,
+            tuple((n, _identity(getattr(value, n))) for n in type(value).model_fields),
+        )
     return (type(value).__name__, value)
 
 
