@@ -30,6 +30,7 @@ import datetime as _dt
 import enum
 import functools
 import itertools
+import logging
 import os
 import re
 import sys
@@ -59,6 +60,7 @@ __all__ = [
     "unkeyable_error",
 ]
 
+logger = logging.getLogger("memo")
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
@@ -448,6 +450,14 @@ def _captured(fn: Any, var: str, cell: Any, ignore: frozenset[str], seen: list[i
     except (Unkeyable, RecursionError):
         # A client, a lock, a call counter...: its value cannot be keyed, so the function
         # is keyed by this very object, which no other process and no later object shares.
+        logger.warning(
+            "memo: %s captures %r, a %s memo cannot key: its entries stay in this process; "
+            "ignore=(%r,) shares them when the result does not depend on it",
+            qualified_name(fn),
+            var,
+            qualified_name(type(value)),
+            var,
+        )
         return {"local": local_token(value)}
 
 
