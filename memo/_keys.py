@@ -87,11 +87,13 @@ class KeyMaker:
         self._names = binder.names
         self._key_names = ("key=", *binder.names[-1:]) if binder.names[-1:] == ("scope=",) else ("key=",)
         # The digest starts from everything that identifies the function; a copy of
-        # this hasher per call costs less than hashing the prefix again.
+        # this hasher per call costs less than hashing the prefix again. The prefix is
+        # itself a digest, so whatever its length (a lambda's code), a call's arguments
+        # up to 112 bytes fit the hasher's first block: one compression per call.
         seed = orjson.dumps(
-            ["memo/1", ns, identity, version, binder.names if key is None else list(self._key_names)]
+            ["memo/2", ns, identity, version, binder.names if key is None else list(self._key_names)]
         )
-        self._base = hashlib.blake2b(seed, digest_size=16)
+        self._base = hashlib.blake2b(hashlib.blake2b(seed, digest_size=16).digest(), digest_size=16)
         #: The readable middle of every key: `<namespace>:<qualname>`.
         readable_name = (qualname or str(identity)).replace(".<locals>", "")
         self.readable = f"{safe_segment(ns, 48)}:{safe_segment(readable_name, 64)}"
