@@ -418,6 +418,16 @@ def function_identity(fn: Any, ignore: Iterable[str] = ()) -> Any:
 
 
 def _identity(fn: Any, ignore: frozenset[str], seen: list[int]) -> Any:
+    if not isinstance(fn, types.FunctionType):
+        # A class, a built-in function, a C callable (operator.itemgetter("a")): keyed like
+        # an argument, so two objects memo cannot tell apart never share an identity.
+        try:
+            return {"obj": canonical(fn)}
+        except (Unkeyable, RecursionError):
+            raise UnkeyableArgumentError(
+                f"cannot decorate {qualified_name(type(fn))} object {fn!r}: memo cannot tell it "
+                "apart from others of its kind; decorate a function that calls it"
+            ) from None
     name = qualified_name(fn)
     qualname = getattr(fn, "__qualname__", "")
     code = getattr(fn, "__code__", None)

@@ -124,8 +124,8 @@ class KeyMaker:
             UnkeyableArgumentError: a captured or bound value cannot be keyed.
         """
         target, pre_args, pre_kwargs = call_target(fn)
-        binder = Binder(target, ignore, scope, injected=injected_parameters(target))
         identity = function_identity(target, ignore)
+        binder = Binder(target, ignore, scope, injected=injected_parameters(target))
         maker = cls(
             ns, identity, version, binder, key, getattr(target, "__qualname__", "") or qualified_name(target)
         )

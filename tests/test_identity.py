@@ -233,3 +233,12 @@ def test_a_spawn_child_shares_entries_with_its_scripts_main(memcached_url: str, 
         check=True,
     ).stdout
     assert out.startswith("True "), out
+
+
+def test_callables_memo_cannot_tell_apart_are_refused_when_decorating() -> None:
+    import operator
+
+    cache = memo.Cache("memory://")
+    with pytest.raises(memo.UnkeyableArgumentError, match="itemgetter"):
+        cache.cached()(operator.itemgetter("a"))
+    assert cache.cached()(len)("abc") == 3
