@@ -107,6 +107,11 @@ class Unkeyable(Exception):
 def unkeyable_error(param: str, exc: Unkeyable) -> UnkeyableArgumentError:
     """Build the user-facing error for an argument that cannot be keyed."""
     cls = qualified_name(type(exc.value))
+    if isinstance(exc.value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return UnkeyableArgumentError(
+            f"cannot build a cache key from parameter {param!r}: {exc.why}. Fix it by passing a "
+            f"function defined at module level, ignore=({param!r},) on the decorator, or a key= callable"
+        )
     return UnkeyableArgumentError(
         f"cannot build a cache key from parameter {param!r}: {exc.why}. "
         f"Fix it with a __cache_key__() method on {cls} returning the values that identify it, "
