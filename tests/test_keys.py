@@ -485,7 +485,7 @@ class TestClosedWorld:
             return add
 
         for fn in (factory(1), lambda: 1):
-            with pytest.raises(memo.UnkeyableArgumentError, match="module level.*ignore=.*key="):
+            with pytest.raises(memo.UnkeyableArgumentError, match=r"module level.*ignore=.*key="):
                 digest(fn)
 
     def test_bound_methods_are_keyed_by_instance_and_function(self) -> None:
