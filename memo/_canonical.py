@@ -172,17 +172,19 @@ def _canon_float(value: float) -> Any:
     return value if value - value == 0.0 else {"F": repr(value)}
 
 
-def _canon_tz(value: Any) -> Any:
-    return None if value is None else canonical(value)
-
-
 def _canon_datetime(value: _dt.datetime) -> Any:
     # The time zone by identity (a ZoneInfo by its key, not its offset of the day) and `fold`.
-    return {"dt": [value.replace(tzinfo=None).isoformat(), value.fold, _canon_tz(value.tzinfo)]}
+    tz = value.tzinfo
+    if tz is None:
+        return {"dt": [value.isoformat(), value.fold, None]}
+    return {"dt": [value.replace(tzinfo=None).isoformat(), value.fold, canonical(tz)]}
 
 
 def _canon_time(value: _dt.time) -> Any:
-    return {"ti": [value.replace(tzinfo=None).isoformat(), value.fold, _canon_tz(value.tzinfo)]}
+    tz = value.tzinfo
+    if tz is None:
+        return {"ti": [value.isoformat(), value.fold, None]}
+    return {"ti": [value.replace(tzinfo=None).isoformat(), value.fold, canonical(tz)]}
 
 
 def _canon_zoneinfo(value: zoneinfo.ZoneInfo) -> Any:
@@ -287,38 +289,71 @@ def canonical(value: Any) -> Any:
     return _canon_object(value)
 
 
+#: How instances of each class seen so far are keyed: the rules below depend on the class
+#: only, so they are decided once per class (bounded: classes made at run time come and go).
+_BY_CLASS: dict[type, Callable[[Any], Any]] = {}
+_BY_CLASS_MAX = 4096
+
+
 def _canon_object(value: Any) -> Any:
     cls = type(value)
+    handler = _BY_CLASS.get(cls)
+    if handler is None:
+        handler = _handler_for(value, cls)
+        # A proxy (wrapt) answers isinstance() for what it wraps: decided per instance.
+        if value.__class__ is cls:
+            if len(_BY_CLASS) >= _BY_CLASS_MAX:
+                _BY_CLASS.clear()
+            _BY_CLASS[cls] = handler
+    return handler(value)
+
+
+def _handler_for(value: Any, cls: type) -> Callable[[Any], Any]:
+    """Return how to key instances of `cls` (`value` is one), or a handler that refuses them."""
     if isinstance(value, (type, types.FunctionType)):
-        return _canon_named(value)
+        return _canon_named
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
-        return _canon_builtin(value)
+        return _canon_builtin
     if isinstance(value, types.MethodType):
-        # A bound method computes what its function computes on its instance.
-        return {"bm": [canonical(value.__self__), _canon_named(value.__func__)]}
+        return _canon_method
     if isinstance(value, (types.MethodDescriptorType, types.WrapperDescriptorType)):
-        owner: Any = value.__objclass__
-        method: str = value.__name__
-        if getattr(owner, method, None) is value:
-            return {"c": [class_name(owner, value), method]}
+        return _canon_descriptor
     if getattr(cls, "__cache_key__", None) is not None:
-        return {"k": [class_name(cls, value), canonical(value.__cache_key__())]}
+        return lambda v: {"k": [class_name(cls, v), canonical(v.__cache_key__())]}
     if isinstance(value, enum.Enum):
-        return {"e": [class_name(cls, value), canonical(value._value_)]}
+        return lambda v: {"e": [class_name(cls, v), canonical(v._value_)]}
     if dataclasses.is_dataclass(cls):
-        fields = [[f.name, canonical(getattr(value, f.name))] for f in dataclasses.fields(value)]
-        return {"dc": [class_name(cls, value), fields]}
-    if hasattr(cls, "__pydantic_fields__") and hasattr(value, "__pydantic_fields_set__"):
-        return _canon_model(cls, value)
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        return lambda v: {"dc": [class_name(cls, v), [[n, canonical(getattr(v, n))] for n in names]]}
+    if hasattr(cls, "__pydantic_fields__") and hasattr(cls, "__pydantic_fields_set__"):
+        return _canon_model
     if isinstance(value, tuple) and hasattr(cls, "_fields"):
-        return {"nt": [class_name(cls, value), [canonical(x) for x in value]]}
+        return lambda v: {"nt": [class_name(cls, v), [canonical(x) for x in v]]}
     if isinstance(value, PurePath):
-        return {"p": [class_name(cls, value), _text(str(value))]}
+        return lambda v: {"p": [class_name(cls, v), _text(str(v))]}
     for base in cls.__mro__[1:]:
         if base in _BUILTIN_VALUES:
             # A subclass of a built-in value type: its class and any state of its own.
-            return {"sub": [class_name(cls, value), _CANON[base](value), canonical(_own_state(value))]}
-    raise Unkeyable(value, f"{qualified_name(cls)} is not a type memo knows how to key")
+            base_form = _CANON[base]
+            return lambda v: {"sub": [class_name(cls, v), base_form(v), canonical(_own_state(v))]}
+    return _refuse
+
+
+def _refuse(value: Any) -> Any:
+    raise Unkeyable(value, f"{qualified_name(type(value))} is not a type memo knows how to key")
+
+
+def _canon_method(value: Any) -> Any:
+    # A bound method computes what its function computes on its instance.
+    return {"bm": [canonical(value.__self__), _canon_named(value.__func__)]}
+
+
+def _canon_descriptor(value: Any) -> Any:
+    owner: Any = value.__objclass__
+    method: str = value.__name__
+    if getattr(owner, method, None) is not value:
+        raise Unkeyable(value, f"{method} is not found on {qualified_name(owner)}")
+    return {"c": [class_name(owner, value), method]}
 
 
 def _canon_named(value: Any) -> Any:
@@ -346,10 +381,11 @@ def _canon_builtin(value: Any) -> Any:
     return {"bb": [canonical(owner), name]}
 
 
-def _canon_model(cls: type, value: Any) -> Any:
+def _canon_model(value: Any) -> Any:
     # Field by field with the class, like dataclasses: model_dump() would lose nested
     # classes and fields declared with exclude=True.
-    fields = [[name, canonical(getattr(value, name))] for name in cls.__pydantic_fields__]  # type: ignore[attr-defined]
+    cls = type(value)
+    fields = [[name, canonical(getattr(value, name))] for name in cls.__pydantic_fields__]
     extra = value.__pydantic_extra__ or {}
     private = value.__pydantic_private__ or {}
     return {"pd": [class_name(cls, value), fields, _canon_dict(extra), _canon_dict(private)]}
