@@ -12,10 +12,11 @@ parameter): a `repr()` is never a key, because a repr may be cut (re.Pattern),
 summarised (numpy arrays), masked (pydantic `SecretStr`) or an address.
 
 Classes and functions are named by `module.qualname`, and only when importing
-that name gives back the very same object: a class or function defined inside
-a function (two calls of one factory make two of them with one name) is
-refused. `__mp_main__` (a script's main module in a `spawn` child) is named
-`__main__`, so a script and its workers share entries.
+that name gives back the very same object. Two calls of one factory make two
+functions or classes with one name: such a function passed as an argument is
+refused, and such a class is keyed as that very object (`local_token`), so its
+entries stay in the process. `__mp_main__` (a script's main module in a
+`spawn` child) is named `__main__`, so a script and its workers share entries.
 
 `function_identity(fn)` is the identity of a decorated function: its name, and
 for lambdas, functions defined inside functions and functions of `__main__`,
@@ -120,7 +121,7 @@ def unkeyable_error(param: str, exc: Unkeyable) -> UnkeyableArgumentError:
     )
 
 
-def class_name(cls: type, value: Any) -> Any:
+def class_name(cls: type) -> Any:
     """Return what identifies `cls` in a key: its name, or, for a class that cannot be
     found under its name (defined inside a function), the class object itself.
 
@@ -319,23 +320,23 @@ def _handler_for(value: Any, cls: type) -> Callable[[Any], Any]:
     if isinstance(value, (types.MethodDescriptorType, types.WrapperDescriptorType)):
         return _canon_descriptor
     if getattr(cls, "__cache_key__", None) is not None:
-        return lambda v: {"k": [class_name(cls, v), canonical(v.__cache_key__())]}
+        return lambda v: {"k": [class_name(cls), canonical(v.__cache_key__())]}
     if isinstance(value, enum.Enum):
-        return lambda v: {"e": [class_name(cls, v), canonical(v._value_)]}
+        return lambda v: {"e": [class_name(cls), canonical(v._value_)]}
     if dataclasses.is_dataclass(cls):
         names = tuple(f.name for f in dataclasses.fields(cls))
-        return lambda v: {"dc": [class_name(cls, v), [[n, canonical(getattr(v, n))] for n in names]]}
+        return lambda v: {"dc": [class_name(cls), [[n, canonical(getattr(v, n))] for n in names]]}
     if hasattr(cls, "__pydantic_fields__") and hasattr(cls, "__pydantic_fields_set__"):
         return _canon_model
     if isinstance(value, tuple) and hasattr(cls, "_fields"):
-        return lambda v: {"nt": [class_name(cls, v), [canonical(x) for x in v]]}
+        return lambda v: {"nt": [class_name(cls), [canonical(x) for x in v]]}
     if isinstance(value, PurePath):
-        return lambda v: {"p": [class_name(cls, v), _text(str(v))]}
+        return lambda v: {"p": [class_name(cls), _text(str(v))]}
     for base in cls.__mro__[1:]:
         if base in _BUILTIN_VALUES:
             # A subclass of a built-in value type: its class and any state of its own.
             base_form = _CANON[base]
-            return lambda v: {"sub": [class_name(cls, v), base_form(v), canonical(_own_state(v))]}
+            return lambda v: {"sub": [class_name(cls), base_form(v), canonical(_own_state(v))]}
     return _refuse
 
 
@@ -353,7 +354,7 @@ def _canon_descriptor(value: Any) -> Any:
     method: str = value.__name__
     if getattr(owner, method, None) is not value:
         raise Unkeyable(value, f"{method} is not found on {qualified_name(owner)}")
-    return {"c": [class_name(owner, value), method]}
+    return {"c": [class_name(owner), method]}
 
 
 def _canon_named(value: Any) -> Any:
@@ -361,7 +362,7 @@ def _canon_named(value: Any) -> Any:
     if name is not None:
         return {"c": name}
     if isinstance(value, type):
-        return {"c": class_name(value, value)}
+        return {"c": class_name(value)}
     # A lambda or closure made per call would only ever miss under a token of its own.
     raise Unkeyable(
         value,
@@ -388,7 +389,7 @@ def _canon_model(value: Any) -> Any:
     fields = [[name, canonical(getattr(value, name))] for name in cls.__pydantic_fields__]
     extra = value.__pydantic_extra__ or {}
     private = value.__pydantic_private__ or {}
-    return {"pd": [class_name(cls, value), fields, _canon_dict(extra), _canon_dict(private)]}
+    return {"pd": [class_name(cls), fields, _canon_dict(extra), _canon_dict(private)]}
 
 
 def _own_state(value: Any) -> dict[str, Any]:

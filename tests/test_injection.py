@@ -131,3 +131,15 @@ def test_keys_do_not_depend_on_import_order() -> None:
         for order in ("first", "never")
     }
     assert len(keys) == 1, keys
+
+
+def test_decorating_without_framework_annotations_never_imports_langgraph() -> None:
+    code = (
+        "import sys, memo\n"
+        "@memo.Cache('memory://').cached()\n"
+        "def f(x: int, config: dict, runtime: 'Settings') -> int: return x\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'langgraph', 'langchain_core'}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
