@@ -336,8 +336,23 @@ def _enc_float(codec: Codec, v: float) -> Any:
     return v if v - v == 0.0 else {"\x00f": repr(v)}
 
 
+def _utf8(v: str) -> bool:
+    """Return whether JSON can hold `v` (no lone surrogate, as os.fsdecode makes)."""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _enc_str(codec: Codec, v: str) -> Any:
+    return v if _utf8(v) else {"\x00U": _bytes_text(v.encode("utf-8", "surrogatepass"))}
+
+
 def _enc_dict(codec: Codec, v: dict[Any, Any]) -> Any:
-    if all(type(k) is str and not k.startswith(_NUL) for k in v):
+    if all(type(k) is str and not k.startswith(_NUL) and _utf8(k) for k in v):
         return {k: codec.to_tree(x) for k, x in v.items()}
     return {"\x00d": [[codec.to_tree(k), codec.to_tree(x)] for k, x in v.items()]}
 
@@ -352,7 +367,13 @@ def _enc_clock(v: _dt.datetime | _dt.time, short: str, full: str) -> Any:
 
 
 def _unnamed(tz: _dt.timezone) -> bool:
-    return tz.tzname(None) == _dt.timezone(tz.utcoffset(None)).tzname(None)
+    # ISO 8601 text keeps a whole-minute offset exactly; fromisoformat() misreads sub-second ones.
+    offset = tz.utcoffset(None)
+    return (
+        offset.seconds % 60 == 0
+        and not offset.microseconds
+        and tz.tzname(None) == _dt.timezone(offset).tzname(None)
+    )
 
 
 def _enc_zone(tz: _dt.tzinfo | None) -> Any:
@@ -360,7 +381,9 @@ def _enc_zone(tz: _dt.tzinfo | None) -> Any:
         return None
     if type(tz) is _dt.timezone:
         offset = tz.utcoffset(None)
-        return ["tz", offset.days, offset.seconds, offset.microseconds, tz.tzname(None)]
+        name = tz.tzname(None)
+        default = name == _dt.timezone(offset).tzname(None)
+        return ["tz", offset.days, offset.seconds, offset.microseconds, None if default else name]
     if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
         return ["zi", tz.key]
     raise SerializationError(
@@ -376,7 +399,7 @@ def _dec_zone(spec: Any) -> _dt.tzinfo | None:
         return zoneinfo.ZoneInfo(spec[1])
     if spec[0] == "tz":
         offset = _dt.timedelta(days=spec[1], seconds=spec[2], microseconds=spec[3])
-        return _dt.timezone(offset, spec[4])
+        return _dt.timezone(offset) if spec[4] is None else _dt.timezone(offset, spec[4])
     raise DecodeError(f"unknown time zone form {spec[0]!r}")
 
 
@@ -390,7 +413,7 @@ def _bytes_text(v: bytes) -> str:
 
 
 _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
-    str: lambda c, v: v,
+    str: _enc_str,
     bool: lambda c, v: v,
     type(None): lambda c, v: v,
     int: _enc_int,
@@ -490,6 +513,7 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
     "\x00s": lambda c, p: {c.from_tree(x) for x in p},
     "\x00S": lambda c, p: frozenset(c.from_tree(x) for x in p),
     "\x00b": lambda c, p: base64.b64decode(p, validate=True),
+    "\x00U": lambda c, p: base64.b64decode(p, validate=True).decode("utf-8", "surrogatepass"),
     "\x00B": lambda c, p: bytearray(base64.b64decode(p, validate=True)),
     "\x00T": lambda c, p: _dt.datetime.fromisoformat(p),
     "\x00Z": lambda c, p: _dec_clock(_dt.datetime, p),

@@ -455,6 +455,8 @@ EXACT_CASES: list[Any] = [
     dt.datetime(2024, 10, 27, 2, 30, fold=1),
     dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1), "CET")),
     dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=1))),  # ISO text misreads it
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(seconds=30))),
     dt.time(1, 30, fold=1),
     dt.time(1, 30, tzinfo=dt.timezone(dt.timedelta(hours=-3))),
     Scaled(1),
@@ -462,6 +464,8 @@ EXACT_CASES: list[Any] = [
     Owner(pet=Cat(name="tom"), hidden="psst", extra_field=(1, 2)),
     Rec(Level.LOW, [Colour.RED]),
     collections.deque([Level.LOW, 1]),
+    "caf\udce9",  # os.fsdecode(b"caf\xe9")
+    {"caf\udce9": ["\ud800"]},
 ]
 
 
@@ -505,6 +509,7 @@ _hashables = st.recursive(
     | st.integers()
     | st.floats()
     | st.text()
+    | st.text(st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=3)
     | st.binary()
     | st.sampled_from(ENUM_MEMBERS)
     | st.uuids()
