@@ -12,6 +12,7 @@ Everything public is re-exported here; the modules behind it are private.
 
 from ._backend import Backend, PartialFailure
 from ._cache import Cache
+from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
 from ._decorator import AsyncCached, Cached
 from ._defaults import cached, configure, default_cache
@@ -37,6 +38,7 @@ __all__ = [
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "UNSET",

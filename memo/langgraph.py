@@ -53,10 +53,13 @@ A subgraph caches its nodes with the cache it was compiled with (LangGraph
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import re
+import typing
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -75,6 +78,70 @@ from ._sentinels import MISS, NOT_GIVEN
 __all__ = ["MemcachedCache", "by_configurable", "by_context"]
 
 logger = logging.getLogger("memo")
+
+
+# -- which parameters LangGraph injects (asked by memo's binder; keys leave them out) --------
+
+#: Parameters LangGraph injects that are data the result depends on: `previous` (an
+#: entrypoint's last return value) and `error` (what an error handler handles) stay in the key.
+_KEPT_IN_KEY = frozenset({"previous", "error"})
+
+
+def _langgraph_rules() -> tuple[tuple[tuple[str, tuple[Any, ...]], ...], Any, tuple[Any, ...]]:
+    """Return LangGraph's own table of injected keyword arguments: `((name, annotations), ...)`."""
+    try:
+        from langgraph._internal._runnable import ANY_TYPE, KWARGS_CONFIG_KEYS, VALID_KINDS
+    except ImportError:  # pragma: no cover - the table moved: the same rules, stated here
+        from langchain_core.runnables import RunnableConfig
+        from langgraph.store.base import BaseStore
+        from langgraph.types import StreamWriter
+
+        empty = inspect.Parameter.empty
+        any_type = object()
+        table = (
+            ("config", (RunnableConfig, "RunnableConfig", RunnableConfig | None, empty)),
+            ("writer", (StreamWriter, "StreamWriter", empty)),
+            ("store", (BaseStore, "BaseStore", BaseStore | None, empty)),
+            ("runtime", (any_type,)),
+        )
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return table, any_type, kinds
+    return tuple((name, types) for name, types, _, _ in KWARGS_CONFIG_KEYS), ANY_TYPE, VALID_KINDS
+
+
+def injected_parameters(func: Callable[..., Any]) -> set[str]:
+    """Return the parameters of `func` LangGraph injects when it runs it as a node or task.
+
+    LangGraph's own rule decides, read from its table and applied as LangGraph
+    applies it (`inspect.signature`, the annotation compared as written, so
+    `config: "RunnableConfig"` counts and `config: "RunnableConfig | None"` does
+    not). memo is stricter in two ways, so that a key never leaves out a value
+    the result depends on: an unannotated parameter is kept (nothing proves
+    LangGraph is the caller), and `runtime` counts only when annotated with
+    LangGraph's `Runtime`. `previous` and `error` are always kept.
+    """
+    from langgraph.runtime import Runtime
+
+    table, any_type, kinds = _langgraph_rules()
+    params = inspect.signature(func).parameters
+    found = set()
+    for name, accepted in table:
+        param = params.get(name)
+        if param is None or param.kind not in kinds or name in _KEPT_IN_KEY:
+            continue
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty:
+            continue
+        if accepted == (any_type,):
+            if isinstance(annotation, str):
+                with contextlib.suppress(Exception):
+                    annotation = eval(annotation, dict(getattr(inspect.unwrap(func), "__globals__", {})))
+            if (typing.get_origin(annotation) or annotation) is Runtime:
+                found.add(name)
+        elif annotation in accepted:
+            found.add(name)
+    return found
+
 
 _MAGIC = b"mlg"
 _VERSION = 1

@@ -31,7 +31,6 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.types import CachePolicy, Command, Send, StreamWriter, interrupt
 
 import memo
-from memo._decorator import injected_parameters
 from memo.langgraph import MemcachedCache, by_configurable, by_context
 
 #: LangGraph hands the run's config to async nodes and tasks through contextvars; its
@@ -412,19 +411,6 @@ async def test_graph_completes_when_memcached_stops(memcached_servers: Callable[
 @dataclasses.dataclass
 class Context:
     user_id: str
-
-
-def test_injected_parameters_match_langgraphs_injection() -> None:
-    def node(
-        state: Numbers,
-        config: RunnableConfig,
-        writer: StreamWriter,
-        store: BaseStore,
-        runtime: Runtime[Context],
-        previous: Any = None,
-    ) -> None: ...
-
-    assert injected_parameters(node) == {"config", "writer", "store", "runtime"}
 
 
 @needs_311

@@ -19,6 +19,7 @@ PUBLIC = {
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "UNSET",
@@ -56,7 +57,7 @@ def test_importing_memo_loads_no_client_or_integration() -> None:
     assert out.strip() == "[]"
 
 
-PURE = {"_keys", "_codec", "_policy", "_errors", "_sentinels"}
+PURE = {"_keys", "_binding", "_canonical", "_codec", "_policy", "_errors", "_sentinels"}
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors", "threading", "pymemcache", "aiomcache", "langgraph"}
 
 
