@@ -1010,14 +1010,9 @@ class MemcachedBackend(Backend):
         errors: list[BaseException] = []
         for i, pairs in groups.items():
             try:
-                got = self._call(self._servers[i], _PymemcacheClient.get_many, [kb for _, kb in pairs])
+                found.update(self._call(self._servers[i], _get_many_sync, pairs))
             except BackendError as exc:
                 errors.append(exc)
-                continue
-            for key, kb in pairs:
-                value = got.get(kb)
-                if value is not None:
-                    found[key] = value
         self._batch_outcome("get_many", found, errors, len(groups))
         return found
 
@@ -1301,6 +1296,72 @@ class MemcachedBackend(Backend):
                 await pools.aclose()
             else:
                 pools.close_elsewhere()
+
+
+_RECV_SIZE = 256 * 1024
+
+
+def _get_many_sync(client: Any, pairs: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    """One multi-key `get` on a pymemcache client's socket, its reply parsed here.
+
+    pymemcache's own `get_many` reads the reply line by line and checks each
+    key again on the way: about 2.5 us per key. This reads the socket in large
+    chunks and slices the values out of one buffer, about 0.5 us per key. The
+    socket, its timeouts and error handling stay pymemcache's; a reply that is
+    not what was asked for raises, and the caller closes the connection.
+    """
+    names = {kb: key for key, kb in pairs}
+    if client.sock is None:
+        client._connect()
+    sock = client.sock
+    sock.sendall(b"get " + b" ".join(names) + b"\r\n")
+    recv = sock.recv
+    # The reply usually arrives in one chunk: slices of bytes are bytes, no copy to convert.
+    buf: bytes | bytearray = b""
+    pos = 0
+    found: dict[str, bytes] = {}
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            buf = _more(recv, buf)
+            continue
+        if buf.startswith(b"VALUE ", pos):
+            fields = buf[pos + 6 : eol].split(b" ")
+            name = names.get(bytes(fields[0]))
+            if name is None or len(fields) not in (3, 4) or not fields[2].isdigit():
+                raise MemcacheUnknownError(bytes(buf[pos:eol])[:80])
+            start = eol + 2
+            end = start + int(fields[2])
+            while len(buf) < end + 2:
+                buf = _more(recv, buf)
+            if buf[end : end + 2] != b"\r\n":
+                raise MemcacheUnknownError("value not followed by CRLF")
+            found[name] = bytes(buf[start:end])
+            pos = end + 2
+        elif eol - pos == 3 and buf.startswith(b"END", pos):
+            if eol + 2 != len(buf):
+                raise MemcacheUnknownError("bytes after END")
+            return found
+        else:
+            line = bytes(buf[pos:eol])
+            if line.startswith(b"SERVER_ERROR"):
+                raise MemcacheServerError(line[:200])
+            if line.startswith((b"CLIENT_ERROR", b"ERROR")):
+                raise MemcacheClientError(line[:200])
+            raise MemcacheUnknownError(line[:80])
+
+
+def _more(recv: Callable[[int], bytes], buf: bytes | bytearray) -> bytes | bytearray:
+    """Append the next chunk of a reply; a closed connection raises."""
+    chunk = recv(_RECV_SIZE)
+    if not chunk:
+        raise MemcacheUnexpectedCloseError()
+    if not buf:
+        return chunk
+    if type(buf) is bytes:
+        buf = bytearray(buf)
+    buf += chunk
+    return buf
 
 
 def _set_many_sync(client: Any, entries: list[tuple[str, bytes, bytes, int]]) -> list[str]:
