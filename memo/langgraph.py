@@ -75,7 +75,7 @@ from ._cache import Cache
 from ._errors import BackendUnavailable, ConfigurationError, UnkeyableArgumentError
 from ._keys import canonical as _canonical  # the canonical key forms node_key is built on
 from ._keys import safe_segment
-from ._policy import ErrorLog
+from ._policy import ErrorLog, check_ttl
 
 __all__ = ["MemcachedCache", "by_configurable", "by_context", "node_key"]
 
@@ -90,6 +90,8 @@ _WRITES_NS = "__pregel_ns_writes"
 _NAME_OK = re.compile(r"[A-Za-z0-9_.:\-]{1,48}")
 _MAX_SPACES = 4096  # namespaces whose key parts are kept ready
 _MISS: Any = object()
+#: The constructor's `prefix` default, told apart from a prefix given with a memo.Cache.
+_DEFAULT_PREFIX: Any = type("_DefaultPrefix", (str,), {"__repr__": lambda self: "'lgc:'"})("lgc:")
 _REQUIRED: Any = object()
 _KEY_VERSION = b"memo.langgraph/2"
 #: LangGraph keys: 32 lowercase hex digits (an xxh3-128 digest).
@@ -142,44 +144,98 @@ class _Space:
 
 
 class MemcachedCache(BaseCache[ValueT]):
-    """A LangGraph node cache on a `memo.Cache`: `builder.compile(cache=MemcachedCache(cache))`.
+    """A LangGraph node cache on memcached: `builder.compile(cache=MemcachedCache(client))`.
+
+        cache = MemcachedCache(memo.Cache("memcached://127.0.0.1:11211"))
+        cache = MemcachedCache(PooledClient("127.0.0.1:11211", timeout=1), ttl=3600)
+        with MemcachedCache.from_server("127.0.0.1:11211", ttl_seconds=3600) as cache: ...
 
     One `memo.Cache` can serve decorated functions and any number of graph
     caches at once; each `MemcachedCache` owns the memo namespace `name`.
 
     Args:
-        cache: the memo Cache (its backend, key prefix, stats and generations).
+        client: a `memo.Cache` (its backend, key prefix, stats and generations
+            are used; closing this object leaves it open), or a pymemcache
+            `Client`, `PooledClient`, `HashClient` or `RetryingClient` around
+            one. A pymemcache client is adopted: memo builds its own
+            `memo.Cache` on the same servers and speaks to them itself, so
+            the client is neither used nor closed. Taken over: the server list
+            (a `HashClient`'s dead servers included), `connect_timeout`,
+            `timeout`, `tls_context`, and the pool size (`PooledClient`'s
+            `max_pool_size`, a pooling `HashClient`'s). Not taken over:
+            `serde`/`serializer`/`deserializer` (values use `serde=` below),
+            `key_prefix` (use `prefix=`), the `hasher` (memo routes keys with
+            its own rendezvous hash), retries (`retry_attempts`,
+            `retry_timeout`, `dead_timeout`, a `RetryingClient`'s attempts:
+            memo fails open at once and rests a failing server behind a
+            circuit breaker instead), `ignore_exc` (graph reads and writes
+            always fail open), `default_noreply` (memo always reads replies),
+            `no_delay` (always on), `socket_keepalive`, `socket_module`,
+            `encoding`/`allow_unicode_keys`, `pool_idle_timeout` and
+            `lock_generator`. Timeouts the client leaves at None (wait
+            forever) get memo's bounded defaults (0.25 s). Unix-socket servers
+            are refused.
         serde: how values become bytes; default LangGraph's own
             (`JsonPlusSerializer(pickle_fallback=False)`, as its `BaseCache` uses),
             so messages, pydantic state and the stored writes round-trip. Any
             `SerializerProtocol` works, `memo.Codec()` included.
+        prefix: the key prefix (at most 64 printable ASCII characters, no
+            spaces) of the `memo.Cache` built for a pymemcache client; every
+            key and generation record of this cache starts with it, so
+            applications sharing servers stay apart. A `memo.Cache` passed in
+            keeps its own prefix (`memo.Cache(url, prefix=...)`): giving
+            `prefix=` with one raises `ConfigurationError`.
+        ttl: seconds an entry lives when its node's `CachePolicy` gives no
+            `ttl` (None, the default: such entries never expire). Memcached
+            counts whole seconds, so a fraction is rounded up.
         name: this cache's memo namespace: letters, digits and `_.:-`, at most 48.
             Not also a `@cached(ns=...)` of the same Cache, or each clear drops the
             other's entries. Give graphs whose async nodes share names their own
             name (see the module doc).
+
+    Raises:
+        memo.ConfigurationError: a client of another kind, a Unix-socket server,
+            or an invalid prefix, ttl or name.
     """
 
     def __init__(
-        self, cache: Cache, *, serde: SerializerProtocol | None = None, name: str = "langgraph"
+        self,
+        client: Cache | Any,
+        *,
+        serde: SerializerProtocol | None = None,
+        prefix: str = _DEFAULT_PREFIX,
+        ttl: float | None = None,
+        name: str = "langgraph",
     ) -> None:
         super().__init__(serde=serde)
-        if not isinstance(cache, Cache):
-            raise ConfigurationError(
-                f"MemcachedCache needs a memo.Cache, got {cache!r}; "
-                "MemcachedCache.from_url(url) builds one from a URL"
-            )
         if not isinstance(name, str) or not _NAME_OK.fullmatch(name):
             raise ConfigurationError(f"name must be 1 to 48 letters, digits or '_.:-', got {name!r}")
+        self.ttl = check_ttl(ttl)
+        owns = False
+        if isinstance(client, Cache):
+            if prefix is not _DEFAULT_PREFIX and prefix != client.prefix:
+                raise ConfigurationError(
+                    f"prefix={prefix!r} is the key prefix of a Cache MemcachedCache builds; the "
+                    f"memo.Cache passed in keeps its own ({client.prefix!r}): set it with "
+                    "memo.Cache(url, prefix=...)"
+                )
+            cache = client
+        else:
+            url, options = _adopt(client)
+            cache = Cache(url, prefix=str(prefix), **options)
+            owns = True
         self.cache = cache
         self.name = name
         self._last_header, self._last_kind = b"", ""
-        self._owns_cache = False
+        self._owns_cache = owns
         self._static = f"{cache.prefix}{name}:"
         self._spaces: dict[Namespace, _Space] = {}
         self._stats = cache.ns_stats(name)
         self._errors = ErrorLog(logger)
 
     # -- other ways to build one ---------------------------------------------------
+    # Each builds a memo.Cache that this object owns: `close()`/`aclose()` (or leaving
+    # a `with`/`async with` block) release its connections.
 
     @classmethod
     def from_url(
@@ -187,21 +243,63 @@ class MemcachedCache(BaseCache[ValueT]):
         url: str,
         *,
         serde: SerializerProtocol | None = None,
+        prefix: str = "lgc:",
+        ttl: float | None = None,
         name: str = "langgraph",
         **options: Any,
     ) -> MemcachedCache[Any]:
-        """Build a cache on a new `memo.Cache(url, **options)`, which `close()` releases.
+        """Build a cache on a new `memo.Cache(url, prefix=prefix, **options)`.
 
         Args:
             url: `memcached://host:port[,host:port...]`, `memcached+tls://...` or `memory://`.
-            serde: as for the constructor.
-            name: as for the constructor.
-            **options: `memo.Cache` options: `prefix`, `ns_refresh`,
-                `compress_threshold`, `timeout`, `connect_timeout`, `pool_size`...
+            serde, prefix, ttl, name: as for the constructor.
+            **options: `memo.Cache` options: `ns_refresh`, `compress_threshold`,
+                `timeout`, `connect_timeout`, `pool_size`, `tls_context`...
         """
-        made: MemcachedCache[Any] = cls(Cache(url, **options), serde=serde, name=name)
+        made: MemcachedCache[Any] = cls(Cache(url, prefix=prefix, **options), serde=serde, ttl=ttl, name=name)
         made._owns_cache = True
         return made
+
+    @classmethod
+    def from_server(
+        cls,
+        server: str | tuple[str, int],
+        *,
+        serde: SerializerProtocol | None = None,
+        prefix: str = "lgc:",
+        ttl_seconds: float | None = None,
+        pool_size: int | None = None,
+        connect_timeout: float | None = None,
+        timeout: float | None = None,
+        name: str = "langgraph",
+        **options: Any,
+    ) -> MemcachedCache[Any]:
+        """Build a cache on one memcached server, `"host:port"` or `(host, port)`.
+
+        Use it as it is or as a context manager, sync or async:
+
+            with MemcachedCache.from_server("127.0.0.1:11211", ttl_seconds=600) as cache:
+                graph = builder.compile(cache=cache)
+
+        Args:
+            server: the server; IPv6 as `"[addr]:port"`.
+            ttl_seconds: the default TTL (`ttl` of the constructor).
+            pool_size, connect_timeout, timeout: connection settings; None keeps
+                memo's defaults (16 connections, 0.25 s, 0.25 s).
+            serde, prefix, name: as for the constructor.
+            **options: other `memo.Cache` options (`tls_context`, `ns_refresh`...).
+        """
+        return cls.from_servers(
+            [server],
+            serde=serde,
+            prefix=prefix,
+            ttl_seconds=ttl_seconds,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            name=name,
+            **options,
+        )
 
     @classmethod
     def from_servers(
@@ -209,17 +307,31 @@ class MemcachedCache(BaseCache[ValueT]):
         servers: Iterable[str | tuple[str, int]],
         *,
         serde: SerializerProtocol | None = None,
+        prefix: str = "lgc:",
+        ttl_seconds: float | None = None,
+        pool_size: int | None = None,
+        connect_timeout: float | None = None,
+        timeout: float | None = None,
         name: str = "langgraph",
         **options: Any,
     ) -> MemcachedCache[Any]:
-        """Build a cache on memcached servers given as `"host:port"` or `(host, port)`."""
-        hosts = [server if isinstance(server, str) else f"{server[0]}:{server[1]}" for server in servers]
+        """Build a cache on memcached servers given as `"host:port"` or `(host, port)`.
+
+        Keys are spread over the servers by rendezvous hashing. Arguments as
+        for `from_server`; a `tls_context=` option speaks TLS to every server.
+        """
+        hosts = [server if isinstance(server, str) else _server_spec(*server) for server in servers]
         if not hosts:
             raise ConfigurationError("from_servers needs at least one server")
-        return cls.from_url("memcached://" + ",".join(hosts), serde=serde, name=name, **options)
+        given = {"pool_size": pool_size, "connect_timeout": connect_timeout, "timeout": timeout}
+        options.update({key: value for key, value in given.items() if value is not None})
+        scheme = "memcached+tls" if options.get("tls_context") is not None else "memcached"
+        return cls.from_url(
+            f"{scheme}://{','.join(hosts)}", serde=serde, prefix=prefix, ttl=ttl_seconds, name=name, **options
+        )
 
     def __repr__(self) -> str:
-        return f"MemcachedCache({self.cache!r}, name={self.name!r})"
+        return f"MemcachedCache({self.cache!r}, name={self.name!r}, ttl={self.ttl!r})"
 
     # -- the pure parts ----------------------------------------------------------
 
@@ -354,8 +466,10 @@ class MemcachedCache(BaseCache[ValueT]):
         self, pairs: Mapping[FullKey, tuple[ValueT, int | None]], storage: Mapping[FullKey, str]
     ) -> list[SetItem]:
         items: list[SetItem] = []
+        default = self.ttl
         for full, key in storage.items():
-            value, ttl = pairs[full]
+            value, given = pairs[full]
+            ttl: float | None = default if given is None else given  # default: for policies giving none
             # LangGraph's ttl is whole seconds or None; memcached would read 0 as "never expires".
             if ttl is not None and ttl <= 0:
                 continue
@@ -502,6 +616,65 @@ class MemcachedCache(BaseCache[ValueT]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _server_spec(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _adopt(client: Any) -> tuple[str, dict[str, Any]]:
+    """Return the memcached URL and `memo.Cache` options that reproduce a pymemcache client's connections.
+
+    What is and is not taken over is listed in `MemcachedCache`'s docstring.
+    """
+    from pymemcache.client.base import Client, PooledClient
+    from pymemcache.client.hash import HashClient
+    from pymemcache.client.retrying import RetryingClient
+
+    if isinstance(client, RetryingClient):
+        client = client._client
+    pool: Any = None
+    if isinstance(client, HashClient):
+        members = [member.server for member in client.clients.values()]
+        members += [server for server in client._dead_clients if server not in members]
+        settings = client.default_kwargs
+        if client.use_pooling:
+            pool = settings.get("max_pool_size")
+    elif isinstance(client, (Client, PooledClient)):
+        members = [client.server]
+        settings = {
+            "connect_timeout": client.connect_timeout,
+            "timeout": client.timeout,
+            "tls_context": client.tls_context,
+        }
+        if isinstance(client, PooledClient):
+            pool = client.client_pool.max_size
+    else:
+        raise ConfigurationError(
+            f"MemcachedCache needs a memo.Cache or a pymemcache Client, PooledClient or HashClient, "
+            f"got {client!r}; MemcachedCache.from_url(url) and from_server('host:port') build one"
+        )
+    hosts = []
+    for server in members:
+        if not isinstance(server, tuple):
+            raise ConfigurationError(
+                f"memcached server {server!r} is a Unix socket, which memo does not speak"
+            )
+        hosts.append(_server_spec(str(server[0]), int(server[1])))
+    if not hosts:
+        raise ConfigurationError(f"{client!r} has no servers")
+    options: dict[str, Any] = {}
+    for option in ("connect_timeout", "timeout"):
+        if settings.get(option) is not None:
+            options[option] = float(settings[option])
+    # ObjectPool's "no limit" is 2**31: keep memo's default rather than promise that many.
+    if isinstance(pool, int) and 0 < pool < 2**31:
+        options["pool_size"] = pool
+    scheme = "memcached"
+    if settings.get("tls_context") is not None:
+        scheme = "memcached+tls"
+        options["tls_context"] = settings["tls_context"]
+    return f"{scheme}://{','.join(hosts)}", options
 
 
 # -- scopes for @cached nodes -------------------------------------------------------
