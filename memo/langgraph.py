@@ -1,12 +1,17 @@
-"""LangGraph on memo: a node cache for `compile(cache=...)`, and scopes for `@cached` nodes.
+"""LangGraph on memo: a node cache for `compile(cache=...)`, a node key, and scopes for `@cached` nodes.
 
     import memo
     from langgraph.types import CachePolicy
-    from memo.langgraph import MemcachedCache
+    from memo.langgraph import MemcachedCache, node_key
 
     cache = memo.Cache("memcached://127.0.0.1:11211")
-    builder.add_node("summarize", summarize, cache_policy=CachePolicy(ttl=300))
+    builder.add_node("summarize", summarize, cache_policy=CachePolicy(key_func=node_key, ttl=300))
     graph = builder.compile(cache=MemcachedCache(cache))
+
+`MemcachedCache` also takes a pymemcache client, and `from_server`,
+`from_servers` and `from_url` build one (see the class). `node_key` keys a node
+by the exact value of its input where LangGraph's default key does not (see
+the function).
 
 This is the only module of memo that imports LangGraph; `import memo` does not.
 
