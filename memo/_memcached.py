@@ -58,7 +58,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple, NoReturn
+from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 from urllib.parse import SplitResult
 
 from pymemcache.client.base import Client as _PymemcacheClient
@@ -464,6 +464,13 @@ class _Connection(asyncio.Protocol):
 
     def _parse_fetch(self, buf: bytes | bytearray) -> bool:
         """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
+        if type(self._wanted) is dict and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
+            # A multi-get reply (only `_aget_group` asks with a dict) that arrived whole:
+            # cut it at CRLF in one call (see _whole_reply).
+            whole = _whole_reply(buf, self._wanted)
+            if whole is not None:
+                self._values = whole
+                return True
         pos = self._pos
         end = len(buf)
         values = self._values
@@ -1274,9 +1281,9 @@ class MemcachedBackend(Backend):
         return found.get(kb)
 
     async def _aget_group(self, i: int, pairs: list[tuple[str, bytes]]) -> dict[bytes, bytes]:
-        kbs = [kb for _, kb in pairs]
+        wanted = {kb: kb for _, kb in pairs}  # a dict: the reply may be cut at once (_parse_fetch)
         found: dict[bytes, bytes] = await self._request(
-            self._servers[i], b"get " + b" ".join(kbs) + b"\r\n", _FETCH, wanted=frozenset(kbs)
+            self._servers[i], b"get " + b" ".join(wanted) + b"\r\n", _FETCH, wanted=wanted
         )
         return found
 
@@ -1450,6 +1457,7 @@ class MemcachedBackend(Backend):
 
 
 _RECV_SIZE = 256 * 1024
+_K = TypeVar("_K")
 
 
 def _get_many_sync(client: Any, pairs: list[tuple[str, bytes]]) -> dict[str, bytes]:
@@ -1478,7 +1486,7 @@ def _get_many_sync(client: Any, pairs: list[tuple[str, bytes]]) -> dict[str, byt
     return _read_reply(recv, buf, names)
 
 
-def _whole_reply(buf: bytes, names: dict[bytes, str]) -> dict[str, bytes] | None:
+def _whole_reply(buf: bytes, names: dict[bytes, _K]) -> dict[_K, bytes] | None:
     """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
 
     Splitting at CRLF loses nothing, so when every header names a key asked
@@ -1488,7 +1496,7 @@ def _whole_reply(buf: bytes, names: dict[bytes, str]) -> dict[str, bytes] | None
     """
     parts = buf.split(b"\r\n")
     last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
-    found: dict[str, bytes] = {}
+    found: dict[_K, bytes] = {}
     i = 0
     try:
         while i < last:

@@ -9,6 +9,7 @@ raise (the connection is then closed), never yield a value.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from typing import Any
@@ -22,7 +23,8 @@ from pymemcache.exceptions import (
     MemcacheUnknownError,
 )
 
-from memo._memcached import MemcachedBackend, _get_many_sync
+from memo._errors import BackendError
+from memo._memcached import _FETCH, MemcachedBackend, _Connection, _get_many_sync
 
 TRICKY = [
     b"",
@@ -48,6 +50,15 @@ def test_values_of_every_shape_come_back_exactly(memcached_url: str) -> None:
     for key, value in stored.items():  # one at a time: the fast path for every shape
         assert backend.get_many([key, f"{prefix}absent"]) == {key: value}
     assert backend.get_many([f"{prefix}absent"]) == {}
+
+    async def read_async() -> None:
+        for _ in range(2):
+            assert await backend.aget_many(asked) == stored
+        for key, value in stored.items():
+            assert await backend.aget_many([key, f"{prefix}absent"]) == {key: value}
+        await backend.aclose()
+
+    asyncio.run(read_async())
     backend.close()
 
 
@@ -117,3 +128,55 @@ def test_a_value_ending_like_a_reply_is_read_to_the_real_end() -> None:
 def test_replies_that_do_not_answer_the_request_raise(reply: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         _get_many_sync(FakeClient(reply), PAIRS)
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def fetch_async(*chunks: bytes) -> Any:
+    """Feed a reply to an async connection in the given chunks; return the request's outcome."""
+    conn = _Connection(asyncio.get_running_loop(), "test:11211")
+    conn.connection_made(Transport())
+    wanted = {b"a": b"a", b"b": b"b"}
+    future = conn.request(b"get a b\r\n", _FETCH, wanted=wanted, timeout=5)
+    for chunk in chunks:
+        if not future.done():
+            conn.data_received(chunk)
+    conn.abort()
+    return future.result()
+
+
+async def test_async_replies_whole_or_in_pieces() -> None:
+    whole = b"VALUE a 0 1\r\n1\r\nVALUE b 7 2\r\n22\r\nEND\r\n"
+    assert await fetch_async(whole) == {b"a": b"1", b"b": b"22"}
+    assert await fetch_async(whole[:20], whole[20:]) == {b"a": b"1", b"b": b"22"}
+    tricky = b"VALUE a 0 5\r\nxxEND\r\n"
+    rest = b"VALUE b 0 4\r\n\r\n\r\n\r\nEND\r\n"
+    assert await fetch_async(tricky, rest) == {b"a": b"xxEND", b"b": b"\r\n\r\n"}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"VALUE c 0 1\r\nc\r\nEND\r\n",
+        b"VALUE a 0 2\r\n1\r\nEND\r\n",
+        b"VALUE a 0 1\r\n1\r\nEND\r\nVALUE b 0 1\r\nb\r\nEND\r\n",
+        b"SERVER_ERROR out of memory\r\nEND\r\n",
+    ],
+)
+async def test_async_replies_that_do_not_answer_the_request_raise(reply: bytes) -> None:
+    with pytest.raises(BackendError):
+        await fetch_async(reply)
