@@ -465,8 +465,8 @@ class _Connection(asyncio.Protocol):
     def _parse_fetch(self, buf: bytes | bytearray) -> bool:
         """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
         if type(self._wanted) is dict and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
-            # A multi-get reply (only `_aget_group` asks with a dict) that arrived whole:
-            # cut it at CRLF in one call (see _whole_reply).
+            # A multi-get reply (only `_aget_group` asks with a dict, of key bytes to
+            # the caller's names) that arrived whole: cut it at CRLF in one call.
             whole = _whole_reply(buf, self._wanted)
             if whole is not None:
                 self._values = whole
@@ -493,8 +493,11 @@ class _Connection(asyncio.Protocol):
                 if len(fields) not in (3, 4):
                     raise _ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
                 key = bytes(fields[0])
-                if key not in self._wanted:
+                wanted = self._wanted
+                if key not in wanted:
                     raise _ProtocolViolation(f"value for key {key[:80]!r} that was not asked for")
+                if type(wanted) is dict:  # a multi-get names its values as the caller does
+                    key = wanted[key]
                 try:
                     size = int(fields[2])
                 except ValueError:
@@ -1280,9 +1283,9 @@ class MemcachedBackend(Backend):
         )
         return found.get(kb)
 
-    async def _aget_group(self, i: int, pairs: list[tuple[str, bytes]]) -> dict[bytes, bytes]:
-        wanted = {kb: kb for _, kb in pairs}  # a dict: the reply may be cut at once (_parse_fetch)
-        found: dict[bytes, bytes] = await self._request(
+    async def _aget_group(self, i: int, pairs: list[tuple[str, bytes]]) -> dict[str, bytes]:
+        wanted = {kb: key for key, kb in pairs}  # values come back under the str keys
+        found: dict[str, bytes] = await self._request(
             self._servers[i], b"get " + b" ".join(wanted) + b"\r\n", _FETCH, wanted=wanted
         )
         return found
@@ -1294,14 +1297,11 @@ class MemcachedBackend(Backend):
             return found
         outcomes = await _run_groups([self._aget_group(i, pairs) for i, pairs in groups.items()])
         errors: list[BaseException] = []
-        for pairs, outcome in zip(groups.values(), outcomes, strict=True):
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
                 continue
-            for key, kb in pairs:
-                value = outcome.get(kb)
-                if value is not None:
-                    found[key] = value
+            found.update(outcome)
         self._batch_outcome("get_many", found, errors, len(groups))
         return found
 

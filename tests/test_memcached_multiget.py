@@ -150,7 +150,7 @@ async def fetch_async(*chunks: bytes) -> Any:
     """Feed a reply to an async connection in the given chunks; return the request's outcome."""
     conn = _Connection(asyncio.get_running_loop(), "test:11211")
     conn.connection_made(Transport())
-    wanted = {b"a": b"a", b"b": b"b"}
+    wanted = {b"a": "a", b"b": "b"}
     future = conn.request(b"get a b\r\n", _FETCH, wanted=wanted, timeout=5)
     for chunk in chunks:
         if not future.done():
@@ -161,11 +161,11 @@ async def fetch_async(*chunks: bytes) -> Any:
 
 async def test_async_replies_whole_or_in_pieces() -> None:
     whole = b"VALUE a 0 1\r\n1\r\nVALUE b 7 2\r\n22\r\nEND\r\n"
-    assert await fetch_async(whole) == {b"a": b"1", b"b": b"22"}
-    assert await fetch_async(whole[:20], whole[20:]) == {b"a": b"1", b"b": b"22"}
+    assert await fetch_async(whole) == {"a": b"1", "b": b"22"}
+    assert await fetch_async(whole[:20], whole[20:]) == {"a": b"1", "b": b"22"}
     tricky = b"VALUE a 0 5\r\nxxEND\r\n"
     rest = b"VALUE b 0 4\r\n\r\n\r\n\r\nEND\r\n"
-    assert await fetch_async(tricky, rest) == {b"a": b"xxEND", b"b": b"\r\n\r\n"}
+    assert await fetch_async(tricky, rest) == {"a": b"xxEND", "b": b"\r\n\r\n"}
 
 
 @pytest.mark.parametrize(
