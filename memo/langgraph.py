@@ -231,7 +231,9 @@ class MemcachedCache(BaseCache[ValueT]):
             owns = True
         self.cache = cache
         self.name = name
-        self._last_header, self._last_kind = b"", ""
+        #: The header of the last uncompressed entry decoded and its type name, as one tuple
+        #: (threads share it: a header never meets another header's type name).
+        self._last: tuple[bytes, str] = (b"", "")
         self._owns_cache = owns
         self._static = f"{cache.prefix}{name}:"
         self._spaces: dict[Namespace, _Space] = {}
@@ -422,10 +424,8 @@ class MemcachedCache(BaseCache[ValueT]):
         return b"".join((_MAGIC, bytes((_VERSION, flags, len(tag))), tag, body))
 
     def _decode(self, raw: bytes) -> Any:
+        """Decode one entry, reading its header (`_collect` does the common case inline)."""
         try:
-            header = self._last_header
-            if header and raw.startswith(header):  # the common case: one serializer type, uncompressed
-                return self.serde.loads_typed((self._last_kind, raw[len(header) :]))
             if raw[:3] != _MAGIC or raw[3] != _VERSION or raw[4] & ~_ZLIB:
                 raise ValueError("not a memo.langgraph entry of a known version")
             end = _HEADER + raw[5]
@@ -434,7 +434,7 @@ class MemcachedCache(BaseCache[ValueT]):
                 raise ValueError("truncated entry")
             if raw[4] & _ZLIB:
                 return self.serde.loads_typed((kind, zlib.decompress(raw[end:])))
-            self._last_header, self._last_kind = raw[:end], kind
+            self._last = (raw[:end], kind)
             return self.serde.loads_typed((kind, raw[end:]))
         except Exception:  # corrupt, foreign or another serializer's bytes: a miss, never an error
             self._stats.decode_errors += 1
@@ -447,7 +447,7 @@ class MemcachedCache(BaseCache[ValueT]):
         if found:
             # The common case inlined: every entry has the header of the last one decoded
             # (one serializer type, uncompressed), so only the body is handed to the serde.
-            header, kind = self._last_header, self._last_kind
+            header, kind = self._last
             start = len(header)
             loads = self.serde.loads_typed
             for full, key in storage.items():
