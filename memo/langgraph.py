@@ -192,7 +192,8 @@ class MemcachedCache(BaseCache[ValueT]):
             `prefix=` with one raises `ConfigurationError`.
         ttl: seconds an entry lives when its node's `CachePolicy` gives no
             `ttl` (None, the default: such entries never expire). Memcached
-            counts whole seconds, so a fraction is rounded up.
+            counts whole seconds, so a fraction is rounded up. A `memo.Cache`'s
+            own `ttl=` is the default of its `@cached` functions, not this one.
         name: this cache's memo namespace: letters, digits and `_.:-`, at most 48.
             Not also a `@cached(ns=...)` of the same Cache, or each clear drops the
             other's entries. Give graphs whose async nodes share names their own
