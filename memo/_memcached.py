@@ -57,8 +57,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Any, ClassVar, NamedTuple, NoReturn
 from urllib.parse import SplitResult
 
 from pymemcache.client.base import Client as _PymemcacheClient
@@ -464,9 +464,8 @@ class _Connection(asyncio.Protocol):
 
     def _parse_fetch(self, buf: bytes | bytearray) -> bool:
         """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
-        if type(self._wanted) is dict and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
-            # A multi-get reply (only `_aget_group` asks with a dict, of key bytes to
-            # the caller's names) that arrived whole: cut it at CRLF in one call.
+        if self._mode == _FETCH and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
+            # A reply that arrived whole (the usual case): cut it at CRLF in one call.
             whole = _whole_reply(buf, self._wanted)
             if whole is not None:
                 self._values = whole
@@ -493,11 +492,8 @@ class _Connection(asyncio.Protocol):
                 if len(fields) not in (3, 4):
                     raise _ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
                 key = bytes(fields[0])
-                wanted = self._wanted
-                if key not in wanted:
+                if key not in self._wanted:
                     raise _ProtocolViolation(f"value for key {key[:80]!r} that was not asked for")
-                if type(wanted) is dict:  # a multi-get names its values as the caller does
-                    key = wanted[key]
                 try:
                     size = int(fields[2])
                 except ValueError:
@@ -1053,9 +1049,14 @@ class MemcachedBackend(Backend):
         errors: list[BaseException] = []
         for i, pairs in groups.items():
             try:
-                found.update(self._call(self._servers[i], _get_many_sync, pairs))
+                got = self._call(self._servers[i], _get_many_sync, [kb for _, kb in pairs])
             except BackendError as exc:
                 errors.append(exc)
+                continue
+            for key, kb in pairs:
+                value = got.get(kb)
+                if value is not None:
+                    found[key] = value
         self._batch_outcome("get_many", found, errors, len(groups))
         return found
 
@@ -1283,10 +1284,10 @@ class MemcachedBackend(Backend):
         )
         return found.get(kb)
 
-    async def _aget_group(self, i: int, pairs: list[tuple[str, bytes]]) -> dict[str, bytes]:
-        wanted = {kb: key for key, kb in pairs}  # values come back under the str keys
-        found: dict[str, bytes] = await self._request(
-            self._servers[i], b"get " + b" ".join(wanted) + b"\r\n", _FETCH, wanted=wanted
+    async def _aget_group(self, i: int, pairs: list[tuple[str, bytes]]) -> dict[bytes, bytes]:
+        kbs = [kb for _, kb in pairs]
+        found: dict[bytes, bytes] = await self._request(
+            self._servers[i], b"get " + b" ".join(kbs) + b"\r\n", _FETCH, wanted=frozenset(kbs)
         )
         return found
 
@@ -1297,11 +1298,14 @@ class MemcachedBackend(Backend):
             return found
         outcomes = await _run_groups([self._aget_group(i, pairs) for i, pairs in groups.items()])
         errors: list[BaseException] = []
-        for outcome in outcomes:
+        for pairs, outcome in zip(groups.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
                 continue
-            found.update(outcome)
+            for key, kb in pairs:
+                value = outcome.get(kb)
+                if value is not None:
+                    found[key] = value
         self._batch_outcome("get_many", found, errors, len(groups))
         return found
 
@@ -1457,36 +1461,35 @@ class MemcachedBackend(Backend):
 
 
 _RECV_SIZE = 256 * 1024
-_K = TypeVar("_K")
 
 
-def _get_many_sync(client: Any, pairs: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    """One multi-key `get` on a pymemcache client's socket, its reply parsed here.
+def _get_many_sync(client: Any, kbs: list[bytes]) -> dict[bytes, bytes]:
+    """`pymemcache.Client.get_many(kbs)` for key bytes, its reply parsed here instead.
 
-    pymemcache's own `get_many` reads the reply line by line and checks each
-    key again on the way. Here a reply that arrived whole in one read (the
-    usual case on a LAN) is cut at every CRLF in one call and checked piece by
-    piece (`_whole_reply`); anything else - a reply in several reads, a value
-    holding CRLF, an error line - goes through `_read_reply`, which parses as
-    bytes arrive. The socket, its timeouts and error handling stay pymemcache's;
-    a reply that is not what was asked for raises, and the caller closes the
-    connection.
+    pymemcache reads the reply line by line and checks each key again on the
+    way. Here a reply that arrived whole in one read (the usual case on a LAN)
+    is cut at every CRLF in one call and checked piece by piece
+    (`_whole_reply`); anything else - a reply in several reads, a value holding
+    CRLF, an error line - goes through `_read_reply`, which parses as bytes
+    arrive. The socket, its timeouts and error handling stay pymemcache's; a
+    reply that is not an answer to the request raises, and the caller closes
+    the connection.
     """
-    names = {kb: key for key, kb in pairs}
+    wanted = frozenset(kbs)
     if client.sock is None:
         client._connect()
     sock = client.sock
-    sock.sendall(b"get " + b" ".join(names) + b"\r\n")
+    sock.sendall(b"get " + b" ".join(kbs) + b"\r\n")
     recv = sock.recv
     buf = recv(_RECV_SIZE)
     if buf.endswith(b"END\r\n"):
-        found = _whole_reply(buf, names)
+        found = _whole_reply(buf, wanted)
         if found is not None:
             return found
-    return _read_reply(recv, buf, names)
+    return _read_reply(recv, buf, wanted)
 
 
-def _whole_reply(buf: bytes, names: dict[bytes, _K]) -> dict[_K, bytes] | None:
+def _whole_reply(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:
     """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
 
     Splitting at CRLF loses nothing, so when every header names a key asked
@@ -1496,27 +1499,27 @@ def _whole_reply(buf: bytes, names: dict[bytes, _K]) -> dict[_K, bytes] | None:
     """
     parts = buf.split(b"\r\n")
     last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
-    found: dict[_K, bytes] = {}
+    found: dict[bytes, bytes] = {}
     i = 0
     try:
         while i < last:
             verb, key, _flags, size = parts[i].split(b" ")
             value = parts[i + 1]
-            if verb != b"VALUE" or len(value) != int(size):
+            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
                 return None
-            found[names[key]] = value
+            found[key] = value
             i += 2
-    except (ValueError, KeyError, IndexError):
+    except (ValueError, IndexError):
         return None
     return found if i == last and parts[i] == b"END" else None
 
 
 def _read_reply(
-    recv: Callable[[int], bytes], buf: bytes | bytearray, names: dict[bytes, str]
-) -> dict[str, bytes]:
+    recv: Callable[[int], bytes], buf: bytes | bytearray, wanted: Collection[bytes]
+) -> dict[bytes, bytes]:
     """Parse a `get` reply from `buf` on, reading more as needed; raise on anything unexpected."""
     pos = 0
-    found: dict[str, bytes] = {}
+    found: dict[bytes, bytes] = {}
     while True:
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
@@ -1524,8 +1527,8 @@ def _read_reply(
             continue
         if buf.startswith(b"VALUE ", pos):
             fields = buf[pos + 6 : eol].split(b" ")
-            name = names.get(bytes(fields[0]))
-            if name is None or len(fields) not in (3, 4) or not fields[2].isdigit():
+            key = bytes(fields[0])
+            if key not in wanted or len(fields) not in (3, 4) or not fields[2].isdigit():
                 raise MemcacheUnknownError(bytes(buf[pos:eol])[:80])
             start = eol + 2
             end = start + int(fields[2])
@@ -1533,7 +1536,7 @@ def _read_reply(
                 buf = _more(recv, buf)
             if buf[end : end + 2] != b"\r\n":
                 raise MemcacheUnknownError("value not followed by CRLF")
-            found[name] = bytes(buf[start:end])
+            found[key] = bytes(buf[start:end])
             pos = end + 2
         elif eol - pos == 3 and buf.startswith(b"END", pos):
             if eol + 2 != len(buf):

@@ -81,7 +81,7 @@ class FakeClient:
         self.sock: Any = Replies(*chunks)
 
 
-PAIRS = [("a", b"a"), ("b", b"b")]
+KEYS = [b"a", b"b"]
 
 
 @pytest.mark.parametrize(
@@ -96,16 +96,16 @@ PAIRS = [("a", b"a"), ("b", b"b")]
 )
 def test_replies_in_any_number_of_reads(chunks: list[bytes]) -> None:
     client = FakeClient(*chunks)
-    assert _get_many_sync(client, PAIRS) == {"a": b"1", "b": b"22"}
+    assert _get_many_sync(client, KEYS) == {b"a": b"1", b"b": b"22"}
     assert client.sock.sent == b"get a b\r\n"
 
 
 def test_a_value_ending_like_a_reply_is_read_to_the_real_end() -> None:
     # The first read ends in "END\r\n", but inside a value: more follows.
     first = b"VALUE a 0 5\r\nxxEND\r\n"
-    assert _get_many_sync(FakeClient(first, b"VALUE b 0 1\r\nb\r\nEND\r\n"), PAIRS) == {
-        "a": b"xxEND",
-        "b": b"b",
+    assert _get_many_sync(FakeClient(first, b"VALUE b 0 1\r\nb\r\nEND\r\n"), KEYS) == {
+        b"a": b"xxEND",
+        b"b": b"b",
     }
 
 
@@ -127,7 +127,7 @@ def test_a_value_ending_like_a_reply_is_read_to_the_real_end() -> None:
 )
 def test_replies_that_do_not_answer_the_request_raise(reply: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
-        _get_many_sync(FakeClient(reply), PAIRS)
+        _get_many_sync(FakeClient(reply), KEYS)
 
 
 class Transport(asyncio.Transport):
@@ -150,7 +150,7 @@ async def fetch_async(*chunks: bytes) -> Any:
     """Feed a reply to an async connection in the given chunks; return the request's outcome."""
     conn = _Connection(asyncio.get_running_loop(), "test:11211")
     conn.connection_made(Transport())
-    wanted = {b"a": "a", b"b": "b"}
+    wanted = frozenset({b"a", b"b"})
     future = conn.request(b"get a b\r\n", _FETCH, wanted=wanted, timeout=5)
     for chunk in chunks:
         if not future.done():
@@ -161,11 +161,11 @@ async def fetch_async(*chunks: bytes) -> Any:
 
 async def test_async_replies_whole_or_in_pieces() -> None:
     whole = b"VALUE a 0 1\r\n1\r\nVALUE b 7 2\r\n22\r\nEND\r\n"
-    assert await fetch_async(whole) == {"a": b"1", "b": b"22"}
-    assert await fetch_async(whole[:20], whole[20:]) == {"a": b"1", "b": b"22"}
+    assert await fetch_async(whole) == {b"a": b"1", b"b": b"22"}
+    assert await fetch_async(whole[:20], whole[20:]) == {b"a": b"1", b"b": b"22"}
     tricky = b"VALUE a 0 5\r\nxxEND\r\n"
     rest = b"VALUE b 0 4\r\n\r\n\r\n\r\nEND\r\n"
-    assert await fetch_async(tricky, rest) == {"a": b"xxEND", "b": b"\r\n\r\n"}
+    assert await fetch_async(tricky, rest) == {b"a": b"xxEND", b"b": b"\r\n\r\n"}
 
 
 @pytest.mark.parametrize(
