@@ -201,6 +201,9 @@ def test_tls_context_is_adopted(memcached_servers: Servers, memcached_tls_files:
     assert runs_cached(cache, 3)
     assert cache.cache.stats("langgraph")["errors"] == 0
     cache.close()
+    with MemcachedCache.from_server(proc.address, prefix=unique_prefix(), tls_context=context) as built:
+        assert built.cache.url.startswith("memcached+tls://")
+        assert runs_cached(built, 5) and built.cache.stats("langgraph")["errors"] == 0
 
 
 def test_what_cannot_be_adopted_is_refused(memcached_server: Any) -> None:
