@@ -770,8 +770,8 @@ def node_key(*args: Any, **kwargs: Any) -> bytes:
       pickles iteration order, which differs between processes for strings:
       workers sharing memcached miss each other's entries forever);
     - types: `[1, 2]` and `(1, 2)`, `1`, `1.0`, `True` and `"1"` get different
-      keys (the default gives a `@task` keyword argument `[1, 2]` the entry of
-      `(1, 2)`), and dicts whose keys mix types (`{1: "a", "b": 2}`) are keyed,
+      keys (the default gives `@task` keyword arguments `[1, 2]` and `(1, 2)`
+      one entry), and dicts whose keys mix types (`{1: "a", "b": 2}`) are keyed,
       where the default raises `TypeError` from `sorted`.
 
     Values are keyed by memo's canonical forms, the ones `@cached` uses:
@@ -784,10 +784,11 @@ def node_key(*args: Any, **kwargs: Any) -> bytes:
 
     Use it for every node and task whose input holds dicts built in varying
     order, sets, or values whose types matter, and always when several
-    processes share one `MemcachedCache`. It costs more CPU per key than the
-    default (it walks the input in Python), which matters only for inputs of
-    many thousands of items. Entries keyed one way are not found the other way:
-    switching a node to `node_key` starts it from empty entries.
+    processes share one `MemcachedCache`. It walks the input in Python, several
+    times the cost of the default's pickling: nothing beside a model call, but
+    noticeable for inputs of thousands of items. Entries keyed one way are not
+    found the other way: switching a node to `node_key` starts it from empty
+    entries.
 
     Returns:
         The canonical bytes of `(args, kwargs)`; LangGraph hashes them.
