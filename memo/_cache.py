@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -398,6 +398,76 @@ class Cache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    # -- configuration from the environment, readiness -----------------------------
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "MEMO_", *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Cache:
+        """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
+
+        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
+        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
+        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
+        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` override them.
+
+        Raises:
+            ConfigurationError: a variable holds a bad value (the message names it).
+        """
+        from ._settings import settings_from_env
+
+        url, settings, _ = settings_from_env(os.environ if environ is None else environ, prefix)
+        return cls(options.pop("url", url), **{**settings, **options})
+
+    @property
+    def is_available(self) -> bool:
+        """Whether the cache can serve now, without any I/O: enabled, and some server not marked down.
+
+        False for a disabled (`null://`) cache and while every server's circuit
+        breaker is open. Use `health()` for a probe that talks to the servers.
+        """
+        if self.url.lower().startswith("null:"):
+            return False
+        states = getattr(self.backend, "server_states", None)
+        return states is None or any(state.state != "open" for state in states().values())
+
+    def health(self) -> dict[str, Any]:
+        """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
+
+        Returns a JSON-able dict: `status` is "ok", "degraded" (some servers
+        answer), "down" or "disabled"; `servers` maps each server to "up" or
+        "down"; `latency_ms` is the probe's duration. Never raises: memo fails
+        open, so a cache that is down leaves the application working.
+        """
+        if self.url.lower().startswith("null:"):
+            return self._health(None, 0.0)
+        start = _monotonic()
+        try:
+            answered: dict[str, bytes | None] | None = self.backend.get_all(self._root_key)
+        except BackendError:
+            answered = None
+        return self._health(answered, _monotonic() - start)
+
+    async def ahealth(self) -> dict[str, Any]:
+        """Async `health`."""
+        if self.url.lower().startswith("null:"):
+            return self._health(None, 0.0)
+        start = _monotonic()
+        try:
+            answered: dict[str, bytes | None] | None = await self.backend.aget_all(self._root_key)
+        except BackendError:
+            answered = None
+        return self._health(answered, _monotonic() - start)
+
+    def _health(self, answered: dict[str, bytes | None] | None, took: float) -> dict[str, Any]:
+        if self.url.lower().startswith("null:"):
+            return {"status": "disabled", "servers": {}, "latency_ms": 0.0}
+        names = getattr(self.backend, "servers", None) or tuple(answered or ("default",))
+        servers = {name: "up" if answered is not None and name in answered else "down" for name in names}
+        up = sum(state == "up" for state in servers.values())
+        status = "ok" if up == len(servers) else "degraded" if up else "down"
+        return {"status": status, "servers": servers, "latency_ms": round(took * 1000, 3)}
 
 
 def _digest(text: str) -> str:
