@@ -23,6 +23,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
+from ._lifecycle import Lifespan, lifespan
 from ._policy import UNSET
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",

@@ -1,0 +1,669 @@
+"""Sessions: read-through / write-through caching in front of the application's database.
+
+    from memo.sessions import SessionCache
+
+    sessions = SessionCache(cache, ns="sessions", ttl=1800, owner="user_id")
+    sid = sessions.new_id()
+    s = await sessions.acreate(sid, insert=lambda: repo.insert(sid, user_id))
+    s = await sessions.aget(sid, user_id=uid, load=repo.fetch)   # None: absent or not uid's
+    s = await sessions.awrite(sid, write=lambda: repo.add_message(sid, msg))
+    await sessions.adelete(sid, delete=lambda: repo.delete(sid))
+
+The database is the truth; memo never owns the table. `load`, `insert`,
+`write` and `delete` are the application's own functions (any driver, any
+ORM, sync or async), and a session is whatever they return, stored with
+memo's typed codec (never pickle).
+
+How stale state is kept out (the leases of "Scaling Memcache at Facebook"):
+
+- A read that misses takes a lease (an `add`ed marker) before it loads, and
+  installs what it loaded only with `cas` against that lease. Anything that
+  touched the key in between (a write's lock, a delete) voids the lease, so a
+  fill that loaded before a write can never install its older state after it.
+- A write first locks the key (overwrites it with its own marker), then runs
+  the database write, then installs the state the write returned with `cas`
+  against its lock, or deletes the key if anything else changed it meanwhile.
+  Readers that meet a marker wait briefly, then read the database without
+  installing anything.
+- memo never reads, modifies and writes back a cached session: every change is
+  the application's atomic database operation, and the cache receives the
+  state that operation returned.
+
+When memcached cannot be reached after a database write, the key keeps the
+write's lock marker (reads go to the database until it expires, `lease_ttl`
+seconds) or, if memcached was unreachable before the write too, whatever it
+held before. The process remembers such keys, bypasses the cache for them and
+deletes them at its first successful contact with memcached; see the README's
+"Sessions" section for the bound that leaves.
+
+Everything that talks to memcached is written once, as generators of
+backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
+backend's sync and async methods and call the application's functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._cache import Cache
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
+from ._errors import BackendError, ConfigurationError, SerializationError
+from ._keys import safe_segment
+from ._policy import OnError, check_on_error, check_ttl
+
+__all__ = ["SessionCache"]
+
+logger = logging.getLogger("memo")
+_monotonic = time.monotonic
+
+S = TypeVar("S")
+Op = tuple[str, tuple[Any, ...]]
+Steps = Generator[Op, Any, Any]
+
+#: Step op: run the application's function (args: the callable). Not a backend method.
+_CALL = "call"
+#: What a guarded backend step returns when the backend failed (the error is counted).
+_FAILED: Any = type("_Failed", (), {"__repr__": lambda self: "<backend failed>"})()
+#: What decoding returns for bytes that are not a session (a marker, garbage, expired).
+_NOT_A_SESSION: Any = type("_NotASession", (), {"__repr__": lambda self: "<not a session>"})()
+#: `user_id` not given: allowed only when the SessionCache checks no owner.
+_UNCHECKED: Any = type("_Unchecked", (), {"__repr__": lambda self: "<no user given>"})()
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_MIN_ID_LENGTH = 22  # 22 URL-safe base64 characters carry 132 bits
+_MAX_ID_LENGTH = 512
+_MAX_PENDING = 100_000
+
+
+# -- lease steps ----------------------------------------------------------------
+# A lease marker is memo's wire format with a flag no codec version knows, so
+# it never decodes as a value; the random token tells one holder from another.
+
+_MARKER_HEADER = b"m\x01\x80"
+
+
+def _new_marker() -> bytes:
+    return _MARKER_HEADER + secrets.token_hex(8).encode()
+
+
+def _is_marker(raw: bytes) -> bool:
+    return raw.startswith(_MARKER_HEADER)
+
+
+@dataclass(frozen=True)
+class _Acquired:
+    unique: int
+
+
+@dataclass(frozen=True)
+class _Found:
+    raw: bytes
+
+
+_HELD = "held"
+
+
+def _acquire(key: str, ttl: float) -> Generator[Op, Any, _Acquired | _Found | str | None]:
+    """Miss path: `add` a marker and `gets` the key in one round trip.
+
+    Returns `_Acquired(unique)` (ours: load, then `_store`), `_Found(raw)` (a
+    value arrived meanwhile), `_HELD` (someone else's marker) or None (the key
+    vanished between the two commands: load without installing).
+    """
+    marker = _new_marker()
+    added, now = yield ("lease", (key, marker, ttl))
+    if now is None:
+        return None
+    raw, unique = now
+    if added and raw == marker:
+        return _Acquired(unique)
+    return _HELD if _is_marker(raw) else _Found(raw)
+
+
+def _lock(key: str, ttl: float) -> Generator[Op, Any, int | None]:
+    """Write path: overwrite the key with our marker; return its cas unique (None: not ours)."""
+    marker = _new_marker()
+    if not (yield ("set", (key, marker, ttl))):
+        return None
+    now = yield ("gets", (key,))
+    return now[1] if now is not None and now[0] == marker else None
+
+
+def _store(key: str, data: bytes, ttl: float, unique: int) -> Generator[Op, Any, bool]:
+    """Install `data` only if the key still holds our marker; False: the lease was voided."""
+    return bool((yield ("cas", (key, data, ttl, unique))))
+
+
+def _wait(key: str, deadline: float) -> Generator[Op, Any, bytes | None]:
+    """Poll until a value replaces the marker, the key is gone, or `deadline` (monotonic) passes."""
+    pause = 0.002
+    while True:
+        raw = yield ("get", (key,))
+        if raw is None or not _is_marker(raw):
+            return raw  # type: ignore[no-any-return]
+        left = deadline - _monotonic()
+        if left <= 0:
+            return None
+        yield ("sleep", (min(pause, left),))
+        pause = min(pause * 2, 0.02)
+
+
+def _invalidate(key: str) -> Generator[Op, Any, bool]:
+    """Delete the key: drops a value and voids any lease in flight."""
+    return bool((yield ("delete", (key,))))
+
+
+# -- the session cache ----------------------------------------------------------------
+
+
+class SessionCache(Generic[S]):
+    """Sessions cached in front of the database, checked against their owner on every read.
+
+    Args:
+        cache: the `memo.Cache` to store in (its backend, key prefix, `on_error`).
+        ns: a name for these sessions; part of every key.
+        ttl: the longest a session stays cached (seconds); never longer than the
+            session's own expiry (see `expires`).
+        owner: how to find a session's owner: an attribute or key name
+            (`"user_id"`), or a callable taking the session. Every read compares
+            it with the `user_id` the caller gives; a session of another user is
+            reported as absent (`None`) and counted as `forbidden`. None: no
+            ownership check (then `get` takes no `user_id`).
+        expires: the session's expiry: an attribute or key name, or a callable,
+            giving a datetime (naive means UTC) or Unix time, or None. A session
+            past it is absent to `get`, and the cache never keeps it longer.
+            None: sessions have no expiry of their own.
+        types: classes the codec may rebuild beyond those `load`/`write` returned
+            in this process (e.g. a dataclass only ever read here).
+        secret: key for the digest that turns session ids into cache keys
+            (default: derived from `ns`). Raw ids, bearer secrets, never reach
+            memcached; with a secret of its own, nobody holding an id can even
+            find its key.
+        lease_ttl: seconds a fill's lease or a write's lock lives at most (its
+            holder may have died); make it longer than your slowest write.
+        wait: seconds a read waits for another fill or write to finish before
+            reading the database itself.
+        on_error: overrides the Cache's: "ignore" (fail open to the database) or "raise".
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        ns: str = "sessions",
+        ttl: float = 1800,
+        owner: str | Callable[[Any], Any] | None = "user_id",
+        *,
+        expires: str | Callable[[Any], Any] | None = "expires_at",
+        types: Iterable[type] = (),
+        secret: bytes | str | None = None,
+        lease_ttl: float = 5.0,
+        wait: float = 0.05,
+        on_error: OnError | None = None,
+    ) -> None:
+        if not isinstance(cache, Cache):
+            raise ConfigurationError(f"SessionCache needs a memo.Cache, got {cache!r}")
+        checked_ttl = check_ttl(ttl, "ttl")
+        if checked_ttl is None:
+            raise ConfigurationError(
+                "a session cache needs a ttl in seconds (None would keep sessions forever)"
+            )
+        if not (isinstance(lease_ttl, (int, float)) and lease_ttl > 0):
+            raise ConfigurationError(f"lease_ttl must be > 0 seconds, got {lease_ttl!r}")
+        if not (isinstance(wait, (int, float)) and wait >= 0):
+            raise ConfigurationError(f"wait must be >= 0 seconds, got {wait!r}")
+        self.cache = cache
+        self.ns = ns
+        self.ttl = checked_ttl
+        self.lease_ttl = float(lease_ttl)
+        self.wait = float(wait)
+        self.on_error: OnError = check_on_error(on_error) if on_error is not None else cache.on_error
+        self._owner = _getter(owner, "owner")
+        self._expires = _getter(expires, "expires")
+        self.codec = Codec(TypeRegistry(types, parent=GLOBAL_TYPES), cache.compress_threshold)
+        material = secret.encode() if isinstance(secret, str) else secret
+        self._secret = hashlib.blake2b(material or b"memo.sessions:" + ns.encode(), digest_size=32).digest()
+        self._key_head = f"{cache.prefix}~s:{safe_segment(ns, 48)}:"
+        self._pending: set[str] = set()
+        self._warned_encode = False
+        self._stats = dict.fromkeys(_COUNTERS, 0)
+
+    def __repr__(self) -> str:
+        return f"SessionCache({self.cache!r}, ns={self.ns!r}, ttl={self.ttl!r})"
+
+    # -- pure helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def new_id() -> str:
+        """Return a new session id: 256 random bits from the OS CSPRNG, 43 URL-safe characters."""
+        return secrets.token_urlsafe(32)
+
+    def key_for(self, sid: str) -> str:
+        """Return the memcached key of session `sid`: a keyed digest, never the id itself."""
+        digest = hashlib.blake2b(sid.encode("utf-8", "surrogatepass"), key=self._secret, digest_size=16)
+        return self._key_head + digest.hexdigest()
+
+    def stats(self) -> dict[str, int]:
+        """Return counters: hits, misses, forbidden, expired, fills, writes, lease_lost,
+        lease_waits, bypassed (calls served by the database alone because the
+        cache failed), invalidations, pending (keys waiting to be invalidated),
+        decode_errors, encode_errors; backend errors are in `cache.stats(ns)`.
+        """
+        return {**self._stats, "pending": len(self._pending)}
+
+    def _count(self, name: str) -> None:
+        self._stats[name] += 1
+
+    def _decode(self, raw: bytes) -> Any:
+        if _is_marker(raw):
+            return _NOT_A_SESSION
+        try:
+            return self.codec.decode(raw)
+        except DecodeError:
+            self._count("decode_errors")
+            return _NOT_A_SESSION
+
+    def _encode(self, value: Any) -> tuple[bytes, float] | None:
+        """Return (bytes, cache ttl) to install, or None when the value must not be cached."""
+        ttl = self._ttl_for(value)
+        if ttl is None:
+            return None
+        try:
+            return self.codec.encode(value), ttl
+        except SerializationError as exc:
+            self._count("encode_errors")
+            if not self._warned_encode:
+                self._warned_encode = True
+                logger.warning("memo: sessions of %r are not cached: %s", self.ns, exc)
+            return None
+
+    def _expiry(self, value: Any) -> float | None:
+        if self._expires is None:
+            return None
+        found = self._expires(value)
+        if found is None:
+            return None
+        if isinstance(found, _dt.datetime):
+            if found.tzinfo is None:
+                found = found.replace(tzinfo=_dt.timezone.utc)
+            return found.timestamp()
+        if isinstance(found, (int, float)) and not isinstance(found, bool):
+            return float(found)
+        raise TypeError(
+            f"the expiry of a session must be a datetime or a Unix time, got {type(found).__name__}; "
+            "set SessionCache(expires=...) to the right attribute, a callable, or None"
+        )
+
+    def _ttl_for(self, value: Any) -> float | None:
+        """Seconds to cache `value`: at most `ttl`, never past its expiry; None if expired."""
+        expiry = self._expiry(value)
+        if expiry is None:
+            return self.ttl
+        left = expiry - time.time()
+        return min(self.ttl, left) if left > 0 else None
+
+    def _answer(self, value: Any, user_id: Any) -> Any:
+        """What `get` returns for a session found or loaded: None if absent, expired or not the user's."""
+        if value is None or value is _NOT_A_SESSION:
+            return None
+        if self._ttl_for(value) is None:
+            self._count("expired")
+            return None
+        if self._owner is not None and self._owner(value) != user_id:
+            self._count("forbidden")
+            return None
+        return value
+
+    def _check_user(self, user_id: Any) -> None:
+        if self._owner is not None and user_id is _UNCHECKED:
+            raise TypeError("user_id is required: this SessionCache checks every session's owner")
+        if self._owner is None and user_id is not _UNCHECKED:
+            raise TypeError("user_id given, but this SessionCache has owner=None and checks no owner")
+
+    # -- guarded steps (fail open) --------------------------------------------------------
+
+    def _guard(self, what: str, steps: Generator[Op, Any, Any]) -> Steps:
+        """Run backend steps; on a backend failure count it (or raise) and return `_FAILED`."""
+        try:
+            return (yield from steps)
+        except BackendError as exc:
+            self.cache.record_error(self.ns, what, exc, self.on_error)
+            return _FAILED
+
+    def _one(self, name: str, *args: Any) -> Steps:
+        return (yield (name, args))
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], release: str | None) -> Steps:
+        """Run the application's function; if it raises, drop the key (`release`) first."""
+        try:
+            return (yield (_CALL, (fn, *args)))
+        except BaseException:
+            if release is not None:
+                yield from self._invalidate(release)
+            raise
+
+    def _invalidate(self, key: str) -> Steps:
+        """Delete `key`; when that fails remember it, bypass it, and retry on later calls."""
+        self._count("invalidations")
+        try:
+            yield from _invalidate(key)
+        except BackendError as exc:
+            self._remember(key)
+            self.cache.record_error(self.ns, "invalidating a session", exc, self.on_error)
+
+    def _remember(self, key: str) -> None:
+        if len(self._pending) < _MAX_PENDING:
+            self._pending.add(key)
+        else:
+            logger.error("memo: %d session keys wait to be invalidated; dropping %s", _MAX_PENDING, key)
+
+    def _flush_pending(self) -> Steps:
+        """Delete the keys earlier writes could not update, before anything reads the cache."""
+        if not self._pending or not self.cache.is_available:
+            return
+        keys = list(self._pending)
+        done = yield from self._guard("invalidating sessions", self._one("delete_many", keys))
+        if done is not _FAILED:
+            self._pending.difference_update(keys)
+
+    # -- the protocols ----------------------------------------------------------------------
+
+    def _read(self, sid: str, user_id: Any, load: Callable[[str], Any]) -> Steps:
+        key = self.key_for(sid)
+        yield from self._flush_pending()
+        if key in self._pending:
+            return (yield from self._bypass(load, sid, user_id))
+        raw = yield from self._guard("a session read", self._one("get", key))
+        if raw is _FAILED:
+            return (yield from self._bypass(load, sid, user_id))
+        if raw is not None:
+            value = self._decode(raw)
+            if value is not _NOT_A_SESSION:
+                self._count("hits")
+                return self._answer(value, user_id)
+        self._count("misses")
+        got = yield from self._guard("a session lease", _acquire(key, self.lease_ttl))
+        if got is _FAILED:
+            return (yield from self._bypass(load, sid, user_id))
+        if got == _HELD:
+            self._count("lease_waits")
+            deadline = _monotonic() + self.wait
+            got = yield from self._guard("waiting for a session", _wait(key, deadline))
+            got = _Found(got) if isinstance(got, bytes) else None
+        if isinstance(got, _Found):
+            value = self._decode(got.raw)
+            if value is not _NOT_A_SESSION:
+                return self._answer(value, user_id)
+            if not _is_marker(got.raw):
+                yield from self._invalidate(key)  # bytes that are not a session: the next read refills
+            got = None
+        if not isinstance(got, _Acquired):
+            # Someone else's marker, or bytes that are not a session: read the database, install nothing.
+            return self._answer((yield from self._call(load, (sid,), None)), user_id)
+        value = yield from self._call(load, (sid,), key)
+        install = None if value is None else self._encode(value)
+        if install is None:
+            yield from self._invalidate(key)  # our marker; an absent or expired session is not cached
+        else:
+            stored = yield from self._guard("storing a session", _store(key, *install, got.unique))
+            if stored is True:
+                self._count("fills")
+            elif stored is False:
+                self._count("lease_lost")
+        return self._answer(value, user_id)
+
+    def _bypass(self, load: Callable[[str], Any], sid: str, user_id: Any) -> Steps:
+        self._count("bypassed")
+        return self._answer((yield from self._call(load, (sid,), None)), user_id)
+
+    def _write(self, sid: str, fn: Callable[[], Any]) -> Steps:
+        key = self.key_for(sid)
+        yield from self._flush_pending()
+        unique = yield from self._guard("locking a session", _lock(key, self.lease_ttl))
+        state = yield from self._call(fn, (), key)
+        install = None if state is None else self._encode(state)
+        if unique is _FAILED or unique is None or install is None:
+            yield from self._invalidate(key)
+            return state
+        stored = yield from self._guard("storing a session", _store(key, *install, unique))
+        if stored is True:
+            self._count("writes")
+        else:  # voided (a concurrent write or delete) or failed: whatever is there must go
+            if stored is False:
+                self._count("lease_lost")
+            yield from self._invalidate(key)
+        return state
+
+    def _create(self, sid: str, insert: Callable[[], Any]) -> Steps:
+        _check_new_id(sid)
+        key = self.key_for(sid)
+        state = yield from self._call(insert, (), None)
+        install = None if state is None else self._encode(state)
+        if install is None:
+            return state
+        # A new id has no older state anywhere, so `add` is enough: it fails only if a
+        # reader's lease is there, which the reader resolves (its load sees the row or not).
+        added = yield from self._guard("storing a new session", self._one("add", key, *install))
+        if added is True:
+            self._count("writes")
+        return state
+
+    def _delete(self, sid: str, fn: Callable[[], Any]) -> Steps:
+        key = self.key_for(sid)
+        yield from self._flush_pending()
+        # Lock first: if memcached goes away during the delete, the marker (not the
+        # deleted session) is what it holds until lease_ttl.
+        yield from self._guard("locking a session", _lock(key, self.lease_ttl))
+        result = yield from self._call(fn, (), key)
+        yield from self._invalidate(key)
+        return result
+
+    def _touch(self, sid: str) -> Steps:
+        key = self.key_for(sid)
+        got = yield from self._guard("a session read", self._one("gets", key))
+        if got is _FAILED or got is None:
+            return False
+        raw, unique = got
+        value = self._decode(raw)
+        if value is _NOT_A_SESSION:
+            return False  # a lease or lock: never prolong one
+        ttl = self._ttl_for(value)
+        if ttl is None:
+            yield from self._invalidate(key)
+            return False
+        # cas, not touch: only the exact entry read gets the new lifetime.
+        return (yield from self._guard("touching a session", self._one("cas", key, raw, ttl, unique))) is True
+
+    def _revoke(self, ids: Iterable[str]) -> Steps:
+        keys = [self.key_for(sid) for sid in ids]
+        if not keys:
+            return
+        self._stats["invalidations"] += len(keys)
+        done = yield from self._guard("revoking sessions", self._one("delete_many", keys))
+        if done is _FAILED:
+            for key in keys:
+                self._remember(key)
+
+    # -- drivers -------------------------------------------------------------------------------
+
+    def _run(self, steps: Steps) -> Any:
+        backend = self.cache.backend
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            result = error = None
+            name, args = op
+            try:
+                if name == _CALL:
+                    result = args[0](*args[1:])
+                    if inspect.isawaitable(result):
+                        _refuse_awaitable(result, args[0])
+                elif name == "sleep":
+                    time.sleep(args[0])
+                else:
+                    result = getattr(backend, name)(*args)
+            except BaseException as exc:  # the steps decide: fail open, clean up, or re-raise
+                error = exc
+
+    async def _arun(self, steps: Steps) -> Any:
+        backend = self.cache.backend
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            result = error = None
+            name, args = op
+            try:
+                if name == _CALL:
+                    result = args[0](*args[1:])
+                    if inspect.isawaitable(result):
+                        result = await result
+                elif name == "sleep":
+                    await asyncio.sleep(args[0])
+                else:
+                    result = await getattr(backend, "a" + name)(*args)
+            except BaseException as exc:
+                error = exc
+
+    # -- public API: sync ---------------------------------------------------------------------
+
+    def get(self, sid: str, *, user_id: Any = _UNCHECKED, load: Callable[[str], S | None]) -> S | None:
+        """Return session `sid` if it exists, has not expired and belongs to `user_id`; else None.
+
+        Read-through: a miss calls `load(sid)` (the database) and caches what it
+        returns. A session of another user looks exactly like a missing one.
+        """
+        self._check_user(user_id)
+        if not _plausible_id(sid):
+            self._count("misses")
+            return None
+        return self._run(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+
+    def create(self, sid: str, *, insert: Callable[[], S]) -> S:
+        """Run `insert()` (the database first), then cache the session it returns.
+
+        `sid` must come from `new_id()` or be as strong (at least 22 URL-safe
+        characters): a session id a client made up is refused (`ValueError`).
+        """
+        return self._run(self._create(sid, insert))  # type: ignore[no-any-return]
+
+    def write(self, sid: str, *, write: Callable[[], S | None]) -> S | None:
+        """Lock the session's key, run `write()` (the database), then cache the state it returns.
+
+        `write` must be the application's atomic database change and return the
+        session's new state (None: the session is gone; the key is dropped).
+        """
+        return self._run(self._write(sid, write))  # type: ignore[no-any-return]
+
+    def delete(self, sid: str, *, delete: Callable[[], Any]) -> Any:
+        """Run `delete()` (the database), then drop the cached session; return what `delete` returned."""
+        return self._run(self._delete(sid, delete))
+
+    def touch(self, sid: str) -> bool:
+        """Give a cached session a fresh `ttl` (never past its expiry); False if it was not cached."""
+        return self._run(self._touch(sid))  # type: ignore[no-any-return]
+
+    def revoke(self, ids: Iterable[str]) -> None:
+        """Drop these sessions from the cache, after the application deleted them in the database."""
+        self._run(self._revoke(ids))
+
+    # -- public API: async -----------------------------------------------------------------------
+
+    async def aget(
+        self, sid: str, *, user_id: Any = _UNCHECKED, load: Callable[[str], Awaitable[S | None] | S | None]
+    ) -> S | None:
+        """Async `get`; `load` may be a coroutine function."""
+        self._check_user(user_id)
+        if not _plausible_id(sid):
+            self._count("misses")
+            return None
+        return await self._arun(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+
+    async def acreate(self, sid: str, *, insert: Callable[[], Awaitable[S] | S]) -> S:
+        """Async `create`."""
+        return await self._arun(self._create(sid, insert))  # type: ignore[no-any-return]
+
+    async def awrite(self, sid: str, *, write: Callable[[], Awaitable[S | None] | S | None]) -> S | None:
+        """Async `write`."""
+        return await self._arun(self._write(sid, write))  # type: ignore[no-any-return]
+
+    async def adelete(self, sid: str, *, delete: Callable[[], Any]) -> Any:
+        """Async `delete`."""
+        return await self._arun(self._delete(sid, delete))
+
+    async def atouch(self, sid: str) -> bool:
+        """Async `touch`."""
+        return await self._arun(self._touch(sid))  # type: ignore[no-any-return]
+
+    async def arevoke(self, ids: Iterable[str]) -> None:
+        """Async `revoke`."""
+        await self._arun(self._revoke(ids))
+
+
+_COUNTERS = (
+    "hits",
+    "misses",
+    "forbidden",
+    "expired",
+    "fills",
+    "writes",
+    "lease_lost",
+    "lease_waits",
+    "bypassed",
+    "invalidations",
+    "decode_errors",
+    "encode_errors",
+)
+
+
+def _getter(spec: str | Callable[[Any], Any] | None, what: str) -> Callable[[Any], Any] | None:
+    """Turn an attribute/key name into a function of the session (a callable stays as it is)."""
+    if spec is None or callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ConfigurationError(f"{what} must be an attribute or key name, a callable or None, got {spec!r}")
+
+    def get(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return value.get(spec)
+        return getattr(value, spec, None)
+
+    return get
+
+
+def _plausible_id(sid: Any) -> bool:
+    return isinstance(sid, str) and 0 < len(sid) <= _MAX_ID_LENGTH
+
+
+def _check_new_id(sid: Any) -> None:
+    if not (
+        isinstance(sid, str) and _MIN_ID_LENGTH <= len(sid) <= _MAX_ID_LENGTH and _ID_CHARS.issuperset(sid)
+    ):
+        raise ValueError(
+            "a new session id must be at least 22 URL-safe characters (A-Z a-z 0-9 - _) from a "
+            "CSPRNG: use SessionCache.new_id(); never accept an id the client chose"
+        )
+
+
+def _refuse_awaitable(result: Any, fn: Callable[..., Any]) -> None:
+    if inspect.iscoroutine(result):
+        result.close()
+    raise TypeError(
+        f"{getattr(fn, '__qualname__', fn)!r} returned an awaitable: use the async methods "
+        "(aget, acreate, awrite, adelete) with async database functions"
+    )
