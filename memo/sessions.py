@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._cache import Cache
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease, lease_marker
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._keys import safe_segment
 from ._policy import OnError, check_on_error, check_ttl
@@ -85,18 +85,10 @@ _MAX_PENDING = 100_000
 
 
 # -- lease steps ----------------------------------------------------------------
-# A lease marker is memo's wire format with a flag no codec version knows, so
-# it never decodes as a value; the random token tells one holder from another.
-
-_MARKER_HEADER = b"m\x01\x80"
 
 
 def _new_marker() -> bytes:
-    return _MARKER_HEADER + secrets.token_hex(8).encode()
-
-
-def _is_marker(raw: bytes) -> bool:
-    return raw.startswith(_MARKER_HEADER)
+    return lease_marker(secrets.token_hex(8))
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ def _acquire(key: str, ttl: float) -> Generator[Op, Any, _Acquired | _Found | st
     raw, unique = now
     if added and raw == marker:
         return _Acquired(unique)
-    return _HELD if _is_marker(raw) else _Found(raw)
+    return _HELD if is_lease(raw) else _Found(raw)
 
 
 def _lock(key: str, ttl: float) -> Generator[Op, Any, int | None]:
@@ -148,7 +140,7 @@ def _wait(key: str, deadline: float) -> Generator[Op, Any, bytes | None]:
     pause = 0.002
     while True:
         raw = yield ("get", (key,))
-        if raw is None or not _is_marker(raw):
+        if raw is None or not is_lease(raw):
             return raw  # type: ignore[no-any-return]
         left = deadline - _monotonic()
         if left <= 0:
@@ -263,8 +255,11 @@ class SessionCache(Generic[S]):
         self._stats[name] += 1
 
     def _decode(self, raw: bytes) -> Any:
-        if _is_marker(raw):
+        if is_lease(raw):
             return _NOT_A_SESSION
+        until = expires_ms(raw)
+        if until is not None and until <= time.time() * 1000:
+            return _NOT_A_SESSION  # the cached copy's own lifetime is over (memcached rounds up)
         try:
             return self.codec.decode(raw)
         except DecodeError:
@@ -277,7 +272,7 @@ class SessionCache(Generic[S]):
         if ttl is None:
             return None
         try:
-            return self.codec.encode(value), ttl
+            return self.codec.encode(value, int((time.time() + ttl) * 1000)), ttl
         except SerializationError as exc:
             self._count("encode_errors")
             if not self._warned_encode:
@@ -402,7 +397,7 @@ class SessionCache(Generic[S]):
             value = self._decode(got.raw)
             if value is not _NOT_A_SESSION:
                 return self._answer(value, user_id)
-            if not _is_marker(got.raw):
+            if not is_lease(got.raw):
                 yield from self._invalidate(key)  # bytes that are not a session: the next read refills
             got = None
         if not isinstance(got, _Acquired):
@@ -475,12 +470,13 @@ class SessionCache(Generic[S]):
         value = self._decode(raw)
         if value is _NOT_A_SESSION:
             return False  # a lease or lock: never prolong one
-        ttl = self._ttl_for(value)
-        if ttl is None:
+        install = self._encode(value)  # the exact lifetime travels in the header: write a new one
+        if install is None:
             yield from self._invalidate(key)
             return False
-        # cas, not touch: only the exact entry read gets the new lifetime.
-        return (yield from self._guard("touching a session", self._one("cas", key, raw, ttl, unique))) is True
+        # cas, not touch: only the exact entry read gets the new lifetime, never a marker.
+        touched = yield from self._guard("touching a session", self._one("cas", key, *install, unique))
+        return touched is True
 
     def _revoke(self, ids: Iterable[str]) -> Steps:
         keys = [self.key_for(sid) for sid in ids]
