@@ -492,7 +492,9 @@ def test_a_write_memcached_missed_is_invalidated_at_the_first_contact(
     # runs: neither the lock nor the update reaches memcached, which still holds
     # version 1 when it answers again. The process remembers the key, bypasses it,
     # and deletes it before its next read.
-    cache = memo.Cache(own_server.url, timeout=0.05, connect_timeout=0.05, failure_threshold=1, retry_after=0.3)
+    cache = memo.Cache(
+        own_server.url, timeout=0.05, connect_timeout=0.05, failure_threshold=1, retry_after=0.3
+    )
     sessions: SessionCache[Any] = SessionCache(cache)
     sid = new(sessions, db)
     own_server.pause()

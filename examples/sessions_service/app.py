@@ -11,8 +11,6 @@ MEMCACHED_ENABLED, MEMCACHED_HOSTS, MEMCACHED_TTL, MEMCACHED_FALLBACK, MEMCACHED
 MEMCACHED_TIMEOUT.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import os
 from collections.abc import AsyncIterator
