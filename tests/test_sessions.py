@@ -348,7 +348,7 @@ def test_concurrent_writes_leave_the_last_committed_state(cache: memo.Cache, db:
 
     def writer(n: int) -> None:
         for i in range(20):
-            sessions.write(sid, write=lambda: db.add_message(sid, f"{n}:{i}"))
+            sessions.write(sid, write=lambda i=i: db.add_message(sid, f"{n}:{i}"))  # type: ignore[misc]
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for t in threads:
