@@ -51,13 +51,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._cache import Cache
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease, lease_marker
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._keys import safe_segment
+from ._leases import HELD, Acquired, Found, acquire, invalidate, lock, store, wait
 from ._policy import OnError, check_on_error, check_ttl
 
 __all__ = ["SessionCache"]
@@ -82,76 +82,6 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 _MIN_ID_LENGTH = 22  # 22 URL-safe base64 characters carry 132 bits
 _MAX_ID_LENGTH = 512
 _MAX_PENDING = 100_000
-
-
-# -- lease steps ----------------------------------------------------------------
-
-
-def _new_marker() -> bytes:
-    return lease_marker(secrets.token_hex(8))
-
-
-@dataclass(frozen=True)
-class _Acquired:
-    unique: int
-
-
-@dataclass(frozen=True)
-class _Found:
-    raw: bytes
-
-
-_HELD = "held"
-
-
-def _acquire(key: str, ttl: float) -> Generator[Op, Any, _Acquired | _Found | str | None]:
-    """Miss path: `add` a marker and `gets` the key in one round trip.
-
-    Returns `_Acquired(unique)` (ours: load, then `_store`), `_Found(raw)` (a
-    value arrived meanwhile), `_HELD` (someone else's marker) or None (the key
-    vanished between the two commands: load without installing).
-    """
-    marker = _new_marker()
-    added, now = yield ("lease", (key, marker, ttl))
-    if now is None:
-        return None
-    raw, unique = now
-    if added and raw == marker:
-        return _Acquired(unique)
-    return _HELD if is_lease(raw) else _Found(raw)
-
-
-def _lock(key: str, ttl: float) -> Generator[Op, Any, int | None]:
-    """Write path: overwrite the key with our marker; return its cas unique (None: not ours)."""
-    marker = _new_marker()
-    if not (yield ("set", (key, marker, ttl))):
-        return None
-    now = yield ("gets", (key,))
-    return now[1] if now is not None and now[0] == marker else None
-
-
-def _store(key: str, data: bytes, ttl: float, unique: int) -> Generator[Op, Any, bool]:
-    """Install `data` only if the key still holds our marker; False: the lease was voided."""
-    return bool((yield ("cas", (key, data, ttl, unique))))
-
-
-def _wait(key: str, deadline: float) -> Generator[Op, Any, bytes | None]:
-    """Poll until a value replaces the marker, the key is gone, or `deadline` (monotonic) passes."""
-    pause = 0.002
-    while True:
-        raw = yield ("get", (key,))
-        if raw is None or not is_lease(raw):
-            return raw  # type: ignore[no-any-return]
-        left = deadline - _monotonic()
-        if left <= 0:
-            return None
-        yield ("sleep", (min(pause, left),))
-        pause = min(pause * 2, 0.02)
-
-
-def _invalidate(key: str) -> Generator[Op, Any, bool]:
-    """Delete the key: drops a value and voids any lease in flight."""
-    return bool((yield ("delete", (key,))))
 
 
 # -- the session cache ----------------------------------------------------------------
@@ -349,7 +279,7 @@ class SessionCache(Generic[S]):
         """Delete `key`; when that fails remember it, bypass it, and retry on later calls."""
         self._count("invalidations")
         try:
-            yield from _invalidate(key)
+            yield from invalidate(key)
         except BackendError as exc:
             self._remember(key)
             self.cache.record_error(self.ns, "invalidating a session", exc, self.on_error)
@@ -385,30 +315,32 @@ class SessionCache(Generic[S]):
                 self._count("hits")
                 return self._answer(value, user_id)
         self._count("misses")
-        got = yield from self._guard("a session lease", _acquire(key, self.lease_ttl))
+        decoded: list[Any] = [None, _NOT_A_SESSION]  # what `usable` decoded last: not decoded twice
+
+        def usable(found: bytes) -> bool:
+            decoded[:] = [found, self._decode(found)]
+            return decoded[1] is not _NOT_A_SESSION
+
+        got = yield from self._guard("a session lease", acquire(key, self.lease_ttl, usable))
         if got is _FAILED:
             return (yield from self._bypass(load, sid, user_id))
-        if got == _HELD:
+        if got is HELD:
             self._count("lease_waits")
             deadline = _monotonic() + self.wait
-            got = yield from self._guard("waiting for a session", _wait(key, deadline))
-            got = _Found(got) if isinstance(got, bytes) else None
-        if isinstance(got, _Found):
-            value = self._decode(got.raw)
-            if value is not _NOT_A_SESSION:
-                return self._answer(value, user_id)
-            if not is_lease(got.raw):
-                yield from self._invalidate(key)  # bytes that are not a session: the next read refills
-            got = None
-        if not isinstance(got, _Acquired):
-            # Someone else's marker, or bytes that are not a session: read the database, install nothing.
+            raw = yield from self._guard("waiting for a session", wait(key, deadline, usable))
+            got = Found(raw) if isinstance(raw, bytes) else None
+        if isinstance(got, Found):
+            value = decoded[1] if decoded[0] is got.raw else self._decode(got.raw)
+            return self._answer(value, user_id)
+        if not isinstance(got, Acquired):
+            # Someone else's marker stayed: read the database, install nothing.
             return self._answer((yield from self._call(load, (sid,), None)), user_id)
         value = yield from self._call(load, (sid,), key)
         install = None if value is None else self._encode(value)
         if install is None:
             yield from self._invalidate(key)  # our marker; an absent or expired session is not cached
         else:
-            stored = yield from self._guard("storing a session", _store(key, *install, got.unique))
+            stored = yield from self._guard("storing a session", store(key, *install, got.unique))
             if stored is True:
                 self._count("fills")
             elif stored is False:
@@ -422,13 +354,13 @@ class SessionCache(Generic[S]):
     def _write(self, sid: str, fn: Callable[[], Any]) -> Steps:
         key = self.key_for(sid)
         yield from self._flush_pending()
-        unique = yield from self._guard("locking a session", _lock(key, self.lease_ttl))
+        unique = yield from self._guard("locking a session", lock(key, self.lease_ttl))
         state = yield from self._call(fn, (), key)
         install = None if state is None else self._encode(state)
         if unique is _FAILED or unique is None or install is None:
             yield from self._invalidate(key)
             return state
-        stored = yield from self._guard("storing a session", _store(key, *install, unique))
+        stored = yield from self._guard("storing a session", store(key, *install, unique))
         if stored is True:
             self._count("writes")
         else:  # voided (a concurrent write or delete) or failed: whatever is there must go
@@ -456,7 +388,7 @@ class SessionCache(Generic[S]):
         yield from self._flush_pending()
         # Lock first: if memcached goes away during the delete, the marker (not the
         # deleted session) is what it holds until lease_ttl.
-        yield from self._guard("locking a session", _lock(key, self.lease_ttl))
+        yield from self._guard("locking a session", lock(key, self.lease_ttl))
         result = yield from self._call(fn, (), key)
         yield from self._invalidate(key)
         return result
