@@ -23,6 +23,8 @@ from memcached_fixtures import MemcachedProcess
 import memo
 from memo.sessions import SessionCache
 
+pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
+
 TABLE = """
 CREATE TABLE chat_sessions (
     id text PRIMARY KEY, user_id text NOT NULL, title text NOT NULL,

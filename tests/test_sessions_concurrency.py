@@ -20,7 +20,7 @@ import pytest
 import memo
 from memo.sessions import SessionCache
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
 
 PROCESSES = 4
 ROUNDS = 400

@@ -22,7 +22,7 @@ from memcached_fixtures import MemcachedProcess
 
 import memo
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
 ROOT = Path(__file__).parent.parent
 
 
