@@ -291,20 +291,37 @@ class SessionCache(Generic[S]):
             logger.error("memo: %d session keys wait to be invalidated; dropping %s", _MAX_PENDING, key)
 
     def _flush_pending(self) -> Steps:
-        """Delete the keys earlier writes could not update, before anything reads the cache."""
-        if not self._pending or not self.cache.is_available:
-            return
+        """Delete the keys earlier writes could not update, before anything reads the cache.
+
+        Returns False when memcached cannot be used now: the call then leaves it alone
+        (one timeout per call at most).
+        """
+        if not self._pending:
+            return True
+        if not self.cache.is_available:
+            return False
         keys = list(self._pending)
         done = yield from self._guard("invalidating sessions", self._one("delete_many", keys))
-        if done is not _FAILED:
-            self._pending.difference_update(keys)
+        if done is _FAILED:
+            return False
+        self._pending.difference_update(keys)
+        return True
+
+    def _unreachable(self, key: str, fn: Callable[[], Any]) -> Steps:
+        """A change while memcached cannot be reached: remember the key first, then run it.
+
+        From then on this process reads the session from the database, and it deletes
+        the key before its next use of memcached.
+        """
+        self._remember(key)
+        self._count("bypassed")
+        return (yield from self._call(fn, (), None))
 
     # -- the protocols ----------------------------------------------------------------------
 
     def _read(self, sid: str, user_id: Any, load: Callable[[str], Any]) -> Steps:
         key = self.key_for(sid)
-        yield from self._flush_pending()
-        if key in self._pending:
+        if not (yield from self._flush_pending()) or key in self._pending:
             return (yield from self._bypass(load, sid, user_id))
         raw = yield from self._guard("a session read", self._one("get", key))
         if raw is _FAILED:
@@ -353,20 +370,25 @@ class SessionCache(Generic[S]):
 
     def _write(self, sid: str, fn: Callable[[], Any]) -> Steps:
         key = self.key_for(sid)
-        yield from self._flush_pending()
-        unique = yield from self._guard("locking a session", lock(key, self.lease_ttl))
+        reachable = yield from self._flush_pending()
+        unique = _FAILED
+        if reachable:
+            unique = yield from self._guard("locking a session", lock(key, self.lease_ttl))
+        if unique is _FAILED:
+            return (yield from self._unreachable(key, fn))
         state = yield from self._call(fn, (), key)
         install = None if state is None else self._encode(state)
-        if unique is _FAILED or unique is None or install is None:
+        if unique is None or install is None:
             yield from self._invalidate(key)
             return state
         stored = yield from self._guard("storing a session", store(key, *install, unique))
         if stored is True:
             self._count("writes")
-        else:  # voided (a concurrent write or delete) or failed: whatever is there must go
-            if stored is False:
-                self._count("lease_lost")
+        elif stored is False:  # voided by a concurrent write or delete: whatever is there must go
+            self._count("lease_lost")
             yield from self._invalidate(key)
+        else:  # memcached went away after the lock: delete at the first contact
+            self._remember(key)
         return state
 
     def _create(self, sid: str, insert: Callable[[], Any]) -> Steps:
@@ -385,10 +407,14 @@ class SessionCache(Generic[S]):
 
     def _delete(self, sid: str, fn: Callable[[], Any]) -> Steps:
         key = self.key_for(sid)
-        yield from self._flush_pending()
+        reachable = yield from self._flush_pending()
         # Lock first: if memcached goes away during the delete, the marker (not the
         # deleted session) is what it holds until lease_ttl.
-        yield from self._guard("locking a session", lock(key, self.lease_ttl))
+        locked = _FAILED
+        if reachable:
+            locked = yield from self._guard("locking a session", lock(key, self.lease_ttl))
+        if locked is _FAILED:
+            return (yield from self._unreachable(key, fn))
         result = yield from self._call(fn, (), key)
         yield from self._invalidate(key)
         return result

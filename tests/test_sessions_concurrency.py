@@ -86,7 +86,9 @@ def test_concurrent_writers_and_readers_across_processes(
 
     prefix = f"conc{random.getrandbits(32):08x}:"
     sessions = _sessions(memcached_url, prefix)
-    conn = psycopg.connect(pg_url, autocommit=True, row_factory=dict_row, options=f"-c search_path={pg_schema}")
+    conn = psycopg.connect(
+        pg_url, autocommit=True, row_factory=dict_row, options=f"-c search_path={pg_schema}"
+    )
     conn.execute(SCHEMA)
     ids = [sessions.new_id() for _ in range(3)]
     for sid in ids:

@@ -474,6 +474,33 @@ def test_memcached_down_or_hung_every_call_goes_to_the_database(
 
 
 @pytest.mark.memcached
+def test_each_call_pays_one_timeout_at_most_while_memcached_hangs(
+    own_server: MemcachedProcess, db: FakeDB
+) -> None:
+    # The breaker never opens here, so every call meets the hung server: a failed cache
+    # step must skip the call's other cache steps, whatever the call is.
+    cache = memo.Cache(own_server.url, timeout=0.05, connect_timeout=0.05, failure_threshold=10_000)
+    sessions: SessionCache[Any] = SessionCache(cache)
+    sid = new(sessions, db)
+    own_server.pause()
+    try:
+        calls: list[Callable[[], Any]] = [
+            lambda: sessions.get(sid, user_id="alice", load=db.load),
+            lambda: sessions.write(sid, write=lambda: db.add_message(sid, "m")),
+            lambda: sessions.touch(sid),
+            lambda: sessions.delete(sid, delete=lambda: None),
+            lambda: sessions.revoke([sid]),
+        ]
+        for call in calls * 3:
+            _, took = _timed(call)
+            assert took < 0.09, (call, took)  # one 50 ms timeout, not two
+        assert sessions.get(sid, user_id="alice", load=db.load)["version"] == 4
+    finally:
+        own_server.resume()
+        cache.close()
+
+
+@pytest.mark.memcached
 def test_on_error_raise_surfaces_backend_errors(own_server: MemcachedProcess, db: FakeDB) -> None:
     cache = memo.Cache(own_server.url, timeout=0.05, connect_timeout=0.05)
     sessions: SessionCache[Any] = SessionCache(cache, on_error="raise")
