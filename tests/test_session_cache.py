@@ -1,7 +1,7 @@
 """SessionCache on every backend: read-through, write-through, ownership, expiry, leases, fail-open.
 
 The "database" here is a dict with a version per session (PostgreSQL is in
-test_sessions_postgres.py and test_sessions_service.py); the cache is real.
+test_sessions_service.py and test_sessions_concurrency.py); the cache is real.
 """
 
 from __future__ import annotations
