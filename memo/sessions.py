@@ -29,12 +29,13 @@ How stale state is kept out (the leases of "Scaling Memcache at Facebook"):
   the application's atomic database operation, and the cache receives the
   state that operation returned.
 
-When memcached cannot be reached after a database write, the key keeps the
-write's lock marker (reads go to the database until it expires, `lease_ttl`
-seconds) or, if memcached was unreachable before the write too, whatever it
-held before. The process remembers such keys, bypasses the cache for them and
-deletes them at its first successful contact with memcached; see the README's
-"Sessions" section for the bound that leaves.
+When memcached cannot be reached after the lock, the key keeps the write's
+lock marker (reads go to the database until it expires, `lease_ttl` seconds).
+When it cannot be reached before the write, it may still hold the state from
+before: the process remembers the key before the database write, reads that
+session from the database, and deletes the key before its next use of
+memcached. The README's "Sessions" section states the bound that leaves for
+other processes.
 
 Everything that talks to memcached is written once, as generators of
 backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
@@ -151,8 +152,15 @@ class SessionCache(Generic[S]):
         self._owner = _getter(owner, "owner")
         self._expires = _getter(expires, "expires")
         self.codec = Codec(TypeRegistry(types, parent=GLOBAL_TYPES), cache.compress_threshold)
-        material = secret.encode() if isinstance(secret, str) else secret
-        self._secret = hashlib.blake2b(material or b"memo.sessions:" + ns.encode(), digest_size=32).digest()
+        material = (secret.encode() if isinstance(secret, str) else secret) or b"memo.sessions"
+        # The namespace is part of the digest key: namespaces whose readable segments
+        # coincide ("a b", "a_b") still never share a key.
+        self._secret = hashlib.blake2b(
+            material,
+            digest_size=32,
+            person=b"memo.sessions",
+            salt=hashlib.blake2b(ns.encode(), digest_size=16).digest(),
+        ).digest()
         self._key_head = f"{cache.prefix}~s:{safe_segment(ns, 48)}:"
         self._pending: set[str] = set()
         self._warned_encode = False

@@ -99,6 +99,8 @@ def test_raw_ids_never_reach_the_backend(cache: memo.Cache, db: FakeDB) -> None:
     assert cache.backend.get(key) is not None
     other = SessionCache(cache, secret="another secret")
     assert other.key_for(sid) != key  # a keyed digest: without the secret the key cannot be found
+    spaced, underscored = SessionCache(cache, ns="a b", secret="s"), SessionCache(cache, ns="a_b", secret="s")
+    assert spaced.key_for(sid) != underscored.key_for(sid)  # same readable segment, never the same key
 
 
 # -- read-through, write-through -----------------------------------------------------------------
