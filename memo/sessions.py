@@ -25,6 +25,9 @@ How stale state is kept out (the leases of "Scaling Memcache at Facebook"):
   against its lock, or deletes the key if anything else changed it meanwhile.
   Readers that meet a marker wait briefly, then read the database without
   installing anything.
+- Nothing is ever installed but by `cas` against the installer's own marker,
+  so even a command that reaches memcached late (its client timed out and moved
+  on) cannot put an older state over a newer one; `set` only ever writes markers.
 - memo never reads, modifies and writes back a cached session: every change is
   the application's atomic database operation, and the cache receives the
   state that operation returned.
@@ -401,17 +404,10 @@ class SessionCache(Generic[S]):
 
     def _create(self, sid: str, insert: Callable[[], Any]) -> Steps:
         _check_new_id(sid)
-        key = self.key_for(sid)
-        state = yield from self._call(insert, (), None)
-        install = None if state is None else self._encode(state)
-        if install is None:
-            return state
-        # A new id has no older state anywhere, so `add` is enough: it fails only if a
-        # reader's lease is there, which the reader resolves (its load sees the row or not).
-        added = yield from self._guard("storing a new session", self._one("add", key, *install))
-        if added is True:
-            self._count("writes")
-        return state
+        # The write path, not a plain `add`: every install is a `cas` against this caller's
+        # own marker, so a command that reaches memcached late (its client timed out and
+        # moved on) can never install an older state over a newer one.
+        return (yield from self._write(sid, insert))
 
     def _delete(self, sid: str, fn: Callable[[], Any]) -> Steps:
         key = self.key_for(sid)

@@ -344,6 +344,50 @@ def test_a_fill_that_loaded_before_a_delete_never_installs_it(cache: memo.Cache,
     assert reader.get(sid, user_id="alice", load=db.load) is None
 
 
+class LateBackend:
+    """A backend whose next write command "reaches the server late": the caller gets a
+    timeout at once, and the command runs when the test says (as memcached runs a request
+    still in its socket buffer after the client gave up on it)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.late: list[tuple[str, tuple[Any, ...]]] = []
+        self.delay_next = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.backend, name)
+        if name not in ("set", "add", "cas"):
+            return method
+
+        def maybe_late(*args: Any) -> Any:
+            if self.delay_next:
+                self.delay_next = False
+                self.late.append((name, args))
+                raise memo.BackendTimeout("no reply in time")
+            return method(*args)
+
+        return maybe_late
+
+    def arrive(self) -> None:
+        for name, args in self.late:
+            getattr(self.backend, name)(*args)
+
+
+def test_a_create_command_arriving_late_never_installs_an_older_state(db: FakeDB) -> None:
+    cache = memo.Cache("memory://")
+    late = LateBackend(cache.backend)
+    cache.backend = late  # type: ignore[assignment]
+    sessions: SessionCache[Any] = SessionCache(cache)
+    sid = sessions.new_id()
+    late.delay_next = True
+    sessions.create(sid, insert=lambda: db.insert(sid, "alice"))  # its cache command times out
+    assert sessions.write(sid, write=lambda: db.add_message(sid, "newer"))["version"] == 2
+    late.backend.delete(sessions.key_for(sid))  # evicted, say
+    late.arrive()  # the create's command runs only now
+    got = sessions.get(sid, user_id="alice", load=db.load)
+    assert got is not None and got["version"] == 2
+
+
 def test_concurrent_writes_leave_the_last_committed_state(cache: memo.Cache, db: FakeDB) -> None:
     sessions: SessionCache[Any] = SessionCache(cache)
     sid = new(sessions, db)
