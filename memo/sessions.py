@@ -194,6 +194,11 @@ class SessionCache(Generic[S]):
 
     def _count(self, name: str) -> None:
         self._stats[name] += 1
+        kind = _EVENT_KINDS.get(name)
+        # The Cache's `on_event=` hook, where the Cache has one (`Cache._emit`).
+        emit = getattr(self.cache, "_emit", None)
+        if kind is not None and emit is not None:
+            emit(kind, self.ns, None, None, None, "sessions")
 
     def _decode(self, raw: bytes) -> Any:
         if is_lease(raw):
@@ -587,6 +592,19 @@ _COUNTERS = (
     "decode_errors",
     "encode_errors",
 )
+
+
+#: Counters that are also `memo.Event` kinds (source "sessions").
+_EVENT_KINDS = {
+    "hits": "hit",
+    "misses": "miss",
+    "forbidden": "forbidden",
+    "fills": "set",
+    "writes": "set",
+    "lease_lost": "lease_lost",
+    "lease_waits": "lease_wait",
+    "decode_errors": "decode_error",
+}
 
 
 def _getter(spec: str | Callable[[Any], Any] | None, what: str) -> Callable[[Any], Any] | None:

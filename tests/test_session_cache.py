@@ -610,3 +610,19 @@ async def test_async_calls_never_block_the_loop_while_memcached_hangs(
         own_server.resume()
         await cache.aclose()
     assert len(lags) > 10 and max(lags) < 0.1, max(lags)
+
+
+def test_events_reach_the_caches_hook(db: FakeDB) -> None:
+    cache = memo.Cache("memory://")
+    seen: list[tuple[Any, ...]] = []
+    cache._emit = lambda *event: seen.append(event)  # type: ignore[attr-defined]
+    sessions: SessionCache[Any] = SessionCache(cache, ns="web")
+    sid = new(sessions, db)
+    sessions.get(sid, user_id="alice", load=db.load)
+    sessions.get(sid, user_id="mallory", load=db.load)
+    assert [(e[0], e[1], e[5]) for e in seen] == [
+        ("set", "web", "sessions"),
+        ("hit", "web", "sessions"),
+        ("hit", "web", "sessions"),
+        ("forbidden", "web", "sessions"),
+    ]
