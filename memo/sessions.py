@@ -347,6 +347,9 @@ class SessionCache(Generic[S]):
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)
+        return (yield from self._miss(key, sid, user_id, load))
+
+    def _miss(self, key: str, sid: str, user_id: Any, load: Callable[[str], Any]) -> Steps:
         self._count("misses")
         decoded: list[Any] = [None, _NOT_A_SESSION]  # what `usable` decoded last: not decoded twice
 
@@ -515,7 +518,22 @@ class SessionCache(Generic[S]):
         if not _plausible_id(sid):
             self._count("misses")
             return None
-        return self._run(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+        if self._pending:
+            return self._run(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+        # The hit path, kept flat (one backend call, no step generators): it runs on every
+        # request. It is `_read` without the pending invalidations, which are none here.
+        key = self.key_for(sid)
+        try:
+            raw = self.cache.backend.get(key)
+        except BackendError as exc:
+            self.cache.record_error(self.ns, "a session read", exc, self.on_error)
+            return self._run(self._bypass(load, sid, user_id))  # type: ignore[no-any-return]
+        if raw is not None:
+            value = self._decode(raw)
+            if value is not _NOT_A_SESSION:
+                self._count("hits")
+                return self._answer(value, user_id)  # type: ignore[no-any-return]
+        return self._run(self._miss(key, sid, user_id, load))  # type: ignore[no-any-return]
 
     def create(self, sid: str, *, insert: Callable[[], S]) -> S:
         """Run `insert()` (the database first), then cache the session it returns.
@@ -555,7 +573,20 @@ class SessionCache(Generic[S]):
         if not _plausible_id(sid):
             self._count("misses")
             return None
-        return await self._arun(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+        if self._pending:
+            return await self._arun(self._read(sid, user_id, load))  # type: ignore[no-any-return]
+        key = self.key_for(sid)  # the flat hit path, as in `get`
+        try:
+            raw = await self.cache.backend.aget(key)
+        except BackendError as exc:
+            self.cache.record_error(self.ns, "a session read", exc, self.on_error)
+            return await self._arun(self._bypass(load, sid, user_id))  # type: ignore[no-any-return]
+        if raw is not None:
+            value = self._decode(raw)
+            if value is not _NOT_A_SESSION:
+                self._count("hits")
+                return self._answer(value, user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._miss(key, sid, user_id, load))  # type: ignore[no-any-return]
 
     async def acreate(self, sid: str, *, insert: Callable[[], Awaitable[S] | S]) -> S:
         """Async `create`."""

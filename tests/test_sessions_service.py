@@ -24,6 +24,8 @@ import memo
 
 pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
 ROOT = Path(__file__).parent.parent
+#: uvicorn's event loop for these tests: "asyncio" (uvicorn's default is uvloop when installed).
+LOOP = "asyncio"
 
 
 def _free_port() -> int:
@@ -41,7 +43,10 @@ class Service:
 
         self.app = app
         self.port = _free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # The asyncio loop; uvicorn picks uvloop when it is installed.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop=LOOP
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
@@ -204,7 +209,7 @@ def test_the_service_configured_from_the_environment(pg_url: str, pg_schema: str
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "examples.sessions_service.app:create_app"]
     proc = subprocess.Popen(
-        [*command, "--port", str(port), "--log-level", "warning"],
+        [*command, "--port", str(port), "--log-level", "warning", "--loop", LOOP],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
