@@ -424,7 +424,8 @@ class Cache:
         Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
         `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
         TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
-        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` override them.
+        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
+        with `key_prefix=` for the key prefix, and `url=`) override them.
 
         Raises:
             ConfigurationError: a variable holds a bad value (the message names it).
@@ -432,6 +433,10 @@ class Cache:
         from ._settings import settings_from_env
 
         url, settings, _ = settings_from_env(os.environ if environ is None else environ, prefix)
+        if "key_prefix" in options:  # `prefix` names the variables here
+            options["prefix"] = options.pop("key_prefix")
+        if options.get("url", url) != url:  # another URL: the variables' server options may not fit it
+            settings = {k: v for k, v in settings.items() if k in ("ttl", "on_error", "prefix")}
         return cls(options.pop("url", url), **{**settings, **options})
 
     @property

@@ -59,9 +59,9 @@ class NullBackend(Backend):
         return False
 
     def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
-        # "Added, and gone already": what a lease looks like when the entry is
-        # evicted at once; the caller loads and its store is refused.
-        return True, None
+        # Granted, and evicted right after: the caller computes at once (nobody else can
+        # hold a lease here) and its `cas` finds nothing, so nothing is stored.
+        return True, (marker, 1)
 
     def get_all(self, key: str) -> dict[str, bytes | None]:
         return {}
@@ -107,7 +107,7 @@ class NullBackend(Backend):
     async def alease(
         self, key: str, marker: bytes, ttl: float | None
     ) -> tuple[bool, tuple[bytes, int] | None]:
-        return True, None
+        return self.lease(key, marker, ttl)
 
     async def aget_all(self, key: str) -> dict[str, bytes | None]:
         return {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,7 +50,25 @@ def test_memo_names_and_overrides() -> None:
     assert cache.ttl is None and cache.on_error == "raise" and cache.prefix == "app:"
     options = cache.backend._options()  # type: ignore[attr-defined]
     assert options["timeout"] == 0.1 and options["connect_timeout"] == 1
-    assert memo.Cache.from_env(environ=env, ttl=5, prefix="other:").ttl == 5
+    overridden = memo.Cache.from_env(environ=env, ttl=5, key_prefix="other:", url="memory://")
+    assert (overridden.ttl, overridden.prefix, overridden.url) == (5, "other:", "memory://")
+    assert overridden.on_error == "raise"  # the rest still from the environment
+
+
+async def test_lifespan_without_caches_closes_the_default_cache() -> None:
+    closed = []
+    cache = memo.configure("memory://")
+    cache.aclose = lambda: closed.append(1) or _done()  # type: ignore[method-assign]
+    try:
+        async with memo.lifespan():
+            pass
+    finally:
+        memo.configure("memory://")
+    assert closed == [1]
+
+
+async def _done() -> None:
+    return None
 
 
 def test_nothing_set_means_memory_and_disabled_means_null() -> None:
@@ -105,7 +124,9 @@ def test_a_disabled_cache_runs_the_function_every_time() -> None:
         calls.append(x)
         return x * 2
 
+    start = time.perf_counter()
     assert [f(1), f(1), f(2)] == [2, 2, 4]
+    assert time.perf_counter() - start < 0.5  # no waiting for leases nobody can hold
     assert calls == [1, 1, 2]
     cache.clear()  # accepted: nothing to clear
     assert cache.health()["status"] == "disabled"
@@ -118,7 +139,9 @@ async def test_a_disabled_cache_async() -> None:
     async def f(x: int) -> int:
         return x + 1
 
+    start = time.perf_counter()
     assert await f(1) == await f(1) == 2
+    assert time.perf_counter() - start < 0.5
     assert cache.stats("n")["hits"] == 0
     assert (await cache.ahealth())["status"] == "disabled"
 
