@@ -51,8 +51,10 @@ import asyncio
 import datetime as _dt
 import hashlib
 import inspect
+import itertools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, Generic, TypeVar
@@ -165,7 +167,11 @@ class SessionCache(Generic[S]):
             salt=hashlib.blake2b(ns.encode(), digest_size=16).digest(),
         ).digest()
         self._key_head = f"{cache.prefix}~s:{safe_segment(ns, 48)}:"
-        self._pending: set[str] = set()
+        # Keys to delete before the next use of memcached, each with the ticket of its
+        # latest failure: a flush forgets a key only if no failure came after its snapshot.
+        self._pending: dict[str, int] = {}
+        self._pending_lock = threading.Lock()
+        self._tickets = itertools.count()
         self._warned_encode = False
         self._stats = dict.fromkeys(_COUNTERS, 0)
 
@@ -301,10 +307,11 @@ class SessionCache(Generic[S]):
             self.cache.record_error(self.ns, "invalidating a session", exc, self.on_error)
 
     def _remember(self, key: str) -> None:
-        if len(self._pending) < _MAX_PENDING:
-            self._pending.add(key)
-        else:
-            logger.error("memo: %d session keys wait to be invalidated; dropping %s", _MAX_PENDING, key)
+        with self._pending_lock:
+            if len(self._pending) < _MAX_PENDING or key in self._pending:
+                self._pending[key] = next(self._tickets)
+                return
+        logger.error("memo: %d session keys wait to be invalidated; dropping %s", _MAX_PENDING, key)
 
     def _flush_pending(self) -> Steps:
         """Delete the keys earlier writes could not update, before anything reads the cache.
@@ -316,11 +323,15 @@ class SessionCache(Generic[S]):
             return True
         if not self.cache.is_available:
             return False
-        keys = list(self._pending)
-        done = yield from self._guard("invalidating sessions", self._one("delete_many", keys))
+        with self._pending_lock:
+            snapshot = dict(self._pending)
+        done = yield from self._guard("invalidating sessions", self._one("delete_many", list(snapshot)))
         if done is _FAILED:
             return False
-        self._pending.difference_update(keys)
+        with self._pending_lock:
+            for key, ticket in snapshot.items():
+                if self._pending.get(key) == ticket:
+                    del self._pending[key]
         return True
 
     def _unreachable(self, key: str, fn: Callable[[], Any]) -> Steps:

@@ -626,3 +626,23 @@ def test_events_reach_the_caches_hook(db: FakeDB) -> None:
         ("hit", "web", "sessions"),
         ("forbidden", "web", "sessions"),
     ]
+
+
+def test_a_failure_during_a_flush_is_not_forgotten(db: FakeDB) -> None:
+    cache = memo.Cache("memory://")
+    sessions: SessionCache[Any] = SessionCache(cache)
+    sid = new(sessions, db)
+    key = sessions.key_for(sid)
+    sessions._remember(key)  # a write could not reach memcached
+    real = cache.backend.delete_many
+
+    def delete_many(keys: Any) -> None:
+        real(keys)
+        sessions._remember(key)  # meanwhile, another thread's write could not either
+
+    cache.backend.delete_many = delete_many  # type: ignore[method-assign]
+    sessions.get(sid, user_id="alice", load=db.load)
+    assert sessions.stats()["pending"] == 1  # still to be deleted: the later failure counts
+    cache.backend.delete_many = real  # type: ignore[method-assign]
+    sessions.get(sid, user_id="alice", load=db.load)
+    assert sessions.stats()["pending"] == 0
