@@ -148,6 +148,32 @@ def test_the_service_end_to_end(start_service: Callable[..., Service], memcached
     assert health["cache"]["status"] == "ok"
 
 
+def test_concurrent_messages_are_all_kept(start_service: Callable[..., Service], memcached_url: str) -> None:
+    """No lost updates: each message is its own atomic statement; the cache gets what it returned."""
+    svc = start_service(_cache(memcached_url))
+    alice = svc.as_user("alice")
+    sid = svc.client.post("/sessions", json={}, headers=alice).json()["id"]
+
+    def post_many(n: int) -> None:
+        with httpx.Client(base_url=str(svc.client.base_url), timeout=10) as client:
+            for i in range(10):
+                response = client.post(
+                    f"/sessions/{sid}/messages", json={"content": f"{n}.{i}"}, headers=alice
+                )
+                assert response.status_code == 200
+
+    threads = [threading.Thread(target=post_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(2):  # whether from the cache or refilled (a write that lost its lock deletes)
+        session = svc.client.get(f"/sessions/{sid}", headers=alice).json()
+        assert session["message_count"] == 40 and session["version"] == 41
+    messages = svc.client.get(f"/sessions/{sid}/messages", headers=alice).json()
+    assert sorted(m["content"] for m in messages) == sorted(f"{n}.{i}" for n in range(4) for i in range(10))
+
+
 def test_sessions_expire_with_their_lifetime(
     start_service: Callable[..., Service], memcached_url: str
 ) -> None:
