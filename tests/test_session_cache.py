@@ -510,7 +510,7 @@ def test_memcached_down_or_hung_every_call_goes_to_the_database(
         assert sessions.delete(other, delete=lambda: db.delete(other)) is True
         # Each call gives up after one short timeout at most; once the breaker is open, at once.
         assert max(durations) < 0.2, max(durations)
-        assert sorted(durations)[-5] < 0.01
+        assert sorted(durations)[-5] < 0.04  # no timeout paid once the breaker is open
         assert sessions.stats()["bypassed"] >= 30
         assert cache.stats()["total"]["errors"] >= 1
     finally:
@@ -525,7 +525,7 @@ def test_each_call_pays_one_timeout_at_most_while_memcached_hangs(
 ) -> None:
     # The breaker never opens here, so every call meets the hung server: a failed cache
     # step must skip the call's other cache steps, whatever the call is.
-    cache = memo.Cache(own_server.url, timeout=0.05, connect_timeout=0.05, failure_threshold=10_000)
+    cache = memo.Cache(own_server.url, timeout=0.1, connect_timeout=0.1, failure_threshold=10_000)
     sessions: SessionCache[Any] = SessionCache(cache)
     sid = new(sessions, db)
     own_server.pause()
@@ -539,7 +539,7 @@ def test_each_call_pays_one_timeout_at_most_while_memcached_hangs(
         ]
         for call in calls * 3:
             _, took = _timed(call)
-            assert took < 0.09, (call, took)  # one 50 ms timeout, not two
+            assert took < 0.18, (call, took)  # one 100 ms timeout, not two
         assert sessions.get(sid, user_id="alice", load=db.load)["version"] == 4
     finally:
         own_server.resume()
@@ -609,7 +609,7 @@ async def test_async_calls_never_block_the_loop_while_memcached_hangs(
         tick.cancel()
         own_server.resume()
         await cache.aclose()
-    assert len(lags) > 10 and max(lags) < 0.1, max(lags)
+    assert len(lags) > 10 and max(lags) < 0.15, max(lags)  # a blocking call would stall it 0.2 s
 
 
 def test_events_reach_the_caches_hook(db: FakeDB) -> None:
