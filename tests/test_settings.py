@@ -13,28 +13,35 @@ from memcached_fixtures import MemcachedProcess
 
 import memo
 from memo._null import NullBackend
+from memo._settings import settings_from_env
 
 # -- from_env ------------------------------------------------------------------------------------
 
 
+TEAM = {
+    "MEMCACHED_ENABLED": "true",
+    "MEMCACHED_HOSTS": "127.0.0.1:11211, 127.0.0.1:11212",
+    "MEMCACHED_TTL": "600",
+    "MEMCACHED_FALLBACK": "true",
+    "MEMCACHED_POOL_SIZE": "4",
+    "MEMCACHED_TIMEOUT": "50ms",
+}
+
+
 def test_memcached_names_of_this_team() -> None:
-    cache = memo.Cache.from_env(
-        "MEMCACHED_",
-        environ={
-            "MEMCACHED_ENABLED": "true",
-            "MEMCACHED_HOSTS": "127.0.0.1:11211, 127.0.0.1:11212",
-            "MEMCACHED_TTL": "600",
-            "MEMCACHED_FALLBACK": "true",
-            "MEMCACHED_POOL_SIZE": "4",
-            "MEMCACHED_TIMEOUT": "50ms",
-        },
-    )
-    assert cache.url == "memcached://127.0.0.1:11211,127.0.0.1:11212"
+    url, options, used = settings_from_env(TEAM, "MEMCACHED_")
+    assert url == "memcached://127.0.0.1:11211,127.0.0.1:11212"
+    assert options == {
+        "ttl": 600,
+        "on_error": "ignore",
+        "pool_size": 4,
+        "timeout": 0.05,
+        "connect_timeout": 0.05,
+    }
+    assert sorted(used) == sorted(TEAM)
+    cache = memo.Cache.from_env("MEMCACHED_", environ=TEAM)
     assert cache.backend.servers == ("127.0.0.1:11211", "127.0.0.1:11212")  # type: ignore[attr-defined]
     assert cache.ttl == 600 and cache.on_error == "ignore"
-    options = cache.backend._options()  # type: ignore[attr-defined]
-    assert options["pool_size"] == 4
-    assert options["timeout"] == options["connect_timeout"] == 0.05
 
 
 def test_memo_names_and_overrides() -> None:
@@ -48,7 +55,7 @@ def test_memo_names_and_overrides() -> None:
     }
     cache = memo.Cache.from_env(environ=env)
     assert cache.ttl is None and cache.on_error == "raise" and cache.prefix == "app:"
-    options = cache.backend._options()  # type: ignore[attr-defined]
+    options = settings_from_env(env)[1]
     assert options["timeout"] == 0.1 and options["connect_timeout"] == 1
     overridden = memo.Cache.from_env(environ=env, ttl=5, key_prefix="other:", url="memory://")
     assert (overridden.ttl, overridden.prefix, overridden.url) == (5, "other:", "memory://")
