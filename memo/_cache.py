@@ -414,6 +414,7 @@ class Cache:
         await self.aclose()
 
     # -- configuration from the environment, readiness -----------------------------
+    # Thin doors: the work is in _settings.py and _lifecycle.py.
 
     @classmethod
     def from_env(
@@ -430,14 +431,10 @@ class Cache:
         Raises:
             ConfigurationError: a variable holds a bad value (the message names it).
         """
-        from ._settings import settings_from_env
+        from ._settings import cache_arguments
 
-        url, settings, _ = settings_from_env(os.environ if environ is None else environ, prefix)
-        if "key_prefix" in options:  # `prefix` names the variables here
-            options["prefix"] = options.pop("key_prefix")
-        if options.get("url", url) != url:  # another URL: the variables' server options may not fit it
-            settings = {k: v for k, v in settings.items() if k in ("ttl", "on_error", "prefix")}
-        return cls(options.pop("url", url), **{**settings, **options})
+        url, arguments = cache_arguments(prefix, environ, options)
+        return cls(url, **arguments)
 
     @property
     def is_available(self) -> bool:
@@ -446,10 +443,9 @@ class Cache:
         False for a disabled (`null://`) cache and while every server's circuit
         breaker is open. Use `health()` for a probe that talks to the servers.
         """
-        if self.url.lower().startswith("null:"):
-            return False
-        states = getattr(self.backend, "server_states", None)
-        return states is None or any(state.state != "open" for state in states().values())
+        from ._lifecycle import is_available
+
+        return is_available(self)
 
     def health(self) -> dict[str, Any]:
         """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
@@ -459,34 +455,15 @@ class Cache:
         "down"; `latency_ms` is the probe's duration. Never raises: memo fails
         open, so a cache that is down leaves the application working.
         """
-        if self.url.lower().startswith("null:"):
-            return self._health(None, 0.0)
-        start = _monotonic()
-        try:
-            answered: dict[str, bytes | None] | None = self.backend.get_all(self._root_key)
-        except BackendError:
-            answered = None
-        return self._health(answered, _monotonic() - start)
+        from ._lifecycle import health
+
+        return health(self)
 
     async def ahealth(self) -> dict[str, Any]:
         """Async `health`."""
-        if self.url.lower().startswith("null:"):
-            return self._health(None, 0.0)
-        start = _monotonic()
-        try:
-            answered: dict[str, bytes | None] | None = await self.backend.aget_all(self._root_key)
-        except BackendError:
-            answered = None
-        return self._health(answered, _monotonic() - start)
+        from ._lifecycle import ahealth
 
-    def _health(self, answered: dict[str, bytes | None] | None, took: float) -> dict[str, Any]:
-        if self.url.lower().startswith("null:"):
-            return {"status": "disabled", "servers": {}, "latency_ms": 0.0}
-        names = getattr(self.backend, "servers", None) or tuple(answered or ("default",))
-        servers = {name: "up" if answered is not None and name in answered else "down" for name in names}
-        up = sum(state == "up" for state in servers.values())
-        status = "ok" if up == len(servers) else "degraded" if up else "down"
-        return {"status": status, "servers": servers, "latency_ms": round(took * 1000, 3)}
+        return await ahealth(self)
 
 
 def _digest(text: str) -> str:

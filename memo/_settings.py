@@ -1,7 +1,7 @@
 """Settings from environment variables: what `Cache.from_env` reads, checked and converted.
 
-Pure: reads a mapping (normally `os.environ`), returns a URL and keyword options
-for `Cache`. Every bad value is a `ConfigurationError` naming the variable.
+No I/O: reads a mapping (normally `os.environ`) and returns a URL and keyword
+options for `Cache`. Every bad value is a `ConfigurationError` naming the variable.
 
 Variables, each under a prefix (`MEMO_` by default, `MEMCACHED_` for teams that
 use those names):
@@ -22,12 +22,13 @@ use those names):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from ._errors import ConfigurationError
 
-__all__ = ["settings_from_env"]
+__all__ = ["cache_arguments", "settings_from_env"]
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
@@ -96,6 +97,23 @@ def settings_from_env(
     # Elsewhere (memory://, a disabled cache) the server settings have nothing to act on:
     # they are accepted, so flipping ENABLED needs no other change.
     return url, options, used
+
+
+def cache_arguments(
+    prefix: str, environ: Mapping[str, str] | None, overrides: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Return the URL and keyword arguments of `Cache.from_env`: the variables, then `overrides`.
+
+    `key_prefix=` overrides the key prefix (`prefix` names the variables there);
+    `url=` another URL, which then takes none of the variables' server options.
+    """
+    url, settings, _ = settings_from_env(os.environ if environ is None else environ, prefix)
+    overrides = dict(overrides)
+    if "key_prefix" in overrides:
+        overrides["prefix"] = overrides.pop("key_prefix")
+    if overrides.get("url", url) != url:
+        settings = {k: v for k, v in settings.items() if k in ("ttl", "on_error", "prefix")}
+    return overrides.pop("url", url), {**settings, **overrides}
 
 
 def _bool(name: str, text: str) -> bool:
