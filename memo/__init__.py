@@ -26,6 +26,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
+from ._lifecycle import Lifespan, lifespan
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",

@@ -14,6 +14,8 @@ PUBLIC = {
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",
