@@ -11,11 +11,14 @@ Everything public is re-exported here; the modules behind it are private.
 """
 
 from ._backend import Backend, PartialFailure
-from ._cache import Cache, configure, default_cache
+from ._cache import Cache
+from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
-from ._decorator import AsyncCached, Cached, cached
+from ._decorator import AsyncCached, Cached
+from ._defaults import cached, configure, default_cache
 from ._errors import (
     BackendError,
+    BackendProtocolError,
     BackendTimeout,
     BackendUnavailable,
     ConfigurationError,
@@ -24,18 +27,22 @@ from ._errors import (
     UnkeyableArgumentError,
 )
 from ._events import Event
-from ._policy import UNSET
+from ._lifecycle import Lifespan, lifespan
+from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
     "Cache",
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "Event",
@@ -47,6 +54,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BackendTimeout",
+    "BackendProtocolError",
 ]
 
 __version__ = "0.1.0"

@@ -104,6 +104,20 @@ class Backend(abc.ABC):
         """
         return {"default": self.get(key)}
 
+    def get_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """`get_all` of several control records: `{server: {key: value}}`, absent keys left out.
+
+        Servers that fail are left out; raises only when every server failed.
+        Backends with several servers should read each server in one round trip.
+        """
+        out: dict[str, dict[str, bytes]] = {}
+        for key in keys:
+            for server, value in self.get_all(key).items():
+                found = out.setdefault(server, {})
+                if value is not None:
+                    found[key] = value
+        return out
+
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
         """Write a small control record to every server; return how many stored it.
 
@@ -168,6 +182,16 @@ class Backend(abc.ABC):
         """Async `get_all`."""
         return {"default": await self.aget(key)}
 
+    async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """Async `get_all_many`."""
+        out: dict[str, dict[str, bytes]] = {}
+        for key in keys:
+            for server, value in (await self.aget_all(key)).items():
+                found = out.setdefault(server, {})
+                if value is not None:
+                    found[key] = value
+        return out
+
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         """Async `set_all`."""
         return int(await self.aset(key, value, ttl))
@@ -193,13 +217,18 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
         from ._memory import MemoryBackend
 
         return MemoryBackend(**_coerce(MemoryBackend.OPTIONS, merged, url))
+    if scheme == "null":
+        # A cache switched off by configuration: the same code paths, no server calls.
+        from ._null import NullBackend
+
+        return NullBackend(**_coerce(NullBackend.OPTIONS, merged, url))
     if scheme in ("memcached", "memcached+tls"):
         from ._memcached import MemcachedBackend
 
         return MemcachedBackend.from_url(parts, _coerce(MemcachedBackend.OPTIONS, merged, url))
     raise ConfigurationError(
         f"unknown cache URL scheme {parts.scheme!r} in {url!r}; "
-        "use memory:// or memcached://host:port[,host:port...]"
+        "use memory://, memcached://host:port[,host:port...] or null:// (a disabled cache)"
     )
 
 

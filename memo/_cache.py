@@ -1,54 +1,35 @@
 """`Cache`: one backend, one key prefix, namespaces with generations, stats.
 
-Namespace clearing without scans or `flush_all`: every key carries the
-generation tokens of its Cache (the root) and of its namespace. The tokens live
-in the backend under `<prefix>~gen` and `<prefix>~gen:<ns>`; `clear(ns)` writes a
-fresh random token, which makes every older key of that namespace unreachable
-for every process sharing the backend (the old entries age out by TTL or LRU).
-
-Each process keeps the tokens it has read for `ns_refresh` seconds (default 1),
-so the hit path costs no extra round trip: another process sees a clear within
-`ns_refresh` seconds; the process that cleared sees it at once. A token that
-was evicted or lost with a restarted server is replaced by a new random one,
-which can only turn old entries into misses, never revive them.
+How clearing works, and why a clear is never undone: memo/_generations.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
-import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
+from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
-from ._errors import BackendError, BackendUnavailable, ConfigurationError
+from ._errors import BackendError, ConfigurationError
 from ._events import Emitter, EventHook, combine_hooks
-from ._keys import check_prefix, safe_segment
-from ._policy import (
-    UNSET,
-    ErrorLog,
-    OnError,
-    Stats,
-    check_on_error,
-    check_seconds,
-    check_ttl,
-    new_token,
-)
+from ._generations import Generations
+from ._keys import check_prefix
+from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
+from ._sentinels import NOT_GIVEN
 
 if TYPE_CHECKING:
-    from ._decorator import Decorator
     from ._values import Values
 
-__all__ = ["Cache", "configure", "default_cache"]
+# run_sync, run_async and Op are re-exported: flows driven from a Cache import them from here too.
+__all__ = ["Cache", "Op", "run_async", "run_sync"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("memo")
-_monotonic = time.monotonic
-T = TypeVar("T")
 
 
 class Cache:
@@ -128,8 +109,9 @@ class Cache:
         #: The engine calls it as `cache._emit(kind, ns, function, duration, error, source)`.
         self._emit = self._events.emit
         self._values_api: Values | None = None
-        self._root_key = f"{prefix}~gen"
-        self._generations: dict[str, tuple[str, float]] = {}
+        self._gens = Generations(self.prefix, ns_refresh)
+        #: ns -> (generation, trusted until); read directly by the hit path.
+        self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
         self._stats_lock = threading.Lock()
         self._errors = ErrorLog(logger)
@@ -142,7 +124,7 @@ class Cache:
     def cached(
         self,
         ns: str = "default",
-        ttl: float | None = UNSET,
+        ttl: float | None = NOT_GIVEN,
         *,
         version: str | int | None = None,
         ignore: Iterable[str] = (),
@@ -178,8 +160,6 @@ class Cache:
             lease_ttl: overrides the Cache's `lease_ttl` for this function.
             lease_wait: overrides the Cache's `lease_wait` for this function.
         """
-        from ._decorator import Decorator
-
         return Decorator(
             self,
             ns,
@@ -227,7 +207,7 @@ class Cache:
         """
         return self._values.get(key, default, ns)
 
-    def set(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = UNSET) -> bool:
+    def set(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = NOT_GIVEN) -> bool:
         """Store `value` under `key`; return True if the backend stored it.
 
         Args:
@@ -244,7 +224,7 @@ class Cache:
         return self._values.delete(key, ns)
 
     def get_or_set(
-        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = UNSET
+        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = NOT_GIVEN
     ) -> T:
         """Return the value under `key`; on a miss call `fn()`, store its result and return it.
 
@@ -256,7 +236,9 @@ class Cache:
         """Return `{key: value}` for the keys found (one round trip per server)."""
         return self._values.get_many(keys, ns)
 
-    def set_many(self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = UNSET) -> int:
+    def set_many(
+        self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = NOT_GIVEN
+    ) -> int:
         """Store every `key: value` of `mapping`; return how many were stored."""
         return self._values.set_many(mapping, ns, ttl)
 
@@ -264,7 +246,7 @@ class Cache:
         """Async `get`."""
         return await self._values.aget(key, default, ns)
 
-    async def aset(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = UNSET) -> bool:
+    async def aset(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = NOT_GIVEN) -> bool:
         """Async `set`."""
         return await self._values.aset(key, value, ns, ttl)
 
@@ -274,14 +256,14 @@ class Cache:
 
     @overload
     async def aget_or_set(
-        self, key: str, fn: Callable[[], Awaitable[T]], *, ns: str = "default", ttl: float | None = UNSET
+        self, key: str, fn: Callable[[], Awaitable[T]], *, ns: str = "default", ttl: float | None = NOT_GIVEN
     ) -> T: ...
     @overload
     async def aget_or_set(
-        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = UNSET
+        self, key: str, fn: Callable[[], T], *, ns: str = "default", ttl: float | None = NOT_GIVEN
     ) -> T: ...
     async def aget_or_set(
-        self, key: str, fn: Callable[[], Any], *, ns: str = "default", ttl: float | None = UNSET
+        self, key: str, fn: Callable[[], Any], *, ns: str = "default", ttl: float | None = NOT_GIVEN
     ) -> Any:
         """Async `get_or_set`; `fn` may be a plain function or return an awaitable."""
         return await self._values.aget_or_set(key, fn, ns, ttl)
@@ -291,7 +273,7 @@ class Cache:
         return await self._values.aget_many(keys, ns)
 
     async def aset_many(
-        self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = UNSET
+        self, mapping: Mapping[str, Any], *, ns: str = "default", ttl: float | None = NOT_GIVEN
     ) -> int:
         """Async `set_many`."""
         return await self._values.aset_many(mapping, ns, ttl)
@@ -334,10 +316,10 @@ class Cache:
             raise exc
         self._errors.report(what, exc)
 
-    # -- generations -----------------------------------------------------------
+    # -- generations (the rules live in memo/_generations.py) -------------------
 
     def _ns_key(self, ns: str) -> str:
-        return f"{self.prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
+        return self._gens.ns_key(ns)
 
     def generation(self, ns: str, on_error: OnError | None = None) -> str | None:
         """Return the generation part of keys in `ns`, reading the backend when stale.
@@ -345,122 +327,73 @@ class Cache:
         None means the generation could not be read and was never known: the
         caller must bypass the cache (fail open) rather than guess.
         """
-        entry = self._generations.get(ns)
-        if entry is not None and entry[1] > _monotonic():
-            return entry[0]
-        return self.generations((ns,), on_error)[ns]
+        return self._gens.fresh(ns) or self.generations((ns,), on_error)[ns]
 
     async def ageneration(self, ns: str, on_error: OnError | None = None) -> str | None:
         """Async `generation`."""
-        entry = self._generations.get(ns)
-        if entry is not None and entry[1] > _monotonic():
-            return entry[0]
-        return (await self.agenerations((ns,), on_error))[ns]
+        return self._gens.fresh(ns) or (await self.agenerations((ns,), on_error))[ns]
 
     def generations(self, names: Iterable[str], on_error: OnError | None = None) -> dict[str, str | None]:
-        """`generation` of several namespaces; the stale ones are read in one batch."""
-        known, stale = self._split_stale(names)
+        """`generation` of several namespaces; only the stale ones are read."""
+        known, stale = self._gens.split_stale(names)
         if stale:
+            errors: list[BackendError] = []
             try:
-                read = run_sync(self.backend, self._read_generations(stale))
+                read: dict[str, str | None] = dict(run_sync(self.backend, self._gens.read(stale, errors)))
             except BackendError as exc:
-                read = self._generations_failed(stale, exc, on_error)
+                errors.append(exc)
+                read = self._gens.keep_last(stale)
             known.update(read)
+            self._record_errors(stale[0], "reading namespace generations", errors, on_error)
         return known
 
     async def agenerations(
         self, names: Iterable[str], on_error: OnError | None = None
     ) -> dict[str, str | None]:
         """Async `generations`."""
-        known, stale = self._split_stale(names)
+        known, stale = self._gens.split_stale(names)
         if stale:
+            errors: list[BackendError] = []
             try:
-                read = await run_async(self.backend, self._read_generations(stale))
+                read: dict[str, str | None] = dict(
+                    await run_async(self.backend, self._gens.read(stale, errors))
+                )
             except BackendError as exc:
-                read = self._generations_failed(stale, exc, on_error)
+                errors.append(exc)
+                read = self._gens.keep_last(stale)
             known.update(read)
+            self._record_errors(stale[0], "reading namespace generations", errors, on_error)
         return known
 
-    def _split_stale(self, names: Iterable[str]) -> tuple[dict[str, str | None], list[str]]:
-        now = _monotonic()
-        known: dict[str, str | None] = {}
-        stale: list[str] = []
-        for ns in names:
-            entry = self._generations.get(ns)
-            if entry is not None and entry[1] > now:
-                known[ns] = entry[0]
-            elif ns not in stale:
-                stale.append(ns)
-        return known, stale
-
-    def _generations_failed(
-        self, stale: list[str], exc: BackendError, on_error: OnError | None
-    ) -> dict[str, str | None]:
-        # One failed read is one error, counted under the first namespace asked for.
-        self.record_error(stale[0], "reading namespace generations", exc, on_error)
-        until = _monotonic() + self.ns_refresh
-        out: dict[str, str | None] = {}
-        for ns in stale:
-            entry = self._generations.get(ns)
-            if entry is None:
-                out[ns] = None
-            else:
-                # Keep the last known token for another interval rather than retrying every call.
-                self._generations[ns] = (entry[0], until)
-                out[ns] = entry[0]
-        return out
-
-    def _read_generations(self, stale: list[str]) -> Generator[Op, Any, dict[str, str | None]]:
-        keys = {ns: self._ns_key(ns) for ns in stale}
-        found: dict[str, bytes] = yield ("get_many", ([self._root_key, *keys.values()],))
-        root = yield from self._token(self._root_key, found.get(self._root_key))
-        until = _monotonic() + self.ns_refresh
-        out: dict[str, str | None] = {}
-        for ns, key in keys.items():
-            token = f"{root}.{(yield from self._token(key, found.get(key)))}"
-            self._generations[ns] = (token, until)
-            out[ns] = token
-        return out
-
-    def _token(self, key: str, raw: bytes | None) -> Generator[Op, Any, str]:
-        """Return the token stored under `key`, creating one if it is missing or invalid."""
-        if raw is not None and _valid_token(raw):
-            return raw.decode()
-        token = new_token()
-        if not (yield ("add", (key, token.encode(), None))):
-            # Another process created it first (or an invalid one is there): use or replace it.
-            raw = yield ("get", (key,))
-            if raw is not None and _valid_token(raw):
-                return raw.decode()
-            yield ("set", (key, token.encode(), None))
-        return token
+    def _record_errors(
+        self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
+    ) -> None:
+        # Failures of one multi-server operation are one error, counted under `ns`.
+        if errors:
+            self.record_error(ns, what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.
 
-        Other processes sharing the backend see it within `ns_refresh` seconds.
-        Never flushes the server: other applications' keys are untouched.
+        This process sees the clear at once; other processes sharing the backend
+        within `ns_refresh` seconds. The new generation is written to every
+        server, so a server that was away cannot bring the old one back. Never
+        flushes a server: other applications' keys are untouched.
 
         Raises:
-            BackendError: the backend could not store the new generation. Unlike
-                reads and writes, a clear does not fail open: a clear that did not
-                happen must not look done.
+            BackendError: no server stored the new generation. Unlike reads and
+                writes, a clear does not fail open: a clear that did not happen
+                must not look done.
         """
-        run_sync(self.backend, self._clear(ns))
+        errors: list[BackendError] = []
+        run_sync(self.backend, self._gens.clear(ns, errors))
+        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
 
     async def aclear(self, ns: str | None = None) -> None:
         """Async `clear`."""
-        await run_async(self.backend, self._clear(ns))
-
-    def _clear(self, ns: str | None) -> Generator[Op, Any, None]:
-        key = self._root_key if ns is None else self._ns_key(ns)
-        token = new_token()
-        if not (yield ("set", (key, token.encode(), None))):
-            raise BackendUnavailable(f"the backend did not store the new generation of {ns!r}")
-        if ns is None:
-            self._generations.clear()
-        else:
-            self._generations.pop(ns, None)
+        errors: list[BackendError] = []
+        await run_async(self.backend, self._gens.clear(ns, errors))
+        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
 
     # -- guarded backend access (fail open) ------------------------------------
 
@@ -536,37 +469,54 @@ class Cache:
     ) -> None:
         await self.aclose()
 
+    # -- configuration from the environment, readiness -----------------------------
+    # Thin doors: the work is in _settings.py and _lifecycle.py.
 
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    @classmethod
+    def from_env(
+        cls, prefix: str = "MEMO_", *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Cache:
+        """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
 
+        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
+        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
+        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
+        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
+        with `key_prefix=` for the key prefix, and `url=`) override them.
 
-def _valid_token(raw: bytes) -> bool:
-    return 0 < len(raw) <= 16 and raw.isalnum() and raw.isascii()
+        Raises:
+            ConfigurationError: a variable holds a bad value (the message names it).
+        """
+        from ._settings import cache_arguments
 
+        url, arguments = cache_arguments(prefix, environ, options)
+        return cls(url, **arguments)
 
-# -- the default Cache of module-level `memo.cached` -----------------------------
+    @property
+    def is_available(self) -> bool:
+        """Whether the cache can serve now, without any I/O: enabled, and some server not marked down.
 
-_default: Cache | None = None
-_default_lock = threading.Lock()
+        False for a disabled (`null://`) cache and while every server's circuit
+        breaker is open. Use `health()` for a probe that talks to the servers.
+        """
+        from ._lifecycle import is_available
 
+        return is_available(self)
 
-def configure(url: str | None = None, **options: Any) -> Cache:
-    """Set the Cache used by `memo.cached`; `url` defaults to `$MEMO_URL`, then memory://."""
-    global _default
-    cache = Cache(url or os.environ.get("MEMO_URL") or "memory://", **options)
-    with _default_lock:
-        _default = cache
-    return cache
+    def health(self) -> dict[str, Any]:
+        """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
 
+        Returns a JSON-able dict: `status` is "ok", "degraded" (some servers
+        answer), "down" or "disabled"; `servers` maps each server to "up" or
+        "down"; `latency_ms` is the probe's duration. Never raises: memo fails
+        open, so a cache that is down leaves the application working.
+        """
+        from ._lifecycle import health
 
-def default_cache() -> Cache:
-    """Return the default Cache, creating it from `$MEMO_URL` (or memory://) on first use."""
-    global _default
-    cache = _default
-    if cache is None:
-        with _default_lock:
-            if _default is None:
-                _default = Cache(os.environ.get("MEMO_URL") or "memory://")
-            cache = _default
-    return cache
+        return health(self)
+
+    async def ahealth(self) -> dict[str, Any]:
+        """Async `health`."""
+        from ._lifecycle import ahealth
+
+        return await ahealth(self)

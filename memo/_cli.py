@@ -421,7 +421,7 @@ def _run(ns: argparse.Namespace, out: TextIO) -> int:
         return OK
     # key
     if ns.url is not None:
-        from ._cache import configure
+        from ._defaults import configure
 
         configure(ns.url)
     function = load_function(ns.function)

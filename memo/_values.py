@@ -39,7 +39,8 @@ from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
 from ._keys import safe_segment
-from ._policy import UNSET, check_ttl
+from ._policy import check_ttl
+from ._sentinels import MISS, NOT_GIVEN
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -51,7 +52,6 @@ _perf = time.perf_counter
 _time = time.time
 
 _SEED = b"memo/value/1\x00"
-_MISS: Any = object()
 
 
 def value_key(prefix: str, ns: str, generation: str, key: str) -> str:
@@ -103,7 +103,7 @@ class Values:
         return _compose(part, generation, key)
 
     def ttl(self, ttl: Any) -> float | None:
-        return self.cache.ttl if ttl is UNSET else check_ttl(ttl)
+        return self.cache.ttl if ttl is NOT_GIVEN else check_ttl(ttl)
 
     @staticmethod
     def hard_ttl(ttl: float | None) -> float | None:
@@ -116,25 +116,25 @@ class Values:
         self.cache._emit(kind, ns, None, duration, error, "values")
 
     def decode(self, ns: str, raw: bytes, duration: float | None) -> Any:
-        """Return the value `raw` holds, or `_MISS` (counted) when it is not a fresh value."""
+        """Return the value `raw` holds, or `MISS` (counted) when it is not a fresh value."""
         if is_lease(raw):
-            return _MISS  # another caller is filling the key
+            return MISS  # another caller is filling the key
         expires = expires_ms(raw)
         if expires is not None and expires <= _time() * 1000.0:
-            return _MISS
+            return MISS
         try:
             return self.codec.decode(raw)
         except DecodeError as exc:
             self.cache.ns_stats(ns).decode_errors += 1
             self.emit("decode_error", ns, duration, exc)
-            return _MISS
+            return MISS
 
     def usable(self, ns: str, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
         """Whether `raw` is a fresh value (appended to `found`); `bad` is not decoded again."""
         if raw == bad:
             return False
         value = self.decode(ns, raw, None)
-        if value is _MISS:
+        if value is MISS:
             return False
         found.append(value)
         return True
@@ -157,11 +157,11 @@ class Values:
         self.cache.record_error(ns, what, exc)
 
     def found(self, ns: str, raw: bytes | None, started: float) -> Any:
-        """Count and report a read's outcome; return the value or `_MISS`."""
+        """Count and report a read's outcome; return the value or `MISS`."""
         duration = _perf() - started
-        value = _MISS if raw is None else self.decode(ns, raw, duration)
+        value = MISS if raw is None else self.decode(ns, raw, duration)
         stats = self.cache.ns_stats(ns)
-        if value is _MISS:
+        if value is MISS:
             stats.misses += 1
             self.emit("miss", ns, duration)
         else:
@@ -193,13 +193,13 @@ class Values:
     # -- reads: the hit path, kept flat --------------------------------------------------
 
     def read(self, ns: str, key: str) -> tuple[Any, bytes | None]:
-        """Read one key: (value or `_MISS`, the raw bytes read)."""
+        """Read one key: (value or `MISS`, the raw bytes read)."""
         started = _perf()
         try:
             raw = self.cache.backend.get(key)
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
-            return _MISS, None
+            return MISS, None
         return self.found(ns, raw, started), raw
 
     async def aread(self, ns: str, key: str) -> tuple[Any, bytes | None]:
@@ -209,7 +209,7 @@ class Values:
             raw = await self.cache.backend.aget(key)
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
-            return _MISS, None
+            return MISS, None
         return self.found(ns, raw, started), raw
 
     # -- steps: each cold operation written once --------------------------------------------
@@ -317,7 +317,7 @@ class Values:
         out: dict[str, Any] = {}
         for user_key, key in keys.items():
             value = self.found(ns, found.get(key), started)
-            if value is not _MISS:
+            if value is not MISS:
                 out[user_key] = value
         return out
 
@@ -340,7 +340,7 @@ class Values:
         if gen is None:
             return default
         value, _ = self.read(ns, self.key(ns, gen, key))
-        return default if value is _MISS else value
+        return default if value is MISS else value
 
     def set(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
         ttl = self.ttl(ttl)
@@ -366,7 +366,7 @@ class Values:
         full = self.key(ns, gen, key)
         backend = self.cache.backend
         value, raw = self.read(ns, full)
-        if value is not _MISS:
+        if value is not MISS:
             return value
         outcome, led = self._flight.run(
             (full, self._epoch), partial(run_sync, backend, self.fill_steps(ns, gen, full, raw, ttl), fn)
@@ -390,7 +390,7 @@ class Values:
         if gen is None:
             return default
         value, _ = await self.aread(ns, self.key(ns, gen, key))
-        return default if value is _MISS else value
+        return default if value is MISS else value
 
     async def aset(self, key: str, value: Any, ns: str, ttl: Any) -> bool:
         ttl = self.ttl(ttl)
@@ -417,7 +417,7 @@ class Values:
         full = self.key(ns, gen, key)
         backend = self.cache.backend
         value, raw = await self.aread(ns, full)
-        if value is not _MISS:
+        if value is not MISS:
             return value
         outcome, led = await self._aflight.run(
             (full, self._epoch),
@@ -458,7 +458,7 @@ class Values:
         if led or data is None:
             return value
         copy = self.decode(ns, data, None)
-        return value if copy is _MISS else copy
+        return value if copy is MISS else copy
 
 
 async def _call_maybe_async(fn: Callable[[], Any]) -> Any:

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 import pytest
 
 import memo
-from memo import _cache
+from memo import _defaults
 from memo._backend import Backend
 from memo._events import Event, EventHook
 
@@ -141,13 +141,13 @@ def assert_misses(cache: memo.Cache, expected: int, ns: str | None = None) -> No
 def memo_cache() -> Iterator[memo.Cache]:
     """A fresh memory:// Cache, also the default Cache of `@memo.cached` during the test."""
     cache = memo.Cache("memory://")
-    with _cache._default_lock:
-        previous, _cache._default = _cache._default, cache
+    with _defaults._default_lock:
+        previous, _defaults._default = _defaults._default, cache
     try:
         yield cache
     finally:
-        with _cache._default_lock:
-            _cache._default = previous
+        with _defaults._default_lock:
+            _defaults._default = previous
         cache.close()
 
 

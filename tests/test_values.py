@@ -362,12 +362,11 @@ def two_caches(backend_url: str) -> Iterator[tuple[memo.Cache, memo.Cache]]:
         from memo._memory import MemoryBackend
 
         shared = MemoryBackend()
-        pair = (memo.Cache(backend=shared, prefix=prefix), memo.Cache(backend=shared, prefix=prefix))
+        pair = tuple(memo.Cache(backend=shared, prefix=prefix, ns_refresh=0) for _ in range(2))
     else:
-        pair = (memo.Cache(backend_url, prefix=prefix), memo.Cache(backend_url, prefix=prefix))
-    for cache in pair:
-        cache.ns_refresh = 0  # see clears from "the other process" at once
-    yield pair
+        pair = tuple(memo.Cache(backend_url, prefix=prefix, ns_refresh=0) for _ in range(2))
+    # ns_refresh=0: each sees the other's clears at once, as if it re-read generations every call
+    yield pair  # type: ignore[misc]
     for cache in pair:
         cache.close()
 

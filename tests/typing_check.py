@@ -68,3 +68,16 @@ async def check_values() -> None:
     assert_type(cache.get_many(["k"]), dict[str, Any])
     cache.get(1)  # type: ignore[arg-type]
     cache.set("k", 1, ttl="1")  # type: ignore[arg-type]
+
+
+def check_decorated_callables_and_key_types() -> None:
+    import functools
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    plus1 = cache.cached(ns="p")(functools.partial(add, 1))
+    assert_type(plus1(2), int)
+    bound = cache.cached(ns="m")(Repo().get)
+    assert_type(bound(1), str)
+    assert_type(memo.register_key_type(Repo, lambda r: 1), None)
