@@ -99,3 +99,23 @@ def test_events_without_a_duration_are_counted_only() -> None:
     text = generate_latest(registry).decode()
     assert 'memo_events_total{kind="stale",ns="n",source="langgraph"} 1.0' in text
     assert 'memo_operation_duration_seconds_count{kind="stale"' not in text
+
+
+def test_session_events_are_exported() -> None:
+    """The session helpers report through the same hook: scraped with source="sessions"."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from memo.prometheus import PrometheusMetrics
+    from memo.sessions import SessionCache
+
+    registry = CollectorRegistry()
+    sessions = SessionCache(memo.Cache(on_event=PrometheusMetrics(registry)), ns="web", owner="user_id")
+    db: dict[str, dict[str, int]] = {}
+    sid = sessions.new_id()
+    sessions.create(sid, insert=lambda: db.setdefault(sid, {"user_id": 1}))
+    sessions.get(sid, user_id=1, load=db.get)  # a hit
+    sessions.get(sid, user_id=2, load=db.get)  # a hit, another user's session: also forbidden
+    text = generate_latest(registry).decode()
+    assert 'memo_events_total{kind="set",ns="web",source="sessions"} 1.0' in text
+    assert 'memo_events_total{kind="hit",ns="web",source="sessions"} 2.0' in text
+    assert 'memo_events_total{kind="forbidden",ns="web",source="sessions"} 1.0' in text
