@@ -27,6 +27,7 @@ from ._errors import (
     UnkeyableArgumentError,
 )
 from ._lifecycle import Lifespan, lifespan
+from ._sentinels import MISS
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Backend",
     "PartialFailure",
     "UNSET",
+    "MISS",
     "MemoError",
     "ConfigurationError",
     "UnkeyableArgumentError",

@@ -87,6 +87,7 @@ class Cache:
         #: ns -> (generation, trusted until); read directly by the hit path.
         self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
+        self._functions: dict[str, list[Stats]] = {}
         self._stats_lock = threading.Lock()
         self._errors = ErrorLog(logger)
 
@@ -110,6 +111,7 @@ class Cache:
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -131,7 +133,10 @@ class Cache:
             stale_ttl: seconds after `ttl` during which an expired entry is still
                 served at once while one caller (across processes) recomputes it
                 in the background (stale-while-revalidate). Needs a `ttl`.
-            lease_ttl, lease_wait: override the Cache's for this function.
+            lease_ttl: overrides the Cache's `lease_ttl` for this function.
+            lease_wait: overrides the Cache's `lease_wait` for this function.
+            cache_if: a predicate on the result; results for which it is false are
+                returned but not stored (empty answers, error payloads).
         """
         return Decorator(
             self,
@@ -147,6 +152,7 @@ class Cache:
             stale_ttl=stale_ttl,
             lease_ttl=lease_ttl,
             lease_wait=lease_wait,
+            cache_if=cache_if,
         )
 
     # -- statistics ----------------------------------------------------------
@@ -158,6 +164,23 @@ class Cache:
             with self._stats_lock:
                 stats = self._stats.setdefault(ns, Stats())
         return stats
+
+    def function_stats(self, ns: str) -> Stats:
+        """Return new live counters for one decorated function in namespace `ns`.
+
+        They count in `stats(ns)` too: a namespace's figures are its own plus its functions'.
+        """
+        stats = Stats()
+        with self._stats_lock:
+            self._functions.setdefault(ns, []).append(stats)
+        return stats
+
+    def _ns_totals(self, ns: str) -> dict[str, int]:
+        total = self.ns_stats(ns).as_dict()
+        for stats in list(self._functions.get(ns, ())):
+            for name in Stats.__slots__:
+                total[name] += getattr(stats, name)
+        return total
 
     def stats(self, ns: str | None = None) -> dict[str, Any]:
         """Return counters: for one namespace, or `{ns: counters}` plus `"total"`.
@@ -172,17 +195,27 @@ class Cache:
         caller's lease instead of computing).
         """
         if ns is not None:
-            return self.ns_stats(ns).as_dict()
-        per_ns = {name: stats.as_dict() for name, stats in list(self._stats.items())}
+            return self._ns_totals(ns)
+        per_ns = {name: self._ns_totals(name) for name in dict.fromkeys([*self._stats, *self._functions])}
         total = dict.fromkeys(Stats.__slots__, 0)
         for counters in per_ns.values():
             for name, value in counters.items():
                 total[name] += value
         return {**per_ns, "total": total}
 
-    def record_error(self, ns: str, what: str, exc: BackendError, on_error: OnError | None = None) -> None:
-        """Count and log a backend failure, or raise it under `on_error="raise"`."""
-        self.ns_stats(ns).errors += 1
+    def record_error(
+        self,
+        ns: str,
+        what: str,
+        exc: BackendError,
+        on_error: OnError | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        """Count and log a backend failure, or raise it under `on_error="raise"`.
+
+        `stats`: the counters to count it in (a function's), by default the namespace's.
+        """
+        (stats or self.ns_stats(ns)).errors += 1
         if (on_error or self.on_error) == "raise":
             raise exc
         self._errors.report(what, exc)
@@ -391,4 +424,3 @@ class Cache:
         from ._lifecycle import ahealth
 
         return await ahealth(self)
-

@@ -51,7 +51,16 @@ from ._drive import Op
 from ._errors import BackendError, BackendUnavailable
 from ._keys import safe_segment
 
-__all__ = ["Generations", "new_token"]
+__all__ = ["SCOPE", "Generations", "new_token", "scope_of"]
+
+#: Separates a namespace from a function's id in a scope name (never in a namespace).
+SCOPE = "\x00"
+
+
+def scope_of(ns: str, function_id: str) -> str:
+    """The generation name of one function's entries in namespace `ns`."""
+    return f"{ns}{SCOPE}{function_id}"
+
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuv"  # ascending in ASCII: string order is number order
 _TIME_DIGITS = 10  # 50 bits of milliseconds
@@ -114,6 +123,17 @@ class Generations:
         """The record key of namespace `ns`'s token."""
         return f"{self._prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
 
+    def record_keys(self, name: str) -> list[str]:
+        """The token records a generation is made of, besides the root's.
+
+        `name` is a namespace, or a function's scope in it (`scope_of(ns, function_id)`):
+        then its own token follows the namespace's, so `clear(ns)` and a clear of the
+        scope alone both renew its generation.
+        """
+        ns, sep, function_id = name.partition(SCOPE)
+        ns_key = self.ns_key(ns)
+        return [ns_key, f"{ns_key}:{function_id}"] if sep else [ns_key]
+
     def fresh(self, ns: str) -> str | None:
         """The generation of `ns` if it is still trusted, else None."""
         entry = self.known.get(ns)
@@ -154,7 +174,8 @@ class Generations:
         A server that fails is left out (the others decide); a failed repair
         is appended to `errors`; a read that every server failed raises `BackendError`.
         """
-        keys = [self.root_key, *(self.ns_key(ns) for ns in stale)]
+        records = {name: self.record_keys(name) for name in stale}
+        keys = list(dict.fromkeys([self.root_key, *(k for ks in records.values() for k in ks)]))
         found: dict[str, dict[str, bytes]] = yield ("get_all_many", (keys,))
         newest: dict[str, str] = {}
         for key in keys:
@@ -162,16 +183,15 @@ class Generations:
             newest[key] = yield from self._settle(
                 key, [parse_token(got.get(key)) for got in found.values()], errors
             )
-        root = newest[self.root_key]
-        tokens = {ns: newest[key] for ns, key in zip(stale, keys[1:], strict=True)}
         until = _monotonic() + self.ns_refresh
         out: dict[str, str] = {}
         with self._lock:
-            root = self._keep(self.root_key, root)
-            for ns, token in tokens.items():
-                generation = generation_of(root, self._keep(self.ns_key(ns), token))
-                self.known[ns] = (generation, until)
-                out[ns] = generation
+            root = self._keep(self.root_key, newest[self.root_key])
+            for name, record in records.items():
+                token = ".".join([self._keep(key, newest[key]) for key in record])
+                generation = generation_of(root, token)
+                self.known[name] = (generation, until)
+                out[name] = generation
         return out
 
     def clear(self, ns: str | None, errors: list[BackendError]) -> Generator[Op, Any, None]:
@@ -181,7 +201,7 @@ class Generations:
             BackendUnavailable: no server stored it (a clear that did not happen
                 must not look done).
         """
-        key = self.root_key if ns is None else self.ns_key(ns)
+        key = self.root_key if ns is None else self.record_keys(ns)[-1]
         try:
             seen = yield from self._get_all(key)
         except BackendError as exc:  # unreadable: a token from the clock is newer than any in use
@@ -203,21 +223,22 @@ class Generations:
             yield from self._set_all(key, token, errors)
 
     def _install_cleared(self, key: str, ns: str | None, token: str) -> None:
+        # Every generation made of the renewed record changes: recompute it from the
+        # tokens this process holds (no read needed), or forget it when one is unknown.
         with self._lock:
-            token = self._keep(key, token)
+            self._keep(key, token)
             root = self._tokens.get(self.root_key)
-            if ns is None:
-                # Every namespace's generation changes with the root: recompute, no read needed.
-                for name, (_, until) in list(self.known.items()):
-                    ns_token = self._tokens.get(self.ns_key(name))
-                    if ns_token is None:
-                        del self.known[name]
-                    else:
-                        self.known[name] = (generation_of(token, ns_token), until)
-            elif root is None:
-                self.known.pop(ns, None)
-            else:
-                self.known[ns] = (generation_of(root, token), _monotonic() + self.ns_refresh)
+            until = _monotonic() + self.ns_refresh
+            names = list(self.known) if ns is None or ns in self.known else [*self.known, ns]
+            for name in names:
+                record = self.record_keys(name)
+                if key != self.root_key and key not in record:
+                    continue
+                tokens = [self._tokens.get(k) for k in record]
+                if root is None or None in tokens:
+                    self.known.pop(name, None)
+                else:
+                    self.known[name] = (generation_of(root, ".".join(tokens)), until)  # type: ignore[arg-type]
 
     def _settle(
         self, key: str, seen: list[str | None], errors: list[BackendError]

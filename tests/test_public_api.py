@@ -25,6 +25,7 @@ PUBLIC = {
     "Backend",
     "PartialFailure",
     "UNSET",
+    "MISS",
     "MemoError",
     "ConfigurationError",
     "UnkeyableArgumentError",
