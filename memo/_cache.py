@@ -15,7 +15,7 @@ from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
-from ._generations import Generations
+from ._generations import SCOPE, Generations
 from ._keys import check_prefix
 from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
 from ._sentinels import NOT_GIVEN
@@ -272,9 +272,10 @@ class Cache:
     def _record_errors(
         self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
     ) -> None:
-        # Failures of one multi-server operation are one error, counted under `ns`.
+        # Failures of one multi-server operation are one error, counted under `ns`
+        # (a function's scope counts in its namespace).
         if errors:
-            self.record_error(ns, what, errors[0], on_error)
+            self.record_error(ns.partition(SCOPE)[0], what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.
@@ -289,15 +290,22 @@ class Cache:
                 writes, a clear does not fail open: a clear that did not happen
                 must not look done.
         """
-        errors: list[BackendError] = []
-        run_sync(self.backend, self._gens.clear(ns, errors))
-        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
+        self._clear_generation(_check_ns(ns))
 
     async def aclear(self, ns: str | None = None) -> None:
         """Async `clear`."""
+        await self._aclear_generation(_check_ns(ns))
+
+    def _clear_generation(self, name: str | None) -> None:
+        """Renew the generation of a namespace or of one function's scope (`scope_of`)."""
         errors: list[BackendError] = []
-        await run_async(self.backend, self._gens.clear(ns, errors))
-        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
+        run_sync(self.backend, self._gens.clear(name, errors))
+        self._record_errors(name or "default", "clearing a namespace on some servers", errors)
+
+    async def _aclear_generation(self, name: str | None) -> None:
+        errors: list[BackendError] = []
+        await run_async(self.backend, self._gens.clear(name, errors))
+        self._record_errors(name or "default", "clearing a namespace on some servers", errors)
 
     # -- guarded backend access (fail open) ------------------------------------
 
@@ -424,3 +432,9 @@ class Cache:
         from ._lifecycle import ahealth
 
         return await ahealth(self)
+
+
+def _check_ns(ns: str | None) -> str | None:
+    if ns is not None and (not isinstance(ns, str) or SCOPE in ns):
+        raise ConfigurationError(f"a namespace is a str without NUL characters, got {ns!r}")
+    return ns

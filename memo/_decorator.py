@@ -578,7 +578,7 @@ class Memo:
 
     def clear(self) -> None:
         self._epoch += 1
-        self.bound_cache().clear(self.scope)
+        self.bound_cache()._clear_generation(self.scope)
 
     # -- async driver -----------------------------------------------------------------
 
@@ -676,7 +676,7 @@ class Memo:
 
     async def aclear(self) -> None:
         self._epoch += 1
-        await self.bound_cache().aclear(self.scope)
+        await self.bound_cache()._aclear_generation(self.scope)
 
     async def arefresh(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
