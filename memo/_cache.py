@@ -17,7 +17,7 @@ from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
 from ._generations import Generations
 from ._keys import check_prefix
-from ._policy import ErrorLog, OnError, Stats, check_on_error, check_ttl
+from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
 from ._sentinels import NOT_GIVEN
 
 # run_sync, run_async and Op are re-exported: flows driven from a Cache import them from here too.
@@ -44,6 +44,13 @@ class Cache:
             read; another process sees a `clear()` within this time.
         compress_threshold: encoded values longer than this many bytes are
             zlib-compressed (None: never).
+        leases: fill misses under a lease (default True): an invalidate, refresh
+            or clear in any process voids a fill that started before it, and one
+            caller per key computes while the others wait. False: plain `set`.
+        lease_ttl: seconds a lease lasts; a holder that died delays the others
+            by at most this long (default 10).
+        lease_wait: seconds a caller waits for another's lease before computing
+            itself, without storing (default 5).
         **options: backend options, e.g. `max_entries` for memory://,
             `timeout`, `connect_timeout`, `pool_size`, `tls_context` for memcached.
     """
@@ -58,6 +65,9 @@ class Cache:
         on_error: OnError = "ignore",
         ns_refresh: float = 1.0,
         compress_threshold: int | None = 16 * 1024,
+        leases: bool = True,
+        lease_ttl: float = 10.0,
+        lease_wait: float = 5.0,
         **options: Any,
     ) -> None:
         self.url = url
@@ -69,6 +79,9 @@ class Cache:
             raise ConfigurationError(f"ns_refresh must be >= 0 seconds, got {ns_refresh!r}")
         self.ns_refresh = ns_refresh
         self.compress_threshold = compress_threshold
+        self.leases = bool(leases)
+        self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
+        self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend_from_url(url, options)
         self._gens = Generations(self.prefix, ns_refresh)
         #: ns -> (generation, trusted until); read directly by the hit path.
@@ -94,6 +107,9 @@ class Cache:
         types: Iterable[type] = (),
         strict: bool | None = None,
         on_error: OnError | None = None,
+        stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
+        lease_wait: float | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -112,6 +128,10 @@ class Cache:
                 annotation names.
             strict: overrides the Cache's `strict` for this function.
             on_error: overrides the Cache's `on_error` for this function.
+            stale_ttl: seconds after `ttl` during which an expired entry is still
+                served at once while one caller (across processes) recomputes it
+                in the background (stale-while-revalidate). Needs a `ttl`.
+            lease_ttl, lease_wait: override the Cache's for this function.
         """
         return Decorator(
             self,
@@ -124,6 +144,9 @@ class Cache:
             types=types,
             strict=strict,
             on_error=on_error,
+            stale_ttl=stale_ttl,
+            lease_ttl=lease_ttl,
+            lease_wait=lease_wait,
         )
 
     # -- statistics ----------------------------------------------------------
@@ -142,7 +165,11 @@ class Cache:
         Counters: hits, misses, sets, errors (backend failures), decode_errors
         (stored bytes that could not be read back: treated as misses),
         encode_errors (results that could not be stored), not_stored (values
-        the backend refused, e.g. larger than its item size).
+        the backend refused, e.g. larger than its item size), stale (expired
+        entries served during `stale_ttl` while being recomputed), lease_lost
+        (fills refused because an invalidate, refresh, write or clear came
+        after their lease), lease_waits (misses that waited for another
+        caller's lease instead of computing).
         """
         if ns is not None:
             return self.ns_stats(ns).as_dict()

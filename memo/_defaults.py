@@ -55,6 +55,9 @@ def cached(
     types: Iterable[type] = (),
     strict: bool | None = None,
     on_error: OnError | None = None,
+    stale_ttl: float | None = None,
+    lease_ttl: float | None = None,
+    lease_wait: float | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -72,5 +75,8 @@ def cached(
         types=types,
         strict=strict,
         on_error=on_error,
+        stale_ttl=stale_ttl,
+        lease_ttl=lease_ttl,
+        lease_wait=lease_wait,
         default_cache=default_cache,
     )

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Any, Literal
 
 from ._errors import ConfigurationError
 
-__all__ = ["ErrorLog", "OnError", "Stats", "check_on_error", "check_ttl", "new_token"]
+__all__ = [
+    "ErrorLog",
+    "OnError",
+    "Stats",
+    "check_on_error",
+    "check_seconds",
+    "check_ttl",
+]
 
 OnError = Literal["ignore", "raise"]
+
 
 
 def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
@@ -26,26 +33,41 @@ def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
     return ttl
 
 
+def check_seconds(value: Any, where: str, *, zero: bool = False) -> float:
+    """Return a finite number of seconds > 0 (>= 0 with `zero`), or raise naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{where} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigurationError(f"{where} must be {'>=' if zero else '>'} 0 seconds, got {value!r}")
+    return float(value)
+
+
 def check_on_error(value: Any) -> OnError:
     if value not in ("ignore", "raise"):
         raise ConfigurationError(f'on_error must be "ignore" (fail open) or "raise", got {value!r}')
     return value  # type: ignore[no-any-return]
 
 
-def new_token() -> str:
-    """Return a fresh generation token: 8 random base-32 characters (40 bits)."""
-    n = int.from_bytes(os.urandom(5), "big")
-    return "".join("0123456789abcdefghijklmnopqrstuv"[(n >> s) & 31] for s in range(35, -1, -5))
-
-
 class Stats:
     """Counters of one namespace. Increments are not locked: figures, not ledgers."""
 
-    __slots__ = ("decode_errors", "encode_errors", "errors", "hits", "misses", "not_stored", "sets")
+    __slots__ = (
+        "decode_errors",
+        "encode_errors",
+        "errors",
+        "hits",
+        "lease_lost",
+        "lease_waits",
+        "misses",
+        "not_stored",
+        "sets",
+        "stale",
+    )
 
     def __init__(self) -> None:
         self.hits = self.misses = self.sets = self.errors = 0
         self.decode_errors = self.encode_errors = self.not_stored = 0
+        self.stale = self.lease_lost = self.lease_waits = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
