@@ -21,7 +21,6 @@ __all__ = [
 OnError = Literal["ignore", "raise"]
 
 
-
 def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
     """Return a valid ttl: seconds > 0 (int or float), or None for no expiry."""
     if ttl is None:
