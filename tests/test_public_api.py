@@ -116,3 +116,16 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 
     circles = sorted(m for m in modules if reaches(m, m, {m}))
     assert circles == [], f"modules in an import circle: {circles}"
+
+
+def test_sentinels_are_one_per_meaning_and_survive_copies() -> None:
+    import copy
+    import pickle
+
+    from memo._sentinels import MISS, NOT_GIVEN
+
+    assert memo.UNSET is NOT_GIVEN and NOT_GIVEN is not MISS
+    for sentinel in (NOT_GIVEN, MISS):
+        assert copy.copy(sentinel) is sentinel and copy.deepcopy(sentinel) is sentinel
+        assert pickle.loads(pickle.dumps(sentinel)) is sentinel
+        assert not sentinel
