@@ -45,6 +45,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
@@ -118,6 +119,7 @@ class Generations:
         #: record key -> the newest token this process has seen there (never goes back).
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
+        _ALL.add(self)
 
     def ns_key(self, ns: str) -> str:
         """The record key of namespace `ns`'s token."""
@@ -298,3 +300,16 @@ class Generations:
             return old
         self._tokens[key] = token
         return token
+
+
+_ALL: weakref.WeakSet[Generations] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A thread of the parent may have held a lock at fork time; it does not exist here.
+    for generations in list(_ALL):
+        generations._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -285,3 +288,38 @@ class TestOneDeadServer:
         finally:
             if how == "stopped":
                 dead.resume()
+
+
+def test_a_forked_child_reads_generations_even_if_a_lock_was_held_at_fork() -> None:
+    cache = memo.Cache("memory://", ns_refresh=0)
+    cache.generation("n")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._gens._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+            pid = os.fork()
+        if pid == 0:
+            os._exit(0 if cache.generation("n") else 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on a lock held by a thread of the parent")
+    finally:
+        release.set()
+        holder.join()
