@@ -145,7 +145,7 @@ class Memo:
         if not isinstance(ns, str):
             raise ConfigurationError(f"ns must be a str, got {ns!r}")
         if (cache is None) == (default_cache is None):
-            raise TypeError("Memo needs a Cache or a default_cache callable, not both")
+            raise TypeError("Memo needs exactly one of: a Cache, a default_cache callable")
         #: The Cache, or None when `default_cache` picks it at each call (module-level `memo.cached`).
         self.cache = cache
         self.default_cache: Callable[[], Cache] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
