@@ -12,6 +12,7 @@ Everything public is re-exported here; the modules behind it are private.
 
 from ._backend import Backend, PartialFailure
 from ._cache import Cache
+from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
 from ._decorator import AsyncCached, Cached
 from ._defaults import cached, configure, default_cache
@@ -25,6 +26,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
+from ._lifecycle import Lifespan, lifespan
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
@@ -32,11 +34,14 @@ __all__ = [
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "UNSET",

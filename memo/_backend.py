@@ -231,13 +231,18 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
         from ._memory import MemoryBackend
 
         return MemoryBackend(**_coerce(MemoryBackend.OPTIONS, merged, url))
+    if scheme == "null":
+        # A cache switched off by configuration: the same code paths, no server calls.
+        from ._null import NullBackend
+
+        return NullBackend(**_coerce(NullBackend.OPTIONS, merged, url))
     if scheme in ("memcached", "memcached+tls"):
         from ._memcached import MemcachedBackend
 
         return MemcachedBackend.from_url(parts, _coerce(MemcachedBackend.OPTIONS, merged, url))
     raise ConfigurationError(
         f"unknown cache URL scheme {parts.scheme!r} in {url!r}; "
-        "use memory:// or memcached://host:port[,host:port...]"
+        "use memory://, memcached://host:port[,host:port...] or null:// (a disabled cache)"
     )
 
 

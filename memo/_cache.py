@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from . import _health
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
@@ -339,3 +340,49 @@ class Cache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    # -- configuration from the environment, readiness -----------------------------
+    # Thin doors: the work is in _settings.py and _health.py.
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "MEMO_", *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Cache:
+        """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
+
+        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
+        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
+        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
+        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
+        with `key_prefix=` for the key prefix, and `url=`) override them.
+
+        Raises:
+            ConfigurationError: a variable holds a bad value (the message names it).
+        """
+        from ._settings import cache_arguments
+
+        url, arguments = cache_arguments(prefix, environ, options)
+        return cls(url, **arguments)
+
+    @property
+    def is_available(self) -> bool:
+        """Whether the cache can serve now, without any I/O: enabled, and some server not marked down.
+
+        False for a disabled (`null://`) cache and while every server's circuit
+        breaker is open. Use `health()` for a probe that talks to the servers.
+        """
+        return _health.is_available(self)
+
+    def health(self) -> dict[str, Any]:
+        """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
+
+        Returns a JSON-able dict: `status` is "ok", "degraded" (some servers
+        answer), "down" or "disabled"; `servers` maps each server to "up" or
+        "down"; `latency_ms` is the probe's duration. Never raises: memo fails
+        open, so a cache that is down leaves the application working.
+        """
+        return _health.health(self)
+
+    async def ahealth(self) -> dict[str, Any]:
+        """Async `health`."""
+        return await _health.ahealth(self)

@@ -25,6 +25,7 @@ import wrapt
 
 from . import _leases as leases
 from ._background import Refresher
+from ._canonical import qualified_name
 from ._codec import (
     EXPIRES,
     GLOBAL_TYPES,
@@ -41,7 +42,7 @@ from ._codec import (
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight, copy_for_follower
-from ._keys import Binder, KeyMaker, qualified_name
+from ._keys import KeyMaker
 from ._policy import OnError, check_on_error, check_seconds, check_ttl
 from ._sentinels import MISS, NOT_GIVEN
 
@@ -64,6 +65,14 @@ _PLAIN = MAGIC + bytes([VERSION, PLAIN])
 _PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _monotonic = time.monotonic
 _time = time.time
+
+
+def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
+    return wrapped(*args, **kwargs), None
+
+
+async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
+    return await wrapped(*args, **kwargs), None
 
 
 class Cached(Protocol[P, R_co]):
@@ -138,14 +147,18 @@ class Memo:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
             raise ConfigurationError(f"@cached needs a function, got {fn!r}")
-        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-            raise ConfigurationError(
-                f"{qualified_name(func)} is a generator: cache a function that returns its items as a list"
-            )
         if not isinstance(ns, str):
             raise ConfigurationError(f"ns must be a str, got {ns!r}")
         if (cache is None) == (default_cache is None):
             raise TypeError("Memo needs exactly one of: a Cache, a default_cache callable")
+        # A partial, bound method or callable instance: keyed as its function plus what
+        # is bound to it (see KeyMaker.for_callable).
+        self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
+        target = self.keys.target
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            raise ConfigurationError(
+                f"{qualified_name(target)} is a generator: cache a function that returns its items as a list"
+            )
         #: The Cache, or None when `default_cache` picks it at each call (module-level `memo.cached`).
         self.cache = cache
         self.default_cache: Callable[[], Cache] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
@@ -158,20 +171,20 @@ class Memo:
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
         self.strict = strict
         self.on_error = None if on_error is None else check_on_error(on_error)
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.is_async = inspect.iscoroutinefunction(target)
         #: Methods and classmethods receive their instance or class through wrapt;
-        #: it is the first parameter of the signature the key binds.
-        self.prepend = not isinstance(fn, staticmethod)
-        self.name = qualified_name(func)
-        binder = Binder(func, ignore, scope, injected=injected_parameters(func))
-        self.keys = KeyMaker(ns, self.name, version, binder, key, func.__qualname__)
+        #: it is the first parameter of the signature the key binds. What was bound
+        #: before decorating (a bound method's instance) is prepended by the key maker.
+        self.prepend = not isinstance(fn, staticmethod) and target is func
+        self.name = qualified_name(target)
+        func = target
         registry = TypeRegistry(types, parent=GLOBAL_TYPES)
         # Unresolvable annotations are fine: returned classes are learned on encode.
         with contextlib.suppress(Exception):
             registry.add_annotation(typing.get_type_hints(func).get("return"))
         self.codec = Codec(registry)
         self._decode = self.codec.decode
-        self._digest = self.keys.digest
+        self._digest = self.keys.call_digest
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
         self.refresher = Refresher(self.name)
         #: Bumped by every invalidate and refresh in this process: callers that
@@ -210,7 +223,7 @@ class Memo:
 
     def make_key(self, gen: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         full = (instance, *args) if instance is not None and self.prepend else args
-        return f"{self._static}{gen}:{self.keys.digest(full, kwargs)}"
+        return f"{self._static}{gen}:{self._digest(full, kwargs)}"
 
     def decode(self, raw: bytes) -> Any:
         try:
@@ -272,13 +285,8 @@ class Memo:
     def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
         cache.record_error(self.ns, what, exc, self._on_error)
 
-    def _shared(self, outcome: Any, led: bool) -> Any:
-        """The caller's result: a follower gets its own copy, or `MISS`: it must compute itself.
-
-        `outcome` is MISS when the caller re-entered a computation it leads itself.
-        """
-        if outcome is MISS:
-            return MISS
+    def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
+        """The caller's result: a follower gets its own copy, or `MISS` (it must compute itself)."""
         value, data = outcome
         if led:
             return value
@@ -485,6 +493,9 @@ class Memo:
         outcome, led = self.flight.run(
             (key, self._epoch),
             partial(run_sync, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
+            # A re-entrant call (the function calling itself on its own key) computes
+            # without the lease: the outer call holds it.
+            partial(_uncached, wrapped, args, kwargs),
         )
         value = self._shared(outcome, led)
         return wrapped(*args, **kwargs) if value is MISS else value
@@ -569,6 +580,7 @@ class Memo:
         outcome, led = await self.flight.run(
             (key, self._epoch),
             partial(run_async, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
+            partial(_auncached, wrapped, args, kwargs),
         )
         value = self._shared(outcome, led)
         return (await wrapped(*args, **kwargs)) if value is MISS else value
@@ -604,44 +616,6 @@ class Memo:
 
 
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
-
-
-#: Parameters LangGraph fills in by name when it calls a node; never part of a node's key.
-#: LangGraph also injects `previous` (an entrypoint's last return value) and `error`
-#: (what an error handler handles): those are data the result depends on, so they stay in it.
-LANGGRAPH_INJECTED = frozenset({"config", "writer", "store", "runtime"})
-_FRAMEWORK_TYPES = ("langgraph", "langchain", "RunnableConfig", "StreamWriter", "BaseStore", "Runtime")
-#: `langgraph.types.StreamWriter` is this alias, whose repr names no framework type;
-#: LangGraph injects `writer` when the annotation equals it.
-_STREAM_WRITER = Callable[[Any], None]
-
-
-def injected_parameters(func: Callable[..., Any]) -> set[str]:
-    """Return the parameters a framework injects (LangGraph's), which keys leave out.
-
-    A parameter counts when it has one of LangGraph's injected names and either
-    an annotation naming a LangGraph or LangChain type, or no annotation while
-    LangGraph is loaded. `def f(x, config: dict)` keeps `config` in its key.
-    """
-    found = set()
-    for param in inspect.signature(func).parameters.values():
-        if param.name not in LANGGRAPH_INJECTED:
-            continue
-        annotation = param.annotation
-        if annotation is inspect.Parameter.empty:
-            if "langgraph" in sys.modules:
-                found.add(param.name)
-            continue
-        text = (
-            annotation
-            if isinstance(annotation, str)
-            else f"{getattr(annotation, '__module__', '')} {annotation!r}"
-        )
-        if any(marker in text for marker in _FRAMEWORK_TYPES) or (
-            param.name == "writer" and annotation == _STREAM_WRITER
-        ):
-            found.add(param.name)
-    return found
 
 
 class _Controls:

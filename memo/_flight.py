@@ -14,8 +14,7 @@ Rules that keep a flight from hanging:
   mapping to the same key (through `key=` or `ignore=`) would wait for itself.
   The keys a computation leads are recorded in a context variable (threads:
   per thread; asyncio: the leader task and the tasks it starts), and a call for
-  a key the caller itself leads gets `MISS` at once: it computes without the
-  cache (its result would be overwritten by the outer call's anyway).
+  a key the caller itself leads computes instead of waiting.
 - A forked child starts with empty tables (`os.register_at_fork`): a key the
   parent was computing at fork time has no leader in the child.
 
@@ -70,16 +69,18 @@ class Flight(Generic[T]):
         self._lock = threading.Lock()
         self._calls = {}
 
-    def run(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
+    def run(
+        self, key: Hashable, compute: Callable[[], T], alone: Callable[[], T] | None = None
+    ) -> tuple[T, bool]:
         """Return `(result, led)`: `led` is True for the caller that ran `compute`.
 
-        A caller that already leads `key` further up its own stack gets
-        `(MISS, False)`: waiting would be waiting for itself.
+        `alone` is what a re-entrant call runs instead of `compute` (default: `compute`):
+        the outer computation holds whatever `compute` would wait for.
         """
         mine = (id(self), key)
         leading = _leading.get()
-        if mine in leading:
-            return MISS, False
+        if mine in leading:  # re-entry: waiting would be waiting for ourselves
+            return (alone or compute)(), True
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
@@ -123,15 +124,20 @@ class AsyncFlight(Generic[T]):
     def _forget(self) -> None:
         self._calls = {}
 
-    async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    async def run(
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[T]],
+        alone: Callable[[], Awaitable[T]] | None = None,
+    ) -> tuple[T, bool]:
         """Return `(result, led)`; `led` is True for the caller whose task started `compute`.
 
-        A caller inside the computation of `key` (or a task it started) gets `(MISS, False)`.
+        `alone` is what a re-entrant call awaits instead of `compute` (default: `compute`).
         """
         mine = (id(self), key)
         leading = _leading.get()
-        if mine in leading:
-            return MISS, False
+        if mine in leading:  # re-entry from the computation (or a task it started)
+            return await (alone or compute)(), True
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
         entry = self._calls.get(slot)

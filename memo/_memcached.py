@@ -57,7 +57,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple, NoReturn
 from urllib.parse import SplitResult
 
@@ -468,6 +468,12 @@ class _Connection(asyncio.Protocol):
 
     def _parse_fetch(self, buf: bytes | bytearray) -> bool:
         """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
+        if self._mode == _FETCH and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
+            # A reply that arrived whole (the usual case): cut it at CRLF in one call.
+            whole = _whole_reply(buf, self._wanted)
+            if whole is not None:
+                self._values = whole
+                return True
         pos = self._pos
         end = len(buf)
         values = self._values
@@ -1047,7 +1053,7 @@ class MemcachedBackend(Backend):
         errors: list[BaseException] = []
         for i, pairs in groups.items():
             try:
-                got = self._call(self._servers[i], _PymemcacheClient.get_many, [kb for _, kb in pairs])
+                got = self._call(self._servers[i], _get_many_sync, [kb for _, kb in pairs])
             except BackendError as exc:
                 errors.append(exc)
                 continue
@@ -1521,6 +1527,110 @@ class MemcachedBackend(Backend):
 
 def _add_or_append_sync(client: Any, kb: bytes, value: bytes, exp: int) -> bool:
     return bool(client.add(kb, value, exp, False) or client.append(kb, value, 0, False))
+
+
+_RECV_SIZE = 256 * 1024
+
+
+def _get_many_sync(client: Any, kbs: list[bytes]) -> dict[bytes, bytes]:
+    """`pymemcache.Client.get_many(kbs)` for key bytes, its reply parsed here instead.
+
+    pymemcache reads the reply line by line and checks each key again on the
+    way. Here a reply that arrived whole in one read (the usual case on a LAN)
+    is cut at every CRLF in one call and checked piece by piece
+    (`_whole_reply`); anything else - a reply in several reads, a value holding
+    CRLF, an error line - goes through `_read_reply`, which parses as bytes
+    arrive. The socket, its timeouts and error handling stay pymemcache's; a
+    reply that is not an answer to the request raises, and the caller closes
+    the connection.
+    """
+    wanted = frozenset(kbs)
+    if client.sock is None:
+        client._connect()
+    sock = client.sock
+    sock.sendall(b"get " + b" ".join(kbs) + b"\r\n")
+    recv = sock.recv
+    buf = recv(_RECV_SIZE)
+    if buf.endswith(b"END\r\n"):
+        found = _whole_reply(buf, wanted)
+        if found is not None:
+            return found
+    return _read_reply(recv, buf, wanted)
+
+
+def _whole_reply(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:
+    """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
+
+    Splitting at CRLF loses nothing, so when every header names a key asked
+    for and every value piece has exactly the length its header gives, and
+    `END` is the last line, the pieces are exactly what `_read_reply` would cut.
+    Any doubt (a value containing CRLF, a reply still incomplete) is None.
+    """
+    parts = buf.split(b"\r\n")
+    last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
+    found: dict[bytes, bytes] = {}
+    i = 0
+    try:
+        while i < last:
+            verb, key, _flags, size = parts[i].split(b" ")
+            value = parts[i + 1]
+            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
+                return None
+            found[key] = value
+            i += 2
+    except (ValueError, IndexError):
+        return None
+    return found if i == last and parts[i] == b"END" else None
+
+
+def _read_reply(
+    recv: Callable[[int], bytes], buf: bytes | bytearray, wanted: Collection[bytes]
+) -> dict[bytes, bytes]:
+    """Parse a `get` reply from `buf` on, reading more as needed; raise on anything unexpected."""
+    pos = 0
+    found: dict[bytes, bytes] = {}
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            buf = _more(recv, buf)
+            continue
+        if buf.startswith(b"VALUE ", pos):
+            fields = buf[pos + 6 : eol].split(b" ")
+            key = bytes(fields[0])
+            if key not in wanted or len(fields) not in (3, 4) or not fields[2].isdigit():
+                raise MemcacheUnknownError(bytes(buf[pos:eol])[:80])
+            start = eol + 2
+            end = start + int(fields[2])
+            while len(buf) < end + 2:
+                buf = _more(recv, buf)
+            if buf[end : end + 2] != b"\r\n":
+                raise MemcacheUnknownError("value not followed by CRLF")
+            found[key] = bytes(buf[start:end])
+            pos = end + 2
+        elif eol - pos == 3 and buf.startswith(b"END", pos):
+            if eol + 2 != len(buf):
+                raise MemcacheUnknownError("bytes after END")
+            return found
+        else:
+            line = bytes(buf[pos:eol])
+            if line.startswith(b"SERVER_ERROR"):
+                raise MemcacheServerError(line[:200])
+            if line.startswith((b"CLIENT_ERROR", b"ERROR")):
+                raise MemcacheClientError(line[:200])
+            raise MemcacheUnknownError(line[:80])
+
+
+def _more(recv: Callable[[int], bytes], buf: bytes | bytearray) -> bytes | bytearray:
+    """Append the next chunk of a reply; a closed connection raises."""
+    chunk = recv(_RECV_SIZE)
+    if not chunk:
+        raise MemcacheUnexpectedCloseError()
+    if not buf:
+        return chunk
+    if type(buf) is bytes:
+        buf = bytearray(buf)
+    buf += chunk
+    return buf
 
 
 def _gets_sync(client: Any, kb: bytes) -> tuple[bytes, int] | None:

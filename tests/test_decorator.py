@@ -286,8 +286,8 @@ class TestAsync:
             def __init__(self, n: int) -> None:
                 self.n = n
 
-            def __repr__(self) -> str:
-                return f"Repo({self.n})"
+            def __cache_key__(self) -> int:
+                return self.n
 
             @cache.cached()
             async def get(self, x: int) -> int:
@@ -692,19 +692,6 @@ class TestScopeAndInjected:
             @memo.Cache().cached(scope=lambda nope: nope)
             def f(x: int) -> int:
                 return x
-
-    def test_langgraph_injected_parameters_are_left_out(self, cache: memo.Cache) -> None:
-        from memo._decorator import injected_parameters
-
-        class RunnableConfig(dict):  # type: ignore[type-arg]
-            pass
-
-        def node(state: dict[str, Any], config: RunnableConfig, store: "BaseStore") -> None: ...  # type: ignore[name-defined]  # noqa: F821, UP037
-
-        def plain(state: dict[str, Any], config: dict[str, Any]) -> None: ...
-
-        assert injected_parameters(node) == {"config", "store"}
-        assert injected_parameters(plain) == set()
 
 
 def _free_port() -> int:
