@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from . import _health
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
@@ -382,7 +383,7 @@ class Cache:
         await self.aclose()
 
     # -- configuration from the environment, readiness -----------------------------
-    # Thin doors: the work is in _settings.py and _lifecycle.py.
+    # Thin doors: the work is in _settings.py and _health.py.
 
     @classmethod
     def from_env(
@@ -411,9 +412,7 @@ class Cache:
         False for a disabled (`null://`) cache and while every server's circuit
         breaker is open. Use `health()` for a probe that talks to the servers.
         """
-        from ._lifecycle import is_available
-
-        return is_available(self)
+        return _health.is_available(self)
 
     def health(self) -> dict[str, Any]:
         """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
@@ -423,15 +422,11 @@ class Cache:
         "down"; `latency_ms` is the probe's duration. Never raises: memo fails
         open, so a cache that is down leaves the application working.
         """
-        from ._lifecycle import health
-
-        return health(self)
+        return _health.health(self)
 
     async def ahealth(self) -> dict[str, Any]:
         """Async `health`."""
-        from ._lifecycle import ahealth
-
-        return await ahealth(self)
+        return await _health.ahealth(self)
 
 
 def _check_ns(ns: str | None) -> str | None:

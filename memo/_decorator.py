@@ -171,7 +171,7 @@ class Memo:
             raise ConfigurationError(f"cache_if must be a callable taking the result, got {cache_if!r}")
         self.cache_if = cache_if
         if (cache is None) == (default_cache is None):
-            raise TypeError("Memo needs a Cache or a default_cache callable, not both")
+            raise TypeError("Memo needs exactly one of: a Cache, a default_cache callable")
         # A partial, bound method or callable instance: keyed as its function plus what
         # is bound to it (see KeyMaker.for_callable).
         self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
