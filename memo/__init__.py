@@ -28,6 +28,7 @@ from ._errors import (
 )
 from ._events import Event
 from ._lifecycle import Lifespan, lifespan
+from ._sentinels import MISS
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "PartialFailure",
     "Event",
     "UNSET",
+    "MISS",
     "MemoError",
     "ConfigurationError",
     "UnkeyableArgumentError",

@@ -125,6 +125,16 @@ class Backend(abc.ABC):
         """
         return int(self.set(key, value, ttl))
 
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Append `value` to a control record on every server, creating it where absent.
+
+        Unlike `set_all`, it never removes what another writer stored (memcached's
+        `add`, then `append`), so records that only grow can be merged without a
+        compare-and-set. Returns how many servers stored it; raises only when
+        every server failed. This default is for a single store: read, then write.
+        """
+        return int(self.set(key, (self.get(key) or b"") + value, ttl))
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection the sync side holds."""
@@ -195,6 +205,10 @@ class Backend(abc.ABC):
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         """Async `set_all`."""
         return int(await self.aset(key, value, ttl))
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Async `append_all`."""
+        return int(await self.aset(key, (await self.aget(key) or b"") + value, ttl))
 
     @abc.abstractmethod
     async def aclose(self) -> None:

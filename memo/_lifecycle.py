@@ -12,15 +12,13 @@ async context manager, so it nests inside an application's own lifespan::
 from __future__ import annotations
 
 import logging
-import time
 from types import TracebackType
 from typing import Any
 
 from ._cache import Cache
 from ._defaults import default_cache
-from ._errors import BackendError
 
-__all__ = ["Lifespan", "ahealth", "health", "is_available", "lifespan"]
+__all__ = ["Lifespan", "lifespan"]
 
 logger = logging.getLogger("memo")
 
@@ -73,56 +71,3 @@ async def _startup(owner: Lifespan) -> None:
 async def _shutdown(owner: Lifespan) -> None:
     for cache in owner.caches or (default_cache(),):
         await cache.aclose()
-
-
-# -- readiness (`Cache.is_available`, `Cache.health`) ---------------------------------------
-
-
-def _disabled(cache: Cache) -> bool:
-    return cache.url.lower().startswith("null:")
-
-
-def _probe_key(cache: Cache) -> str:
-    return f"{cache.prefix}~health"
-
-
-def is_available(cache: Cache) -> bool:
-    """See `Cache.is_available`."""
-    if _disabled(cache):
-        return False
-    states = getattr(cache.backend, "server_states", None)
-    return states is None or any(state.state != "open" for state in states().values())
-
-
-def health(cache: Cache) -> dict[str, Any]:
-    """See `Cache.health`."""
-    if _disabled(cache):
-        return _report(cache, None, 0.0)
-    start = time.perf_counter()
-    try:
-        answered: dict[str, bytes | None] | None = cache.backend.get_all(_probe_key(cache))
-    except BackendError:
-        answered = None
-    return _report(cache, answered, time.perf_counter() - start)
-
-
-async def ahealth(cache: Cache) -> dict[str, Any]:
-    """See `Cache.ahealth`."""
-    if _disabled(cache):
-        return _report(cache, None, 0.0)
-    start = time.perf_counter()
-    try:
-        answered: dict[str, bytes | None] | None = await cache.backend.aget_all(_probe_key(cache))
-    except BackendError:
-        answered = None
-    return _report(cache, answered, time.perf_counter() - start)
-
-
-def _report(cache: Cache, answered: dict[str, bytes | None] | None, took: float) -> dict[str, Any]:
-    if _disabled(cache):
-        return {"status": "disabled", "servers": {}, "latency_ms": 0.0}
-    names = getattr(cache.backend, "servers", None) or tuple(answered or ("default",))
-    servers = {name: "up" if answered is not None and name in answered else "down" for name in names}
-    up = sum(state == "up" for state in servers.values())
-    status = "ok" if up == len(servers) else "degraded" if up else "down"
-    return {"status": status, "servers": servers, "latency_ms": round(took * 1000, 3)}

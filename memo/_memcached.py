@@ -1179,6 +1179,20 @@ class MemcachedBackend(Backend):
             raise errors[0]
         return stored
 
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = _key_bytes(key)
+        exp = _expiry(ttl)
+        stored = 0
+        errors: list[BaseException] = []
+        for server in self._servers:
+            try:
+                stored += bool(self._call(server, _add_or_append_sync, kb, value, exp))
+            except BackendError as exc:
+                errors.append(exc)
+        if len(errors) == len(self._servers):
+            raise errors[0]
+        return stored
+
     def close(self) -> None:
         """Close every idle sync connection; connections in use close when they come back."""
         for server in self._servers:
@@ -1478,6 +1492,22 @@ class MemcachedBackend(Backend):
             raise outcomes[0]
         return sum(o is True for o in outcomes)
 
+    async def _aappend_one(self, server: _Server, kb: bytes, value: bytes, exp: int) -> bool:
+        # Both in one round trip: where `add` stored, the `append` doubles the value,
+        # which records that only grow (generation tokens) read the same.
+        n = len(value)
+        data = b"add %b 0 %d %d\r\n%b\r\nappend %b 0 0 %d\r\n%b\r\n" % (kb, exp, n, value, kb, n, value)
+        lines: list[bytes] = await self._request(server, data, _LINES, expect=2)
+        return b"STORED" in lines
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = _key_bytes(key)
+        exp = _expiry(ttl)
+        outcomes = await _run_groups([self._aappend_one(server, kb, value, exp) for server in self._servers])
+        if all(isinstance(o, BaseException) for o in outcomes):
+            raise outcomes[0]
+        return sum(o is True for o in outcomes)
+
     async def aclose(self) -> None:
         """Close the async connections of every event loop this backend has used.
 
@@ -1493,6 +1523,10 @@ class MemcachedBackend(Backend):
                 await pools.aclose()
             else:
                 pools.close_elsewhere()
+
+
+def _add_or_append_sync(client: Any, kb: bytes, value: bytes, exp: int) -> bool:
+    return bool(client.add(kb, value, exp, False) or client.append(kb, value, 0, False))
 
 
 _RECV_SIZE = 256 * 1024

@@ -38,6 +38,7 @@ from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, 
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
+from ._generations import SCOPE
 from ._keys import safe_segment
 from ._policy import check_ttl
 from ._sentinels import MISS, NOT_GIVEN
@@ -61,8 +62,8 @@ def value_key(prefix: str, ns: str, generation: str, key: str) -> str:
 
 def _namespace_part(prefix: str, ns: str) -> tuple[str, Any]:
     """What every key of a namespace shares: its readable start and the seeded hasher."""
-    if not isinstance(ns, str):
-        raise ConfigurationError(f"ns must be a str, got {ns!r}")
+    if not isinstance(ns, str) or SCOPE in ns:
+        raise ConfigurationError(f"a namespace is a str without NUL characters, got {ns!r}")
     ns_bytes = ns.encode("utf-8", "surrogatepass")
     h = hashlib.blake2b(_SEED, digest_size=16)
     # Length-prefixed, so ("a:b", "c") and ("a", "b:c") hash apart.

@@ -47,7 +47,6 @@ backend's sync and async methods and call the application's functions.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import hashlib
 import inspect
@@ -61,6 +60,7 @@ from typing import Any, Generic, TypeVar
 
 from ._cache import Cache
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
+from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._keys import safe_segment
 from ._leases import HELD, Acquired, Found, acquire, invalidate, lock, store, wait
@@ -72,11 +72,9 @@ logger = logging.getLogger("memo")
 _monotonic = time.monotonic
 
 S = TypeVar("S")
-Op = tuple[str, tuple[Any, ...]]
 Steps = Generator[Op, Any, Any]
 
 #: Step op: run the application's function (args: the callable). Not a backend method.
-_CALL = "call"
 #: What a guarded backend step returns when the backend failed (the error is counted).
 _FAILED: Any = type("_Failed", (), {"__repr__": lambda self: "<backend failed>"})()
 #: What decoding returns for bytes that are not a session (a marker, garbage, expired).
@@ -291,7 +289,10 @@ class SessionCache(Generic[S]):
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], release: str | None) -> Steps:
         """Run the application's function; if it raises, drop the key (`release`) first."""
         try:
-            return (yield (_CALL, (fn, *args)))
+            result = yield ("compute", (fn, *args))
+            if inspect.isawaitable(result):  # only the sync driver hands one back
+                _refuse_awaitable(result, fn)
+            return result
         except BaseException:
             if release is not None:
                 yield from self._invalidate(release)
@@ -472,50 +473,10 @@ class SessionCache(Generic[S]):
     # -- drivers -------------------------------------------------------------------------------
 
     def _run(self, steps: Steps) -> Any:
-        backend = self.cache.backend
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                op = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            result = error = None
-            name, args = op
-            try:
-                if name == _CALL:
-                    result = args[0](*args[1:])
-                    if inspect.isawaitable(result):
-                        _refuse_awaitable(result, args[0])
-                elif name == "sleep":
-                    time.sleep(args[0])
-                else:
-                    result = getattr(backend, name)(*args)
-            except BaseException as exc:  # the steps decide: fail open, clean up, or re-raise
-                error = exc
+        return run_sync(self.cache.backend, steps)
 
     async def _arun(self, steps: Steps) -> Any:
-        backend = self.cache.backend
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                op = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            result = error = None
-            name, args = op
-            try:
-                if name == _CALL:
-                    result = args[0](*args[1:])
-                    if inspect.isawaitable(result):
-                        result = await result
-                elif name == "sleep":
-                    await asyncio.sleep(args[0])
-                else:
-                    result = await getattr(backend, "a" + name)(*args)
-            except BaseException as exc:
-                error = exc
+        return await run_async(self.cache.backend, steps)
 
     # -- public API: sync ---------------------------------------------------------------------
 

@@ -103,8 +103,10 @@ def test_value_keys_are_memcached_safe() -> None:
     longest_prefix = "p" * 64
     key = value_key(longest_prefix, "ns with space" * 10, "01234567.89abcdef", "k\x00\n" * 400)
     assert len(key) <= 250 and key.isascii() and key.isprintable() and " " not in key
-    with pytest.raises(memo.ConfigurationError, match="ns must be a str"):
+    with pytest.raises(memo.ConfigurationError, match="namespace is a str"):
         value_key("p", 1, "g", "k")  # type: ignore[arg-type]
+    with pytest.raises(memo.ConfigurationError, match="without NUL"):
+        value_key("p", "a\x00b", "g", "k")
 
 
 @given(st.text())
