@@ -146,7 +146,12 @@ def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]
         higher_is_better=True,
     )
     eight = find(groups, "routing", "memo router, 8 servers")
+    sixty_four = find(groups, "routing", "memo router, 64 servers")
     target("routing ≤ 2 µs per key at 8 servers", eight.median_us if eight else None, 2.0, unit=" µs")
+    target(
+        "routing ≤ 2 µs per key at 64 servers", sixty_four.median_us if sixty_four else None, 2.0, unit=" µs"
+    )
+    target("routing at 64 servers ≤ 2× its cost at 8", ratio(sixty_four, eight), 2.0)
     target(
         "100-key batch through MemcachedCache ≤ 2× a raw 100-key get",
         ratio(
