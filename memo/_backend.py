@@ -77,6 +77,41 @@ class Backend(abc.ABC):
         """Remove every key of `keys` that exists."""
 
     @abc.abstractmethod
+    def gets(self, key: str) -> tuple[bytes, int] | None:
+        """Return `(value, cas unique)` stored under `key`, or None when absent."""
+
+    @abc.abstractmethod
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        """Store `value` only if `key` still holds the version `unique` names; True if stored."""
+
+    @abc.abstractmethod
+    def touch(self, key: str, ttl: float | None) -> bool:
+        """Give `key` a new lifetime without reading it; True if it existed."""
+
+    def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
+        """`add` the marker under `key`, then `gets` it: `(added, what is stored now)`.
+
+        Backends that can should do both in one round trip (memcached pipelines them).
+        """
+        added = self.add(key, marker, ttl)
+        return added, self.gets(key)
+
+    def get_all(self, key: str) -> dict[str, bytes | None]:
+        """Read a small control record from every server: `{server: value or None}`.
+
+        Servers that fail are left out; raises only when every server failed. A
+        backend with one store returns one entry.
+        """
+        return {"default": self.get(key)}
+
+    def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Write a small control record to every server; return how many stored it.
+
+        Raises only when every server failed.
+        """
+        return int(self.set(key, value, ttl))
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release every connection the sync side holds."""
 
@@ -109,6 +144,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def adelete_many(self, keys: Sequence[str]) -> None:
         """Async `delete_many`."""
+
+    @abc.abstractmethod
+    async def agets(self, key: str) -> tuple[bytes, int] | None:
+        """Async `gets`."""
+
+    @abc.abstractmethod
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        """Async `cas`."""
+
+    @abc.abstractmethod
+    async def atouch(self, key: str, ttl: float | None) -> bool:
+        """Async `touch`."""
+
+    async def alease(
+        self, key: str, marker: bytes, ttl: float | None
+    ) -> tuple[bool, tuple[bytes, int] | None]:
+        """Async `lease`."""
+        added = await self.aadd(key, marker, ttl)
+        return added, await self.agets(key)
+
+    async def aget_all(self, key: str) -> dict[str, bytes | None]:
+        """Async `get_all`."""
+        return {"default": await self.aget(key)}
+
+    async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Async `set_all`."""
+        return int(await self.aset(key, value, ttl))
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -25,9 +25,19 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
+from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError
 from ._keys import check_prefix, safe_segment
-from ._policy import UNSET, ErrorLog, OnError, Stats, check_on_error, check_ttl, new_token
+from ._policy import (
+    UNSET,
+    ErrorLog,
+    OnError,
+    Stats,
+    check_on_error,
+    check_seconds,
+    check_ttl,
+    new_token,
+)
 
 if TYPE_CHECKING:
     from ._decorator import Decorator
@@ -37,29 +47,6 @@ __all__ = ["Cache", "configure", "default_cache"]
 logger = logging.getLogger("memo")
 _monotonic = time.monotonic
 T = TypeVar("T")
-
-#: What a sans-I/O step asks the driver to do: (backend method name, arguments).
-Op = tuple[str, tuple[Any, ...]]
-
-
-def run_sync(backend: Backend, steps: Generator[Op, Any, T]) -> T:
-    """Drive a sans-I/O generator with the backend's sync methods."""
-    try:
-        method, args = next(steps)
-        while True:
-            method, args = steps.send(getattr(backend, method)(*args))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def run_async(backend: Backend, steps: Generator[Op, Any, T]) -> T:
-    """Drive a sans-I/O generator with the backend's async methods."""
-    try:
-        method, args = next(steps)
-        while True:
-            method, args = steps.send(await getattr(backend, "a" + method)(*args))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
 
 
 class Cache:
@@ -80,6 +67,13 @@ class Cache:
             read; another process sees a `clear()` within this time.
         compress_threshold: encoded values longer than this many bytes are
             zlib-compressed (None: never).
+        leases: fill misses under a lease (default True): an invalidate, refresh
+            or clear in any process voids a fill that started before it, and one
+            caller per key computes while the others wait. False: plain `set`.
+        lease_ttl: seconds a lease lasts; a holder that died delays the others
+            by at most this long (default 10).
+        lease_wait: seconds a caller waits for another's lease before computing
+            itself, without storing (default 5).
         **options: backend options, e.g. `max_entries` for memory://,
             `timeout`, `connect_timeout`, `pool_size`, `tls_context` for memcached.
     """
@@ -94,6 +88,9 @@ class Cache:
         on_error: OnError = "ignore",
         ns_refresh: float = 1.0,
         compress_threshold: int | None = 16 * 1024,
+        leases: bool = True,
+        lease_ttl: float = 10.0,
+        lease_wait: float = 5.0,
         **options: Any,
     ) -> None:
         self.url = url
@@ -105,6 +102,9 @@ class Cache:
             raise ConfigurationError(f"ns_refresh must be >= 0 seconds, got {ns_refresh!r}")
         self.ns_refresh = ns_refresh
         self.compress_threshold = compress_threshold
+        self.leases = bool(leases)
+        self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
+        self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend_from_url(url, options)
         self._root_key = f"{prefix}~gen"
         self._generations: dict[str, tuple[str, float]] = {}
@@ -129,6 +129,9 @@ class Cache:
         types: Iterable[type] = (),
         strict: bool | None = None,
         on_error: OnError | None = None,
+        stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
+        lease_wait: float | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -147,6 +150,10 @@ class Cache:
                 annotation names.
             strict: overrides the Cache's `strict` for this function.
             on_error: overrides the Cache's `on_error` for this function.
+            stale_ttl: seconds after `ttl` during which an expired entry is still
+                served at once while one caller (across processes) recomputes it
+                in the background (stale-while-revalidate). Needs a `ttl`.
+            lease_ttl, lease_wait: override the Cache's for this function.
         """
         from ._decorator import Decorator
 
@@ -161,6 +168,9 @@ class Cache:
             types=types,
             strict=strict,
             on_error=on_error,
+            stale_ttl=stale_ttl,
+            lease_ttl=lease_ttl,
+            lease_wait=lease_wait,
         )
 
     # -- statistics ----------------------------------------------------------
@@ -179,7 +189,11 @@ class Cache:
         Counters: hits, misses, sets, errors (backend failures), decode_errors
         (stored bytes that could not be read back: treated as misses),
         encode_errors (results that could not be stored), not_stored (values
-        the backend refused, e.g. larger than its item size).
+        the backend refused, e.g. larger than its item size), stale (expired
+        entries served during `stale_ttl` while being recomputed), lease_lost
+        (fills refused because an invalidate, refresh, write or clear came
+        after their lease), lease_waits (misses that waited for another
+        caller's lease instead of computing).
         """
         if ns is not None:
             return self.ns_stats(ns).as_dict()

@@ -4,17 +4,19 @@ Pure: no I/O, no client imports.
 
 Wire format (all integers big-endian)::
 
-    b"m" | version (1 byte, now 1) | flags (1 byte) | [soft expiry: uint32 Unix time] | body
+    b"m" | version (1 byte, now 2) | flags (1 byte) | [expiry: uint64 Unix time in ms] | body
 
 The JSON body always ends with a newline (orjson never writes one inside a
 value), so a truncated body is detected, never decoded as a shorter value.
 
 Flags: `PLAIN` (the body is plain JSON: decode is one `orjson.loads`),
-`ZLIB` (the body is zlib-compressed), `SOFT_EXPIRY` (a 4-byte soft-expiry time
-follows the flags; reserved for stale-while-revalidate, readers skip it).
+`ZLIB` (the body is zlib-compressed), `EXPIRES` (an 8-byte expiry time in
+milliseconds follows the flags: memcached's own clock ticks once a second, so
+the exact lifetime of an entry is kept here and checked by the reader),
+`LEASE` (not a value: a lease marker, whose body is its owner's token).
 Anything else (another magic, an unknown version or flag, a truncated or
 corrupt body, a class this reader does not know) is a `DecodeError`, which the
-engine treats as a miss.
+engine treats as a miss. Version 1 (memo 0.1) had no expiry and is still read.
 
 Typed JSON: values JSON cannot tell apart are wrapped in single-key objects
 whose key starts with NUL (`{"\\u0000t": [...]}` is a tuple). A plain dict can
@@ -34,7 +36,6 @@ import collections
 import dataclasses
 import datetime as _dt
 import enum
-import struct
 import typing
 import uuid
 import zlib
@@ -50,10 +51,12 @@ from ._keys import qualified_name
 __all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
 
 MAGIC = b"m"
-VERSION = 1
-PLAIN, ZLIB, SOFT_EXPIRY = 1, 2, 4
-_KNOWN_FLAGS = PLAIN | ZLIB | SOFT_EXPIRY
+VERSION = 2
+PLAIN, ZLIB, EXPIRES, LEASE = 1, 2, 4, 8
+_KNOWN_FLAGS = PLAIN | ZLIB | EXPIRES
 _PLAIN_HEADER = MAGIC + bytes([VERSION, PLAIN])
+_PLAIN_EXPIRES_HEADER = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
+_LEASE_HEADER = MAGIC + bytes([VERSION, LEASE])
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _NUL = "\x00"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -190,8 +193,8 @@ class Codec:
 
     # -- bytes ---------------------------------------------------------------
 
-    def encode(self, value: Any) -> bytes:
-        """Return the wire bytes of `value`.
+    def encode(self, value: Any, expires_ms: int | None = None) -> bytes:
+        """Return the wire bytes of `value`, with its exact expiry (Unix ms) if given.
 
         Raises:
             SerializationError: `value` holds a type this codec cannot round-trip.
@@ -210,7 +213,10 @@ class Codec:
         if threshold is not None and len(body) > threshold:
             packed = zlib.compress(body, self.compress_level)
             if len(packed) < len(body):
-                return MAGIC + bytes([VERSION, flags | ZLIB]) + packed
+                flags |= ZLIB
+                body = packed
+        if expires_ms is not None:
+            return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body
         return (_PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
 
     def decode(self, data: bytes) -> Any:
@@ -219,15 +225,21 @@ class Codec:
         Raises:
             DecodeError: the bytes are not a value this codec wrote and can rebuild.
         """
-        if data.startswith(_PLAIN_HEADER) and data.endswith(b"\n"):  # the hit path of JSON-shaped results
-            try:
-                return orjson.loads(data[3:])
-            except orjson.JSONDecodeError as exc:
-                raise DecodeError(str(exc)) from None
-        if len(data) < 3 or data[:1] != MAGIC or data[1] != VERSION or data[2] & ~_KNOWN_FLAGS:
+        if data.endswith(b"\n"):  # the hit paths of JSON-shaped results
+            start = (
+                3 if data.startswith(_PLAIN_HEADER) else 11 if data.startswith(_PLAIN_EXPIRES_HEADER) else 0
+            )
+            if start:
+                try:
+                    return orjson.loads(data[start:])
+                except orjson.JSONDecodeError as exc:
+                    raise DecodeError(str(exc)) from None
+        if len(data) < 3 or data[:1] != MAGIC or data[1] not in (1, VERSION) or data[2] & ~_KNOWN_FLAGS:
             raise DecodeError("not a memo value of a known format version")
         flags = data[2]
-        start = 7 if flags & SOFT_EXPIRY else 3
+        start = 11 if flags & EXPIRES and data[1] == VERSION else 3
+        if flags & EXPIRES and data[1] != VERSION:
+            raise DecodeError("a version 1 value never carried an expiry")
         body = data[start:]
         try:
             if flags & ZLIB:
@@ -253,13 +265,6 @@ class Codec:
         if kind != "memo":
             raise DecodeError(f"not written by memo's codec (type {kind!r})")
         return self.decode(payload)
-
-    @staticmethod
-    def soft_expiry(data: bytes) -> int | None:
-        """Return the soft-expiry Unix time stored in a header, if any."""
-        if len(data) >= 7 and data[2] & SOFT_EXPIRY:
-            return int(struct.unpack_from(">I", data, 3)[0])
-        return None
 
     # -- typed trees -----------------------------------------------------------
 
@@ -420,3 +425,20 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
     "\x00n": _dec_named,
     "\x00p": _dec_model,
 }
+
+
+def expires_ms(data: bytes) -> int | None:
+    """Return the exact expiry (Unix time in ms) stored in a value's header, if any."""
+    if len(data) >= 11 and data[1] == VERSION and data[2] & EXPIRES and data[:1] == MAGIC:
+        return int.from_bytes(data[3:11], "big")
+    return None
+
+
+def lease_marker(token: str) -> bytes:
+    """Return the bytes of a lease marker owned by `token` (never decodes as a value)."""
+    return _LEASE_HEADER + token.encode("ascii") + b"\n"
+
+
+def is_lease(data: bytes) -> bool:
+    """Tell whether stored bytes are a lease marker rather than a value."""
+    return data.startswith(_LEASE_HEADER)

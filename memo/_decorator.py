@@ -9,6 +9,7 @@ both use the same `Memo` core and differ only by `await`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import sys
@@ -20,12 +21,16 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
+from . import _leases as leases
+from ._background import Refresher
 from ._cache import Cache, default_cache
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry
+from ._codec import EXPIRES as _EXPIRES
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease, lease_marker
+from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
 from ._keys import Binder, KeyMaker, qualified_name
-from ._policy import UNSET, OnError, check_on_error, check_ttl
+from ._policy import UNSET, OnError, check_on_error, check_seconds, check_ttl
 
 __all__ = ["AsyncCached", "Cached", "Decorator", "cached"]
 
@@ -38,6 +43,7 @@ _S = TypeVar("_S")
 _P2 = ParamSpec("_P2")
 _MISS: Any = object()
 _monotonic = time.monotonic
+_time = time.time
 
 
 class Cached(Protocol[P, R_co]):
@@ -82,7 +88,13 @@ class AsyncCached(Protocol[P, R_co]):
 
 
 class Memo:
-    """The engine of one decorated function."""
+    """The engine of one decorated function.
+
+    The hit path is written out twice (`call`, `acall`), flat, because every
+    call layer costs; everything after a miss (filling under a lease, waiting for
+    another caller's lease, revalidating a stale entry, refreshing) is written
+    once as sans-I/O steps and run by the sync or async driver (`memo._drive`).
+    """
 
     def __init__(
         self,
@@ -98,6 +110,9 @@ class Memo:
         types: Iterable[type] = (),
         strict: bool | None = None,
         on_error: OnError | None = None,
+        stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
+        lease_wait: float | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
@@ -111,6 +126,11 @@ class Memo:
         self.cache = cache
         self.ns = ns
         self.ttl = ttl if ttl is UNSET else check_ttl(ttl)
+        self.stale_ttl = None if stale_ttl is None else check_seconds(stale_ttl, "stale_ttl")
+        if self.stale_ttl is not None and self.ttl is None:
+            raise ConfigurationError("stale_ttl needs a ttl: an entry that never expires is never stale")
+        self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
+        self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
         self.strict = strict
         self.on_error = None if on_error is None else check_on_error(on_error)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -128,6 +148,10 @@ class Memo:
         self._decode = self.codec.decode
         self._digest = self.keys.digest
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
+        self.refresher = Refresher(self.name)
+        #: Bumped by every invalidate and refresh in this process: callers that
+        #: miss afterwards never join a computation that started before.
+        self._epoch = 0
         self._bound: Cache | None = None
         self._warned = False
         if cache is not None:
@@ -138,9 +162,17 @@ class Memo:
     def _bind(self, cache: Cache) -> Cache:
         self._static = f"{cache.prefix}{self.keys.readable}:"
         self._stats = cache.ns_stats(self.ns)
-        self._ttl = cache.ttl if self.ttl is UNSET else self.ttl
+        self._ttl = ttl = cache.ttl if self.ttl is UNSET else self.ttl
+        # memcached keeps an entry one second past its exact expiry plus the stale
+        # window (its clock ticks in whole seconds); the header says when it expires.
+        self._ttl_ms = None if ttl is None else ttl * 1000.0
+        self._stale_ms = 0.0 if self.stale_ttl is None else self.stale_ttl * 1000.0
+        self._hard_ttl = None if ttl is None else ttl + (self.stale_ttl or 0.0) + 1.0
         self._strict = cache.strict if self.strict is None else self.strict
         self._on_error: OnError = self.on_error or cache.on_error
+        self._leases = cache.leases
+        self._lease_ttl = cache.lease_ttl if self.lease_ttl is None else self.lease_ttl
+        self._lease_wait = cache.lease_wait if self.lease_wait is None else self.lease_wait
         self.codec.compress_threshold = cache.compress_threshold
         self._bound = cache
         return cache
@@ -159,12 +191,14 @@ class Memo:
         try:
             return self.codec.decode(raw)
         except DecodeError:
-            self._stats.decode_errors += 1
+            if not is_lease(raw):
+                self._stats.decode_errors += 1
             return _MISS
 
     def encode(self, value: Any) -> bytes | None:
+        ttl_ms = self._ttl_ms
         try:
-            return self.codec.encode(value)
+            return self.codec.encode(value, None if ttl_ms is None else int(_time() * 1000.0 + ttl_ms))
         except SerializationError as exc:
             self._stats.encode_errors += 1
             if self._strict:
@@ -174,11 +208,31 @@ class Memo:
                 logger.warning("memo: results of %s are not cached: %s", self.name, exc)
             return None
 
-    def _stored(self, stored: bool) -> None:
-        if stored:
-            self._stats.sets += 1
-        else:
-            self._stats.not_stored += 1
+    def _usable(self, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
+        """Whether stored bytes are a fresh value; its decoded value is appended to `found`.
+
+        `bad`: bytes already found undecodable, not decoded (or counted) again.
+        """
+        if raw == bad:
+            return False
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _time() * 1000.0:
+            return False
+        value = self.decode(raw)
+        if value is _MISS:
+            return False
+        found.append(value)
+        return True
+
+    def _stale_until(self, raw: bytes) -> float:
+        """Unix ms until which an expired entry may still be served (0: not at all)."""
+        expires = expires_ms(raw)
+        return 0.0 if expires is None or not self._stale_ms else expires + self._stale_ms
+
+    def _generation_is(self, cache: Cache, key: str) -> bool:
+        """Whether `key` still carries the namespace generation this process knows."""
+        entry = cache._generations.get(self.ns)
+        return entry is not None and key.startswith(entry[0] + ":", len(self._static))
 
     def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
         cache.record_error(self.ns, what, exc, self._on_error)
@@ -190,6 +244,148 @@ class Memo:
             return value
         copy = self.decode(data)
         return value if copy is _MISS else copy
+
+    def _too_big(self, cache: Cache, data: bytes) -> bool:
+        if len(data) > cache.backend.max_value_size:
+            self._stats.not_stored += 1
+            return True
+        return False
+
+    # -- the cold paths, written once as sans-I/O steps ------------------------------
+
+    def _fill(self, cache: Cache, key: str, bad: bytes | None) -> Steps[tuple[Any, bytes | None]]:
+        """After a miss: compute once (across processes with leases) and store.
+
+        `bad`: what the hit path read and could not use, if anything.
+        """
+        if not self._leases:
+            return (yield from self._fill_plain(cache, key, bad))
+        stats = self._stats
+        found: list[Any] = []
+        usable = partial(self._usable, found, bad)
+        try:
+            outcome = yield from leases.acquire(key, self._lease_ttl, usable)
+            deadline = 0.0
+            while outcome is leases.HELD:
+                if not deadline:
+                    deadline = _monotonic() + self._lease_wait
+                    stats.lease_waits += 1
+                raw = yield from leases.wait(key, deadline, usable)
+                if raw is not None:
+                    return found[-1], raw
+                if _monotonic() >= deadline:
+                    # The holder is slow or gone: compute, but leave its lease alone.
+                    value = yield ("compute", ())
+                    return value, self.encode(value)
+                outcome = yield from leases.acquire(key, self._lease_ttl, usable)
+        except BackendError as exc:
+            self._failed(cache, "taking a lease", exc)
+            value = yield ("compute", ())
+            return value, None
+        if isinstance(outcome, leases.Found):
+            return found[-1], outcome.raw
+        assert isinstance(outcome, leases.Acquired)
+        try:
+            value = yield ("compute", ())
+        except BaseException:
+            # Release the lease, so that others compute now instead of waiting for nothing.
+            with contextlib.suppress(BackendError):
+                yield from leases.invalidate(key)
+            raise
+        data = self.encode(value)
+        try:
+            if data is None or self._too_big(cache, data):
+                yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
+            elif not self._generation_is(cache, key):
+                # Cleared while computing: the key is unreachable; leave nothing behind.
+                stats.lease_lost += 1
+                yield from leases.invalidate(key)
+            elif (yield from leases.store(key, data, self._hard_ttl, outcome.unique)):
+                stats.sets += 1
+            else:
+                stats.lease_lost += 1
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+        return value, data
+
+    def _fill_plain(self, cache: Cache, key: str, bad: bytes | None) -> Steps[tuple[Any, bytes | None]]:
+        """A fill without leases: re-read (another caller may just have filled), compute, set."""
+        found: list[Any] = []
+        try:
+            raw = yield ("get", (key,))
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            value = yield ("compute", ())
+            return value, None
+        if raw is not None and self._usable(found, bad, raw):
+            return found[-1], raw
+        value = yield ("compute", ())
+        data = self.encode(value)
+        if data is not None:
+            try:
+                if (yield ("set", (key, data, self._hard_ttl))):
+                    self._stats.sets += 1
+                else:
+                    self._stats.not_stored += 1
+            except BackendError as exc:
+                self._failed(cache, "a write", exc)
+        return value, data
+
+    def _revalidate(self, cache: Cache, key: str) -> Steps[None]:
+        """Recompute a stale entry, by one caller across processes, under the refresh lease."""
+        rkey = f"{cache.prefix}~r:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
+        try:
+            if not (yield ("add", (rkey, lease_marker(leases.new_owner()), self._lease_ttl))):
+                return  # another process is refreshing it
+            got = yield ("gets", (key,))
+            if got is None or is_lease(got[0]) or self._usable([], None, got[0]):
+                yield ("delete", (rkey,))
+                return  # invalidated (the next miss fills it) or refreshed meanwhile
+            try:
+                value = yield ("compute", ())
+            except BaseException:
+                with contextlib.suppress(BackendError):
+                    yield ("delete", (rkey,))
+                raise
+            data = self.encode(value)
+            if data is not None and not self._too_big(cache, data):
+                if (yield from leases.store(key, data, self._hard_ttl, got[1])):
+                    self._stats.sets += 1
+                else:
+                    self._stats.lease_lost += 1
+            yield ("delete", (rkey,))
+        except BackendError as exc:
+            self._failed(cache, "revalidating a stale entry", exc)
+
+    def _refresh(self, cache: Cache, key: str | None) -> Steps[Any]:
+        """Recompute and store now; a fill that started before cannot overwrite it."""
+        unique = None
+        if key is not None:
+            try:
+                unique = yield from leases.lock(key, self._lease_ttl)
+            except BackendError as exc:
+                self._failed(cache, "taking a lease", exc)
+        try:
+            value = yield ("compute", ())
+        except BaseException:
+            if key is not None and unique is not None:
+                with contextlib.suppress(BackendError):
+                    yield from leases.invalidate(key)
+            raise
+        if key is None:
+            return value
+        data = self.encode(value)
+        try:
+            if data is not None and unique is not None and not self._too_big(cache, data):
+                if (yield from leases.store(key, data, self._hard_ttl, unique)):
+                    self._stats.sets += 1
+                    return value
+                self._stats.lease_lost += 1
+            # Not stored: drop our marker (or whatever replaced it) rather than leave it.
+            yield from leases.invalidate(key)
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+        return value
 
     # -- sync driver ----------------------------------------------------------------
 
@@ -216,43 +412,36 @@ class Memo:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
         if raw is not None:
-            try:
-                value = self._decode(raw)
-            except DecodeError:
-                self._stats.decode_errors += 1
+            if len(raw) > 10 and raw[2] & _EXPIRES and int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
+                if self._stale_ms and _time() * 1000.0 < self._stale_until(raw):
+                    value = self.decode(raw)
+                    if value is not _MISS:
+                        self._stats.stale += 1
+                        self.refresher.submit(
+                            key,
+                            partial(
+                                run_sync,
+                                cache.backend,
+                                self._revalidate(cache, key),
+                                partial(wrapped, *args, **kwargs),
+                            ),
+                        )
+                        return value
             else:
-                self._stats.hits += 1
-                return value
+                try:
+                    value = self._decode(raw)
+                except DecodeError:
+                    if not is_lease(raw):
+                        self._stats.decode_errors += 1
+                else:
+                    self._stats.hits += 1
+                    return value
         self._stats.misses += 1
-        outcome, led = self.flight.run(key, partial(self._fill, cache, key, raw, wrapped, args, kwargs))
+        outcome, led = self.flight.run(
+            (key, self._epoch),
+            partial(run_sync, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
+        )
         return self._shared(outcome, led)
-
-    def _fill(
-        self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
-    ) -> Any:
-        # Re-read first: a caller that missed just before another finished its
-        # fill would otherwise run the function a second time. `bad` is the
-        # undecodable value the first read found, if any: not decoded (or counted) twice.
-        try:
-            raw = cache.backend.get(key)
-        except BackendError as exc:
-            self._failed(cache, "a read", exc)
-            return wrapped(*args, **kwargs), None
-        if raw is not None and raw != bad:
-            value = self.decode(raw)
-            if value is not _MISS:
-                return value, raw
-        value = wrapped(*args, **kwargs)
-        data = self.encode(value)
-        if data is not None:
-            self._store(cache, key, data)
-        return value, data
-
-    def _store(self, cache: Cache, key: str, data: bytes) -> None:
-        try:
-            self._stored(cache.backend.set(key, data, self._ttl))
-        except BackendError as exc:
-            self._failed(cache, "a write", exc)
 
     def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = self.bound_cache().generation(self.ns, self._on_error)
@@ -262,24 +451,22 @@ class Memo:
 
     def invalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         cache = self.bound_cache()
+        self._epoch += 1
         gen = cache.generation(self.ns, self._on_error)
         if gen is None:
             return False
         try:
-            return cache.backend.delete(self.make_key(gen, instance, args, kwargs))
+            return run_sync(cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs)))
         except BackendError as exc:
             self._failed(cache, "a delete", exc)
             return False
 
     def refresh(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         cache = self.bound_cache()
+        self._epoch += 1
         gen = cache.generation(self.ns, self._on_error)
         key = None if gen is None else self.make_key(gen, instance, args, kwargs)
-        value = wrapped(*args, **kwargs)
-        data = self.encode(value)
-        if key is not None and data is not None:
-            self._store(cache, key, data)
-        return value
+        return run_sync(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
 
     # -- async driver -----------------------------------------------------------------
 
@@ -303,42 +490,36 @@ class Memo:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
         if raw is not None:
-            try:
-                value = self._decode(raw)
-            except DecodeError:
-                self._stats.decode_errors += 1
+            if len(raw) > 10 and raw[2] & _EXPIRES and int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
+                if self._stale_ms and _time() * 1000.0 < self._stale_until(raw):
+                    value = self.decode(raw)
+                    if value is not _MISS:
+                        self._stats.stale += 1
+                        self.refresher.asubmit(
+                            key,
+                            partial(
+                                run_async,
+                                cache.backend,
+                                self._revalidate(cache, key),
+                                partial(wrapped, *args, **kwargs),
+                            ),
+                        )
+                        return value
             else:
-                self._stats.hits += 1
-                return value
+                try:
+                    value = self._decode(raw)
+                except DecodeError:
+                    if not is_lease(raw):
+                        self._stats.decode_errors += 1
+                else:
+                    self._stats.hits += 1
+                    return value
         self._stats.misses += 1
         outcome, led = await self.flight.run(
-            key, partial(self._afill, cache, key, raw, wrapped, args, kwargs)
+            (key, self._epoch),
+            partial(run_async, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
         )
         return self._shared(outcome, led)
-
-    async def _afill(
-        self, cache: Cache, key: str, bad: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
-    ) -> Any:
-        try:
-            raw = await cache.backend.aget(key)
-        except BackendError as exc:
-            self._failed(cache, "a read", exc)
-            return await wrapped(*args, **kwargs), None
-        if raw is not None and raw != bad:
-            value = self.decode(raw)
-            if value is not _MISS:
-                return value, raw
-        value = await wrapped(*args, **kwargs)
-        data = self.encode(value)
-        if data is not None:
-            await self._astore(cache, key, data)
-        return value, data
-
-    async def _astore(self, cache: Cache, key: str, data: bytes) -> None:
-        try:
-            self._stored(await cache.backend.aset(key, data, self._ttl))
-        except BackendError as exc:
-            self._failed(cache, "a write", exc)
 
     async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = await self.bound_cache().ageneration(self.ns, self._on_error)
@@ -348,11 +529,14 @@ class Memo:
 
     async def ainvalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         cache = self.bound_cache()
+        self._epoch += 1
         gen = await cache.ageneration(self.ns, self._on_error)
         if gen is None:
             return False
         try:
-            return await cache.backend.adelete(self.make_key(gen, instance, args, kwargs))
+            return await run_async(
+                cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs))
+            )
         except BackendError as exc:
             self._failed(cache, "a delete", exc)
             return False
@@ -361,13 +545,10 @@ class Memo:
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
         cache = self.bound_cache()
+        self._epoch += 1
         gen = await cache.ageneration(self.ns, self._on_error)
         key = None if gen is None else self.make_key(gen, instance, args, kwargs)
-        value = await wrapped(*args, **kwargs)
-        data = self.encode(value)
-        if key is not None and data is not None:
-            await self._astore(cache, key, data)
-        return value
+        return await run_async(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
 
 
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
@@ -514,6 +695,9 @@ def cached(
     types: Iterable[type] = (),
     strict: bool | None = None,
     on_error: OnError | None = None,
+    stale_ttl: float | None = None,
+    lease_ttl: float | None = None,
+    lease_wait: float | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -531,4 +715,7 @@ def cached(
         types=types,
         strict=strict,
         on_error=on_error,
+        stale_ttl=stale_ttl,
+        lease_ttl=lease_ttl,
+        lease_wait=lease_wait,
     )

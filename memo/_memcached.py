@@ -62,6 +62,7 @@ from typing import Any, ClassVar, NamedTuple, NoReturn
 from urllib.parse import SplitResult
 
 from pymemcache.client.base import Client as _PymemcacheClient
+from pymemcache.client.base import _readline, _readvalue
 from pymemcache.exceptions import (
     MemcacheClientError,
     MemcacheServerError,
@@ -277,7 +278,7 @@ class _Server:
 
 # -- async: one connection --------------------------------------------------------
 
-_IDLE, _FETCH, _LINES = 0, 1, 2
+_IDLE, _FETCH, _LINES, _GETS, _LINE_GETS = 0, 1, 2, 3, 4
 
 
 class _ProtocolViolation(Exception):
@@ -318,9 +319,10 @@ class _Connection(asyncio.Protocol):
         self._need = 0
         self._key = b""
         self._wanted: Any = ()
-        self._values: dict[bytes, bytes] = {}
+        self._values: dict[bytes, Any] = {}
         self._lines: list[bytes] = []
         self._expect = 0
+        self._cas = 0
 
     # -- asyncio.Protocol
 
@@ -353,7 +355,13 @@ class _Connection(asyncio.Protocol):
         else:
             buf = data
         try:
-            complete = self._parse_fetch(buf) if self._mode == _FETCH else self._parse_lines(buf)
+            mode = self._mode
+            if mode in (_FETCH, _GETS):
+                complete = self._parse_fetch(buf)
+            elif mode == _LINES:
+                complete = self._parse_lines(buf)
+            else:
+                complete = self._parse_line_then_fetch(buf)
         except _ProtocolViolation as exc:
             self._fail_protocol(str(exc))
             return
@@ -369,10 +377,12 @@ class _Connection(asyncio.Protocol):
         self._pos = self._need = 0
         self._waiter = None
         mode, self._mode = self._mode, _IDLE
-        if mode == _FETCH:
+        if mode in (_FETCH, _GETS):
             waiter.set_result(self._values)
-        else:
+        elif mode == _LINES:
             waiter.set_result(self._lines)
+        else:
+            waiter.set_result((self._lines[0], self._values))
 
     # -- requests
 
@@ -382,7 +392,9 @@ class _Connection(asyncio.Protocol):
         """Send `data` and return the future of its reply.
 
         `mode` _FETCH collects `VALUE` items up to `END` into a dict (keys must
-        be in `wanted`); _LINES collects `expect` reply lines into a list.
+        be in `wanted`); _GETS does the same with `(value, cas unique)` items;
+        _LINES collects `expect` reply lines into a list; _LINE_GETS reads one
+        reply line, then a `gets` reply: `(line, {key: (value, cas)})`.
         """
         fut = self.loop.create_future()
         transport = self.transport
@@ -392,12 +404,13 @@ class _Connection(asyncio.Protocol):
             return fut
         self._waiter = fut
         self._mode = mode
-        if mode == _FETCH:
+        if mode != _LINES:
             self._values = {}
             self._wanted = wanted
-        else:
+            self._cas = 0
+        if mode in (_LINES, _LINE_GETS):
             self._lines = []
-            self._expect = expect
+            self._expect = expect or 1
         self._timeout = timeout
         loop = self.loop
         self._deadline = deadline = loop.time() + timeout
@@ -461,7 +474,8 @@ class _Connection(asyncio.Protocol):
                     break
                 if buf[need - 2 : need] != b"\r\n":
                     raise _ProtocolViolation("value not followed by CRLF")
-                values[self._key] = bytes(buf[pos : need - 2])
+                value = bytes(buf[pos : need - 2])
+                values[self._key] = value if self._mode == _FETCH else (value, self._cas)
                 pos = need
                 self._need = 0
             eol = buf.find(b"\r\n", pos)
@@ -480,6 +494,10 @@ class _Connection(asyncio.Protocol):
                     raise _ProtocolViolation(repr(bytes(buf[pos:eol])[:80])) from None
                 if size < 0:
                     raise _ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
+                if self._mode != _FETCH:
+                    if len(fields) != 4 or not fields[3].isdigit():
+                        raise _ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
+                    self._cas = int(fields[3])
                 self._key = key
                 pos = eol + 2
                 self._need = pos + size + 2
@@ -494,6 +512,21 @@ class _Connection(asyncio.Protocol):
             raise _ProtocolViolation(repr(line[:80]))
         self._pos = pos
         return False
+
+    def _parse_line_then_fetch(self, buf: bytes | bytearray) -> bool:
+        """Parse one status line (e.g. the reply to `add`), then a `gets` reply."""
+        if not self._lines:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                return False
+            line = bytes(buf[:eol])
+            if line not in _STATUS_LINES:
+                if line.startswith(_ERROR_PREFIXES):
+                    raise _error_line(line, self.server_id)
+                raise _ProtocolViolation(repr(line[:80]))
+            self._lines.append(line)
+            self._pos = eol + 2
+        return self._parse_fetch(buf)
 
     def _parse_lines(self, buf: bytes | bytearray) -> bool:
         pos = self._pos
@@ -520,7 +553,7 @@ class _Connection(asyncio.Protocol):
 _ERROR_PREFIXES = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
 # One-line replies to set/add/delete that leave the connection in step.
 # SERVER_ERROR does too: memcached reads (and drops) the refused value first.
-_STATUS_LINES = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED"])
+_STATUS_LINES = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
 
 
 def _error_line(line: bytes, server_id: str) -> BackendError:
@@ -1069,6 +1102,58 @@ class MemcachedBackend(Backend):
                 errors.append(exc)
         self._batch_outcome("delete_many", unconfirmed, errors, len(groups))
 
+    def gets(self, key: str) -> tuple[bytes, int] | None:
+        kb = _key_bytes(key)
+        return self._call(self._servers[self._index(kb)], _gets_sync, kb)  # type: ignore[no-any-return]
+
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        kb = _key_bytes(key)
+        if len(value) > self.max_value_size:
+            return False
+        if type(value) is not bytes:
+            value = bytes(value)
+        server = self._servers[self._index(kb)]
+        try:
+            return self._call(server, _PymemcacheClient.cas, kb, value, unique, _expiry(ttl), False) is True
+        except _ServerError:
+            return False
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        kb = _key_bytes(key)
+        server = self._servers[self._index(kb)]
+        return bool(self._call(server, _PymemcacheClient.touch, kb, _expiry(ttl), False))
+
+    def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
+        kb = _key_bytes(key)
+        server = self._servers[self._index(kb)]
+        return self._call(server, _lease_sync, kb, marker, _expiry(ttl))  # type: ignore[no-any-return]
+
+    def get_all(self, key: str) -> dict[str, bytes | None]:
+        kb = _key_bytes(key)
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for server in self._servers:
+            try:
+                found[server.id] = self._call(server, _PymemcacheClient.get, kb)
+            except BackendError as exc:
+                errors.append(exc)
+        if len(errors) == len(self._servers):
+            raise errors[0]
+        return found
+
+    def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = _key_bytes(key)
+        stored = 0
+        errors: list[BaseException] = []
+        for server in self._servers:
+            try:
+                stored += bool(self._call(server, _PymemcacheClient.set, kb, value, _expiry(ttl), False))
+            except BackendError as exc:
+                errors.append(exc)
+        if len(errors) == len(self._servers):
+            raise errors[0]
+        return stored
+
     def close(self) -> None:
         """Close every idle sync connection; connections in use close when they come back."""
         for server in self._servers:
@@ -1286,6 +1371,72 @@ class MemcachedBackend(Backend):
                 errors.append(outcome)
         self._batch_outcome("delete_many", unconfirmed, errors, len(groups))
 
+    async def agets(self, key: str) -> tuple[bytes, int] | None:
+        kb = _key_bytes(key)
+        found: dict[bytes, tuple[bytes, int]] = await self._request(
+            self._servers[self._index(kb)], b"gets " + kb + b"\r\n", _GETS, wanted=(kb,)
+        )
+        return found.get(kb)
+
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        kb = _key_bytes(key)
+        if len(value) > self.max_value_size:
+            return False
+        data = b"cas %b 0 %d %d %d\r\n%b\r\n" % (kb, _expiry(ttl), len(value), unique, value)
+        try:
+            lines: list[bytes] = await self._request(self._servers[self._index(kb)], data, _LINES, expect=1)
+        except _ServerError:
+            return False
+        return lines[0] == b"STORED"
+
+    async def atouch(self, key: str, ttl: float | None) -> bool:
+        kb = _key_bytes(key)
+        server = self._servers[self._index(kb)]
+        data = b"touch %b %d\r\n" % (kb, _expiry(ttl))
+        lines: list[bytes] = await self._request(server, data, _LINES, expect=1)
+        if lines[0] == b"TOUCHED":
+            return True
+        if lines[0] == b"NOT_FOUND":
+            return False
+        raise _error_line(lines[0], server.id)
+
+    async def alease(
+        self, key: str, marker: bytes, ttl: float | None
+    ) -> tuple[bool, tuple[bytes, int] | None]:
+        kb = _key_bytes(key)
+        data = b"add %b 0 %d %d\r\n%b\r\ngets %b\r\n" % (kb, _expiry(ttl), len(marker), marker, kb)
+        line, found = await self._request(self._servers[self._index(kb)], data, _LINE_GETS, wanted=(kb,))
+        return line == b"STORED", found.get(kb)
+
+    async def _aget_one(self, server: _Server, kb: bytes) -> bytes | None:
+        found: dict[bytes, bytes] = await self._request(server, b"get " + kb + b"\r\n", _FETCH, wanted=(kb,))
+        return found.get(kb)
+
+    async def _aset_one(self, server: _Server, kb: bytes, value: bytes, exp: int) -> bool:
+        data = b"set %b 0 %d %d\r\n%b\r\n" % (kb, exp, len(value), value)
+        lines: list[bytes] = await self._request(server, data, _LINES, expect=1)
+        return lines[0] == b"STORED"
+
+    async def aget_all(self, key: str) -> dict[str, bytes | None]:
+        kb = _key_bytes(key)
+        outcomes = await _run_groups([self._aget_one(server, kb) for server in self._servers])
+        found = {
+            s.id: got
+            for s, got in zip(self._servers, outcomes, strict=True)
+            if not isinstance(got, BaseException)
+        }
+        if not found:
+            raise outcomes[0]
+        return found
+
+    async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = _key_bytes(key)
+        exp = _expiry(ttl)
+        outcomes = await _run_groups([self._aset_one(server, kb, value, exp) for server in self._servers])
+        if all(isinstance(o, BaseException) for o in outcomes):
+            raise outcomes[0]
+        return sum(o is True for o in outcomes)
+
     async def aclose(self) -> None:
         """Close the async connections of every event loop this backend has used.
 
@@ -1301,6 +1452,35 @@ class MemcachedBackend(Backend):
                 await pools.aclose()
             else:
                 pools.close_elsewhere()
+
+
+def _gets_sync(client: Any, kb: bytes) -> tuple[bytes, int] | None:
+    value, unique = client.gets(kb)
+    return None if value is None else (value, int(unique))
+
+
+def _lease_sync(client: Any, kb: bytes, marker: bytes, exp: int) -> tuple[bool, tuple[bytes, int] | None]:
+    """`add` the marker and `gets` the key in one round trip on a pymemcache client's socket."""
+    if client.sock is None:
+        client._connect()
+    sock = client.sock
+    sock.sendall(b"add %b 0 %d %d\r\n%b\r\ngets %b\r\n" % (kb, exp, len(marker), marker, kb))
+    buf, line = _readline(sock, b"")
+    if line not in (b"STORED", b"NOT_STORED"):
+        raise MemcacheUnknownError(line[:80])
+    added = line == b"STORED"
+    buf, line = _readline(sock, buf)
+    found: tuple[bytes, int] | None = None
+    if line.startswith(b"VALUE "):
+        fields = line.split()
+        if len(fields) != 5 or fields[1] != kb:
+            raise MemcacheUnknownError(line[:80])
+        buf, value = _readvalue(sock, buf, int(fields[3]))
+        found = (value, int(fields[4]))
+        buf, line = _readline(sock, buf)
+    if line != b"END" or buf:
+        raise MemcacheUnknownError(line[:80])
+    return added, found
 
 
 def _set_many_sync(client: Any, entries: list[tuple[str, bytes, bytes, int]]) -> list[str]:

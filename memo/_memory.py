@@ -22,7 +22,11 @@ _monotonic = time.monotonic
 
 
 class MemoryBackend(Backend):
-    """A thread-safe LRU dict of `key -> (value, expires_at)`.
+    """A thread-safe LRU dict of `key -> (value, expires_at, cas unique)`.
+
+    Compare-and-set, touch and leases behave as memcached's do. Control records
+    written with `set_all` (generation tokens) live outside the LRU: filling the
+    cache can never evict them, which would clear a whole namespace.
 
     Args:
         max_entries: entries kept before the least recently used is evicted.
@@ -37,8 +41,10 @@ class MemoryBackend(Backend):
             raise ConfigurationError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
         self.max_value_size = max_value_size
-        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[bytes, float | None, int]] = OrderedDict()
+        self._pinned: dict[str, tuple[bytes, float | None]] = {}
         self._lock = threading.Lock()
+        self._version = 0
 
     def __repr__(self) -> str:
         return f"MemoryBackend(max_entries={self.max_entries}, entries={len(self._data)})"
@@ -48,17 +54,27 @@ class MemoryBackend(Backend):
 
     # -- sync -------------------------------------------------------------
 
+    def _live(self, key: str) -> tuple[bytes, float | None, int] | None:
+        # Caller holds the lock.
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires = item[1]
+        if expires is not None and expires <= _monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return item
+
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            value, expires = item
-            if expires is not None and expires <= _monotonic():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return value
+            item = self._live(key)
+            return None if item is None else item[0]
+
+    def gets(self, key: str) -> tuple[bytes, int] | None:
+        with self._lock:
+            item = self._live(key)
+            return None if item is None else (item[0], item[2])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         found = {}
@@ -72,7 +88,8 @@ class MemoryBackend(Backend):
         # Caller holds the lock.
         if len(value) > self.max_value_size:
             return False
-        self._data[key] = (value, None if ttl is None else _monotonic() + ttl)
+        self._version += 1
+        self._data[key] = (value, None if ttl is None else _monotonic() + ttl, self._version)
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
@@ -88,15 +105,43 @@ class MemoryBackend(Backend):
 
     def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         with self._lock:
-            item = self._data.get(key)
-            if item is not None and (item[1] is None or item[1] > _monotonic()):
+            return self._live(key) is None and self._store(key, value, ttl)
+
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        with self._lock:
+            item = self._live(key)
+            return item is not None and item[2] == unique and self._store(key, value, ttl)
+
+    def touch(self, key: str, ttl: float | None) -> bool:
+        with self._lock:
+            item = self._live(key)
+            if item is None:
                 return False
-            return self._store(key, value, ttl)
+            self._data[key] = (item[0], None if ttl is None else _monotonic() + ttl, item[2])
+            return True
+
+    def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
+        with self._lock:
+            added = self._live(key) is None and self._store(key, marker, ttl)
+            item = self._live(key)
+            return added, None if item is None else (item[0], item[2])
+
+    def get_all(self, key: str) -> dict[str, bytes | None]:
+        with self._lock:
+            item = self._pinned.get(key)
+            if item is not None and item[1] is not None and item[1] <= _monotonic():
+                del self._pinned[key]
+                item = None
+            return {"memory": None if item is None else item[0]}
+
+    def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        with self._lock:
+            self._pinned[key] = (value, None if ttl is None else _monotonic() + ttl)
+            return 1
 
     def delete(self, key: str) -> bool:
         with self._lock:
-            item = self._data.pop(key, None)
-            return item is not None and (item[1] is None or item[1] > _monotonic())
+            return self._live(key) is not None and self._data.pop(key, None) is not None
 
     def delete_many(self, keys: Sequence[str]) -> None:
         with self._lock:
@@ -122,6 +167,26 @@ class MemoryBackend(Backend):
 
     async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
         return self.add(key, value, ttl)
+
+    async def agets(self, key: str) -> tuple[bytes, int] | None:
+        return self.gets(key)
+
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+        return self.cas(key, value, ttl, unique)
+
+    async def atouch(self, key: str, ttl: float | None) -> bool:
+        return self.touch(key, ttl)
+
+    async def alease(
+        self, key: str, marker: bytes, ttl: float | None
+    ) -> tuple[bool, tuple[bytes, int] | None]:
+        return self.lease(key, marker, ttl)
+
+    async def aget_all(self, key: str) -> dict[str, bytes | None]:
+        return self.get_all(key)
+
+    async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return self.set_all(key, value, ttl)
 
     async def adelete(self, key: str) -> bool:
         return self.delete(key)

@@ -10,7 +10,16 @@ from typing import Any, Literal
 
 from ._errors import ConfigurationError
 
-__all__ = ["UNSET", "ErrorLog", "OnError", "Stats", "check_on_error", "check_ttl", "new_token"]
+__all__ = [
+    "UNSET",
+    "ErrorLog",
+    "OnError",
+    "Stats",
+    "check_on_error",
+    "check_seconds",
+    "check_ttl",
+    "new_token",
+]
 
 OnError = Literal["ignore", "raise"]
 
@@ -46,6 +55,15 @@ def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
     return ttl
 
 
+def check_seconds(value: Any, where: str, *, zero: bool = False) -> float:
+    """Return a finite number of seconds > 0 (>= 0 with `zero`), or raise naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{where} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigurationError(f"{where} must be {'>=' if zero else '>'} 0 seconds, got {value!r}")
+    return float(value)
+
+
 def check_on_error(value: Any) -> OnError:
     if value not in ("ignore", "raise"):
         raise ConfigurationError(f'on_error must be "ignore" (fail open) or "raise", got {value!r}')
@@ -61,11 +79,23 @@ def new_token() -> str:
 class Stats:
     """Counters of one namespace. Increments are not locked: figures, not ledgers."""
 
-    __slots__ = ("decode_errors", "encode_errors", "errors", "hits", "misses", "not_stored", "sets")
+    __slots__ = (
+        "decode_errors",
+        "encode_errors",
+        "errors",
+        "hits",
+        "lease_lost",
+        "lease_waits",
+        "misses",
+        "not_stored",
+        "sets",
+        "stale",
+    )
 
     def __init__(self) -> None:
         self.hits = self.misses = self.sets = self.errors = 0
         self.decode_errors = self.encode_errors = self.not_stored = 0
+        self.stale = self.lease_lost = self.lease_waits = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import memo
 from memo import Codec, DecodeError
-from memo._codec import TypeRegistry
+from memo._codec import TypeRegistry, expires_ms, is_lease, lease_marker
 
 
 class Role(enum.Enum):
@@ -142,7 +142,7 @@ def test_nan_round_trips() -> None:
 
 def test_plain_json_values_are_flagged_for_the_fast_path() -> None:
     data = Codec().encode({"a": [1, 2.5, None, "x"]})
-    assert data[:3] == b"m\x01\x01"
+    assert data[:3] == b"m\x02\x01"
     assert Codec().encode((1,))[2] & 1 == 0
 
 
@@ -171,8 +171,11 @@ def test_large_values_are_compressed_and_small_ones_are_not() -> None:
         b"m\x01\x01[1]",
         b"m\x01\x0112\n3\n",
         b"\x00\x01\x01[]",
-        b"m\x02\x01[1]",
+        b"m\x03\x01[1]\n",
         b"m\x01\x80[1]",
+        b"m\x01\x05\x00\x00\x00\x00[1]\n",
+        b"m\x02\x05\x00\x00[1]\n",
+        b"m\x02\x08tok\n",
         b"m\x01\x01[1",
         b'm\x01\x00{"\\u0000zz": 1}',
         b'm\x01\x00{"\\u0000t": 5}',
@@ -272,3 +275,28 @@ json_like = st.recursive(
 @given(value=json_like)
 def test_property_round_trip_keeps_types(value: Any) -> None:
     assert same(roundtrip(value, Codec(compress_threshold=32)), value)
+
+
+def test_exact_expiry_rides_in_the_header_and_every_truncation_is_a_miss() -> None:
+    codec = Codec(TypeRegistry([Pt]), compress_threshold=64)
+    for value in [{"a": 1}, (1, 2), Pt(1, 2), "y" * 500]:
+        data = codec.encode(value, expires_ms=1_800_000_000_123)
+        assert codec.decode(data) == value
+        assert expires_ms(data) == 1_800_000_000_123
+        for cut in range(len(data)):
+            with pytest.raises(DecodeError):
+                codec.decode(data[:cut])
+    assert expires_ms(codec.encode({"a": 1})) is None
+
+
+def test_a_lease_marker_is_never_a_value() -> None:
+    marker = lease_marker("abc123")
+    assert is_lease(marker)
+    assert not is_lease(Codec().encode("abc123"))
+    with pytest.raises(DecodeError):
+        Codec().decode(marker)
+
+
+def test_version_1_values_are_still_read() -> None:
+    assert Codec().decode(b"m\x01\x01[1]\n") == [1]
+    assert Codec().decode(b'm\x01\x00{"\\u0000t":[1]}\n') == (1,)

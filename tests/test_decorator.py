@@ -55,6 +55,9 @@ class TestSyncBasics:
             "decode_errors": 0,
             "encode_errors": 0,
             "not_stored": 0,
+            "stale": 0,
+            "lease_lost": 0,
+            "lease_waits": 0,
         }
 
     def test_results_keep_their_types(self, cache: memo.Cache) -> None:
