@@ -10,7 +10,7 @@ import pytest
 from cluster_fixtures import ConfigEndpoint
 from memcached_fixtures import MemcachedProcess
 
-from memo._discovery import (
+from memo._memcached._discovery import (
     ClusterConfig,
     ClusterDiscovery,
     DiscoveryError,

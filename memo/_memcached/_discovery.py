@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._errors import BackendError
+from .._errors import BackendError
 
 __all__ = ["ClusterConfig", "ClusterDiscovery", "DiscoveryError", "Node", "fetch_config", "parse_config"]
 
@@ -227,7 +227,8 @@ class ClusterDiscovery:
         self.config: ClusterConfig | None = None
         # Set once the first question got an answer or failed: callers wait for it.
         self.first_attempt = threading.Event()
-        self._lock = threading.Lock()  # one question at a time
+        self._ask_lock = threading.Lock()  # one question at a time
+        self._thread_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -244,26 +245,31 @@ class ClusterDiscovery:
         return f"ClusterDiscovery({self.host}:{self.port}, every {self.interval}s)"
 
     def ensure_running(self) -> None:
-        """Start the background thread unless it runs (also in a child after fork)."""
-        thread = self._thread
-        if thread is not None and self._pid == os.getpid():
+        """Start the background thread unless it runs (again after `close`, or in a forked child).
+
+        Cheap enough for the owner to call whenever it opens a connection.
+        """
+        if self._thread is not None and self._pid == os.getpid():
             return
-        with self._lock:
+        with self._thread_lock:
             if self._thread is not None and self._pid == os.getpid():
                 return
-            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._pid = os.getpid()
-                self._stop = threading.Event()
-            if self._stop.is_set():
-                return
+            self._pid = os.getpid()
+            self._stop = threading.Event()
             self._thread = threading.Thread(
                 target=_run, args=(weakref.ref(self), self._stop), name="memo-discovery", daemon=True
             )
             self._thread.start()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread and whatever locks it held are not ours."""
+        self._ask_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._thread = None
+
     def refresh(self) -> bool:
         """Ask the endpoint now; return True if the node list changed. Never raises."""
-        with self._lock:
+        with self._ask_lock:
             try:
                 config = fetch_config(
                     self.host,
@@ -336,7 +342,9 @@ class ClusterDiscovery:
 
     def close(self) -> None:
         """Stop the background thread (it ends within one question's timeout)."""
-        self._stop.set()
+        with self._thread_lock:
+            self._stop.set()
+            self._thread = None
 
 
 def _run(ref: weakref.ref[ClusterDiscovery], stop: threading.Event) -> None:

@@ -1,0 +1,225 @@
+"""Edge defects of the memcached backend, each reproduced with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from memcached_fixtures import MemcachedProcess
+
+import memo
+from memo._memcached import MemcachedBackend, _resolve
+
+pytestmark = pytest.mark.memcached
+
+Servers = Callable[..., list[MemcachedProcess]]
+
+
+def stalled_resolver(monkeypatch: pytest.MonkeyPatch, delay: float) -> list[str]:
+    """Make every lookup of "localhost" take `delay` seconds (a resolver that stalls)."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def slow(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "localhost":
+            asked.append(host)
+            time.sleep(delay)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    return asked
+
+
+def test_a_stalled_resolver_costs_a_sync_call_at_most_connect_timeout(
+    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (process,) = memcached_servers(1)
+    asked = stalled_resolver(monkeypatch, 1.0)
+    backend = MemcachedBackend([f"localhost:{process.port}"], connect_timeout=0.2, timeout=0.2)
+    start = time.monotonic()
+    with pytest.raises(memo.BackendTimeout):
+        backend.get("k")
+    assert time.monotonic() - start < 0.5  # without the bound: the resolver's 1 s
+    assert asked == ["localhost"]
+    # The lookup carried on; once it lands, calls use its answer without asking again.
+    time.sleep(1.0)
+    assert backend.set("k", b"v", 60) is True
+    assert backend.get("k") == b"v"
+    assert asked == ["localhost"]
+    backend.close()
+
+
+async def test_a_stalled_resolver_is_bounded_async_too(
+    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (process,) = memcached_servers(1)
+    stalled_resolver(monkeypatch, 1.0)
+    backend = MemcachedBackend([f"localhost:{process.port}"], connect_timeout=0.2, timeout=0.2)
+    start = time.monotonic()
+    with pytest.raises(memo.BackendTimeout):
+        await backend.aget("k")
+    assert time.monotonic() - start < 0.5
+    await backend.aclose()
+    await asyncio.sleep(1.0)  # let the executor's lookup finish before the loop closes
+
+
+def test_concurrent_lookups_share_one_resolver_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = stalled_resolver(monkeypatch, 0.3)
+    resolver = _resolve.BoundedResolver()
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(resolver.getaddrinfo(2.0, "localhost", 11211)))
+        for _ in range(5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 5 and asked == ["localhost"]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_set_many_with_one_refused_value_stores_the_others(memcached_servers: Servers, flavour: str) -> None:
+    """A server with `-I 64k` refuses one value: only that key is not stored, whatever the TTLs."""
+    (process,) = memcached_servers(1, max_item_size=64 * 1024)
+    backend = MemcachedBackend([process.address])  # its limit is 1 MiB: the big value is sent
+    big = b"x" * (100 * 1024)
+    items: list[tuple[str, bytes, float | None]] = [
+        ("a", b"1", 30),
+        ("big", big, 30),
+        ("c", b"3", 60),  # another TTL: another pipeline before the fix
+        ("d", b"4", None),
+    ]
+    if flavour == "sync":
+        not_stored = backend.set_many(items)
+        got = backend.get_many(["a", "big", "c", "d"])
+    else:
+
+        async def run() -> tuple[list[str], dict[str, bytes]]:
+            refused = await backend.aset_many(items)
+            found = await backend.aget_many(["a", "big", "c", "d"])
+            await backend.aclose()
+            return refused, found
+
+        not_stored, got = asyncio.run(run())
+    assert not_stored == ["big"]
+    assert got == {"a": b"1", "c": b"3", "d": b"4"}
+    assert backend.server_states()[process.address].failures == 0
+    assert backend.get("a") == b"1"  # the connection stayed in step
+    backend.close()
+
+
+def test_connections_opened_per_asyncio_run(memcached_servers: Servers) -> None:
+    """Each `asyncio.run` opens its own connections: measured, and bounded by the servers used.
+
+    Connections belong to one event loop, so a loop that ends closes its own
+    (leaving sockets in TIME_WAIT on the client). Programs that run a short
+    loop per request should call the sync flavour instead, whose pool outlives
+    loops; this pins what the async flavour costs.
+    """
+    (process,) = memcached_servers(1)
+
+    def total_connections() -> int:
+        with socket.create_connection((process.host, process.port)) as sock:
+            sock.sendall(b"stats\r\n")
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                reply += sock.recv(65536)
+        for line in reply.decode().splitlines():
+            if line.startswith("STAT total_connections "):
+                return int(line.split()[2])
+        raise AssertionError("no total_connections")
+
+    backend = MemcachedBackend([process.address])
+
+    async def request() -> None:
+        await asyncio.gather(*(backend.aget(f"k{i}") for i in range(4)))
+
+    before = total_connections()
+    for _ in range(10):
+        asyncio.run(request())
+    opened = total_connections() - before - 1  # minus the stats connection itself
+    # Four concurrent gets make two requests (the first, then the other three
+    # coalesced), so two connections per run: 20, not 40 as without coalescing.
+    assert 10 <= opened <= 21, opened
+    sync_before = total_connections()
+    for _ in range(10):
+        backend.get_many([f"k{i}" for i in range(4)])
+    assert total_connections() - sync_before - 1 == 1  # the sync pool: one connection, reused
+    backend.close()
+
+
+# -- coalesced async gets ---------------------------------------------------------------------
+
+
+async def test_concurrent_gets_share_requests_and_a_lone_get_goes_out_at_once(
+    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memo._memcached._protocol import Connection
+
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set_many([(f"k{i}", f"v{i}".encode(), 60) for i in range(50)]) == []
+    sent: list[bytes] = []
+    real_request = Connection.request
+
+    def recording(self: Connection, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        sent.append(data)
+        return real_request(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "request", recording)
+    assert await backend.aget("k1") == b"v1"
+    assert sent == [b"get k1\r\n"]  # alone: sent as it is, no waiting for company
+    sent.clear()
+    keys = [f"k{i % 60}" for i in range(120)]  # repeats, and ten keys that do not exist
+    values = await asyncio.gather(*(backend.aget(k) for k in keys))
+    assert values == [f"v{i % 60}".encode() if i % 60 < 50 else None for i in range(120)]
+    assert len(sent) <= 3, sent  # the first at once, the rest in one or two multi-key gets
+    await backend.aclose()
+    backend.close()
+
+
+async def test_a_cancelled_coalesced_get_leaves_the_others_alone(memcached_servers: Servers) -> None:
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set("same", b"value", 60)
+    first = asyncio.ensure_future(backend.aget("same"))  # on the wire
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(backend.aget("same")) for _ in range(5)]  # coalesced
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    results = await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[0] == b"value" and results[2:] == [b"value"] * 4
+    assert await backend.aget("same") == b"value"
+    await backend.aclose()
+    backend.close()
+
+
+def test_under_uvloop(memcached_servers: Servers) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    (process,) = memcached_servers(1)
+    cache = memo.Cache(process.url, prefix="uv:")
+
+    @cache.cached(ns="uv")
+    async def f(x: int) -> int:
+        return x * 2
+
+    async def run() -> list[int]:
+        results = await asyncio.gather(*(f(i % 7) for i in range(50)))
+        await cache.aclose()
+        return results
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(run()) == [(i % 7) * 2 for i in range(50)]
+        assert loop.run_until_complete(run()) == [(i % 7) * 2 for i in range(50)]
+    finally:
+        loop.close()
+    stats = cache.stats("uv")
+    assert stats["errors"] == 0 and stats["hits"] >= 50
