@@ -181,7 +181,9 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             self._discovery.first_attempt.wait(self._connect_timeout + self._timeout)
 
     def _new_server(self, host: str, port: int, server_id: str | None = None) -> Server:
-        return Server(host, port, self._failure_threshold, self._retry_after, server_id=server_id)
+        server = Server(host, port, self._failure_threshold, self._retry_after, server_id=server_id)
+        server.keep = self._pool_size
+        return server
 
     def _apply_cluster(self, config: ClusterConfig) -> None:
         """Route over a newly discovered node list; nodes that stay keep their state and connections."""
@@ -198,7 +200,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             self._topology = Topology(servers)
         gone = [s for s in old.servers if s.id not in self._topology.by_id]
         for server in gone:
-            server.drain()
+            server.retire()
         if gone:
             with self._apools_lock:
                 pools = list(self._apools.values())

@@ -34,7 +34,7 @@ class Slots:
     (None: the waiter opens a connection itself).
     """
 
-    __slots__ = ("batch", "cap", "flushing", "free", "gets_in_flight", "open", "waiters")
+    __slots__ = ("batch", "cap", "closed", "flushing", "free", "gets_in_flight", "open", "waiters")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -46,6 +46,8 @@ class Slots:
         self.batch: dict[bytes, list[asyncio.Future[bytes | None]]] = {}
         self.gets_in_flight = 0
         self.flushing: set[asyncio.Task[None]] = set()
+        # Set when the server left the cluster: connections coming back are closed.
+        self.closed = False
 
     def take(self) -> Connection | None:
         """Return an idle, live connection, or None."""
@@ -59,7 +61,7 @@ class Slots:
 
     def release(self, conn: Connection) -> None:
         """Give a connection whose reply was read in full back to the pool."""
-        if conn.broken:
+        if conn.broken or self.closed:
             self.discard(conn)
             return
         waiters = self.waiters
@@ -126,6 +128,7 @@ class LoopPools:
         """Close the idle connections of a server that left the cluster (in this loop's thread)."""
         slots = self.slots.pop(server_id, None)
         if slots is not None:
+            slots.closed = True
             slots.abort_all()
 
     def forget_elsewhere(self, server_id: str) -> None:

@@ -48,6 +48,7 @@ class Server:
         "free",
         "host",
         "id",
+        "keep",
         "lock",
         "port",
         "retry_after",
@@ -71,8 +72,10 @@ class Server:
         self.blocked_until = 0.0
         self.lock = threading.Lock()
         # Idle sync clients. list.pop()/append() are atomic, so the free-list
-        # needs no lock of its own.
+        # needs no lock of its own. At most `keep` are kept: pool_size, or 0
+        # once the server has left the cluster (`retire`).
         self.free: list[Any] = []
+        self.keep = 0
 
     def admit(self) -> None:
         """Let a call through a breaker that was open, or raise BackendUnavailable.
@@ -113,6 +116,11 @@ class Server:
             return ServerState("closed", failures, 0.0)
         left = until - _monotonic()
         return ServerState("open", failures, left) if left > 0 else ServerState("half-open", failures, 0.0)
+
+    def retire(self) -> None:
+        """The server left the cluster: close idle clients now, and those in use when they return."""
+        self.keep = 0
+        self.drain()
 
     def drain(self) -> None:
         """Close every idle sync client."""

@@ -236,7 +236,7 @@ class SyncOps(Core):
             self._sync_error(server, client, exc)
         if server.failures:
             server.succeeded()
-        if len(free) < self._pool_size:
+        if len(free) < server.keep:
             free.append(client)
         else:
             client.close()
@@ -266,7 +266,7 @@ class SyncOps(Core):
             self._sync_error(server, client, exc)
         if server.failures:
             server.succeeded()
-        if len(free) < self._pool_size:
+        if len(free) < server.keep:
             free.append(client)
         else:
             client.close()
