@@ -58,6 +58,9 @@ class Case:
         self.runs: int | None = info.get("runs")
         self.callers: int | None = info.get("callers")
         self.throughput: bool = bool(info.get("throughput"))
+        self.p99_ms: float | None = info.get("p99_ms")
+        self.stale: int | None = info.get("stale")
+        self.trials: int | None = info.get("trials")
         self.median_us: float = raw["stats"]["median"] * 1e6 / self.ops
         self.min_us: float = raw["stats"]["min"] * 1e6 / self.ops
         self.rounds: int = raw["stats"]["rounds"]
@@ -188,6 +191,36 @@ def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]
                 None if runs is None else runs == 1,
             )
         )
+    for mode in ("threads", "tasks"):
+        case = find(groups, f"stampede-processes-{mode}", "memo, leases on")
+        out.append(
+            (
+                f"stampede across 8 processes ({mode}), leases: one run per cold key",
+                "not measured" if case is None else f"{case.runs} run(s) for {case.callers} callers",
+                None if case is None else case.runs == 1,
+            )
+        )
+    race = find(groups, "invalidate-fill-race", "memo, leases on")
+    out.append(
+        (
+            "invalidate-vs-fill race across two processes, leases: no stale value stored",
+            "not measured" if race is None else f"{race.stale} stale in {race.trials} trials",
+            None if race is None else race.stale == 0,
+        )
+    )
+    target(
+        "miss + fill with leases ≤ 1.3× without",
+        ratio(find(groups, "miss-store", "memo, leases on"), find(groups, "miss-store", "memo, leases off")),
+        1.3,
+    )
+    target(
+        "hit with an exact ttl ≤ 1.03× a hit without one",
+        ratio(
+            find(groups, "hit-expiry", "memo, ttl=600 (expiry checked)"),
+            find(groups, "hit-expiry", "memo, ttl=None"),
+        ),
+        1.03,
+    )
     return out
 
 
@@ -246,10 +279,18 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
         cases = sorted(groups[group], key=lambda c: c.median_us)
         base = baseline(cases)
         lines += [f"### {group}", ""]
-        if any(c.runs is not None for c in cases):
-            lines += ["| library | function runs | callers | wall time (ms) |", "|---|---|---|---|"]
+        if any(c.stale is not None for c in cases):
+            lines += ["| library | stale values left | trials |", "|---|---|---|"]
             for c in cases:
-                lines.append(f"| {c.library} | {c.runs} | {c.callers} | {c.median_us / 1000:.1f} |")
+                lines.append(f"| {c.library} | {c.stale} | {c.trials} |")
+        elif any(c.runs is not None for c in cases):
+            lines += [
+                "| library | function runs | callers | caller p99 (ms) | wall time (ms) |",
+                "|---|---|---|---|---|",
+            ]
+            for c in cases:
+                p99 = "–" if c.p99_ms is None else f"{c.p99_ms:.1f}"
+                lines.append(f"| {c.library} | {c.runs} | {c.callers} | {p99} | {c.median_us / 1000:.1f} |")
         elif any(c.throughput for c in cases):
             lines += ["| library | ops/s | µs per op | × baseline |", "|---|---|---|---|"]
             for c in cases:

@@ -19,13 +19,25 @@ from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
+import orjson
 import wrapt
 
 from . import _leases as leases
 from ._background import Refresher
 from ._cache import Cache, default_cache
-from ._codec import EXPIRES as _EXPIRES
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease, lease_marker
+from ._codec import (
+    EXPIRES,
+    GLOBAL_TYPES,
+    MAGIC,
+    PLAIN,
+    VERSION,
+    Codec,
+    DecodeError,
+    TypeRegistry,
+    expires_ms,
+    is_lease,
+    lease_marker,
+)
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight
@@ -42,6 +54,11 @@ R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
 _P2 = ParamSpec("_P2")
 _MISS: Any = object()
+_HIT: Any = object()
+_STALE: Any = object()
+_loads = orjson.loads
+_PLAIN = MAGIC + bytes([VERSION, PLAIN])
+_PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _monotonic = time.monotonic
 _time = time.time
 
@@ -224,10 +241,20 @@ class Memo:
         found.append(value)
         return True
 
-    def _stale_until(self, raw: bytes) -> float:
-        """Unix ms until which an expired entry may still be served (0: not at all)."""
+    def _classify(self, raw: bytes) -> tuple[object, Any]:
+        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | _MISS, value)`.
+
+        Expired entries are stale while within `stale_ttl` of their expiry;
+        lease markers and undecodable bytes are misses (only the latter counted).
+        """
         expires = expires_ms(raw)
-        return 0.0 if expires is None or not self._stale_ms else expires + self._stale_ms
+        if expires is not None and expires <= _time() * 1000.0:
+            if not self._stale_ms or _time() * 1000.0 >= expires + self._stale_ms:
+                return _MISS, None
+            value = self.decode(raw)
+            return (_MISS, None) if value is _MISS else (_STALE, value)
+        value = self.decode(raw)
+        return (_MISS, None) if value is _MISS else (_HIT, value)
 
     def _generation_is(self, cache: Cache, key: str) -> bool:
         """Whether `key` still carries the namespace generation this process knows."""
@@ -412,29 +439,35 @@ class Memo:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
         if raw is not None:
-            if len(raw) > 10 and raw[2] & _EXPIRES and int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
-                if self._stale_ms and _time() * 1000.0 < self._stale_until(raw):
-                    value = self.decode(raw)
-                    if value is not _MISS:
-                        self._stats.stale += 1
-                        self.refresher.submit(
-                            key,
-                            partial(
-                                run_sync,
-                                cache.backend,
-                                self._revalidate(cache, key),
-                                partial(wrapped, *args, **kwargs),
-                            ),
-                        )
-                        return value
-            else:
+            # The common hits, inlined: plain JSON with an exact expiry (or none).
+            head = raw[:3]
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _time() * 1000.0) or (
+                head == _PLAIN
+            ):
                 try:
-                    value = self._decode(raw)
-                except DecodeError:
-                    if not is_lease(raw):
-                        self._stats.decode_errors += 1
-                else:
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else _MISS
+                except ValueError:
+                    value = _MISS
+                if value is not _MISS:
                     self._stats.hits += 1
+                    return value
+                self._stats.decode_errors += 1
+            else:
+                state, value = self._classify(raw)
+                if state is _HIT:
+                    self._stats.hits += 1
+                    return value
+                if state is _STALE:
+                    self._stats.stale += 1
+                    self.refresher.submit(
+                        key,
+                        partial(
+                            run_sync,
+                            cache.backend,
+                            self._revalidate(cache, key),
+                            partial(wrapped, *args, **kwargs),
+                        ),
+                    )
                     return value
         self._stats.misses += 1
         outcome, led = self.flight.run(
@@ -490,29 +523,34 @@ class Memo:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
         if raw is not None:
-            if len(raw) > 10 and raw[2] & _EXPIRES and int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
-                if self._stale_ms and _time() * 1000.0 < self._stale_until(raw):
-                    value = self.decode(raw)
-                    if value is not _MISS:
-                        self._stats.stale += 1
-                        self.refresher.asubmit(
-                            key,
-                            partial(
-                                run_async,
-                                cache.backend,
-                                self._revalidate(cache, key),
-                                partial(wrapped, *args, **kwargs),
-                            ),
-                        )
-                        return value
-            else:
+            head = raw[:3]
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _time() * 1000.0) or (
+                head == _PLAIN
+            ):
                 try:
-                    value = self._decode(raw)
-                except DecodeError:
-                    if not is_lease(raw):
-                        self._stats.decode_errors += 1
-                else:
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else _MISS
+                except ValueError:
+                    value = _MISS
+                if value is not _MISS:
                     self._stats.hits += 1
+                    return value
+                self._stats.decode_errors += 1
+            else:
+                state, value = self._classify(raw)
+                if state is _HIT:
+                    self._stats.hits += 1
+                    return value
+                if state is _STALE:
+                    self._stats.stale += 1
+                    self.refresher.asubmit(
+                        key,
+                        partial(
+                            run_async,
+                            cache.backend,
+                            self._revalidate(cache, key),
+                            partial(wrapped, *args, **kwargs),
+                        ),
+                    )
                     return value
         self._stats.misses += 1
         outcome, led = await self.flight.run(
