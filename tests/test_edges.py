@@ -114,44 +114,57 @@ def test_set_many_with_one_refused_value_stores_the_others(memcached_servers: Se
     backend.close()
 
 
-def test_connections_opened_per_asyncio_run(memcached_servers: Servers) -> None:
-    """Each `asyncio.run` opens its own connections: measured, and bounded by the servers used.
+def total_connections(process: MemcachedProcess) -> int:
+    """memcached's count of connections accepted so far (this one included)."""
+    with socket.create_connection((process.host, process.port)) as sock:
+        sock.sendall(b"stats\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            reply += sock.recv(65536)
+    for line in reply.decode().splitlines():
+        if line.startswith("STAT total_connections "):
+            return int(line.split()[2])
+    raise AssertionError("no total_connections")
 
-    Connections belong to one event loop, so a loop that ends closes its own
-    (leaving sockets in TIME_WAIT on the client). Programs that run a short
-    loop per request should call the sync flavour instead, whose pool outlives
-    loops; this pins what the async flavour costs.
-    """
+
+def test_asyncio_run_after_asyncio_run_reuses_connections(memcached_servers: Servers) -> None:
+    """Idle connections are parked when a loop ends and adopted by the next loop."""
     (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set_many([(f"k{i}", b"v%d" % i, 60) for i in range(4)]) == []
 
-    def total_connections() -> int:
-        with socket.create_connection((process.host, process.port)) as sock:
-            sock.sendall(b"stats\r\n")
-            reply = b""
-            while not reply.endswith(b"END\r\n"):
-                reply += sock.recv(65536)
-        for line in reply.decode().splitlines():
-            if line.startswith("STAT total_connections "):
-                return int(line.split()[2])
-        raise AssertionError("no total_connections")
+    async def request() -> list[bytes | None]:
+        return await asyncio.gather(*(backend.aget(f"k{i}") for i in range(4)))
 
+    before = total_connections(process)
+    for _ in range(10):
+        assert asyncio.run(request()) == [b"v0", b"v1", b"v2", b"v3"]
+    # Four concurrent gets make two requests: two connections, opened by the first
+    # run and reused by the nine after it (40 without parking and coalescing).
+    opened = total_connections(process) - before - 1
+    assert 1 <= opened <= 2, opened
+    assert len(backend._parking) == opened
+    asyncio.run(backend.aclose())  # an explicit close closes parked sockets too
+    assert len(backend._parking) == 0
+    backend.close()
+
+
+def test_a_parked_connection_the_server_closed_is_not_used(memcached_servers: Servers) -> None:
+    (process,) = memcached_servers(1)
     backend = MemcachedBackend([process.address])
 
-    async def request() -> None:
-        await asyncio.gather(*(backend.aget(f"k{i}") for i in range(4)))
+    async def roundtrip(value: bytes) -> bytes | None:
+        assert await backend.aset("k", value, 60)
+        return await backend.aget("k")
 
-    before = total_connections()
-    for _ in range(10):
-        asyncio.run(request())
-    opened = total_connections() - before - 1  # minus the stats connection itself
-    # Four concurrent gets make two requests (the first, then the other three
-    # coalesced), so two connections per run: 20, not 40 as without coalescing.
-    assert 10 <= opened <= 21, opened
-    sync_before = total_connections()
-    for _ in range(10):
-        backend.get_many([f"k{i}" for i in range(4)])
-    assert total_connections() - sync_before - 1 == 1  # the sync pool: one connection, reused
+    assert asyncio.run(roundtrip(b"one")) == b"one"
+    assert len(backend._parking) == 1
+    process.restart()  # the parked connection is now closed at the server's end
+    time.sleep(0.05)
+    assert asyncio.run(roundtrip(b"two")) == b"two"
+    assert backend.server_states()[process.address].failures == 0
     backend.close()
+    assert len(backend._parking) == 0
 
 
 # -- coalesced async gets ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ The modules, one job each:
 * `_resolve`: name resolution with a bounded wait, for the sync side.
 * `_protocol`: the async side's connection and reply parser.
 * `_pools`: the async side's per-server, per-event-loop pools.
+* `_parking`: idle async sockets kept from one event loop to the next.
 * `_async`: the async side's operations.
 * `_discovery`: ElastiCache auto-discovery (configuration endpoint, background thread).
 * `_fork`: forgetting inherited connections in a forked child.

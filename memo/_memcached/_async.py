@@ -45,7 +45,7 @@ class AsyncOps(Core):
             if pools is not None:
                 return pools
             stale = [p for lp, p in self._apools.items() if lp.is_closed()]
-            pools = LoopPools(loop, self._pool_size, self._apools, self._apools_lock)
+            pools = LoopPools(loop, self._pool_size, self._apools, self._apools_lock, self._parking)
             self._apools[loop] = pools
         for old in stale:
             old.close_elsewhere()
@@ -66,6 +66,14 @@ class AsyncOps(Core):
         if self._discovery is not None:
             self._discovery.ensure_running()
         tls = self._tls
+        if tls is None:
+            parked = self._parking.take(server.id)
+            if parked is not None:
+                try:
+                    _, conn = await loop.create_connection(lambda: Connection(loop, server.id), sock=parked)
+                    return conn
+                except OSError:
+                    parked.close()  # dial instead
         try:
             connecting = loop.create_connection(
                 lambda: Connection(loop, server.id),
@@ -371,6 +379,7 @@ class AsyncOps(Core):
         are closed in their own loop (or here, if that loop is closed already).
         """
         current = current_loop()
+        self._parking.close()
         with self._apools_lock:
             all_pools = list(self._apools.values())
             self._apools.clear()

@@ -17,6 +17,7 @@ from .._errors import ConfigurationError
 from ._async import AsyncOps
 from ._discovery import ClusterConfig, ClusterDiscovery
 from ._fork import live_backends
+from ._parking import Parking
 from ._pools import LoopPools
 from ._resolve import BoundedResolver, ResolverSocketModule
 from ._server import Server, ServerState
@@ -156,6 +157,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         self._socket_module = ResolverSocketModule(BoundedResolver(), self._connect_timeout)
         self._apools: dict[asyncio.AbstractEventLoop, LoopPools] = {}
         self._apools_lock = threading.RLock()
+        self._parking = Parking(pool_size)
         self._topology_lock = threading.Lock()
         try:
             self._topology = Topology([self._new_server(host, port) for host, port in addresses])
@@ -201,6 +203,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         gone = [s for s in old.servers if s.id not in self._topology.by_id]
         for server in gone:
             server.retire()
+            self._parking.close(server.id)
         if gone:
             with self._apools_lock:
                 pools = list(self._apools.values())
@@ -301,9 +304,10 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         return out
 
     def close(self) -> None:
-        """Close every idle sync connection (and stop auto-discovery's thread)."""
+        """Close every idle sync connection and parked async socket (and stop auto-discovery's thread)."""
         if self._discovery is not None:
             self._discovery.close()
+        self._parking.close()
         super().close()
 
 

@@ -13,6 +13,7 @@ from ._topology import Topology
 
 if TYPE_CHECKING:
     from ._discovery import ClusterDiscovery
+    from ._parking import Parking
     from ._pools import LoopPools
     from ._resolve import ResolverSocketModule
 
@@ -36,6 +37,8 @@ class Core:
     _socket_module: ResolverSocketModule
     _discovery: ClusterDiscovery | None
     _apools: dict[asyncio.AbstractEventLoop, LoopPools]
+    #: Idle async sockets kept between event loops (`_parking`).
+    _parking: Parking
     _apools_lock: threading.RLock
 
     def _every_server(self, kb: bytes) -> Sequence[Server]:

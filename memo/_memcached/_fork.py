@@ -32,6 +32,7 @@ def forget_connections_after_fork() -> None:
         backend._apools = {}
         backend._apools_lock = threading.RLock()
         backend._topology_lock = threading.Lock()
+        backend._parking.after_fork()
         if backend._discovery is not None:
             backend._discovery.after_fork()
 

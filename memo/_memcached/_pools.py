@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from .._errors import BackendTimeout, BackendUnavailable
+from ._parking import Parking
 from ._protocol import Connection
 
 __all__ = ["LoopPools", "Slots", "current_loop", "expire_waiter", "wait_lost"]
@@ -107,9 +108,13 @@ class LoopPools:
         cap: int,
         registry: dict[asyncio.AbstractEventLoop, LoopPools],
         registry_lock: threading.RLock,
+        parking: Parking | None = None,
     ) -> None:
         self.loop = loop
         self.cap = cap
+        # Where idle connections go when the loop ends; not when closed on purpose.
+        self.parking = parking
+        self.explicit = False
         # By server id, made on first use: a discovered cluster's servers come and go.
         self.slots: dict[str, Slots] = {}
         self._registry = registry
@@ -146,19 +151,25 @@ class LoopPools:
             watch.asend(None).send(None)
         self._watch = watch
 
-    def abort_all(self) -> list[Connection]:
-        """Close every idle connection; connections in use are closed when released."""
+    def abort_all(self, park: bool = False) -> list[Connection]:
+        """Close every idle connection (parking their sockets if `park`); those in use close when released."""
         self._closed = True
         with self._registry_lock:
             if self._registry.get(self.loop) is self:
                 del self._registry[self.loop]
         conns: list[Connection] = []
-        for slots in list(self.slots.values()):
+        parking = self.parking if park else None
+        for server_id, slots in list(self.slots.items()):
+            if parking is not None:
+                for conn in slots.free:
+                    if not conn.broken:
+                        parking.park(server_id, conn.transport)
             conns += slots.abort_all()
         return conns
 
     async def aclose(self) -> None:
         """Close from inside the pool's own loop, waiting for the sockets to close."""
+        self.explicit = True
         watch, self._watch = self._watch, None
         if watch is not None:
             await watch.aclose()
@@ -167,6 +178,7 @@ class LoopPools:
 
     def close_elsewhere(self) -> None:
         """Close from outside the pool's loop (another thread, or after it stopped)."""
+        self.explicit = True
         watch, self._watch = self._watch, None
         loop = self.loop
         if loop.is_closed():
@@ -196,7 +208,8 @@ async def watch_loop(pools: LoopPools) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        conns = pools.abort_all()
+        # The loop is ending (not an explicit close): park what can be reused.
+        conns = pools.abort_all(park=not pools.explicit)
         if current_loop() is pools.loop:
             await wait_lost(conns)
 
