@@ -160,7 +160,8 @@ def race(config: dict[str, Any]) -> dict[str, Any]:
     cache = memo.Cache(config["url"], prefix=config["prefix"], leases=config["leases"])
     tag = config["prefix"]
 
-    @cache.cached(ns="race", ttl=600)
+    # Reader and writer processes share the entries: their clients and configs differ.
+    @cache.cached(ns="race", ttl=600, ignore=("source", "config"))
     def read(i: int) -> str:
         value = (source.get(f"{tag}src{i}") or b"none").decode()
         time.sleep(random.uniform(0, config["work"]))

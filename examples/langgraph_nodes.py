@@ -1,7 +1,8 @@
 """LangGraph nodes on memo, two ways, on one memo.Cache.
 
 1. A node cache for the whole graph: `compile(cache=MemcachedCache(cache))` and a
-   `CachePolicy` on the nodes worth caching. LangGraph keys each node by its input.
+   `CachePolicy` on the nodes worth caching, keyed by the exact value of each
+   node's input with `key_func=node_key`.
 2. `@cached` on a node function, scoped per user: LangGraph's own node key
    ignores config and context, so a node whose result depends on the user
    must say so; `scope=by_configurable("user_id")` puts the user in the key.
@@ -24,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import CachePolicy
 
 import memo
-from memo.langgraph import MemcachedCache, by_configurable
+from memo.langgraph import MemcachedCache, by_configurable, node_key
 
 url = os.environ.get("MEMO_URL", "memory://")
 cache = memo.Cache(url, prefix="langgraph-example:")
@@ -72,8 +73,9 @@ def route(state: Ticket) -> str:
 
 
 builder = StateGraph(Ticket)
-builder.add_node("classify", classify, cache_policy=CachePolicy(ttl=300))
-builder.add_node("draft reply", draft_reply, cache_policy=CachePolicy(ttl=300))
+policy = CachePolicy(key_func=node_key, ttl=300)
+builder.add_node("classify", classify, cache_policy=policy)
+builder.add_node("draft reply", draft_reply, cache_policy=policy)
 builder.add_node("load profile", load_profile)  # cached by @cached, per user
 builder.add_edge(START, "classify")
 builder.add_edge("classify", "load profile")

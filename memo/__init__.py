@@ -11,11 +11,14 @@ Everything public is re-exported here; the modules behind it are private.
 """
 
 from ._backend import Backend, PartialFailure
-from ._cache import Cache, configure, default_cache
+from ._cache import Cache
+from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
-from ._decorator import AsyncCached, Cached, cached
+from ._decorator import AsyncCached, Cached
+from ._defaults import cached, configure, default_cache
 from ._errors import (
     BackendError,
+    BackendProtocolError,
     BackendTimeout,
     BackendUnavailable,
     ConfigurationError,
@@ -23,7 +26,7 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
-from ._policy import UNSET
+from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
     "Cache",
@@ -35,6 +38,7 @@ __all__ = [
     "Codec",
     "DecodeError",
     "register_type",
+    "register_key_type",
     "Backend",
     "PartialFailure",
     "UNSET",
@@ -45,6 +49,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BackendTimeout",
+    "BackendProtocolError",
 ]
 
 __version__ = "0.1.0"

@@ -115,6 +115,20 @@ class Backend(abc.ABC):
         """
         return {"default": self.get(key)}
 
+    def get_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """`get_all` of several control records: `{server: {key: value}}`, absent keys left out.
+
+        Servers that fail are left out; raises only when every server failed.
+        Backends with several servers should read each server in one round trip.
+        """
+        out: dict[str, dict[str, bytes]] = {}
+        for key in keys:
+            for server, value in self.get_all(key).items():
+                found = out.setdefault(server, {})
+                if value is not None:
+                    found[key] = value
+        return out
+
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
         """Write a small control record to every server; return how many stored it.
 
@@ -178,6 +192,16 @@ class Backend(abc.ABC):
     async def aget_all(self, key: str) -> dict[str, bytes | None]:
         """Async `get_all`."""
         return {"default": await self.aget(key)}
+
+    async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """Async `get_all_many`."""
+        out: dict[str, dict[str, bytes]] = {}
+        for key in keys:
+            for server, value in (await self.aget_all(key)).items():
+                found = out.setdefault(server, {})
+                if value is not None:
+                    found[key] = value
+        return out
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         """Async `set_all`."""

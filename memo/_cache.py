@@ -1,52 +1,29 @@
 """`Cache`: one backend, one key prefix, namespaces with generations, stats.
 
-Namespace clearing without scans or `flush_all`: every key carries the
-generation tokens of its Cache (the root) and of its namespace. The tokens live
-in the backend under `<prefix>~gen` and `<prefix>~gen:<ns>`; `clear(ns)` writes a
-fresh random token, which makes every older key of that namespace unreachable
-for every process sharing the backend (the old entries age out by TTL or LRU).
-
-Each process keeps the tokens it has read for `ns_refresh` seconds (default 1),
-so the hit path costs no extra round trip: another process sees a clear within
-`ns_refresh` seconds; the process that cleared sees it at once. A token that
-was evicted or lost with a restarted server is replaced by a new random one,
-which can only turn old entries into misses, never revive them.
+How clearing works, and why a clear is never undone: memo/_generations.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
-import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
+from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
-from ._errors import BackendError, BackendUnavailable, ConfigurationError
-from ._keys import check_prefix, safe_segment
-from ._policy import (
-    UNSET,
-    ErrorLog,
-    OnError,
-    Stats,
-    check_on_error,
-    check_seconds,
-    check_ttl,
-    new_token,
-)
+from ._errors import BackendError, ConfigurationError
+from ._generations import Generations
+from ._keys import check_prefix
+from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
+from ._sentinels import NOT_GIVEN
 
-if TYPE_CHECKING:
-    from ._decorator import Decorator
-
-__all__ = ["Cache", "configure", "default_cache"]
+# run_sync, run_async and Op are re-exported: flows driven from a Cache import them from here too.
+__all__ = ["Cache", "Op", "run_async", "run_sync"]
 
 logger = logging.getLogger("memo")
-_monotonic = time.monotonic
-T = TypeVar("T")
 
 
 class Cache:
@@ -106,8 +83,9 @@ class Cache:
         self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend_from_url(url, options)
-        self._root_key = f"{prefix}~gen"
-        self._generations: dict[str, tuple[str, float]] = {}
+        self._gens = Generations(self.prefix, ns_refresh)
+        #: ns -> (generation, trusted until); read directly by the hit path.
+        self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
         self._stats_lock = threading.Lock()
         self._errors = ErrorLog(logger)
@@ -120,7 +98,7 @@ class Cache:
     def cached(
         self,
         ns: str = "default",
-        ttl: float | None = UNSET,
+        ttl: float | None = NOT_GIVEN,
         *,
         version: str | int | None = None,
         ignore: Iterable[str] = (),
@@ -155,8 +133,6 @@ class Cache:
                 in the background (stale-while-revalidate). Needs a `ttl`.
             lease_ttl, lease_wait: override the Cache's for this function.
         """
-        from ._decorator import Decorator
-
         return Decorator(
             self,
             ns,
@@ -211,10 +187,10 @@ class Cache:
             raise exc
         self._errors.report(what, exc)
 
-    # -- generations -----------------------------------------------------------
+    # -- generations (the rules live in memo/_generations.py) -------------------
 
     def _ns_key(self, ns: str) -> str:
-        return f"{self.prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
+        return self._gens.ns_key(ns)
 
     def generation(self, ns: str, on_error: OnError | None = None) -> str | None:
         """Return the generation part of keys in `ns`, reading the backend when stale.
@@ -222,122 +198,73 @@ class Cache:
         None means the generation could not be read and was never known: the
         caller must bypass the cache (fail open) rather than guess.
         """
-        entry = self._generations.get(ns)
-        if entry is not None and entry[1] > _monotonic():
-            return entry[0]
-        return self.generations((ns,), on_error)[ns]
+        return self._gens.fresh(ns) or self.generations((ns,), on_error)[ns]
 
     async def ageneration(self, ns: str, on_error: OnError | None = None) -> str | None:
         """Async `generation`."""
-        entry = self._generations.get(ns)
-        if entry is not None and entry[1] > _monotonic():
-            return entry[0]
-        return (await self.agenerations((ns,), on_error))[ns]
+        return self._gens.fresh(ns) or (await self.agenerations((ns,), on_error))[ns]
 
     def generations(self, names: Iterable[str], on_error: OnError | None = None) -> dict[str, str | None]:
-        """`generation` of several namespaces; the stale ones are read in one batch."""
-        known, stale = self._split_stale(names)
+        """`generation` of several namespaces; only the stale ones are read."""
+        known, stale = self._gens.split_stale(names)
         if stale:
+            errors: list[BackendError] = []
             try:
-                read = run_sync(self.backend, self._read_generations(stale))
+                read: dict[str, str | None] = dict(run_sync(self.backend, self._gens.read(stale, errors)))
             except BackendError as exc:
-                read = self._generations_failed(stale, exc, on_error)
+                errors.append(exc)
+                read = self._gens.keep_last(stale)
             known.update(read)
+            self._record_errors(stale[0], "reading namespace generations", errors, on_error)
         return known
 
     async def agenerations(
         self, names: Iterable[str], on_error: OnError | None = None
     ) -> dict[str, str | None]:
         """Async `generations`."""
-        known, stale = self._split_stale(names)
+        known, stale = self._gens.split_stale(names)
         if stale:
+            errors: list[BackendError] = []
             try:
-                read = await run_async(self.backend, self._read_generations(stale))
+                read: dict[str, str | None] = dict(
+                    await run_async(self.backend, self._gens.read(stale, errors))
+                )
             except BackendError as exc:
-                read = self._generations_failed(stale, exc, on_error)
+                errors.append(exc)
+                read = self._gens.keep_last(stale)
             known.update(read)
+            self._record_errors(stale[0], "reading namespace generations", errors, on_error)
         return known
 
-    def _split_stale(self, names: Iterable[str]) -> tuple[dict[str, str | None], list[str]]:
-        now = _monotonic()
-        known: dict[str, str | None] = {}
-        stale: list[str] = []
-        for ns in names:
-            entry = self._generations.get(ns)
-            if entry is not None and entry[1] > now:
-                known[ns] = entry[0]
-            elif ns not in stale:
-                stale.append(ns)
-        return known, stale
-
-    def _generations_failed(
-        self, stale: list[str], exc: BackendError, on_error: OnError | None
-    ) -> dict[str, str | None]:
-        # One failed read is one error, counted under the first namespace asked for.
-        self.record_error(stale[0], "reading namespace generations", exc, on_error)
-        until = _monotonic() + self.ns_refresh
-        out: dict[str, str | None] = {}
-        for ns in stale:
-            entry = self._generations.get(ns)
-            if entry is None:
-                out[ns] = None
-            else:
-                # Keep the last known token for another interval rather than retrying every call.
-                self._generations[ns] = (entry[0], until)
-                out[ns] = entry[0]
-        return out
-
-    def _read_generations(self, stale: list[str]) -> Generator[Op, Any, dict[str, str | None]]:
-        keys = {ns: self._ns_key(ns) for ns in stale}
-        found: dict[str, bytes] = yield ("get_many", ([self._root_key, *keys.values()],))
-        root = yield from self._token(self._root_key, found.get(self._root_key))
-        until = _monotonic() + self.ns_refresh
-        out: dict[str, str | None] = {}
-        for ns, key in keys.items():
-            token = f"{root}.{(yield from self._token(key, found.get(key)))}"
-            self._generations[ns] = (token, until)
-            out[ns] = token
-        return out
-
-    def _token(self, key: str, raw: bytes | None) -> Generator[Op, Any, str]:
-        """Return the token stored under `key`, creating one if it is missing or invalid."""
-        if raw is not None and _valid_token(raw):
-            return raw.decode()
-        token = new_token()
-        if not (yield ("add", (key, token.encode(), None))):
-            # Another process created it first (or an invalid one is there): use or replace it.
-            raw = yield ("get", (key,))
-            if raw is not None and _valid_token(raw):
-                return raw.decode()
-            yield ("set", (key, token.encode(), None))
-        return token
+    def _record_errors(
+        self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
+    ) -> None:
+        # Failures of one multi-server operation are one error, counted under `ns`.
+        if errors:
+            self.record_error(ns, what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.
 
-        Other processes sharing the backend see it within `ns_refresh` seconds.
-        Never flushes the server: other applications' keys are untouched.
+        This process sees the clear at once; other processes sharing the backend
+        within `ns_refresh` seconds. The new generation is written to every
+        server, so a server that was away cannot bring the old one back. Never
+        flushes a server: other applications' keys are untouched.
 
         Raises:
-            BackendError: the backend could not store the new generation. Unlike
-                reads and writes, a clear does not fail open: a clear that did not
-                happen must not look done.
+            BackendError: no server stored the new generation. Unlike reads and
+                writes, a clear does not fail open: a clear that did not happen
+                must not look done.
         """
-        run_sync(self.backend, self._clear(ns))
+        errors: list[BackendError] = []
+        run_sync(self.backend, self._gens.clear(ns, errors))
+        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
 
     async def aclear(self, ns: str | None = None) -> None:
         """Async `clear`."""
-        await run_async(self.backend, self._clear(ns))
-
-    def _clear(self, ns: str | None) -> Generator[Op, Any, None]:
-        key = self._root_key if ns is None else self._ns_key(ns)
-        token = new_token()
-        if not (yield ("set", (key, token.encode(), None))):
-            raise BackendUnavailable(f"the backend did not store the new generation of {ns!r}")
-        if ns is None:
-            self._generations.clear()
-        else:
-            self._generations.pop(ns, None)
+        errors: list[BackendError] = []
+        await run_async(self.backend, self._gens.clear(ns, errors))
+        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
 
     # -- guarded backend access (fail open) ------------------------------------
 
@@ -412,38 +339,3 @@ class Cache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
-def _valid_token(raw: bytes) -> bool:
-    return 0 < len(raw) <= 16 and raw.isalnum() and raw.isascii()
-
-
-# -- the default Cache of module-level `memo.cached` -----------------------------
-
-_default: Cache | None = None
-_default_lock = threading.Lock()
-
-
-def configure(url: str | None = None, **options: Any) -> Cache:
-    """Set the Cache used by `memo.cached`; `url` defaults to `$MEMO_URL`, then memory://."""
-    global _default
-    cache = Cache(url or os.environ.get("MEMO_URL") or "memory://", **options)
-    with _default_lock:
-        _default = cache
-    return cache
-
-
-def default_cache() -> Cache:
-    """Return the default Cache, creating it from `$MEMO_URL` (or memory://) on first use."""
-    global _default
-    cache = _default
-    if cache is None:
-        with _default_lock:
-            if _default is None:
-                _default = Cache(os.environ.get("MEMO_URL") or "memory://")
-            cache = _default
-    return cache

@@ -36,17 +36,19 @@ import collections
 import dataclasses
 import datetime as _dt
 import enum
+import marshal
 import typing
 import uuid
 import zlib
+import zoneinfo
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from ._errors import SerializationError
-from ._keys import qualified_name
+from ._canonical import qualified_name
+from ._errors import MemoError, SerializationError
 
 __all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
 
@@ -62,7 +64,7 @@ _NUL = "\x00"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
-class DecodeError(Exception):
+class DecodeError(MemoError, ValueError):
     """Stored bytes this codec cannot turn back into a value (treated as a miss)."""
 
 
@@ -142,9 +144,11 @@ def _classes_in(annotation: Any, seen: set[int]) -> Iterable[type]:
 
 
 # orjson hands dataclasses, datetimes and subclasses of built-ins to `default` with these
-# options, and refuses sets, bytes, Decimal, non-str keys and ints beyond 64 bits. What it
-# still writes with a loss of type (tuples, UUIDs, enum members, nan) is caught by comparing
-# the decoded body with the value; that comparison runs in C, unlike a Python-level walk.
+# options, and refuses sets, bytes, Decimal, non-str keys and ints beyond 64 bits. It still
+# writes enum members as their values, and IntEnum/StrEnum members compare equal to them:
+# `marshal` accepts only exact built-in types, so it refuses every enum member and subclass,
+# in C. What JSON writes with a loss of type among exact types (tuples, nan) is caught by
+# comparing the decoded body with the value, also in C, unlike a Python-level walk.
 _PLAIN_OPTIONS = (
     orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
@@ -157,11 +161,16 @@ def _refuse(value: Any) -> Any:
     raise TypeError
 
 
+#: Raises ValueError for anything but exact built-in types (version 2: no shared references).
+_exact_types = marshal.dumps
+
+
 def _plain_body(value: Any) -> bytes | None:
     """Return the orjson body of `value` if plain JSON round-trips it exactly, else None."""
     try:
         body = orjson.dumps(value, default=_refuse, option=_PLAIN_OPTIONS)
-    except TypeError:
+        _exact_types(value, 2)
+    except (TypeError, ValueError):
         return None
     try:
         same = orjson.loads(body) == value
@@ -290,7 +299,7 @@ class Codec:
             return {"\x00n": [name, [self.to_tree(x) for x in value]]}
         if _is_model(cls):
             self.types.learn(cls)
-            return {"\x00p": [name, self.to_tree(value.model_dump(mode="python", round_trip=True))]}
+            return {"\x00P": _enc_model(self, cls, name, value)}
         raise SerializationError(
             f"memo cannot store a {name}: the codec round-trips built-in values, datetimes, "
             "UUID, Decimal, enums, dataclasses, NamedTuples and pydantic models"
@@ -327,10 +336,76 @@ def _enc_float(codec: Codec, v: float) -> Any:
     return v if v - v == 0.0 else {"\x00f": repr(v)}
 
 
+def _utf8(v: str) -> bool:
+    """Return whether JSON can hold `v` (no lone surrogate, as os.fsdecode makes)."""
+    if v.isascii():
+        return True
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _enc_str(codec: Codec, v: str) -> Any:
+    return v if _utf8(v) else {"\x00U": _bytes_text(v.encode("utf-8", "surrogatepass"))}
+
+
 def _enc_dict(codec: Codec, v: dict[Any, Any]) -> Any:
-    if all(type(k) is str and not k.startswith(_NUL) for k in v):
+    if all(type(k) is str and not k.startswith(_NUL) and _utf8(k) for k in v):
         return {k: codec.to_tree(x) for k, x in v.items()}
     return {"\x00d": [[codec.to_tree(k), codec.to_tree(x)] for k, x in v.items()]}
+
+
+def _enc_clock(v: _dt.datetime | _dt.time, short: str, full: str) -> Any:
+    # ISO 8601 keeps a fixed offset only: a ZoneInfo (by its key), a named fixed zone and
+    # `fold` need the long form. Plain and UTC times keep the short one.
+    tz = v.tzinfo
+    if not v.fold and (tz is None or tz is _dt.timezone.utc or (type(tz) is _dt.timezone and _unnamed(tz))):
+        return {short: v.isoformat()}
+    return {full: [v.replace(tzinfo=None).isoformat(), v.fold, _enc_zone(tz)]}
+
+
+def _unnamed(tz: _dt.timezone) -> bool:
+    # ISO 8601 text keeps a whole-minute offset exactly; fromisoformat() misreads sub-second ones.
+    offset = tz.utcoffset(None)
+    return (
+        offset.seconds % 60 == 0
+        and not offset.microseconds
+        and tz.tzname(None) == _dt.timezone(offset).tzname(None)
+    )
+
+
+def _enc_zone(tz: _dt.tzinfo | None) -> Any:
+    if tz is None:
+        return None
+    if type(tz) is _dt.timezone:
+        offset = tz.utcoffset(None)
+        name = tz.tzname(None)
+        default = name == _dt.timezone(offset).tzname(None)
+        return ["tz", offset.days, offset.seconds, offset.microseconds, None if default else name]
+    if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
+        return ["zi", tz.key]
+    raise SerializationError(
+        f"memo stores time zones of type datetime.timezone and zoneinfo.ZoneInfo (with a key), "
+        f"not {qualified_name(type(tz))}"
+    )
+
+
+def _dec_zone(spec: Any) -> _dt.tzinfo | None:
+    if spec is None:
+        return None
+    if spec[0] == "zi":
+        return zoneinfo.ZoneInfo(spec[1])
+    if spec[0] == "tz":
+        offset = _dt.timedelta(days=spec[1], seconds=spec[2], microseconds=spec[3])
+        return _dt.timezone(offset) if spec[4] is None else _dt.timezone(offset, spec[4])
+    raise DecodeError(f"unknown time zone form {spec[0]!r}")
+
+
+def _dec_clock(kind: Any, payload: Any) -> Any:
+    text, fold, zone = payload
+    return kind.fromisoformat(text).replace(tzinfo=_dec_zone(zone), fold=fold)
 
 
 def _bytes_text(v: bytes) -> str:
@@ -338,7 +413,7 @@ def _bytes_text(v: bytes) -> str:
 
 
 _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
-    str: lambda c, v: v,
+    str: _enc_str,
     bool: lambda c, v: v,
     type(None): lambda c, v: v,
     int: _enc_int,
@@ -350,9 +425,9 @@ _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
     frozenset: lambda c, v: {"\x00S": [c.to_tree(x) for x in v]},
     bytes: lambda c, v: {"\x00b": _bytes_text(v)},
     bytearray: lambda c, v: {"\x00B": _bytes_text(v)},
-    _dt.datetime: lambda c, v: {"\x00T": v.isoformat()},
+    _dt.datetime: lambda c, v: _enc_clock(v, "\x00T", "\x00Z"),
     _dt.date: lambda c, v: {"\x00D": v.isoformat()},
-    _dt.time: lambda c, v: {"\x00h": v.isoformat()},
+    _dt.time: lambda c, v: _enc_clock(v, "\x00h", "\x00H"),
     _dt.timedelta: lambda c, v: {"\x00r": [v.days, v.seconds, v.microseconds]},
     uuid.UUID: lambda c, v: {"\x00u": v.hex},
     Decimal: lambda c, v: {"\x00x": str(v)},
@@ -363,28 +438,28 @@ _ENCODERS: dict[type, Callable[[Codec, Any], Any]] = {
 
 
 def _dec_dataclass(codec: Codec, payload: Any) -> Any:
+    # Rebuilt as stored, without running __init__ or __post_init__ again: they already ran
+    # on the values when the result was made (object.__setattr__ also sets frozen and slots).
     name, fields = payload
     cls = codec._class(name, dataclasses.is_dataclass)
-    init = _INIT_FIELDS.get(cls)
-    if init is None:
-        init = _INIT_FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
-    values = {k: codec.from_tree(v) for k, v in fields.items()}
-    if values.keys() <= init:
-        return cls(**values)
-    obj = cls(**{k: v for k, v in values.items() if k in init})
-    for k, v in values.items():
-        if k not in init:
-            object.__setattr__(obj, k, v)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    if fields.keys() != names:
+        raise DecodeError(f"the fields of {name} changed since this value was stored")
+    obj = object.__new__(cls)
+    for k, v in fields.items():
+        object.__setattr__(obj, k, codec.from_tree(v))
     return obj
 
 
-_INIT_FIELDS: dict[type, frozenset[str]] = {}
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 def _dec_named(codec: Codec, payload: Any) -> Any:
     name, items = payload
     cls = codec._class(name, lambda c: issubclass(c, tuple) and hasattr(c, "_fields"))
-    return cls(*(codec.from_tree(x) for x in items))
+    return tuple.__new__(cls, [codec.from_tree(x) for x in items])
 
 
 def _dec_enum(codec: Codec, payload: Any) -> Any:
@@ -392,9 +467,35 @@ def _dec_enum(codec: Codec, payload: Any) -> Any:
     return codec._class(name, lambda c: issubclass(c, enum.Enum))(codec.from_tree(value))
 
 
+def _enc_model(codec: Codec, cls: Any, name: str, value: Any) -> Any:
+    # Field by field, like a dataclass: model_dump() would turn a field holding a subclass
+    # into its declared class and drop exclude=True fields, and validation would run again.
+    fields = {k: codec.to_tree(getattr(value, k)) for k in cls.__pydantic_fields__}
+    extra = getattr(value, "__pydantic_extra__", None)
+    private = getattr(value, "__pydantic_private__", None)
+    return [
+        name,
+        fields,
+        None if extra is None else codec.to_tree(extra),
+        sorted(value.__pydantic_fields_set__),
+        None if private is None else codec.to_tree(private),
+    ]
+
+
 def _dec_model(codec: Codec, payload: Any) -> Any:
-    name, data = payload
-    return codec._class(name, _is_model).model_validate(codec.from_tree(data))
+    # Rebuilt as model_construct() does, without validators or model_post_init running again.
+    name, fields, extra, fields_set, private = payload
+    cls = codec._class(name, _is_model)
+    values = codec.from_tree(fields)
+    if values.keys() != cls.__pydantic_fields__.keys():
+        raise DecodeError(f"the fields of {name} changed since this value was stored")
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(fields_set))
+    if not cls.__pydantic_root_model__:
+        object.__setattr__(obj, "__pydantic_extra__", None if extra is None else codec.from_tree(extra))
+        object.__setattr__(obj, "__pydantic_private__", None if private is None else codec.from_tree(private))
+    return obj
 
 
 def _dec_float(codec: Codec, payload: str) -> float:
@@ -412,10 +513,13 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
     "\x00s": lambda c, p: {c.from_tree(x) for x in p},
     "\x00S": lambda c, p: frozenset(c.from_tree(x) for x in p),
     "\x00b": lambda c, p: base64.b64decode(p, validate=True),
+    "\x00U": lambda c, p: base64.b64decode(p, validate=True).decode("utf-8", "surrogatepass"),
     "\x00B": lambda c, p: bytearray(base64.b64decode(p, validate=True)),
     "\x00T": lambda c, p: _dt.datetime.fromisoformat(p),
+    "\x00Z": lambda c, p: _dec_clock(_dt.datetime, p),
     "\x00D": lambda c, p: _dt.date.fromisoformat(p),
     "\x00h": lambda c, p: _dt.time.fromisoformat(p),
+    "\x00H": lambda c, p: _dec_clock(_dt.time, p),
     "\x00r": lambda c, p: _dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
     "\x00u": lambda c, p: uuid.UUID(hex=p),
     "\x00x": lambda c, p: Decimal(p),
@@ -423,7 +527,7 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
     "\x00e": _dec_enum,
     "\x00c": _dec_dataclass,
     "\x00n": _dec_named,
-    "\x00p": _dec_model,
+    "\x00P": _dec_model,
 }
 
 

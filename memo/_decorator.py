@@ -14,17 +14,18 @@ import inspect
 import logging
 import sys
 import time
+import types
 import typing
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import orjson
 import wrapt
 
 from . import _leases as leases
 from ._background import Refresher
-from ._cache import Cache, default_cache
+from ._canonical import qualified_name
 from ._codec import (
     EXPIRES,
     GLOBAL_TYPES,
@@ -40,11 +41,15 @@ from ._codec import (
 )
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
-from ._flight import AsyncFlight, Flight
-from ._keys import Binder, KeyMaker, qualified_name
-from ._policy import UNSET, OnError, check_on_error, check_seconds, check_ttl
+from ._flight import AsyncFlight, Flight, copy_for_follower
+from ._keys import KeyMaker
+from ._policy import OnError, check_on_error, check_seconds, check_ttl
+from ._sentinels import MISS, NOT_GIVEN
 
-__all__ = ["AsyncCached", "Cached", "Decorator", "cached"]
+if TYPE_CHECKING:
+    from ._cache import Cache
+
+__all__ = ["AsyncCached", "Cached", "Decorator", "Memo"]
 
 logger = logging.getLogger("memo")
 
@@ -53,7 +58,6 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
 _P2 = ParamSpec("_P2")
-_MISS: Any = object()
 _HIT: Any = object()
 _STALE: Any = object()
 _loads = orjson.loads
@@ -61,6 +65,14 @@ _PLAIN = MAGIC + bytes([VERSION, PLAIN])
 _PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _monotonic = time.monotonic
 _time = time.time
+
+
+def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
+    return wrapped(*args, **kwargs), None
+
+
+async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
+    return await wrapped(*args, **kwargs), None
 
 
 class Cached(Protocol[P, R_co]):
@@ -118,7 +130,7 @@ class Memo:
         cache: Cache | None,
         fn: Any,
         ns: str = "default",
-        ttl: Any = UNSET,
+        ttl: Any = NOT_GIVEN,
         *,
         version: str | int | None = None,
         ignore: Iterable[str] = (),
@@ -130,19 +142,28 @@ class Memo:
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
+        default_cache: Callable[[], Cache] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
             raise ConfigurationError(f"@cached needs a function, got {fn!r}")
-        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-            raise ConfigurationError(
-                f"{qualified_name(func)} is a generator: cache a function that returns its items as a list"
-            )
         if not isinstance(ns, str):
             raise ConfigurationError(f"ns must be a str, got {ns!r}")
+        if (cache is None) == (default_cache is None):
+            raise TypeError("Memo needs a Cache or a default_cache callable, not both")
+        # A partial, bound method or callable instance: keyed as its function plus what
+        # is bound to it (see KeyMaker.for_callable).
+        self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
+        target = self.keys.target
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            raise ConfigurationError(
+                f"{qualified_name(target)} is a generator: cache a function that returns its items as a list"
+            )
+        #: The Cache, or None when `default_cache` picks it at each call (module-level `memo.cached`).
         self.cache = cache
+        self.default_cache: Callable[[], Cache] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
         self.ns = ns
-        self.ttl = ttl if ttl is UNSET else check_ttl(ttl)
+        self.ttl = ttl if ttl is NOT_GIVEN else check_ttl(ttl)
         self.stale_ttl = None if stale_ttl is None else check_seconds(stale_ttl, "stale_ttl")
         if self.stale_ttl is not None and self.ttl is None:
             raise ConfigurationError("stale_ttl needs a ttl: an entry that never expires is never stale")
@@ -150,20 +171,20 @@ class Memo:
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
         self.strict = strict
         self.on_error = None if on_error is None else check_on_error(on_error)
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.is_async = inspect.iscoroutinefunction(target)
         #: Methods and classmethods receive their instance or class through wrapt;
-        #: it is the first parameter of the signature the key binds.
-        self.prepend = not isinstance(fn, staticmethod)
-        self.name = qualified_name(func)
-        binder = Binder(func, ignore, scope, injected=injected_parameters(func))
-        self.keys = KeyMaker(ns, self.name, version, binder, key, func.__qualname__)
+        #: it is the first parameter of the signature the key binds. What was bound
+        #: before decorating (a bound method's instance) is prepended by the key maker.
+        self.prepend = not isinstance(fn, staticmethod) and target is func
+        self.name = qualified_name(target)
+        func = target
         registry = TypeRegistry(types, parent=GLOBAL_TYPES)
         # Unresolvable annotations are fine: returned classes are learned on encode.
         with contextlib.suppress(Exception):
             registry.add_annotation(typing.get_type_hints(func).get("return"))
         self.codec = Codec(registry)
         self._decode = self.codec.decode
-        self._digest = self.keys.digest
+        self._digest = self.keys.call_digest
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
         self.refresher = Refresher(self.name)
         #: Bumped by every invalidate and refresh in this process: callers that
@@ -179,7 +200,7 @@ class Memo:
     def _bind(self, cache: Cache) -> Cache:
         self._static = f"{cache.prefix}{self.keys.readable}:"
         self._stats = cache.ns_stats(self.ns)
-        self._ttl = ttl = cache.ttl if self.ttl is UNSET else self.ttl
+        self._ttl = ttl = cache.ttl if self.ttl is NOT_GIVEN else self.ttl
         # memcached keeps an entry one second past its exact expiry plus the stale
         # window (its clock ticks in whole seconds); the header says when it expires.
         self._ttl_ms = None if ttl is None else ttl * 1000.0
@@ -195,14 +216,14 @@ class Memo:
         return cache
 
     def bound_cache(self) -> Cache:
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         return cache if cache is self._bound else self._bind(cache)
 
     # -- the pure parts -----------------------------------------------------------
 
     def make_key(self, gen: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         full = (instance, *args) if instance is not None and self.prepend else args
-        return f"{self._static}{gen}:{self.keys.digest(full, kwargs)}"
+        return f"{self._static}{gen}:{self._digest(full, kwargs)}"
 
     def decode(self, raw: bytes) -> Any:
         try:
@@ -210,7 +231,7 @@ class Memo:
         except DecodeError:
             if not is_lease(raw):
                 self._stats.decode_errors += 1
-            return _MISS
+            return MISS
 
     def encode(self, value: Any) -> bytes | None:
         ttl_ms = self._ttl_ms
@@ -236,13 +257,13 @@ class Memo:
         if expires is not None and expires <= _time() * 1000.0:
             return False
         value = self.decode(raw)
-        if value is _MISS:
+        if value is MISS:
             return False
         found.append(value)
         return True
 
     def _classify(self, raw: bytes) -> tuple[object, Any]:
-        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | _MISS, value)`.
+        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | MISS, value)`.
 
         Expired entries are stale while within `stale_ttl` of their expiry;
         lease markers and undecodable bytes are misses (only the latter counted).
@@ -250,11 +271,11 @@ class Memo:
         expires = expires_ms(raw)
         if expires is not None and expires <= _time() * 1000.0:
             if not self._stale_ms or _time() * 1000.0 >= expires + self._stale_ms:
-                return _MISS, None
+                return MISS, None
             value = self.decode(raw)
-            return (_MISS, None) if value is _MISS else (_STALE, value)
+            return (MISS, None) if value is MISS else (_STALE, value)
         value = self.decode(raw)
-        return (_MISS, None) if value is _MISS else (_HIT, value)
+        return (MISS, None) if value is MISS else (_HIT, value)
 
     def _generation_is(self, cache: Cache, key: str) -> bool:
         """Whether `key` still carries the namespace generation this process knows."""
@@ -265,12 +286,11 @@ class Memo:
         cache.record_error(self.ns, what, exc, self._on_error)
 
     def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
-        # A follower gets its own copy, decoded from the bytes the leader stored.
+        """The caller's result: a follower gets its own copy, or `MISS` (it must compute itself)."""
         value, data = outcome
-        if led or data is None:
+        if led:
             return value
-        copy = self.decode(data)
-        return value if copy is _MISS else copy
+        return copy_for_follower(value, data, self.decode)
 
     def _too_big(self, cache: Cache, data: bytes) -> bool:
         if len(data) > cache.backend.max_value_size:
@@ -420,7 +440,7 @@ class Memo:
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         # The hit path: kept flat (no helper calls) because each call layer costs ~0.1 µs.
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
         entry = cache._generations.get(self.ns)
@@ -445,10 +465,10 @@ class Memo:
                 head == _PLAIN
             ):
                 try:
-                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else _MISS
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
                 except ValueError:
-                    value = _MISS
-                if value is not _MISS:
+                    value = MISS
+                if value is not MISS:
                     self._stats.hits += 1
                     return value
                 self._stats.decode_errors += 1
@@ -473,8 +493,12 @@ class Memo:
         outcome, led = self.flight.run(
             (key, self._epoch),
             partial(run_sync, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
+            # A re-entrant call (the function calling itself on its own key) computes
+            # without the lease: the outer call holds it.
+            partial(_uncached, wrapped, args, kwargs),
         )
-        return self._shared(outcome, led)
+        value = self._shared(outcome, led)
+        return wrapped(*args, **kwargs) if value is MISS else value
 
     def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = self.bound_cache().generation(self.ns, self._on_error)
@@ -506,7 +530,7 @@ class Memo:
     async def acall(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
-        cache = self.cache or default_cache()
+        cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
         entry = cache._generations.get(self.ns)
@@ -528,10 +552,10 @@ class Memo:
                 head == _PLAIN
             ):
                 try:
-                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else _MISS
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
                 except ValueError:
-                    value = _MISS
-                if value is not _MISS:
+                    value = MISS
+                if value is not MISS:
                     self._stats.hits += 1
                     return value
                 self._stats.decode_errors += 1
@@ -556,8 +580,10 @@ class Memo:
         outcome, led = await self.flight.run(
             (key, self._epoch),
             partial(run_async, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
+            partial(_auncached, wrapped, args, kwargs),
         )
-        return self._shared(outcome, led)
+        value = self._shared(outcome, led)
+        return (await wrapped(*args, **kwargs)) if value is MISS else value
 
     async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = await self.bound_cache().ageneration(self.ns, self._on_error)
@@ -590,44 +616,6 @@ class Memo:
 
 
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
-
-
-#: Parameters LangGraph fills in by name when it calls a node; never part of a node's key.
-#: LangGraph also injects `previous` (an entrypoint's last return value) and `error`
-#: (what an error handler handles): those are data the result depends on, so they stay in it.
-LANGGRAPH_INJECTED = frozenset({"config", "writer", "store", "runtime"})
-_FRAMEWORK_TYPES = ("langgraph", "langchain", "RunnableConfig", "StreamWriter", "BaseStore", "Runtime")
-#: `langgraph.types.StreamWriter` is this alias, whose repr names no framework type;
-#: LangGraph injects `writer` when the annotation equals it.
-_STREAM_WRITER = Callable[[Any], None]
-
-
-def injected_parameters(func: Callable[..., Any]) -> set[str]:
-    """Return the parameters a framework injects (LangGraph's), which keys leave out.
-
-    A parameter counts when it has one of LangGraph's injected names and either
-    an annotation naming a LangGraph or LangChain type, or no annotation while
-    LangGraph is loaded. `def f(x, config: dict)` keeps `config` in its key.
-    """
-    found = set()
-    for param in inspect.signature(func).parameters.values():
-        if param.name not in LANGGRAPH_INJECTED:
-            continue
-        annotation = param.annotation
-        if annotation is inspect.Parameter.empty:
-            if "langgraph" in sys.modules:
-                found.add(param.name)
-            continue
-        text = (
-            annotation
-            if isinstance(annotation, str)
-            else f"{getattr(annotation, '__module__', '')} {annotation!r}"
-        )
-        if any(marker in text for marker in _FRAMEWORK_TYPES) or (
-            param.name == "writer" and annotation == _STREAM_WRITER
-        ):
-            found.add(param.name)
-    return found
 
 
 class _Controls:
@@ -673,7 +661,7 @@ class _Controls:
     @property
     def uncached(self) -> Callable[..., Any]:
         """The original function, bypassing the cache."""
-        return self.__wrapped__  # type: ignore[attr-defined,no-any-return]
+        return self._target()[1]
 
 
 class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
@@ -697,17 +685,66 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
         self._self_memo = memo
 
     def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
-        return self._self_memo, self.__wrapped__, None
+        owner = _classmethod_owner(self)
+        if owner is None:
+            return self._self_memo, self.__wrapped__, None
+        return self._self_memo, types.MethodType(self.__wrapped__, owner), owner
 
     def __repr__(self) -> str:
         return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+
+def _classmethod_owner(wrapper: _CachedFunction) -> type | None:
+    """The class whose `@classmethod` wraps `wrapper` (`@classmethod` above `@cached`), or None.
+
+    Up to Python 3.12 `classmethod` binds the object it wraps, so `A.f` is a
+    bound wrapper that knows `A`. Since 3.13 it does not: `A.f` is a plain method
+    object, and `A.f.key_for(1)` reaches the unbound wrapper without `A`. The class
+    is then found by the function's qualified name; when that cannot tell which
+    class is meant (a subclass may be the one accessed, or the class is local to
+    a function), this raises rather than build a key for the wrong class.
+    """
+    func = wrapper.__wrapped__
+    if not inspect.isfunction(func):
+        return None  # `@cached` above `@classmethod`/`@staticmethod`: wrapt binds those
+    *outer, name = func.__qualname__.split(".")
+    if not outer or outer[-1] == "<locals>":
+        return None  # not defined in a class body
+    owner: Any = None
+    if "<locals>" not in outer:
+        owner = sys.modules.get(func.__module__)
+        for part in outer:
+            owner = getattr(owner, part, None)
+    if isinstance(owner, type):
+        attr: Any = vars(owner).get(name)
+        if not (isinstance(attr, classmethod) and attr.__func__ is wrapper):
+            return None
+        if not any(inspect.getattr_static(heir, name, None) is attr for heir in _subclasses(owner)):
+            return owner
+        reason = f"subclasses of {owner.__qualname__} share it"
+    elif next(iter(inspect.signature(func).parameters), None) == "cls":
+        reason = "its class is defined inside a function"
+    else:
+        return None
+    raise TypeError(
+        f"{func.__qualname__}: with @classmethod above @cached, Python 3.13+ does not tell which "
+        f"class the method was called on ({reason}); put @cached above @classmethod instead"
+    )
+
+
+def _subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    subs: list[type] = type.__subclasses__(cls)
+    for sub in subs:
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 class Decorator:
     """What `cached(...)` returns: apply it to a sync or async function."""
 
     def __init__(self, cache: Cache | None, ns: str, ttl: Any, **options: Any) -> None:
-        if ttl is not UNSET:
+        if ttl is not NOT_GIVEN:
             check_ttl(ttl)
         if "on_error" in options and options["on_error"] is not None:
             check_on_error(options["on_error"])
@@ -720,40 +757,3 @@ class Decorator:
     def __call__(self, fn: Any) -> Any:
         memo = Memo(self._cache, fn, self._ns, self._ttl, **self._options)
         return _CachedFunction(fn, memo)
-
-
-def cached(
-    ns: str = "default",
-    ttl: float | None = UNSET,
-    *,
-    version: str | int | None = None,
-    ignore: Iterable[str] = (),
-    key: Callable[..., Any] | None = None,
-    scope: Callable[..., Any] | None = None,
-    types: Iterable[type] = (),
-    strict: bool | None = None,
-    on_error: OnError | None = None,
-    stale_ttl: float | None = None,
-    lease_ttl: float | None = None,
-    lease_wait: float | None = None,
-) -> Decorator:
-    """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
-
-    The default Cache is looked up when the function is called, so decorating at
-    import time before `memo.configure(...)` is fine. Arguments as `Cache.cached`.
-    """
-    return Decorator(
-        None,
-        ns,
-        ttl,
-        version=version,
-        ignore=ignore,
-        key=key,
-        scope=scope,
-        types=types,
-        strict=strict,
-        on_error=on_error,
-        stale_ttl=stale_ttl,
-        lease_ttl=lease_ttl,
-        lease_wait=lease_wait,
-    )

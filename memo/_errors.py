@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendProtocolError",
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigurationError",
@@ -67,4 +68,14 @@ class BackendTimeout(BackendError):
 
     Likely causes: the server is overloaded, hung (stopped process), or the
     network drops packets. Raise `timeout=` only if the server is known to be slow.
+    """
+
+
+class BackendProtocolError(BackendError):
+    """The server answered with an error reply instead of a result.
+
+    Memcached's `SERVER_ERROR`, `CLIENT_ERROR` or `ERROR`: the server is alive
+    (so its circuit breaker does not count this), but refused the request.
+    Likely causes: the server is out of memory, an item larger than its `-I`
+    item size, or a proxy that does not forward the command.
     """

@@ -4,24 +4,47 @@ The thread flavour lets the first caller (the leader) compute while the others
 wait on an event. The asyncio flavour runs the computation in its own task and
 lets every caller await it through `asyncio.shield`, so cancelling one waiter
 never cancels the others or the computation; the computation is cancelled only
-when the last waiter has gone.
+when the last waiter has gone, and it leaves the table at that moment, so a
+caller arriving afterwards starts afresh instead of joining (and receiving the
+cancellation of) work nobody waits for any more.
 
-Both hand followers the leader's outcome; the engine gives each
-follower its own decoded copy of the stored bytes, so no two callers share one
-mutable result object (the leader keeps the object its function returned).
+Rules that keep a flight from hanging:
+
+- Re-entry computes. A computation that calls its own function with arguments
+  mapping to the same key (through `key=` or `ignore=`) would wait for itself.
+  The keys a computation leads are recorded in a context variable (threads:
+  per thread; asyncio: the leader task and the tasks it starts), and a call for
+  a key the caller itself leads computes instead of waiting.
+- A forked child starts with empty tables (`os.register_at_fork`): a key the
+  parent was computing at fork time has no leader in the child.
+
+Followers must not share the leader's object: `copy_for_follower` gives each its
+own copy (decoded from the stored bytes, else `copy.deepcopy`), or says that the
+follower must compute for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AsyncFlight", "Flight"]
+from ._sentinels import MISS
+
+__all__ = ["AsyncFlight", "Flight", "copy_for_follower"]
 
 T = TypeVar("T")
+
+#: The (flight, key) pairs the current thread or task chain is computing as leader.
+_leading: contextvars.ContextVar[frozenset[tuple[int, Hashable]]] = contextvars.ContextVar(
+    "memo_leading", default=frozenset()
+)
 
 
 class _Call(Generic[T]):
@@ -39,9 +62,25 @@ class Flight(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call[T]] = {}
+        _FLIGHTS.add(self)
 
-    def run(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
-        """Return `(result, led)`: `led` is True for the caller that ran `compute`."""
+    def _forget(self) -> None:
+        # In a forked child: the parent's leaders do not exist here.
+        self._lock = threading.Lock()
+        self._calls = {}
+
+    def run(
+        self, key: Hashable, compute: Callable[[], T], alone: Callable[[], T] | None = None
+    ) -> tuple[T, bool]:
+        """Return `(result, led)`: `led` is True for the caller that ran `compute`.
+
+        `alone` is what a re-entrant call runs instead of `compute` (default: `compute`):
+        the outer computation holds whatever `compute` would wait for.
+        """
+        mine = (id(self), key)
+        leading = _leading.get()
+        if mine in leading:  # re-entry: waiting would be waiting for ourselves
+            return (alone or compute)(), True
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
@@ -52,6 +91,7 @@ class Flight(Generic[T]):
             if call.error is not None:
                 raise call.error
             return call.result, False  # type: ignore[return-value]
+        token = _leading.set(leading | {mine})
         try:
             call.result = compute()
             return call.result, True
@@ -59,38 +99,70 @@ class Flight(Generic[T]):
             call.error = exc
             raise
         finally:
+            _leading.reset(token)
             with self._lock:
-                del self._calls[key]
+                if self._calls.get(key) is call:
+                    del self._calls[key]
             call.done.set()
+
+
+class _Shared:
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.waiters = 0
 
 
 class AsyncFlight(Generic[T]):
     """Run one computation per key at a time across the tasks of an event loop."""
 
     def __init__(self) -> None:
-        self._calls: dict[tuple[int, Hashable], list[Any]] = {}
+        self._calls: dict[tuple[int, Hashable], _Shared] = {}
+        _FLIGHTS.add(self)
 
-    async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """Return `(result, led)`; `led` is True for the caller whose task started `compute`."""
+    def _forget(self) -> None:
+        self._calls = {}
+
+    async def run(
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[T]],
+        alone: Callable[[], Awaitable[T]] | None = None,
+    ) -> tuple[T, bool]:
+        """Return `(result, led)`; `led` is True for the caller whose task started `compute`.
+
+        `alone` is what a re-entrant call awaits instead of `compute` (default: `compute`).
+        """
+        mine = (id(self), key)
+        leading = _leading.get()
+        if mine in leading:  # re-entry from the computation (or a task it started)
+            return await (alone or compute)(), True
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
         entry = self._calls.get(slot)
-        leader = entry is None or entry[0].done()
+        leader = entry is None or entry.task.done()
         if leader:
-            task: asyncio.Task[T] = loop.create_task(_as_coroutine(compute))
-            entry = self._calls[slot] = [task, 0]
+            # The task runs in a copy of this context that also says it leads `key`.
+            context = contextvars.copy_context()
+            context.run(_leading.set, leading | {mine})
+            task: asyncio.Task[T] = context.run(loop.create_task, _as_coroutine(compute))
+            entry = self._calls[slot] = _Shared(task)
             task.add_done_callback(partial(self._finished, slot, entry))
         assert entry is not None
-        entry[1] += 1
+        entry.waiters += 1
         try:
-            return await asyncio.shield(entry[0]), leader
+            return await asyncio.shield(entry.task), leader
         finally:
-            entry[1] -= 1
-            if entry[1] == 0 and not entry[0].done():
-                # Nobody is waiting any more: stop the work nobody will use.
-                entry[0].cancel()
+            entry.waiters -= 1
+            if entry.waiters == 0 and not entry.task.done():
+                # Nobody is waiting any more: stop the work nobody will use, and
+                # take it out of the table now, so that no new caller joins it.
+                if self._calls.get(slot) is entry:
+                    del self._calls[slot]
+                entry.task.cancel()
 
-    def _finished(self, slot: tuple[int, Hashable], entry: list[Any], task: asyncio.Task[T]) -> None:
+    def _finished(self, slot: tuple[int, Hashable], entry: _Shared, task: asyncio.Task[T]) -> None:
         if self._calls.get(slot) is entry:
             del self._calls[slot]
         if not task.cancelled():
@@ -99,3 +171,32 @@ class AsyncFlight(Generic[T]):
 
 async def _as_coroutine(compute: Callable[[], Awaitable[T]]) -> T:
     return await compute()
+
+
+def copy_for_follower(value: Any, data: bytes | None, decode: Callable[[bytes], Any]) -> Any:
+    """Return a follower's own copy of the leader's result, or `MISS`: then it must compute itself.
+
+    The copy is decoded from the bytes the leader stored when there are any
+    (`decode` returns `MISS` for bytes it cannot read); otherwise it is a
+    `copy.deepcopy` of the leader's object (results that could not be encoded).
+    """
+    if data is not None:
+        decoded = decode(data)
+        if decoded is not MISS:
+            return decoded
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return MISS
+
+
+_FLIGHTS: weakref.WeakSet[Flight[Any] | AsyncFlight[Any]] = weakref.WeakSet()
+
+
+def _forget_all() -> None:
+    for flight in list(_FLIGHTS):
+        flight._forget()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_all)

@@ -10,38 +10,9 @@ from typing import Any, Literal
 
 from ._errors import ConfigurationError
 
-__all__ = [
-    "UNSET",
-    "ErrorLog",
-    "OnError",
-    "Stats",
-    "check_on_error",
-    "check_seconds",
-    "check_ttl",
-    "new_token",
-]
+__all__ = ["ErrorLog", "OnError", "Stats", "check_on_error", "check_seconds", "check_ttl", "new_token"]
 
 OnError = Literal["ignore", "raise"]
-
-
-class _Unset:
-    """The "not given" sentinel, distinct from None (which means "never expires")."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNSET: Any = _Unset()
 
 
 def check_ttl(ttl: Any, where: str = "ttl") -> float | None:

@@ -3,7 +3,8 @@
     python lease_worker.py '<json config>'
 
 Config: url, prefix, ns, mode ("threads" or "tasks"), callers, arg, sleep
-(seconds the function takes), leases (bool), lease_wait, lease_ttl,
+(seconds the function takes), gate (a path: the sync function returns only once
+it exists), leases (bool), lease_wait, lease_ttl,
 start_at (Unix time at which every caller starts, so processes collide), and
 for mode "hold": take the lease and compute forever (killed by the test);
 mode "key": print the key of the call; mode "invalidate": invalidate it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -37,22 +39,29 @@ def main(config: dict[str, Any]) -> None:
     sleep = float(config.get("sleep", 0.5))
     mode = config["mode"]
     value_of = config.get("value", "v1")
+    gate = config.get("gate")
 
+    # The workers stand for one function over a changing source: what they capture
+    # (a run counter, the mode, the source's value) is left out of the function's identity.
     if mode == "tasks":
 
-        @cache.cached(ns=config["ns"], ttl=60)
+        @cache.cached(ns=config["ns"], ttl=60, ignore=("runs", "sleep", "value_of"))
         async def acompute(arg: str) -> str:
             runs.append(1)
             await asyncio.sleep(sleep)
             return f"{value_of}:{arg}"
 
-    @cache.cached(ns=config["ns"], ttl=60)
+    @cache.cached(ns=config["ns"], ttl=60, ignore=("runs", "mode", "sleep", "value_of"))
     def compute(arg: str) -> str:
         runs.append(1)
         if mode == "hold":
             print(json.dumps({"holding": True}), flush=True)
             time.sleep(3600)
         time.sleep(sleep)
+        if gate:  # hold the computation until the test opens the gate (creates the file)
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return f"{value_of}:{arg}"
 
     if mode == "key":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
 import uuid
 import zlib
+import zoneinfo
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -300,3 +302,255 @@ def test_a_lease_marker_is_never_a_value() -> None:
 def test_version_1_values_are_still_read() -> None:
     assert Codec().decode(b"m\x01\x01[1]\n") == [1]
     assert Codec().decode(b'm\x01\x00{"\\u0000t":[1]}\n') == (1,)
+
+
+# -- exact types: every part of a value comes back with its own type -------------------
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+    X = 1
+
+
+class Mood(enum.Enum):
+    UP = 1
+    DOWN = "down"
+
+
+STR_ENUMS: list[Any] = []
+if hasattr(enum, "StrEnum"):  # Python 3.11+
+
+    class Kind(enum.StrEnum):
+        A = "a"
+        B = "b"
+
+    STR_ENUMS = [Kind.A, Kind.B]
+
+ENUM_MEMBERS = [
+    *Level,
+    *Colour,
+    Perm.R,
+    Perm.R | Perm.W,
+    Perm(0),
+    *Mood,
+    *STR_ENUMS,
+]
+
+
+@dataclasses.dataclass
+class Scaled:
+    """__post_init__ changes what it was given: it must not run again on a cached value."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        self.value *= 10
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Slotted:
+    a: Any
+    b: Any = None
+    c: int = dataclasses.field(init=False, default=7)
+
+
+class Animal(pydantic.BaseModel):
+    name: str
+
+
+class Cat(Animal):
+    lives: int = 9
+
+
+class Owner(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    pet: Animal
+    when: dt.datetime | None = None
+    hidden: str = pydantic.Field(default="", exclude=True)
+    _visits: int = pydantic.PrivateAttr(default=0)
+
+    @pydantic.field_validator("hidden")
+    @classmethod
+    def shout(cls, v: str) -> str:
+        return v.upper() + "!"
+
+    def model_post_init(self, context: Any) -> None:
+        self._visits += 1
+
+
+class Rec(NamedTuple):
+    a: Any
+    b: Any
+
+
+TYPES = TypeRegistry(
+    [Level, Colour, Perm, Mood, Scaled, Slotted, Owner, Cat, Rec, *{type(m) for m in STR_ENUMS}]
+)
+
+
+def exact(a: Any, b: Any) -> bool:
+    """Equal, and of the same type in every part (enum members, zones, fold, classes)."""
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is float:
+        return repr(a) == repr(b)
+    if t is complex:
+        return exact(a.real, b.real) and exact(a.imag, b.imag)
+    if t is Decimal:
+        return str(a) == str(b)
+    if isinstance(a, (list, tuple, collections.deque)):
+        return len(a) == len(b) and all(exact(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            exact(k1, k2) and exact(v1, v2) for (k1, v1), (k2, v2) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, (set, frozenset)):
+        return len(a) == len(b) and all(any(exact(x, y) for y in b) for x in a)
+    if isinstance(a, (dt.datetime, dt.time)):
+        return (
+            a.replace(tzinfo=None) == b.replace(tzinfo=None)
+            and a.fold == b.fold
+            and type(a.tzinfo) is type(b.tzinfo)
+            and (
+                a.tzinfo is None
+                or (a.tzinfo.tzname(None), a.tzinfo.utcoffset(None))
+                == (b.tzinfo.tzname(None), b.tzinfo.utcoffset(None))
+            )
+            and getattr(a.tzinfo, "key", None) == getattr(b.tzinfo, "key", None)
+        )
+    if dataclasses.is_dataclass(a):
+        return all(exact(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, pydantic.BaseModel):
+        return (
+            all(exact(getattr(a, n), getattr(b, n)) for n in type(a).model_fields)
+            and exact(a.model_extra, b.model_extra)
+            and a.model_fields_set == b.model_fields_set
+            and exact(a.__pydantic_private__, b.__pydantic_private__)
+        )
+    return bool(a == b)
+
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+EXACT_CASES: list[Any] = [
+    *ENUM_MEMBERS,
+    [Level.LOW, Colour.RED, Perm.R | Perm.X],
+    {"level": Level.HIGH, "colour": Colour.BLUE},
+    {Colour.RED: 1, Level.LOW: 2},
+    (Level.LOW,),
+    dt.datetime(2024, 3, 1, 12, tzinfo=PARIS),
+    dt.datetime(2024, 10, 27, 2, 30, tzinfo=PARIS, fold=1),
+    dt.datetime(2024, 10, 27, 2, 30, fold=1),
+    dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1), "CET")),
+    dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=1))),  # ISO text misreads it
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(seconds=30))),
+    dt.time(1, 30, fold=1),
+    dt.time(1, 30, tzinfo=dt.timezone(dt.timedelta(hours=-3))),
+    Scaled(1),
+    Slotted([Scaled(2)], {"k": (1,)}),
+    Owner(pet=Cat(name="tom"), hidden="psst", extra_field=(1, 2)),
+    Rec(Level.LOW, [Colour.RED]),
+    collections.deque([Level.LOW, 1]),
+    "caf\udce9",  # os.fsdecode(b"caf\xe9")
+    {"caf\udce9": ["\ud800"]},
+]
+
+
+@pytest.mark.parametrize("value", EXACT_CASES, ids=repr)
+def test_every_part_comes_back_with_its_exact_type(value: Any) -> None:
+    codec = Codec(TYPES)
+    assert exact(codec.decode(codec.encode(value)), value)
+
+
+def test_enum_members_never_take_the_plain_json_path() -> None:
+    for value in (Level.LOW, [Colour.RED], {"k": Perm.R}, *STR_ENUMS):
+        assert not Codec(TYPES).encode(value)[2] & 1
+
+
+def test_post_init_and_validators_do_not_run_again() -> None:
+    codec = Codec(TYPES)
+    assert codec.decode(codec.encode(Scaled(1))).value == 10
+    owner = codec.decode(codec.encode(Owner(pet=Cat(name="tom"), hidden="psst")))
+    assert owner.hidden == "PSST!" and owner.__pydantic_private__ == {"_visits": 1}
+    assert type(owner.pet) is Cat
+
+
+def test_values_written_by_a_changed_class_are_a_miss() -> None:
+    data = Codec(TYPES).encode(Scaled(1)).replace(b'"value"', b'"other"')
+    with pytest.raises(DecodeError):
+        Codec(TYPES).decode(data)
+
+
+def test_zones_without_a_name_are_refused() -> None:
+    class Odd(dt.tzinfo):
+        def utcoffset(self, d: Any) -> dt.timedelta:
+            return dt.timedelta(0)
+
+    with pytest.raises(memo.SerializationError):
+        Codec().encode(dt.datetime(2024, 1, 1, tzinfo=Odd()))
+
+
+_hashables = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.text(st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=3)
+    | st.binary()
+    | st.sampled_from(ENUM_MEMBERS)
+    | st.uuids()
+    | st.decimals(allow_nan=False)
+    | st.dates()
+    | st.timedeltas(),
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3) | st.builds(Rec, inner, inner),
+    max_leaves=6,
+)
+_zones = (
+    st.none()
+    | st.timezones()
+    | st.builds(dt.timezone, st.timedeltas(-dt.timedelta(hours=23), dt.timedelta(hours=23)))
+)
+_scalars = (
+    _hashables
+    | st.binary().map(bytearray)
+    | st.decimals()
+    | st.complex_numbers()
+    | st.datetimes(timezones=_zones).map(lambda d: d.replace(fold=1) if d.second % 2 else d)
+    | st.times(timezones=_zones)
+)
+any_value = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(_hashables, inner, max_size=3)
+        | st.dictionaries(st.text(), inner, max_size=3)
+        | st.sets(_hashables, max_size=3)
+        | st.builds(collections.deque, st.lists(inner, max_size=3))
+        | st.builds(Scaled, st.integers())
+        | st.builds(Slotted, inner, inner)
+        | st.builds(Owner, pet=st.builds(Cat, name=st.text()), hidden=st.text())
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=any_value)
+def test_property_every_supported_type_nested_round_trips_exactly(value: Any) -> None:
+    codec = Codec(TYPES, compress_threshold=64)
+    assert exact(codec.decode(codec.encode(value)), value)

@@ -286,8 +286,8 @@ class TestAsync:
             def __init__(self, n: int) -> None:
                 self.n = n
 
-            def __repr__(self) -> str:
-                return f"Repo({self.n})"
+            def __cache_key__(self) -> int:
+                return self.n
 
             @cache.cached()
             async def get(self, x: int) -> int:
@@ -381,20 +381,36 @@ class TestNamespaces:
         cache.close()
         await cache.aclose()
 
-    def test_a_lost_generation_never_revives_old_entries(self, cache: memo.Cache) -> None:
+    @pytest.mark.memcached
+    def test_a_lost_generation_never_revives_old_entries(self, memcached_servers: Any) -> None:
+        (process,) = memcached_servers(1)
+        here = memo.Cache(process.url, ns_refresh=0)
         seen = Counter()
 
-        @cache.cached(ns="g")
-        def f(x: int) -> int:
-            return seen(x)
+        def define(cache: memo.Cache) -> Any:
+            @cache.cached(ns="g")
+            def f(x: int) -> int:
+                return seen(x)
 
+            return f
+
+        f = define(here)
         f(1)
-        cache.clear(ns="g")
+        here.clear(ns="g")
         assert f(1) == 2
-        # The generation key disappears (evicted, server restarted): a new token is made.
-        cache.backend.delete(cache._ns_key("g"))
-        cache._generations.clear()
-        assert f(1) == 3
+
+        def lose_tokens() -> None:  # evicted, or the server restarted
+            here.backend.delete(here._gens.root_key)
+            here.backend.delete(here._ns_key("g"))
+
+        lose_tokens()
+        assert f(1) == 2  # a process that knew the token keeps it, and writes it back
+        assert here.backend.get(here._ns_key("g")) is not None
+        lose_tokens()
+        there = memo.Cache(process.url, ns_refresh=0)
+        assert define(there)(1) == 3  # a process that never knew it makes a new one: a miss
+        here.close()
+        there.close()
 
 
 class TestTtl:
@@ -615,9 +631,9 @@ class TestSingleFlight:
 
 class TestDefaultCache:
     def test_configure_and_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from memo import _cache
+        from memo import _defaults
 
-        monkeypatch.setattr(_cache, "_default", None)
+        monkeypatch.setattr(_defaults, "_default", None)
         monkeypatch.setenv("MEMO_URL", "memory://?max_entries=5")
         seen = Counter()
 
@@ -676,19 +692,6 @@ class TestScopeAndInjected:
             @memo.Cache().cached(scope=lambda nope: nope)
             def f(x: int) -> int:
                 return x
-
-    def test_langgraph_injected_parameters_are_left_out(self, cache: memo.Cache) -> None:
-        from memo._decorator import injected_parameters
-
-        class RunnableConfig(dict):  # type: ignore[type-arg]
-            pass
-
-        def node(state: dict[str, Any], config: RunnableConfig, store: "BaseStore") -> None: ...  # type: ignore[name-defined]  # noqa: F821, UP037
-
-        def plain(state: dict[str, Any], config: dict[str, Any]) -> None: ...
-
-        assert injected_parameters(node) == {"config", "store"}
-        assert injected_parameters(plain) == set()
 
 
 def _free_port() -> int:

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
+import functools
+import math
+import os
 import re
 import subprocess
 import sys
 import uuid
+import zoneinfo
 from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memo
-from memo._keys import Binder, KeyMaker, canonical, safe_segment
+from memo._binding import Binder
+from memo._canonical import canonical
+from memo._keys import KeyMaker, safe_segment
 
 KEY_RE = re.compile(r"[!-~]{1,250}")  # printable ASCII, no whitespace or control characters
 
@@ -111,6 +119,11 @@ class WithRepr:
         return f"WithRepr({self.v})"
 
 
+class User(pydantic.BaseModel):
+    id: int
+    tags: list[str]
+
+
 class WithKey:
     def __init__(self, v: int) -> None:
         self.v = v
@@ -172,7 +185,6 @@ DISTINCT: list[Any] = [
     Pair(1, 2),
     PurePosixPath("/a"),
     "/a",
-    WithRepr(1),
     WithKey(1),
     ("v", 1),
     complex(1, 0),
@@ -203,12 +215,6 @@ class TestCanonicalForm:
         assert km.digest((uuid.UUID(int=5),), {}) == km.digest((uuid.UUID(int=5),), {})
 
     def test_pydantic_models_are_keyed_by_value(self) -> None:
-        pydantic = pytest.importorskip("pydantic")
-
-        class User(pydantic.BaseModel):
-            id: int
-            tags: list[str]
-
         km = keymaker(f)
         assert km.digest((User(id=1, tags=["a"]),), {}) == km.digest((User(id=1, tags=["a"]),), {})
         assert km.digest((User(id=1, tags=["a"]),), {}) != km.digest((User(id=2, tags=["a"]),), {})
@@ -308,8 +314,242 @@ class TestLayout:
         assert len(runs) == 1 and len(runs.pop().strip()) == 32
 
 
+class Elementwise:
+    """What numpy's `a == b` returns: truth has no meaning."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+
+class Matrix:
+    """numpy-like: elementwise __eq__ and a summarising repr."""
+
+    def __init__(self, *data: int) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> Any:
+        return Elementwise()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Matrix([{self.data[0]}, ..., {self.data[-1]}])"
+
+
+class SubMatrix(Matrix):
+    pass
+
+
+class Animal(pydantic.BaseModel):
+    name: str
+
+
+class Cat(Animal):
+    pass
+
+
+class Dog(Animal):
+    pass
+
+
+class Owner(pydantic.BaseModel):
+    pet: Animal
+    note: str = pydantic.Field(default="", exclude=True)
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+
+
+class Rank(enum.IntEnum):
+    ONE = 1
+
+
+class Tagged(str):
+    pass
+
+
+def module_function(x: int) -> int:
+    return x
+
+
+@pytest.fixture
+def key_types() -> Any:
+    """Undo every register_key_type of a test."""
+    from memo import _canonical
+
+    saved = dict(_canonical._CANON), dict(_canonical._REGISTERED)
+    yield
+    _canonical._CANON.clear()
+    _canonical._CANON.update(saved[0])
+    _canonical._REGISTERED.clear()
+    _canonical._REGISTERED.update(saved[1])
+
+
+def refused(value: Any) -> str:
+    with pytest.raises(memo.UnkeyableArgumentError) as err:
+        keymaker(f).digest((value,), {})
+    message = str(err.value)
+    for fix in ("'user_id'", "__cache_key__", "ignore=", "key=", "memo.register_key_type"):
+        assert fix in message, (fix, message)
+    return message
+
+
+def digest(value: Any) -> str:
+    return keymaker(f).digest((value,), {})
+
+
+class TestClosedWorld:
+    def test_a_repr_is_never_a_key(self) -> None:
+        refused(WithRepr(1))
+        refused(Matrix(1, 2, 3))
+        refused(memoryview(b"abc"))
+        refused(pydantic.SecretStr("token-of-ann"))
+        refused([{"k": pydantic.SecretStr("token-of-bob")}])
+
+    def test_register_key_type_keys_a_class_one_does_not_own(self, key_types: Any) -> None:
+        memo.register_key_type(Matrix, lambda m: m.data)
+        assert digest(Matrix(1, 2, 3)) == digest(Matrix(1, 2, 3))
+        assert digest(Matrix(1, 2, 3)) != digest(Matrix(1, 5, 3)) != digest((1, 5, 3))
+        assert digest([Matrix(1)]) != digest([Matrix(2)])
+        refused(SubMatrix(1, 2, 3))  # a subclass may hold more than its base: its own registration
+
+    def test_register_key_type_refuses_what_it_cannot_name(self, key_types: Any) -> None:
+        class Local:
+            pass
+
+        with pytest.raises(memo.ConfigurationError):
+            memo.register_key_type(Local, lambda v: 1)
+        with pytest.raises(memo.ConfigurationError):
+            memo.register_key_type(int, lambda v: 1)
+        with pytest.raises(memo.ConfigurationError):
+            memo.register_key_type(Matrix, "not callable")  # type: ignore[arg-type]
+
+    def test_numpy_arrays_need_a_registration(self, key_types: Any) -> None:
+        np = pytest.importorskip("numpy")
+        a, b = np.arange(2000), np.arange(2000)
+        b[1000] = -1
+        refused(a)
+        memo.register_key_type(np.ndarray, lambda v: (str(v.dtype), v.shape, v.tobytes()))
+        assert digest(a) != digest(b) and digest(a) == digest(np.arange(2000))
+
+    def test_patterns_are_keyed_by_pattern_and_flags(self) -> None:
+        long = "a" * 300
+        assert digest(re.compile(long + "x")) != digest(re.compile(long + "y"))
+        assert digest(re.compile("a")) == digest(re.compile("a"))
+        assert digest(re.compile("a")) != digest(re.compile("a", re.I)) != digest(re.compile(b"a"))
+
+    def test_ordered_dicts_keep_their_order(self) -> None:
+        a = collections.OrderedDict([("x", 1), ("y", 2)])
+        b = collections.OrderedDict([("y", 2), ("x", 1)])
+        assert digest(a) != digest(b) and digest(a) != digest(dict(a))
+        assert digest(a) == digest(collections.OrderedDict(a))
+
+    def test_defaultdicts_keep_their_factory(self) -> None:
+        assert digest(collections.defaultdict(list)) != digest(collections.defaultdict(int))
+
+    def test_datetimes_keep_their_time_zone_by_name_and_their_fold(self) -> None:
+        paris = dt.datetime(2024, 3, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+        fixed = dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        berlin = dt.datetime(2024, 3, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Berlin"))
+        assert paris == fixed == berlin
+        assert len({digest(paris), digest(fixed), digest(berlin)}) == 3
+        assert digest(paris) == digest(dt.datetime(2024, 3, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")))
+        naive = dt.datetime(2024, 11, 3, 1, 30)
+        assert digest(naive) != digest(naive.replace(fold=1))
+        assert digest(dt.time(1, 30)) != digest(dt.time(1, 30, fold=1))
+
+    def test_pydantic_models_keep_nested_classes_and_excluded_fields(self) -> None:
+        assert digest(Owner(pet=Cat(name="x"))) != digest(Owner(pet=Dog(name="x")))
+        assert digest(Owner(pet=Cat(name="x"), note="a")) != digest(Owner(pet=Cat(name="x"), note="b"))
+        assert digest(Owner(pet=Cat(name="x"))) == digest(Owner(pet=Cat(name="x")))
+
+    def test_enums_are_keyed_by_class_and_value(self) -> None:
+        assert len({digest(Level.ONE), digest(Rank.ONE), digest(1)}) == 3
+
+    def test_subclasses_of_built_ins_keep_their_class_and_state(self) -> None:
+        a, b = Tagged("x"), Tagged("x")
+        b.extra = 1  # type: ignore[attr-defined]
+        assert len({digest("x"), digest(a), digest(b)}) == 3
+
+    def test_functions_and_classes_as_arguments(self) -> None:
+        assert digest(module_function) == digest(module_function) != digest(len)
+        assert digest(math.sqrt) != digest(math.floor)
+        assert digest(str.upper) != digest(str.lower)
+        assert digest(Point) != digest(Pair)
+
+        def factory(n: int) -> Any:
+            def add(x: int) -> int:
+                return x + n
+
+            return add
+
+        for fn in (factory(1), lambda: 1):
+            with pytest.raises(memo.UnkeyableArgumentError, match=r"module level.*ignore=.*key="):
+                digest(fn)
+
+    def test_bound_methods_are_keyed_by_instance_and_function(self) -> None:
+        assert digest({"k": 1}.get) != digest({"k": 2}.get)
+        assert digest({"k": 1}.get) == digest({"k": 1}.get) != digest({"k": 1}.keys)
+        assert digest(WithKey(1).__cache_key__) != digest(WithKey(2).__cache_key__)
+        refused(Plain().__init__)
+        refused(WithRepr(1).__repr__)
+
+    def test_partials_are_keyed_by_function_and_arguments(self) -> None:
+        p1, p2 = functools.partial(module_function, 1), functools.partial(module_function, 2)
+        assert digest(p1) != digest(p2) and digest(p1) == digest(functools.partial(module_function, 1))
+        refused(functools.partial(module_function, Plain()))
+
+    def test_local_classes_are_keyed_as_themselves(self) -> None:
+        def factory() -> Any:
+            @dataclasses.dataclass
+            class Local:
+                x: int
+
+            return Local
+
+        one, two = factory(), factory()
+        assert one.__qualname__ == two.__qualname__
+        assert digest(one(1)) != digest(two(1)) and digest(one(1)) == digest(one(1))
+        assert digest(one) != digest(two)
+
+    def test_lone_surrogates_are_keyed(self) -> None:
+        name = os.fsdecode(b"caf\xe9")
+        assert name != "café"
+        assert digest(name) != digest("café") and digest(name) == digest(os.fsdecode(b"caf\xe9"))
+        assert digest(PurePosixPath(name)) != digest(PurePosixPath("café"))
+        for wrapped in ([name], {name: 1}, {1: name}, {name}, (name,)):
+            assert digest(wrapped) == digest(wrapped)
+
+    def test_arguments_with_elementwise_eq_are_bound(self, key_types: Any) -> None:
+        with pytest.raises(memo.UnkeyableArgumentError, match="user_id"):
+            keymaker(f).digest((Matrix(1),), {"full": True})
+        memo.register_key_type(Matrix, lambda m: m.data)
+        km = keymaker(f)
+        assert km.digest((), {"user_id": Matrix(1), "full": True}) == km.digest((Matrix(1),), {"full": True})
+
+    def test_self_referential_structures_are_refused(self) -> None:
+        loop: list[Any] = []
+        loop.append(loop)
+        cycle: dict[str, Any] = {}
+        cycle["self"] = cycle
+        for value in (loop, cycle, [1, loop]):
+            with pytest.raises(memo.UnkeyableArgumentError, match=r"user_id.*contains itself"):
+                keymaker(f).digest((value,), {})
+
+    def test_key_keeps_the_scope(self) -> None:
+        def h(user: dict[str, Any], tenant: str) -> None: ...
+
+        km = KeyMaker(
+            "ns", "h", None, Binder(h, scope=lambda tenant: tenant), key=lambda user, tenant: user["id"]
+        )
+        assert km.digest(({"id": 1}, "a"), {}) != km.digest(({"id": 1}, "b"), {})
+        assert km.digest(({"id": 1, "x": 2}, "a"), {}) == km.digest(({"id": 1}, "a"), {})
+
+
 # -- properties ---------------------------------------------------------------------
 
+_zones = st.none() | st.timezones() | st.just(dt.timezone(dt.timedelta(hours=1)))
 scalars = (
     st.none()
     | st.booleans()
@@ -319,6 +559,10 @@ scalars = (
     | st.binary(max_size=5)
     | st.decimals(allow_nan=False, allow_infinity=False)
     | st.uuids()
+    | st.sampled_from([Color.RED, Number.ONE, Level.ONE, Rank.ONE])
+    | st.datetimes(timezones=_zones).map(lambda d: d.replace(fold=d.second % 2))
+    | st.builds(Point, st.integers(0, 2), st.integers(0, 2))
+    | st.builds(Pair, st.integers(0, 2), st.integers(0, 2))
 )
 hashable = st.recursive(
     scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6
@@ -326,7 +570,15 @@ hashable = st.recursive(
 values = st.recursive(
     hashable,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(hashable, inner, max_size=3) | st.tuples(inner)
+        st.lists(inner, max_size=3)
+        | st.dictionaries(hashable, inner, max_size=3)
+        | st.tuples(inner)
+        | st.lists(st.tuples(st.text(max_size=2), inner), max_size=3).map(collections.OrderedDict)
+        | st.builds(
+            Owner,
+            pet=st.sampled_from([Cat, Dog]).flatmap(lambda c: st.builds(c, name=st.text(max_size=2))),
+            note=st.text(max_size=2),
+        )
     ),
     max_leaves=10,
 )
@@ -336,6 +588,8 @@ def _identity(value: Any) -> Any:
     """An independent statement of what "the same argument" means: type and value, recursively."""
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_identity(v) for v in value))
+    if isinstance(value, collections.OrderedDict):
+        return ("OrderedDict", tuple((_identity(k), _identity(v)) for k, v in value.items()))
     if isinstance(value, dict):
         return ("dict", frozenset((_identity(k), _identity(v)) for k, v in value.items()))
     if isinstance(value, frozenset):
@@ -344,6 +598,14 @@ def _identity(value: Any) -> Any:
         return ("float", repr(value))
     if isinstance(value, Decimal):
         return ("Decimal", str(value))
+    if isinstance(value, dt.datetime):
+        zone = value.tzinfo
+        return ("datetime", value.replace(tzinfo=None), value.fold, getattr(zone, "key", None) or repr(zone))
+    if isinstance(value, pydantic.BaseModel):
+        return (
+            type(value).__name__,
+            tuple((n, _identity(getattr(value, n))) for n in type(value).model_fields),
+        )
     return (type(value).__name__, value)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import operator
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -30,8 +31,13 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.types import CachePolicy, Command, Send, StreamWriter, interrupt
 
 import memo
-from memo._decorator import injected_parameters
 from memo.langgraph import MemcachedCache, by_configurable, by_context
+
+#: LangGraph hands the run's config to async nodes and tasks through contextvars; its
+#: `get_config` documents Python 3.11+ for async code.
+needs_311 = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="LangGraph's async config propagation needs Python 3.11+"
+)
 
 
 @pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
@@ -156,6 +162,7 @@ async def _collect(stream: Any) -> list[Any]:
 # -- the functional API and subgraphs -----------------------------------------------------
 
 
+@needs_311
 def test_functional_api_tasks_are_cached(graph_cache: MemcachedCache[Any]) -> None:
     calls: Counter[str] = Counter()
 
@@ -180,7 +187,14 @@ def test_functional_api_tasks_are_cached(graph_cache: MemcachedCache[Any]) -> No
     first, second = asyncio.run(run())
     assert first[-1] == second[-1] == {"write": "LLAMAS 0, LLAMAS 1"}
     assert calls == {"outline": 1, "expand": 2}
-    assert not any(cached_flags(first[:-1])) and all(cached_flags(second[:-1]))
+    # The first run computed each task once. Under load LangGraph sometimes also reports a
+    # finished task again as a cache hit within that run (its write landed before LangGraph
+    # looked again); the values and call counts are right either way.
+    computed = [update for update, hit in zip(first[:-1], cached_flags(first[:-1]), strict=True) if not hit]
+    assert sorted(map(str, computed)) == sorted(
+        map(str, [{"outline": ["llamas 0", "llamas 1"]}, {"expand": "LLAMAS 0"}, {"expand": "LLAMAS 1"}])
+    )
+    assert all(cached_flags(second[:-1]))
     outline.clear_cache(graph_cache)
     asyncio.run(run())
     assert calls == {"outline": 2, "expand": 2}
@@ -406,19 +420,7 @@ class Context:
     user_id: str
 
 
-def test_injected_parameters_match_langgraphs_injection() -> None:
-    def node(
-        state: Numbers,
-        config: RunnableConfig,
-        writer: StreamWriter,
-        store: BaseStore,
-        runtime: Runtime[Context],
-        previous: Any = None,
-    ) -> None: ...
-
-    assert injected_parameters(node) == {"config", "writer", "store", "runtime"}
-
-
+@needs_311
 def test_cached_nodes_receive_injected_parameters_which_keys_ignore(cache: memo.Cache) -> None:
     seen: list[tuple[str, Any]] = []
 
@@ -632,7 +634,7 @@ def test_cached_nodes_and_the_graph_cache_share_one_memo_cache(cache: memo.Cache
 def test_public_names_of_memo_langgraph() -> None:
     import memo.langgraph
 
-    assert set(memo.langgraph.__all__) == {"MemcachedCache", "by_configurable", "by_context"}
+    assert set(memo.langgraph.__all__) == {"MemcachedCache", "by_configurable", "by_context", "node_key"}
     with pytest.raises(memo.ConfigurationError):
         by_configurable()
     with pytest.raises(memo.ConfigurationError):

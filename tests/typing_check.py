@@ -55,3 +55,16 @@ async def check() -> None:
     get_user(1, fully=True)  # type: ignore[call-arg]
     aget_user.invalidate("x")  # type: ignore[arg-type]
     get_user.refresh()  # type: ignore[call-arg]
+
+
+def check_decorated_callables_and_key_types() -> None:
+    import functools
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    plus1 = cache.cached(ns="p")(functools.partial(add, 1))
+    assert_type(plus1(2), int)
+    bound = cache.cached(ns="m")(Repo().get)
+    assert_type(bound(1), str)
+    assert_type(memo.register_key_type(Repo, lambda r: 1), None)

@@ -363,7 +363,22 @@ class AsyncOps(Core):
         kb = key_bytes(key)
         servers = self._every_server(kb)
         outcomes = await run_groups([self._aget_one(server, kb) for server in servers])
-        return {server.id: value for server, value in all_outcome(servers, outcomes)}
+        return {self._store_id(server): value for server, value in all_outcome(servers, outcomes)}
+
+    async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        if self._proxy:  # one store behind the proxies: a plain batch
+            return {self._topology.servers[0].id: await self.aget_many(keys)}
+        kbs = {key_bytes(key): key for key in keys}
+        request = b"get " + b" ".join(kbs) + b"\r\n"
+        wanted = frozenset(kbs)
+        servers = self._topology.servers
+        outcomes = await run_groups(
+            [self._request(server, request, FETCH, wanted=wanted) for server in servers]
+        )
+        return {
+            server.id: {kbs[kb]: value for kb, value in got.items()}
+            for server, got in all_outcome(servers, outcomes)
+        }
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = key_bytes(key)

@@ -261,6 +261,11 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         """The server ids ("host:port"), in the order given or discovered."""
         return tuple(s.id for s in self._topology.servers)
 
+    @property
+    def _servers(self) -> tuple[Server, ...]:
+        """The current servers (a snapshot: auto-discovery may replace the list)."""
+        return self._topology.servers
+
     def server_for(self, key: str) -> str:
         """Return the id of the server that holds `key`."""
         return self._topology.server_for(key_bytes(key)).id

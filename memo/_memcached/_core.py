@@ -52,3 +52,7 @@ class Core:
         if self._proxy:
             return (topology.server_for(kb),)
         return topology.servers
+
+    def _store_id(self, server: Server) -> str:
+        """The name a `get_all` reply gives a server: behind proxies, the one store's (the first proxy)."""
+        return self._topology.servers[0].id if self._proxy else server.id

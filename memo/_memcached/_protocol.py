@@ -7,7 +7,7 @@ import contextlib
 from typing import Any, cast
 
 from .._errors import BackendTimeout, BackendUnavailable
-from ._wire import ERROR_PREFIXES, STATUS_LINES, ServerError, error_line
+from ._wire import ERROR_PREFIXES, STATUS_LINES, ServerError, error_line, whole_reply
 
 __all__ = ["FETCH", "GETS", "IDLE", "LINES", "LINE_GETS", "Connection", "ProtocolViolation"]
 
@@ -199,6 +199,12 @@ class Connection(asyncio.Protocol):
 
     def _parse_fetch(self, buf: bytes | bytearray) -> bool:
         """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
+        if self._mode == FETCH and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
+            # A reply that arrived whole (the usual case): cut it at CRLF in one call.
+            whole = whole_reply(buf, self._wanted)
+            if whole is not None:
+                self._values = whole
+                return True
         pos = self._pos
         end = len(buf)
         values = self._values

@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NoReturn
 
 from pymemcache.client.base import Client as _PymemcacheClient
@@ -38,13 +38,11 @@ from .._errors import BackendError, BackendTimeout, BackendUnavailable
 from ._core import Core
 from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, merge_found, merge_not_stored
 from ._server import Server
-from ._wire import ServerError, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes, whole_reply
 
 __all__ = ["SyncOps"]
 
 KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
-#: One recv reads a whole small reply.
-_RECV = 65536
 
 
 class KernelTimeoutClient(_PymemcacheClient):  # type: ignore[misc]
@@ -76,11 +74,90 @@ def _socket(client: Any) -> Any:
     return sock
 
 
+_RECV_SIZE = 256 * 1024
+
+
+def get_many_sync(client: Any, kbs: list[bytes]) -> dict[bytes, bytes]:
+    """`pymemcache.Client.get_many(kbs)` for key bytes, its reply parsed here instead.
+
+    pymemcache reads the reply line by line and checks each key again on the
+    way. Here a reply that arrived whole in one read (the usual case on a LAN)
+    is cut at every CRLF in one call and checked piece by piece
+    (`whole_reply`); anything else - a reply in several reads, a value holding
+    CRLF, an error line - goes through `read_reply`, which parses as bytes
+    arrive. The socket, its timeouts and error handling stay pymemcache's; a
+    reply that is not an answer to the request raises, and the caller closes
+    the connection.
+    """
+    wanted = frozenset(kbs)
+    if client.sock is None:
+        client._connect()
+    sock = client.sock
+    sock.sendall(b"get " + b" ".join(kbs) + b"\r\n")
+    recv = sock.recv
+    buf = recv(_RECV_SIZE)
+    if buf.endswith(b"END\r\n"):
+        found = whole_reply(buf, wanted)
+        if found is not None:
+            return found
+    return read_reply(recv, buf, wanted)
+
+
+def read_reply(
+    recv: Callable[[int], bytes], buf: bytes | bytearray, wanted: Collection[bytes]
+) -> dict[bytes, bytes]:
+    """Parse a `get` reply from `buf` on, reading more as needed; raise on anything unexpected."""
+    pos = 0
+    found: dict[bytes, bytes] = {}
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            buf = more_reply(recv, buf)
+            continue
+        if buf.startswith(b"VALUE ", pos):
+            fields = buf[pos + 6 : eol].split(b" ")
+            key = bytes(fields[0])
+            if key not in wanted or len(fields) not in (3, 4) or not fields[2].isdigit():
+                raise MemcacheUnknownError(bytes(buf[pos:eol])[:80])
+            start = eol + 2
+            end = start + int(fields[2])
+            while len(buf) < end + 2:
+                buf = more_reply(recv, buf)
+            if buf[end : end + 2] != b"\r\n":
+                raise MemcacheUnknownError("value not followed by CRLF")
+            found[key] = bytes(buf[start:end])
+            pos = end + 2
+        elif eol - pos == 3 and buf.startswith(b"END", pos):
+            if eol + 2 != len(buf):
+                raise MemcacheUnknownError("bytes after END")
+            return found
+        else:
+            line = bytes(buf[pos:eol])
+            if line.startswith(b"SERVER_ERROR"):
+                raise MemcacheServerError(line[:200])
+            if line.startswith((b"CLIENT_ERROR", b"ERROR")):
+                raise MemcacheClientError(line[:200])
+            raise MemcacheUnknownError(line[:80])
+
+
+def more_reply(recv: Callable[[int], bytes], buf: bytes | bytearray) -> bytes | bytearray:
+    """Append the next chunk of a reply; a closed connection raises."""
+    chunk = recv(_RECV_SIZE)
+    if not chunk:
+        raise MemcacheUnexpectedCloseError()
+    if not buf:
+        return chunk
+    if type(buf) is bytes:
+        buf = bytearray(buf)
+    buf += chunk
+    return buf
+
+
 def lean_get(client: Any, kb: bytes) -> bytes | None:
     """`get` one key on a pymemcache client's socket; the common reply is parsed in place."""
     sock = _socket(client)
     sock.sendall(b"get " + kb + b"\r\n")
-    buf = sock.recv(_RECV)
+    buf = sock.recv(65536)  # a small reply whole; a larger buffer costs an allocation per hit
     if buf == b"END\r\n":
         return None
     eol = buf.find(b"\r\n")
@@ -94,26 +171,7 @@ def lean_get(client: Any, kb: bytes) -> bytes | None:
                 return value
     if not buf:
         raise MemcacheUnexpectedCloseError()
-    return _read_get_reply(sock, buf, kb)
-
-
-def _read_get_reply(sock: Any, buf: bytes, kb: bytes) -> bytes | None:
-    """Read a `get` reply that did not arrive whole in one recv (or is an error line)."""
-    buf, line = _readline(sock, buf)
-    value = None
-    if line.startswith(b"VALUE "):
-        fields = line.split(b" ")
-        if len(fields) not in (4, 5) or fields[1] != kb:
-            raise MemcacheUnknownError(line[:80])
-        buf, value = _readvalue(sock, buf, int(fields[3]))
-        buf, line = _readline(sock, buf)
-    if line == b"END" and not buf:
-        return value
-    if line.startswith(b"SERVER_ERROR"):
-        raise MemcacheServerError(line[:200])
-    if line.startswith((b"CLIENT_ERROR", b"ERROR")):
-        raise MemcacheClientError(line[:200])
-    raise MemcacheUnknownError(line[:80])
+    return read_reply(sock.recv, buf, (kb,)).get(kb)
 
 
 def gets_sync(client: Any, kb: bytes) -> tuple[bytes, int] | None:
@@ -275,8 +333,7 @@ class SyncOps(Core):
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         groups = group_keys(self._topology, keys)
         outcomes = [
-            self._attempt(server, _PymemcacheClient.get_many, [kb for _, kb in pairs])
-            for server, pairs in groups.items()
+            self._attempt(server, get_many_sync, [kb for _, kb in pairs]) for server, pairs in groups.items()
         ]
         found, errors = merge_found(groups, outcomes)
         finish("get_many", found, errors, len(groups))
@@ -351,7 +408,18 @@ class SyncOps(Core):
         kb = key_bytes(key)
         servers = self._every_server(kb)
         outcomes = [self._attempt(server, _PymemcacheClient.get, kb) for server in servers]
-        return {server.id: value for server, value in all_outcome(servers, outcomes)}
+        return {self._store_id(server): value for server, value in all_outcome(servers, outcomes)}
+
+    def get_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        if self._proxy:  # one store behind the proxies: a plain batch
+            return {self._topology.servers[0].id: self.get_many(keys)}
+        kbs = {key_bytes(key): key for key in keys}
+        servers = self._topology.servers
+        outcomes = [self._attempt(server, get_many_sync, list(kbs)) for server in servers]
+        return {
+            server.id: {kbs[kb]: value for kb, value in got.items() if kb in kbs}
+            for server, got in all_outcome(servers, outcomes)
+        }
 
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
         kb = key_bytes(key)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 
-from .._errors import BackendError, BackendUnavailable, ConfigurationError
+from .._errors import BackendError, BackendProtocolError, BackendUnavailable, ConfigurationError
 
 __all__ = [
     "DEFAULT_PORT",
@@ -21,6 +22,7 @@ __all__ = [
     "format_server_id",
     "key_bytes",
     "parse_server",
+    "whole_reply",
 ]
 
 DEFAULT_PORT = 11211
@@ -30,12 +32,10 @@ _MAX_RELATIVE_EXPIRY = 2_592_000
 _MAX_EXPIRY = 2**31 - 1
 
 
-class ServerError(BackendError):
-    """Memcached answered with an error line (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`).
-
-    The server is alive, so this does not count against its circuit breaker;
-    for writes it means "not stored".
-    """
+#: An error reply (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`): the server is
+#: alive, so this does not count against its circuit breaker; for writes it means
+#: "not stored". Public, because under on_error="raise" it reaches the caller.
+ServerError = BackendProtocolError
 
 
 def key_bytes(key: str) -> bytes:
@@ -116,3 +116,28 @@ def deleted(line: bytes, server_id: str) -> bool:
     if line == b"NOT_FOUND":
         return False
     raise error_line(line, server_id)
+
+
+def whole_reply(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:
+    """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
+
+    Splitting at CRLF loses nothing, so when every header names a key asked
+    for and every value piece has exactly the length its header gives, and
+    `END` is the last line, the pieces are exactly what `_read_reply` would cut.
+    Any doubt (a value containing CRLF, a reply still incomplete) is None.
+    """
+    parts = buf.split(b"\r\n")
+    last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
+    found: dict[bytes, bytes] = {}
+    i = 0
+    try:
+        while i < last:
+            verb, key, _flags, size = parts[i].split(b" ")
+            value = parts[i + 1]
+            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
+                return None
+            found[key] = value
+            i += 2
+    except (ValueError, IndexError):
+        return None
+    return found if i == last and parts[i] == b"END" else None

@@ -1,0 +1,280 @@
+"""Namespace generations: how `clear()` makes entries unreachable without a scan.
+
+Every key carries a generation: a digest of two tokens, the Cache's (the root,
+renewed by `clear()`) and its namespace's (renewed by `clear(ns)`). A clear
+writes a new token, so every older key of the namespace becomes unreachable
+for every process that reads the new token; the old entries age out by TTL or
+LRU. The rules that make a clear stick:
+
+- Tokens order. A token is 10 base-32 digits of milliseconds since the epoch,
+  then 6 random ones: comparing two tokens as strings compares their times. A
+  clear writes a token newer than every one it can see (newer than the clock
+  if the clock is behind), so a clear always moves forward.
+- Tokens live on every server, not on the data ring. A clear writes its token
+  to every server (`set_all`); a read asks every server (`get_all`), takes the
+  newest token among those that answered and repairs the servers that lack it
+  or hold an older one. A server that was away during a clear therefore cannot
+  bring an older token back, and processes that know different (overlapping)
+  server lists agree. One dead server costs only its own share of the data
+  keys: the generation is read from the others.
+- A process never goes back. It keeps the newest token it has seen for each
+  record, so a read that started before this process's `clear()` (and so holds
+  the older token) cannot install it afterwards, and a clear survives servers
+  losing every token while the clearing process is alive (it repairs them).
+- A token found nowhere is created. A new token only turns old entries into
+  misses; it can never revive them.
+
+Each process trusts the generations it has read for `ns_refresh` seconds, so
+the hit path costs no extra round trip; the process that cleared sees its
+clear at once, the others within `ns_refresh`.
+
+Known limit: without a compare-and-swap per server, a repair racing a clear
+can overwrite the clear's token with the older one it had read. The clearing
+process reads its token back once and rewrites it if it was overwritten, and
+every process that saw the new token keeps repairing with it, so such a window
+closes within `ns_refresh`.
+
+The steps here are sans-I/O generators (see `memo._drive`): `Cache` drives them
+with its backend, sync or async.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any
+
+from ._drive import Op
+from ._errors import BackendError, BackendUnavailable
+from ._keys import safe_segment
+
+__all__ = ["Generations", "new_token"]
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuv"  # ascending in ASCII: string order is number order
+_TIME_DIGITS = 10  # 50 bits of milliseconds
+_RANDOM_DIGITS = 6  # 30 bits that tell apart tokens made in the same millisecond
+TOKEN_LENGTH = _TIME_DIGITS + _RANDOM_DIGITS
+_monotonic = time.monotonic
+
+
+def _base32(n: int, digits: int) -> str:
+    return "".join(_DIGITS[(n >> shift) & 31] for shift in range(5 * (digits - 1), -1, -5))
+
+
+def new_token(after: str | None = None) -> str:
+    """Return a fresh token, newer than `after` (when given) even if the clock is behind."""
+    ms = time.time_ns() // 1_000_000
+    if after is not None:
+        ms = max(ms, int(after[:_TIME_DIGITS], 32) + 1)
+    return _base32(ms, _TIME_DIGITS) + _base32(int.from_bytes(os.urandom(4), "big"), _RANDOM_DIGITS)
+
+
+def parse_token(raw: bytes | None) -> str | None:
+    """Return the token in `raw`, or None when absent or not a token (then it is replaced)."""
+    if raw is None or len(raw) != TOKEN_LENGTH:
+        return None
+    try:
+        token = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return token if all(c in _DIGITS for c in token) else None
+
+
+def generation_of(root: str, token: str) -> str:
+    """The generation part of keys: a short digest of the root and namespace tokens."""
+    return hashlib.blake2b(f"{root}.{token}".encode(), digest_size=8).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class Generations:
+    """The generation tokens of one Cache: what this process knows, and the steps to read and renew them.
+
+    Args:
+        prefix: the Cache's key prefix; tokens are stored under `<prefix>~gen...`.
+        ns_refresh: seconds a generation read from the backend is trusted.
+    """
+
+    def __init__(self, prefix: str, ns_refresh: float) -> None:
+        self.root_key = f"{prefix}~gen"
+        self._prefix = prefix
+        self.ns_refresh = ns_refresh
+        #: ns -> (generation, trusted until): the hit path reads this dict directly.
+        self.known: dict[str, tuple[str, float]] = {}
+        #: record key -> the newest token this process has seen there (never goes back).
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def ns_key(self, ns: str) -> str:
+        """The record key of namespace `ns`'s token."""
+        return f"{self._prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
+
+    def fresh(self, ns: str) -> str | None:
+        """The generation of `ns` if it is still trusted, else None."""
+        entry = self.known.get(ns)
+        return entry[0] if entry is not None and entry[1] > _monotonic() else None
+
+    def split_stale(self, names: Iterable[str]) -> tuple[dict[str, str | None], list[str]]:
+        """Split `names` into trusted generations and namespaces to read (in order, once each)."""
+        now = _monotonic()
+        known: dict[str, str | None] = {}
+        stale: list[str] = []
+        for ns in names:
+            entry = self.known.get(ns)
+            if entry is not None and entry[1] > now:
+                known[ns] = entry[0]
+            elif ns not in stale:
+                stale.append(ns)
+        return known, stale
+
+    def keep_last(self, stale: Sequence[str]) -> dict[str, str | None]:
+        """After a failed read: trust the last known generations one more interval (None: never known)."""
+        until = _monotonic() + self.ns_refresh
+        out: dict[str, str | None] = {}
+        with self._lock:
+            for ns in stale:
+                entry = self.known.get(ns)
+                if entry is None:
+                    out[ns] = None
+                else:
+                    self.known[ns] = (entry[0], until)
+                    out[ns] = entry[0]
+        return out
+
+    # -- steps -------------------------------------------------------------------
+
+    def read(self, stale: Sequence[str], errors: list[BackendError]) -> Generator[Op, Any, dict[str, str]]:
+        """Read the tokens of the root and of `stale` namespaces; install and return their generations.
+
+        A server that fails is left out (the others decide); a failed repair
+        is appended to `errors`; a read that every server failed raises `BackendError`.
+        """
+        keys = [self.root_key, *(self.ns_key(ns) for ns in stale)]
+        found: dict[str, dict[str, bytes]] = yield ("get_all_many", (keys,))
+        newest: dict[str, str] = {}
+        for key in keys:
+            # The token on each server that answered; None where it is missing or invalid.
+            newest[key] = yield from self._settle(
+                key, [parse_token(got.get(key)) for got in found.values()], errors
+            )
+        root = newest[self.root_key]
+        tokens = {ns: newest[key] for ns, key in zip(stale, keys[1:], strict=True)}
+        until = _monotonic() + self.ns_refresh
+        out: dict[str, str] = {}
+        with self._lock:
+            root = self._keep(self.root_key, root)
+            for ns, token in tokens.items():
+                generation = generation_of(root, self._keep(self.ns_key(ns), token))
+                self.known[ns] = (generation, until)
+                out[ns] = generation
+        return out
+
+    def clear(self, ns: str | None, errors: list[BackendError]) -> Generator[Op, Any, None]:
+        """Write a token newer than every one seen to every server; install it here at once.
+
+        Raises:
+            BackendUnavailable: no server stored it (a clear that did not happen
+                must not look done).
+        """
+        key = self.root_key if ns is None else self.ns_key(ns)
+        try:
+            seen = yield from self._get_all(key)
+        except BackendError as exc:  # unreadable: a token from the clock is newer than any in use
+            errors.append(exc)
+            seen = []
+        token = new_token(after=self._newest(key, seen))
+        stored = yield from self._set_all(key, token, errors)
+        if not stored:
+            raise BackendUnavailable(f"no server stored the new generation of {ns!r}")
+        self._install_cleared(key, ns, token)
+        # A repair that read the older token before this write may land after it:
+        # read back once and write again where that happened.
+        try:
+            seen = yield from self._get_all(key)
+        except BackendError as exc:
+            errors.append(exc)
+            return
+        if any(found is not None and found < token for found in seen):
+            yield from self._set_all(key, token, errors)
+
+    def _install_cleared(self, key: str, ns: str | None, token: str) -> None:
+        with self._lock:
+            token = self._keep(key, token)
+            root = self._tokens.get(self.root_key)
+            if ns is None:
+                # Every namespace's generation changes with the root: recompute, no read needed.
+                for name, (_, until) in list(self.known.items()):
+                    ns_token = self._tokens.get(self.ns_key(name))
+                    if ns_token is None:
+                        del self.known[name]
+                    else:
+                        self.known[name] = (generation_of(token, ns_token), until)
+            elif root is None:
+                self.known.pop(ns, None)
+            else:
+                self.known[ns] = (generation_of(root, token), _monotonic() + self.ns_refresh)
+
+    def _settle(
+        self, key: str, seen: list[str | None], errors: list[BackendError]
+    ) -> Generator[Op, Any, str]:
+        """The newest token of one record; servers lacking it or holding an older one are repaired."""
+        newest = self._newest(key, seen)
+        if newest is None:
+            newest = yield from self._create(key, errors)
+        if any(found != newest for found in seen):
+            yield from self._set_all(key, newest, errors)
+        return newest
+
+    def _create(self, key: str, errors: list[BackendError]) -> Generator[Op, Any, str]:
+        """A token for a record found nowhere: a new one, unless a racing reader created one first.
+
+        Racing creators (threads, tasks, processes) meet on the server that
+        `key` routes to: the first `add` wins and the others take its token. A
+        new token only turns old entries into misses; it cannot revive them.
+        """
+        token = new_token()
+        try:
+            if not (yield ("add", (key, token.encode(), None))):
+                found = parse_token((yield ("get", (key,))))
+                if found is not None:
+                    token = found
+        except BackendError as exc:  # that server is away: the other servers decide
+            errors.append(exc)
+        return token
+
+    def _newest(self, key: str, seen: list[str | None]) -> str | None:
+        candidates = [token for token in seen if token is not None]
+        local = self._tokens.get(key)
+        if local is not None:
+            candidates.append(local)
+        return max(candidates, default=None)
+
+    def _get_all(self, key: str) -> Generator[Op, Any, list[str | None]]:
+        """The token on every server that answered (None where missing or invalid).
+
+        Servers that failed are left out (`get_all` raises only when all failed).
+        """
+        found: dict[str, bytes | None] = yield ("get_all", (key,))
+        return [parse_token(raw) for raw in found.values()]
+
+    def _set_all(self, key: str, token: str, errors: list[BackendError]) -> Generator[Op, Any, int]:
+        """Write `token` to every server; how many stored it (0 if every server failed)."""
+        try:
+            stored: int = yield ("set_all", (key, token.encode(), None))
+        except BackendError as exc:
+            errors.append(exc)
+            return 0
+        return stored
+
+    def _keep(self, key: str, token: str) -> str:
+        # Caller holds the lock. The newest token wins, here as on the servers.
+        old = self._tokens.get(key)
+        if old is not None and old >= token:
+            return old
+        self._tokens[key] = token
+        return token
