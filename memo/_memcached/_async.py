@@ -178,18 +178,35 @@ class AsyncOps(Core):
         """
         kb = key_bytes(key)
         server = self._topology.server_for(kb)
-        # The breaker is checked by `_request`, once per request on the wire.
         loop = _get_running_loop()
-        slots = self._pool_of(server, loop)[1]
+        pools, slots = self._pool_of(server, loop)
         if slots.gets_in_flight:
             return await self._aget_coalesced(server, slots, kb, loop)
+        # `_request` inlined: this is the hit path.
+        if server.blocked_until:
+            server.admit()
         slots.gets_in_flight += 1
         try:
-            found: dict[bytes, bytes] = await self._request(
-                server, b"get " + kb + b"\r\n", FETCH, wanted=(kb,)
-            )
+            conn = slots.take()
+            if conn is None:
+                conn = await self._acquire(server, slots)
+            try:
+                found: dict[bytes, bytes] = await conn.request(
+                    b"get " + kb + b"\r\n", FETCH, wanted=(kb,), timeout=self._timeout
+                )
+            except BaseException as exc:
+                slots.discard(conn)  # the reply may still come: never reuse this connection
+                if type(exc) in BREAKER_FAILURES:
+                    server.failed()
+                raise
         finally:
             slots.gets_in_flight -= 1
+        if pools._closed:
+            slots.discard(conn)
+        else:
+            slots.release(conn)
+        if server.failures:
+            server.succeeded()
         return found.get(kb)
 
     def _aget_coalesced(
