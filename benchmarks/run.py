@@ -65,6 +65,7 @@ class Case:
         self.median_us: float = raw["stats"]["median"] * 1e6 / self.ops
         self.min_us: float = raw["stats"]["min"] * 1e6 / self.ops
         self.rounds: int = raw["stats"]["rounds"]
+        self.info: dict[str, Any] = info
 
 
 def merge(paths: list[Path], into: Path) -> None:
@@ -189,6 +190,25 @@ def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]
             ratio(memo_batch, find(groups, group, "LangGraph RedisCache")),
             0.8,
         )
+    memo_session = find(groups, "session-read-hit", "memo SessionCache.get")
+    target(
+        "session read on a hit faster than Django's cached_db",
+        ratio(find(groups, "session-read-hit", "Django cached_db (PyMemcacheCache)"), memo_session),
+        1.0,
+        higher_is_better=True,
+    )
+    hung = find(groups, "session-read-hung", "memo SessionCache.get, memcached SIGSTOPped")
+    target(
+        "session read p99 with memcached SIGSTOPped ≤ 200 ms",
+        hung.info.get("p99_ms") if hung else None,
+        200,
+        " ms",
+    )
+    zipf = find(groups, "session-hit-rate", "memo SessionCache, Zipf load")
+    rate = zipf.info.get("hit_rate") if zipf else None
+    target(
+        "hit rate of active sessions, Zipf load ≥ 90%", None if rate is None else rate * 100, 90, " %", True
+    )
     for group in ("stampede-threads", "stampede-tasks"):
         case = find(groups, group, "memo")
         runs = case.runs if case else None

@@ -26,6 +26,8 @@ from ._errors import (
     SerializationError,
     UnkeyableArgumentError,
 )
+from ._lifecycle import Lifespan, lifespan
+from ._sentinels import MISS
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "cached",
     "configure",
     "default_cache",
+    "lifespan",
+    "Lifespan",
     "Cached",
     "AsyncCached",
     "Codec",
@@ -42,6 +46,7 @@ __all__ = [
     "Backend",
     "PartialFailure",
     "UNSET",
+    "MISS",
     "MemoError",
     "ConfigurationError",
     "UnkeyableArgumentError",

@@ -136,6 +136,16 @@ class Backend(abc.ABC):
         """
         return int(self.set(key, value, ttl))
 
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Append `value` to a control record on every server, creating it where absent.
+
+        Unlike `set_all`, it never removes what another writer stored (memcached's
+        `add`, then `append`), so records that only grow can be merged without a
+        compare-and-set. Returns how many servers stored it; raises only when
+        every server failed. This default is for a single store: read, then write.
+        """
+        return int(self.set(key, (self.get(key) or b"") + value, ttl))
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection the sync side holds."""
@@ -207,6 +217,10 @@ class Backend(abc.ABC):
         """Async `set_all`."""
         return int(await self.aset(key, value, ttl))
 
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        """Async `append_all`."""
+        return int(await self.aset(key, (await self.aget(key) or b"") + value, ttl))
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release every connection the async side holds (in every event loop)."""
@@ -216,6 +230,8 @@ class Backend(abc.ABC):
 #: registers its backends). Backends import this module, never the reverse: no import circle.
 _REGISTRY: dict[str, str] = {
     "memory": "memo._memory:MemoryBackend",
+    # A cache switched off by configuration: the same code paths, no server calls.
+    "null": "memo._null:NullBackend",
     "memcached": "memo._memcached:MemcachedBackend",
     "memcached+tls": "memo._memcached:MemcachedBackend",
     "memcached+discovery": "memo._memcached:MemcachedBackend",
@@ -247,7 +263,8 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
     if target is None:
         raise ConfigurationError(
             f"unknown cache URL scheme {parts.scheme!r} in {url!r}; use memory://, "
-            "memcached://host:port[,host:port...] or memcached+discovery://config-endpoint:port"
+            "memcached://host:port[,host:port...], memcached+discovery://config-endpoint:port "
+            "or null:// (a disabled cache)"
         )
     module, _, name = target.partition(":")
     backend_class: type[Backend] = getattr(importlib.import_module(module), name)

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from . import _health
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
-from ._generations import Generations
+from ._generations import SCOPE, Generations
 from ._keys import check_prefix
 from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
 from ._sentinels import NOT_GIVEN
@@ -87,6 +88,7 @@ class Cache:
         #: ns -> (generation, trusted until); read directly by the hit path.
         self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
+        self._functions: dict[str, list[Stats]] = {}
         self._stats_lock = threading.Lock()
         self._errors = ErrorLog(logger)
 
@@ -110,6 +112,7 @@ class Cache:
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -131,7 +134,10 @@ class Cache:
             stale_ttl: seconds after `ttl` during which an expired entry is still
                 served at once while one caller (across processes) recomputes it
                 in the background (stale-while-revalidate). Needs a `ttl`.
-            lease_ttl, lease_wait: override the Cache's for this function.
+            lease_ttl: overrides the Cache's `lease_ttl` for this function.
+            lease_wait: overrides the Cache's `lease_wait` for this function.
+            cache_if: a predicate on the result; results for which it is false are
+                returned but not stored (empty answers, error payloads).
         """
         return Decorator(
             self,
@@ -147,6 +153,7 @@ class Cache:
             stale_ttl=stale_ttl,
             lease_ttl=lease_ttl,
             lease_wait=lease_wait,
+            cache_if=cache_if,
         )
 
     # -- statistics ----------------------------------------------------------
@@ -158,6 +165,23 @@ class Cache:
             with self._stats_lock:
                 stats = self._stats.setdefault(ns, Stats())
         return stats
+
+    def function_stats(self, ns: str) -> Stats:
+        """Return new live counters for one decorated function in namespace `ns`.
+
+        They count in `stats(ns)` too: a namespace's figures are its own plus its functions'.
+        """
+        stats = Stats()
+        with self._stats_lock:
+            self._functions.setdefault(ns, []).append(stats)
+        return stats
+
+    def _ns_totals(self, ns: str) -> dict[str, int]:
+        total = self.ns_stats(ns).as_dict()
+        for stats in list(self._functions.get(ns, ())):
+            for name in Stats.__slots__:
+                total[name] += getattr(stats, name)
+        return total
 
     def stats(self, ns: str | None = None) -> dict[str, Any]:
         """Return counters: for one namespace, or `{ns: counters}` plus `"total"`.
@@ -172,17 +196,27 @@ class Cache:
         caller's lease instead of computing).
         """
         if ns is not None:
-            return self.ns_stats(ns).as_dict()
-        per_ns = {name: stats.as_dict() for name, stats in list(self._stats.items())}
+            return self._ns_totals(ns)
+        per_ns = {name: self._ns_totals(name) for name in dict.fromkeys([*self._stats, *self._functions])}
         total = dict.fromkeys(Stats.__slots__, 0)
         for counters in per_ns.values():
             for name, value in counters.items():
                 total[name] += value
         return {**per_ns, "total": total}
 
-    def record_error(self, ns: str, what: str, exc: BackendError, on_error: OnError | None = None) -> None:
-        """Count and log a backend failure, or raise it under `on_error="raise"`."""
-        self.ns_stats(ns).errors += 1
+    def record_error(
+        self,
+        ns: str,
+        what: str,
+        exc: BackendError,
+        on_error: OnError | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        """Count and log a backend failure, or raise it under `on_error="raise"`.
+
+        `stats`: the counters to count it in (a function's), by default the namespace's.
+        """
+        (stats or self.ns_stats(ns)).errors += 1
         if (on_error or self.on_error) == "raise":
             raise exc
         self._errors.report(what, exc)
@@ -239,9 +273,10 @@ class Cache:
     def _record_errors(
         self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
     ) -> None:
-        # Failures of one multi-server operation are one error, counted under `ns`.
+        # Failures of one multi-server operation are one error, counted under `ns`
+        # (a function's scope counts in its namespace).
         if errors:
-            self.record_error(ns, what, errors[0], on_error)
+            self.record_error(ns.partition(SCOPE)[0], what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.
@@ -256,15 +291,22 @@ class Cache:
                 writes, a clear does not fail open: a clear that did not happen
                 must not look done.
         """
-        errors: list[BackendError] = []
-        run_sync(self.backend, self._gens.clear(ns, errors))
-        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
+        self._clear_generation(_check_ns(ns))
 
     async def aclear(self, ns: str | None = None) -> None:
         """Async `clear`."""
+        await self._aclear_generation(_check_ns(ns))
+
+    def _clear_generation(self, name: str | None) -> None:
+        """Renew the generation of a namespace or of one function's scope (`scope_of`)."""
         errors: list[BackendError] = []
-        await run_async(self.backend, self._gens.clear(ns, errors))
-        self._record_errors(ns or "default", "clearing a namespace on some servers", errors)
+        run_sync(self.backend, self._gens.clear(name, errors))
+        self._record_errors(name or "default", "clearing a namespace on some servers", errors)
+
+    async def _aclear_generation(self, name: str | None) -> None:
+        errors: list[BackendError] = []
+        await run_async(self.backend, self._gens.clear(name, errors))
+        self._record_errors(name or "default", "clearing a namespace on some servers", errors)
 
     # -- guarded backend access (fail open) ------------------------------------
 
@@ -339,3 +381,55 @@ class Cache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    # -- configuration from the environment, readiness -----------------------------
+    # Thin doors: the work is in _settings.py and _health.py.
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "MEMO_", *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Cache:
+        """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
+
+        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
+        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
+        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
+        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
+        with `key_prefix=` for the key prefix, and `url=`) override them.
+
+        Raises:
+            ConfigurationError: a variable holds a bad value (the message names it).
+        """
+        from ._settings import cache_arguments
+
+        url, arguments = cache_arguments(prefix, environ, options)
+        return cls(url, **arguments)
+
+    @property
+    def is_available(self) -> bool:
+        """Whether the cache can serve now, without any I/O: enabled, and some server not marked down.
+
+        False for a disabled (`null://`) cache and while every server's circuit
+        breaker is open. Use `health()` for a probe that talks to the servers.
+        """
+        return _health.is_available(self)
+
+    def health(self) -> dict[str, Any]:
+        """Probe every server once (one read each, bounded by the timeouts) for a readiness check.
+
+        Returns a JSON-able dict: `status` is "ok", "degraded" (some servers
+        answer), "down" or "disabled"; `servers` maps each server to "up" or
+        "down"; `latency_ms` is the probe's duration. Never raises: memo fails
+        open, so a cache that is down leaves the application working.
+        """
+        return _health.health(self)
+
+    async def ahealth(self) -> dict[str, Any]:
+        """Async `health`."""
+        return await _health.ahealth(self)
+
+
+def _check_ns(ns: str | None) -> str | None:
+    if ns is not None and (not isinstance(ns, str) or SCOPE in ns):
+        raise ConfigurationError(f"a namespace is a str without NUL characters, got {ns!r}")
+    return ns

@@ -42,6 +42,7 @@ from ._codec import (
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._flight import AsyncFlight, Flight, copy_for_follower
+from ._generations import SCOPE, scope_of
 from ._keys import KeyMaker
 from ._policy import OnError, check_on_error, check_seconds, check_ttl
 from ._sentinels import MISS, NOT_GIVEN
@@ -67,6 +68,10 @@ _monotonic = time.monotonic
 _time = time.time
 
 
+async def _returning(value: Any) -> Any:
+    return value
+
+
 def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
     return wrapped(*args, **kwargs), None
 
@@ -84,6 +89,13 @@ class Cached(Protocol[P, R_co]):
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
     async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def get(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+    async def aget(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+    def set(self, value: Any, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    async def aset(self, value: Any, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    def clear(self) -> None: ...
+    async def aclear(self) -> None: ...
+    def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, R_co]: ...
 
@@ -105,6 +117,11 @@ class AsyncCached(Protocol[P, R_co]):
     async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
     async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    async def aget(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+    async def aset(self, value: Any, *args: P.args, **kwargs: P.kwargs) -> None: ...
+    def clear(self) -> None: ...
+    async def aclear(self) -> None: ...
+    def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
 
@@ -142,15 +159,19 @@ class Memo:
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
         default_cache: Callable[[], Cache] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
             raise ConfigurationError(f"@cached needs a function, got {fn!r}")
-        if not isinstance(ns, str):
-            raise ConfigurationError(f"ns must be a str, got {ns!r}")
+        if not isinstance(ns, str) or SCOPE in ns:
+            raise ConfigurationError(f"ns must be a str without NUL characters, got {ns!r}")
+        if cache_if is not None and not callable(cache_if):
+            raise ConfigurationError(f"cache_if must be a callable taking the result, got {cache_if!r}")
+        self.cache_if = cache_if
         if (cache is None) == (default_cache is None):
-            raise TypeError("Memo needs a Cache or a default_cache callable, not both")
+            raise TypeError("Memo needs exactly one of: a Cache, a default_cache callable")
         # A partial, bound method or callable instance: keyed as its function plus what
         # is bound to it (see KeyMaker.for_callable).
         self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
@@ -185,6 +206,8 @@ class Memo:
         self.codec = Codec(registry)
         self._decode = self.codec.decode
         self._digest = self.keys.call_digest
+        #: The generation this function's keys carry: its namespace's and its own (`clear()`).
+        self.scope = scope_of(ns, self.keys.function_id)
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
         self.refresher = Refresher(self.name)
         #: Bumped by every invalidate and refresh in this process: callers that
@@ -199,7 +222,7 @@ class Memo:
 
     def _bind(self, cache: Cache) -> Cache:
         self._static = f"{cache.prefix}{self.keys.readable}:"
-        self._stats = cache.ns_stats(self.ns)
+        self._stats = cache.function_stats(self.ns)
         self._ttl = ttl = cache.ttl if self.ttl is NOT_GIVEN else self.ttl
         # memcached keeps an entry one second past its exact expiry plus the stale
         # window (its clock ticks in whole seconds); the header says when it expires.
@@ -234,6 +257,9 @@ class Memo:
             return MISS
 
     def encode(self, value: Any) -> bytes | None:
+        """The bytes to store for a result, or None: not to be stored (`cache_if`, or not encodable)."""
+        if self.cache_if is not None and not self.cache_if(value):
+            return None
         ttl_ms = self._ttl_ms
         try:
             return self.codec.encode(value, None if ttl_ms is None else int(_time() * 1000.0 + ttl_ms))
@@ -279,11 +305,11 @@ class Memo:
 
     def _generation_is(self, cache: Cache, key: str) -> bool:
         """Whether `key` still carries the namespace generation this process knows."""
-        entry = cache._generations.get(self.ns)
+        entry = cache._generations.get(self.scope)
         return entry is not None and key.startswith(entry[0] + ":", len(self._static))
 
     def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
-        cache.record_error(self.ns, what, exc, self._on_error)
+        cache.record_error(self.ns, what, exc, self._on_error, self._stats)
 
     def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
         """The caller's result: a follower gets its own copy, or `MISS` (it must compute itself)."""
@@ -443,11 +469,11 @@ class Memo:
         cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
-        entry = cache._generations.get(self.ns)
+        entry = cache._generations.get(self.scope)
         gen = (
             entry[0]
             if entry is not None and entry[1] > _monotonic()
-            else cache.generation(self.ns, self._on_error)
+            else cache.generation(self.scope, self._on_error)
         )
         if gen is None:
             return wrapped(*args, **kwargs)
@@ -501,7 +527,7 @@ class Memo:
         return wrapped(*args, **kwargs) if value is MISS else value
 
     def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        gen = self.bound_cache().generation(self.ns, self._on_error)
+        gen = self.bound_cache().generation(self.scope, self._on_error)
         if gen is None:
             raise BackendUnavailable("the namespace generation could not be read; see Cache.stats()")
         return self.make_key(gen, instance, args, kwargs)
@@ -509,7 +535,7 @@ class Memo:
     def invalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         cache = self.bound_cache()
         self._epoch += 1
-        gen = cache.generation(self.ns, self._on_error)
+        gen = cache.generation(self.scope, self._on_error)
         if gen is None:
             return False
         try:
@@ -521,9 +547,38 @@ class Memo:
     def refresh(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         cache = self.bound_cache()
         self._epoch += 1
-        gen = cache.generation(self.ns, self._on_error)
+        gen = cache.generation(self.scope, self._on_error)
         key = None if gen is None else self.make_key(gen, instance, args, kwargs)
         return run_sync(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
+
+    def _peek(self, cache: Cache, key: str) -> Steps[Any]:
+        try:
+            raw = yield ("get", (key,))
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return MISS
+        if raw is None:
+            return MISS
+        state, value = self._classify(raw)
+        return MISS if state is MISS else value
+
+    def peek(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cache = self.bound_cache()
+        gen = cache.generation(self.scope, self._on_error)
+        if gen is None:
+            return MISS
+        return run_sync(cache.backend, self._peek(cache, self.make_key(gen, instance, args, kwargs)))
+
+    def prime(self, value: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = cache.generation(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        run_sync(cache.backend, self._refresh(cache, key), lambda: value)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self.bound_cache()._clear_generation(self.scope)
 
     # -- async driver -----------------------------------------------------------------
 
@@ -533,10 +588,10 @@ class Memo:
         cache = self.cache or self.default_cache()
         if cache is not self._bound:
             self._bind(cache)
-        entry = cache._generations.get(self.ns)
+        entry = cache._generations.get(self.scope)
         gen: str | None = entry[0] if entry is not None and entry[1] > _monotonic() else None
         if gen is None:
-            gen = await cache.ageneration(self.ns, self._on_error)
+            gen = await cache.ageneration(self.scope, self._on_error)
             if gen is None:
                 return await wrapped(*args, **kwargs)
         full = (instance, *args) if instance is not None and self.prepend else args
@@ -586,7 +641,7 @@ class Memo:
         return (await wrapped(*args, **kwargs)) if value is MISS else value
 
     async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        gen = await self.bound_cache().ageneration(self.ns, self._on_error)
+        gen = await self.bound_cache().ageneration(self.scope, self._on_error)
         if gen is None:
             raise BackendUnavailable("the namespace generation could not be read; see Cache.stats()")
         return self.make_key(gen, instance, args, kwargs)
@@ -594,7 +649,7 @@ class Memo:
     async def ainvalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         cache = self.bound_cache()
         self._epoch += 1
-        gen = await cache.ageneration(self.ns, self._on_error)
+        gen = await cache.ageneration(self.scope, self._on_error)
         if gen is None:
             return False
         try:
@@ -605,12 +660,30 @@ class Memo:
             self._failed(cache, "a delete", exc)
             return False
 
+    async def apeek(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cache = self.bound_cache()
+        gen = await cache.ageneration(self.scope, self._on_error)
+        if gen is None:
+            return MISS
+        return await run_async(cache.backend, self._peek(cache, self.make_key(gen, instance, args, kwargs)))
+
+    async def aprime(self, value: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = await cache.ageneration(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        await run_async(cache.backend, self._refresh(cache, key), partial(_returning, value))
+
+    async def aclear(self) -> None:
+        self._epoch += 1
+        await self.bound_cache()._aclear_generation(self.scope)
+
     async def arefresh(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
     ) -> Any:
         cache = self.bound_cache()
         self._epoch += 1
-        gen = await cache.ageneration(self.ns, self._on_error)
+        gen = await cache.ageneration(self.scope, self._on_error)
         key = None if gen is None else self.make_key(gen, instance, args, kwargs)
         return await run_async(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
 
@@ -657,6 +730,45 @@ class _Controls:
         """Async `key_for`."""
         memo, _, instance = self._target()
         return await memo.akey_for(instance, args, kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the cached result of a call with these arguments, or `memo.MISS`; never computes."""
+        memo, _, instance = self._target()
+        return memo.peek(instance, args, kwargs)
+
+    async def aget(self, *args: Any, **kwargs: Any) -> Any:
+        """Async `get`."""
+        memo, _, instance = self._target()
+        return await memo.apeek(instance, args, kwargs)
+
+    def set(self, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Store `value` as the result of a call with these arguments (prime the cache).
+
+        Like `refresh`, it wins over fills that started before it.
+        """
+        memo, _, instance = self._target()
+        memo.prime(value, instance, args, kwargs)
+
+    async def aset(self, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Async `set`."""
+        memo, _, instance = self._target()
+        await memo.aprime(value, instance, args, kwargs)
+
+    def clear(self) -> None:
+        """Drop every entry of this function (in every process), leaving its namespace alone.
+
+        Raises:
+            BackendError: the backend could not store the new generation.
+        """
+        self._target()[0].clear()
+
+    async def aclear(self) -> None:
+        """Async `clear`."""
+        await self._target()[0].aclear()
+
+    def cache_info(self) -> dict[str, int]:
+        """This function's counters in this process (hits, misses, sets, stale, lease_lost, ...)."""
+        return self._target()[0]._stats.as_dict()
 
     @property
     def uncached(self) -> Callable[..., Any]:

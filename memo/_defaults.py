@@ -58,6 +58,7 @@ def cached(
     stale_ttl: float | None = None,
     lease_ttl: float | None = None,
     lease_wait: float | None = None,
+    cache_if: Callable[[Any], bool] | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -78,5 +79,6 @@ def cached(
         stale_ttl=stale_ttl,
         lease_ttl=lease_ttl,
         lease_wait=lease_wait,
+        cache_if=cache_if,
         default_cache=default_cache,
     )

@@ -7,7 +7,10 @@ its result, as httpx writes its auth flows. An op is `(name, args)`:
 * a backend method name (`"get"`, `"lease"`, `"cas"`, ...): the sync driver
   calls `backend.get(*args)`, the async one awaits `backend.aget(*args)`;
 * `"sleep"`: wait `args[0]` seconds (`time.sleep` / `asyncio.sleep`);
-* `"compute"`: run the user's function (called, or awaited).
+* `"compute"`: run the user's function: the driver's `compute`, or the callable
+  the op names with its arguments (`("compute", (fn, *args))`); the async
+  driver awaits what it returns when that is awaitable, so the user's function
+  may be sync or async there.
 
 A `BackendError` raised by an op, and anything the user's function raises, is
 thrown back into the generator at its `yield`: a step decides itself whether
@@ -18,6 +21,7 @@ user's exception propagate unchanged.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
@@ -50,7 +54,7 @@ def run_sync(backend: Backend, steps: Steps[T], compute: Callable[[], Any] = _no
         error = None
         if op == "compute":
             try:
-                send = compute()
+                send = args[0](*args[1:]) if args else compute()
             except BaseException as exc:
                 error, send = exc, None
         elif op == "sleep":
@@ -77,7 +81,9 @@ async def run_async(
         error = None
         if op == "compute":
             try:
-                send = await (compute or _no_compute)()
+                send = args[0](*args[1:]) if args else (compute or _no_compute)()
+                if inspect.isawaitable(send):
+                    send = await send
             except BaseException as exc:
                 error, send = exc, None
         elif op == "sleep":

@@ -11,12 +11,19 @@ LRU. The rules that make a clear stick:
   clear writes a token newer than every one it can see (newer than the clock
   if the clock is behind), so a clear always moves forward.
 - Tokens live on every server, not on the data ring. A clear writes its token
-  to every server (`set_all`); a read asks every server (`get_all`), takes the
-  newest token among those that answered and repairs the servers that lack it
-  or hold an older one. A server that was away during a clear therefore cannot
-  bring an older token back, and processes that know different (overlapping)
-  server lists agree. One dead server costs only its own share of the data
-  keys: the generation is read from the others.
+  to every server; a read asks every server (`get_all`), takes the newest token
+  among those that answered and repairs the servers that lack it or hold an
+  older one. A server that was away during a clear therefore cannot bring an
+  older token back, and processes that know different (overlapping) server
+  lists agree. One dead server costs only its own share of the data keys: the
+  generation is read from the others.
+- Records only grow. Clears and repairs append their token to the record
+  (`append_all`: memcached's `add`, then `append`), and a record's token is the
+  newest in it, so no write can hide a newer token: a repair holding the older
+  token it read before a clear cannot undo the clear, whatever the order in
+  which the writes land. A clear rewrites a record that grew long (eight
+  tokens), then reads it back and appends its token again where a concurrent
+  clear's rewrite replaced it.
 - A process never goes back. It keeps the newest token it has seen for each
   record, so a read that started before this process's `clear()` (and so holds
   the older token) cannot install it afterwards, and a clear survives servers
@@ -28,12 +35,6 @@ Each process trusts the generations it has read for `ns_refresh` seconds, so
 the hit path costs no extra round trip; the process that cleared sees its
 clear at once, the others within `ns_refresh`.
 
-Known limit: without a compare-and-swap per server, a repair racing a clear
-can overwrite the clear's token with the older one it had read. The clearing
-process reads its token back once and rewrites it if it was overwritten, and
-every process that saw the new token keeps repairing with it, so such a window
-closes within `ns_refresh`.
-
 The steps here are sans-I/O generators (see `memo._drive`): `Cache` drives them
 with its backend, sync or async.
 """
@@ -44,6 +45,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
@@ -51,12 +53,23 @@ from ._drive import Op
 from ._errors import BackendError, BackendUnavailable
 from ._keys import safe_segment
 
-__all__ = ["Generations", "new_token"]
+__all__ = ["SCOPE", "Generations", "new_token", "scope_of"]
+
+#: Separates a namespace from a function's id in a scope name (never in a namespace).
+SCOPE = "\x00"
+
+
+def scope_of(ns: str, function_id: str) -> str:
+    """The generation name of one function's entries in namespace `ns`."""
+    return f"{ns}{SCOPE}{function_id}"
+
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuv"  # ascending in ASCII: string order is number order
 _TIME_DIGITS = 10  # 50 bits of milliseconds
 _RANDOM_DIGITS = 6  # 30 bits that tell apart tokens made in the same millisecond
 TOKEN_LENGTH = _TIME_DIGITS + _RANDOM_DIGITS
+#: A clear rewrites (rather than appends to) a record this long, so records stay small.
+_COMPACT_AT = 8 * TOKEN_LENGTH
 _monotonic = time.monotonic
 
 
@@ -72,15 +85,21 @@ def new_token(after: str | None = None) -> str:
     return _base32(ms, _TIME_DIGITS) + _base32(int.from_bytes(os.urandom(4), "big"), _RANDOM_DIGITS)
 
 
-def parse_token(raw: bytes | None) -> str | None:
-    """Return the token in `raw`, or None when absent or not a token (then it is replaced)."""
-    if raw is None or len(raw) != TOKEN_LENGTH:
+def parse_record(raw: bytes | None) -> str | None:
+    """Return the newest token of a record (tokens appended one after another).
+
+    None when the record is absent, or malformed (not written by this version:
+    then it is replaced).
+    """
+    if not raw or len(raw) % TOKEN_LENGTH:
         return None
     try:
-        token = raw.decode("ascii")
+        text = raw.decode("ascii")
     except UnicodeDecodeError:
         return None
-    return token if all(c in _DIGITS for c in token) else None
+    if not all(c in _DIGITS for c in text):
+        return None
+    return max(text[i : i + TOKEN_LENGTH] for i in range(0, len(text), TOKEN_LENGTH))
 
 
 def generation_of(root: str, token: str) -> str:
@@ -109,10 +128,22 @@ class Generations:
         #: record key -> the newest token this process has seen there (never goes back).
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
+        _ALL.add(self)
 
     def ns_key(self, ns: str) -> str:
         """The record key of namespace `ns`'s token."""
         return f"{self._prefix}~gen:{safe_segment(ns, 48)}:{_digest(ns)}"
+
+    def record_keys(self, name: str) -> list[str]:
+        """The token records a generation is made of, besides the root's.
+
+        `name` is a namespace, or a function's scope in it (`scope_of(ns, function_id)`):
+        then its own token follows the namespace's, so `clear(ns)` and a clear of the
+        scope alone both renew its generation.
+        """
+        ns, sep, function_id = name.partition(SCOPE)
+        ns_key = self.ns_key(ns)
+        return [ns_key, f"{ns_key}:{function_id}"] if sep else [ns_key]
 
     def fresh(self, ns: str) -> str | None:
         """The generation of `ns` if it is still trusted, else None."""
@@ -154,24 +185,21 @@ class Generations:
         A server that fails is left out (the others decide); a failed repair
         is appended to `errors`; a read that every server failed raises `BackendError`.
         """
-        keys = [self.root_key, *(self.ns_key(ns) for ns in stale)]
+        records = {name: self.record_keys(name) for name in stale}
+        keys = list(dict.fromkeys([self.root_key, *(k for ks in records.values() for k in ks)]))
         found: dict[str, dict[str, bytes]] = yield ("get_all_many", (keys,))
         newest: dict[str, str] = {}
         for key in keys:
-            # The token on each server that answered; None where it is missing or invalid.
-            newest[key] = yield from self._settle(
-                key, [parse_token(got.get(key)) for got in found.values()], errors
-            )
-        root = newest[self.root_key]
-        tokens = {ns: newest[key] for ns, key in zip(stale, keys[1:], strict=True)}
+            newest[key] = yield from self._settle(key, [got.get(key) for got in found.values()], errors)
         until = _monotonic() + self.ns_refresh
         out: dict[str, str] = {}
         with self._lock:
-            root = self._keep(self.root_key, root)
-            for ns, token in tokens.items():
-                generation = generation_of(root, self._keep(self.ns_key(ns), token))
-                self.known[ns] = (generation, until)
-                out[ns] = generation
+            root = self._keep(self.root_key, newest[self.root_key])
+            for name, record in records.items():
+                token = ".".join([self._keep(key, newest[key]) for key in record])
+                generation = generation_of(root, token)
+                self.known[name] = (generation, until)
+                out[name] = generation
         return out
 
     def clear(self, ns: str | None, errors: list[BackendError]) -> Generator[Op, Any, None]:
@@ -181,53 +209,66 @@ class Generations:
             BackendUnavailable: no server stored it (a clear that did not happen
                 must not look done).
         """
-        key = self.root_key if ns is None else self.ns_key(ns)
+        key = self.root_key if ns is None else self.record_keys(ns)[-1]
         try:
-            seen = yield from self._get_all(key)
+            raws = yield from self._get_all(key)
         except BackendError as exc:  # unreadable: a token from the clock is newer than any in use
             errors.append(exc)
-            seen = []
+            raws = []
+        seen = [parse_record(raw) for raw in raws]
         token = new_token(after=self._newest(key, seen))
-        stored = yield from self._set_all(key, token, errors)
+        # Appended, the token can never hide a newer one a concurrent clear wrote. A long
+        # (or foreign) record is rewritten instead, then read back: a clear racing that
+        # rewrite gets its token appended again.
+        compact = any(raw and (len(raw) >= _COMPACT_AT or parse_record(raw) is None) for raw in raws)
+        stored = yield from self._write(key, token, errors, replace=compact)
         if not stored:
             raise BackendUnavailable(f"no server stored the new generation of {ns!r}")
         self._install_cleared(key, ns, token)
-        # A repair that read the older token before this write may land after it:
-        # read back once and write again where that happened.
-        try:
-            seen = yield from self._get_all(key)
-        except BackendError as exc:
-            errors.append(exc)
-            return
-        if any(found is not None and found < token for found in seen):
-            yield from self._set_all(key, token, errors)
+        if compact:
+            try:
+                raws = yield from self._get_all(key)
+            except BackendError as exc:
+                errors.append(exc)
+                return
+            newest = self._tokens[key]
+            if any((parse_record(raw) or "") < newest for raw in raws):
+                yield from self._write(key, newest, errors)
 
     def _install_cleared(self, key: str, ns: str | None, token: str) -> None:
+        # Every generation made of the renewed record changes: recompute it from the
+        # tokens this process holds (no read needed), or forget it when one is unknown.
         with self._lock:
-            token = self._keep(key, token)
+            self._keep(key, token)
             root = self._tokens.get(self.root_key)
-            if ns is None:
-                # Every namespace's generation changes with the root: recompute, no read needed.
-                for name, (_, until) in list(self.known.items()):
-                    ns_token = self._tokens.get(self.ns_key(name))
-                    if ns_token is None:
-                        del self.known[name]
-                    else:
-                        self.known[name] = (generation_of(token, ns_token), until)
-            elif root is None:
-                self.known.pop(ns, None)
-            else:
-                self.known[ns] = (generation_of(root, token), _monotonic() + self.ns_refresh)
+            until = _monotonic() + self.ns_refresh
+            names = list(self.known) if ns is None or ns in self.known else [*self.known, ns]
+            for name in names:
+                record = self.record_keys(name)
+                if key != self.root_key and key not in record:
+                    continue
+                tokens = [self._tokens.get(k) for k in record]
+                if root is None or None in tokens:
+                    self.known.pop(name, None)
+                else:
+                    self.known[name] = (generation_of(root, ".".join(tokens)), until)  # type: ignore[arg-type]
 
     def _settle(
-        self, key: str, seen: list[str | None], errors: list[BackendError]
+        self, key: str, raws: list[bytes | None], errors: list[BackendError]
     ) -> Generator[Op, Any, str]:
-        """The newest token of one record; servers lacking it or holding an older one are repaired."""
+        """The newest token of one record (one entry per server that answered); repair the others.
+
+        Servers that lack it or hold an older one get it appended: an append never
+        hides a newer token a concurrent clear wrote, so a repair cannot undo a clear.
+        """
+        seen = [parse_record(raw) for raw in raws]
         newest = self._newest(key, seen)
         if newest is None:
             newest = yield from self._create(key, errors)
-        if any(found != newest for found in seen):
-            yield from self._set_all(key, newest, errors)
+        if any(raw and token is None for raw, token in zip(raws, seen, strict=True)):
+            yield from self._write(key, newest, errors, replace=True)  # not a record of ours
+        elif any(token != newest for token in seen):
+            yield from self._write(key, newest, errors)
         return newest
 
     def _create(self, key: str, errors: list[BackendError]) -> Generator[Op, Any, str]:
@@ -240,7 +281,7 @@ class Generations:
         token = new_token()
         try:
             if not (yield ("add", (key, token.encode(), None))):
-                found = parse_token((yield ("get", (key,))))
+                found = parse_record((yield ("get", (key,))))
                 if found is not None:
                     token = found
         except BackendError as exc:  # that server is away: the other servers decide
@@ -254,18 +295,20 @@ class Generations:
             candidates.append(local)
         return max(candidates, default=None)
 
-    def _get_all(self, key: str) -> Generator[Op, Any, list[str | None]]:
-        """The token on every server that answered (None where missing or invalid).
+    def _get_all(self, key: str) -> Generator[Op, Any, list[bytes | None]]:
+        """The record on every server that answered (None where it is missing).
 
         Servers that failed are left out (`get_all` raises only when all failed).
         """
         found: dict[str, bytes | None] = yield ("get_all", (key,))
-        return [parse_token(raw) for raw in found.values()]
+        return list(found.values())
 
-    def _set_all(self, key: str, token: str, errors: list[BackendError]) -> Generator[Op, Any, int]:
-        """Write `token` to every server; how many stored it (0 if every server failed)."""
+    def _write(
+        self, key: str, token: str, errors: list[BackendError], replace: bool = False
+    ) -> Generator[Op, Any, int]:
+        """Append `token` to the record on every server (or replace the record); how many stored it."""
         try:
-            stored: int = yield ("set_all", (key, token.encode(), None))
+            stored: int = yield ("set_all" if replace else "append_all", (key, token.encode(), None))
         except BackendError as exc:
             errors.append(exc)
             return 0
@@ -278,3 +321,16 @@ class Generations:
             return old
         self._tokens[key] = token
         return token
+
+
+_ALL: weakref.WeakSet[Generations] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A thread of the parent may have held a lock at fork time; it does not exist here.
+    for generations in list(_ALL):
+        generations._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork)

@@ -71,7 +71,17 @@ class KeyMaker:
         qualname: the readable function name shown in keys.
     """
 
-    __slots__ = ("_base", "_binder", "_key", "_key_names", "_names", "call_digest", "readable", "target")
+    __slots__ = (
+        "_base",
+        "_binder",
+        "_key",
+        "_key_names",
+        "_names",
+        "call_digest",
+        "function_id",
+        "readable",
+        "target",
+    )
 
     def __init__(
         self,
@@ -93,7 +103,10 @@ class KeyMaker:
         seed = orjson.dumps(
             ["memo/2", ns, identity, version, binder.names if key is None else list(self._key_names)]
         )
-        self._base = hashlib.blake2b(hashlib.blake2b(seed, digest_size=16).digest(), digest_size=16)
+        identity_digest = hashlib.blake2b(seed, digest_size=16).digest()
+        self._base = hashlib.blake2b(identity_digest, digest_size=16)
+        #: What tells this function's entries apart from others in its namespace (`fn.clear()`).
+        self.function_id = identity_digest[:8].hex()
         #: The readable middle of every key: `<namespace>:<qualname>`.
         readable_name = (qualname or str(identity)).replace(".<locals>", "")
         self.readable = f"{safe_segment(ns, 48)}:{safe_segment(readable_name, 64)}"

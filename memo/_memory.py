@@ -139,6 +139,15 @@ class MemoryBackend(Backend):
             self._pinned[key] = (value, None if ttl is None else _monotonic() + ttl)
             return 1
 
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        with self._lock:
+            item = self._pinned.get(key)
+            if item is None or (item[1] is not None and item[1] <= _monotonic()):
+                self._pinned[key] = (value, None if ttl is None else _monotonic() + ttl)
+            else:
+                self._pinned[key] = (item[0] + value, item[1])  # append keeps the expiry, as memcached's
+            return 1
+
     def delete(self, key: str) -> bool:
         with self._lock:
             return self._live(key) is not None and self._data.pop(key, None) is not None
@@ -187,6 +196,9 @@ class MemoryBackend(Backend):
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
         return self.set_all(key, value, ttl)
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return self.append_all(key, value, ttl)
 
     async def adelete(self, key: str) -> bool:
         return self.delete(key)

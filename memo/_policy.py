@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Any, Literal
 
 from ._errors import ConfigurationError
 
-__all__ = ["ErrorLog", "OnError", "Stats", "check_on_error", "check_seconds", "check_ttl", "new_token"]
+__all__ = [
+    "ErrorLog",
+    "OnError",
+    "Stats",
+    "check_on_error",
+    "check_seconds",
+    "check_ttl",
+]
 
 OnError = Literal["ignore", "raise"]
 
@@ -39,12 +45,6 @@ def check_on_error(value: Any) -> OnError:
     if value not in ("ignore", "raise"):
         raise ConfigurationError(f'on_error must be "ignore" (fail open) or "raise", got {value!r}')
     return value  # type: ignore[no-any-return]
-
-
-def new_token() -> str:
-    """Return a fresh generation token: 8 random base-32 characters (40 bits)."""
-    n = int.from_bytes(os.urandom(5), "big")
-    return "".join("0123456789abcdefghijklmnopqrstuv"[(n >> s) & 31] for s in range(35, -1, -5))
 
 
 class Stats:

@@ -68,6 +68,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import typing
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -155,8 +156,11 @@ def injected_parameters(func: Callable[..., Any]) -> set[str]:
 
 
 _MAGIC = b"mlg"
-_VERSION = 1
+_VERSION = 2
 _ZLIB = 1
+#: The entry ends with its exact expiry (uint64 Unix ms): memcached's clock ticks in
+#: whole seconds, so a CachePolicy's ttl is held to the millisecond by the reader.
+_EXPIRES = 2
 _HEADER = len(_MAGIC) + 3  # magic, version, flags, length of the type name
 #: `langgraph._internal._constants.CACHE_NS_WRITES`, left out of the readable part of keys.
 _WRITES_NS = "__pregel_ns_writes"
@@ -472,7 +476,7 @@ class MemcachedCache(BaseCache[ValueT]):
                     out[full] = f"{prefix}h{hashlib.blake2b(_utf8(key), digest_size=16).hexdigest()}"
         return out
 
-    def _encode(self, value: Any) -> bytes | None:
+    def _encode(self, value: Any, ttl: float | None = None) -> bytes | None:
         try:
             kind, body = self.serde.dumps_typed(value)
             tag = kind.encode("ascii")
@@ -488,21 +492,31 @@ class MemcachedCache(BaseCache[ValueT]):
             packed = zlib.compress(body, 3)
             if len(packed) < len(body):
                 body, flags = packed, _ZLIB
-        return b"".join((_MAGIC, bytes((_VERSION, flags, len(tag))), tag, body))
+        if ttl is None:
+            return b"".join((_MAGIC, bytes((_VERSION, flags, len(tag))), tag, body))
+        expires = int(time.time() * 1000.0 + ttl * 1000.0).to_bytes(8, "big")
+        return b"".join((_MAGIC, bytes((_VERSION, flags | _EXPIRES, len(tag))), tag, body, expires))
 
     def _decode(self, raw: bytes) -> Any:
         """Decode one entry, reading its header (`_collect` does the common case inline)."""
         try:
-            if raw[:3] != _MAGIC or raw[3] != _VERSION or raw[4] & ~_ZLIB:
+            if raw[:3] != _MAGIC or raw[3] != _VERSION or raw[4] & ~(_ZLIB | _EXPIRES):
                 raise ValueError("not a memo.langgraph entry of a known version")
             end = _HEADER + raw[5]
             kind = raw[_HEADER:end].decode("ascii")
             if len(kind) != raw[5]:
                 raise ValueError("truncated entry")
+            body = raw[end:]
+            if raw[4] & _EXPIRES:
+                if len(body) < 8:
+                    raise ValueError("truncated entry")
+                if int.from_bytes(body[-8:], "big") <= time.time() * 1000.0:
+                    return MISS  # expired: a miss, not a decode error
+                body = body[:-8]
             if raw[4] & _ZLIB:
-                return self.serde.loads_typed((kind, zlib.decompress(raw[end:])))
+                return self.serde.loads_typed((kind, zlib.decompress(body)))
             self._last = (raw[:end], kind)
-            return self.serde.loads_typed((kind, raw[end:]))
+            return self.serde.loads_typed((kind, body))
         except Exception:  # corrupt, foreign or another serializer's bytes: a miss, never an error
             self._stats.decode_errors += 1
             return MISS
@@ -516,6 +530,8 @@ class MemcachedCache(BaseCache[ValueT]):
             # (one serializer type, uncompressed), so only the body is handed to the serde.
             header, kind = self._last
             start = len(header)
+            timed = start and header[4] & _EXPIRES
+            now_ms = time.time() * 1000.0
             loads = self.serde.loads_typed
             for full, key in storage.items():
                 raw = found.get(key)
@@ -523,8 +539,12 @@ class MemcachedCache(BaseCache[ValueT]):
                     continue
                 if start and raw.startswith(header):
                     try:
-                        values[full] = loads((kind, raw[start:]))
-                        continue
+                        if not timed:
+                            values[full] = loads((kind, raw[start:]))
+                            continue
+                        if len(raw) >= start + 8 and int.from_bytes(raw[-8:], "big") > now_ms:
+                            values[full] = loads((kind, raw[start:-8]))
+                            continue
                     except Exception:
                         pass  # counted by _decode below, which fails the same way
                 value = self._decode(raw)
@@ -545,9 +565,10 @@ class MemcachedCache(BaseCache[ValueT]):
             # LangGraph's ttl is whole seconds or None; memcached would read 0 as "never expires".
             if ttl is not None and ttl <= 0:
                 continue
-            data = self._encode(value)
+            data = self._encode(value, ttl)
             if data is not None:
-                items.append((key, data, ttl))
+                # memcached keeps it a second longer; the reader holds the exact expiry.
+                items.append((key, data, None if ttl is None else ttl + 1))
         return items
 
     # -- sync driver ---------------------------------------------------------------

@@ -172,3 +172,46 @@ def test_memory_control_records_are_never_evicted() -> None:
         backend.set(f"k{i}", b"v", None)
     assert backend.get_all("gen") == {"memory": b"token"}
     assert len(backend) == 10  # type: ignore[arg-type]
+
+
+def test_append_all_creates_or_appends_and_never_drops_what_is_there(ops: Any) -> None:
+    key = _key()
+    assert ops.append_all(key, b"a", None) >= 1
+    assert set(ops.get_all(key).values()) in ({b"a"}, {b"aa"})  # pipelined add+append may double
+    ops.set_all(key, b"x", None)
+    assert ops.append_all(key, b"y", None) >= 1
+    assert set(ops.get_all(key).values()) == {b"xy"}
+
+
+def test_get_all_many_reads_several_records_from_every_server(ops: Any) -> None:
+    k1, k2, absent = _key(), _key(), _key()
+    ops.set_all(k1, b"one", None)
+    ops.set_all(k2, b"two", None)
+    found = ops.get_all_many([k1, k2, absent])
+    assert found and all(got == {k1: b"one", k2: b"two"} for got in found.values())
+
+
+@pytest.mark.memcached
+def test_append_all_and_get_all_many_across_servers_one_down(memcached_servers: Any, flavour: str) -> None:
+    servers = memcached_servers(3)
+    url = "memcached://" + ",".join(s.address for s in servers)
+    ops = Ops(backend_from_url(url, {"timeout": 0.2, "connect_timeout": 0.2}), flavour)
+    try:
+        key = _key()
+        with memo.Cache(servers[0].url) as one:
+            one.backend.set(key, b"old", None)  # one server holds the record, the others not
+        assert ops.append_all(key, b"new", None) == 3
+        records = ops.get_all_many([key])
+        assert records[servers[0].address] == {key: b"oldnew"}
+        assert {records[s.address][key] for s in servers[1:]} <= {b"new", b"newnew"}
+        servers[1].stop()
+        assert set(ops.get_all_many([key])) == {servers[0].address, servers[2].address}
+        assert ops.append_all(key, b"!", None) == 2
+        for s in servers:
+            s.stop()
+        with pytest.raises(memo.BackendError):
+            ops.get_all_many([key])
+        with pytest.raises(memo.BackendError):
+            ops.append_all(key, b"?", None)
+    finally:
+        ops.close()

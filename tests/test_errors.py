@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,51 +16,16 @@ PUBLIC_ERRORS = {
 
 
 @pytest.fixture
-def refusing_server() -> Iterator[str]:
-    """A TCP server on loopback that answers every request line with a memcached error reply.
+def refusing_server(memcached_servers: Any, nutcracker: Any) -> str:
+    """twemproxy in front of a memcached that died: it answers `SERVER_ERROR Connection refused`.
 
-    Stands for a server out of memory or a proxy that refuses a command: the
-    replies memo must translate (`SERVER_ERROR`, `CLIENT_ERROR`, `ERROR`).
+    An error reply is what memo must translate: the proxy is alive and answers,
+    but with an error line instead of a result.
     """
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    replies = [b"SERVER_ERROR out of memory\r\n", b"CLIENT_ERROR refused\r\n", b"ERROR\r\n"]
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        n = 0
-        with conn:
-            buf = b""
-            while not stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\r\n" in buf:
-                    line, buf = buf.split(b"\r\n", 1)
-                    if line.split(b" ", 1)[0] in (b"set", b"add", b"cas"):
-                        buf = buf.split(b"\r\n", 1)[1] if b"\r\n" in buf else b""  # the data block
-                    try:
-                        conn.sendall(replies[n % len(replies)])
-                    except OSError:
-                        return
-                    n += 1
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"memcached://127.0.0.1:{port}"
-    stop.set()
-    listener.close()
+    (backend,) = memcached_servers(1)
+    proxy = nutcracker([backend])
+    backend.kill()
+    return f"memcached://{proxy.address}"
 
 
 def _escaped(call: Any) -> BaseException | None:
@@ -80,6 +42,7 @@ def test_decode_error_is_a_memo_error() -> None:
         memo.Codec().decode(b"not memo bytes")
 
 
+@pytest.mark.memcached
 def test_only_public_errors_escape_with_on_error_raise(refusing_server: str) -> None:
     cache = memo.Cache(refusing_server, on_error="raise", timeout=0.5, connect_timeout=0.5)
 
@@ -88,7 +51,7 @@ def test_only_public_errors_escape_with_on_error_raise(refusing_server: str) -> 
         return x
 
     escaped = []
-    for _ in range(3):  # each reply kind in turn
+    for _ in range(2):
         for call in (
             lambda: f(1),
             lambda: f.invalidate(1),
@@ -109,6 +72,7 @@ def test_only_public_errors_escape_with_on_error_raise(refusing_server: str) -> 
     cache.close()
 
 
+@pytest.mark.memcached
 async def test_only_public_errors_escape_async(refusing_server: str) -> None:
     cache = memo.Cache(refusing_server, on_error="raise", timeout=0.5, connect_timeout=0.5)
 
@@ -117,7 +81,7 @@ async def test_only_public_errors_escape_async(refusing_server: str) -> None:
         return x
 
     found: list[BaseException] = []
-    for _ in range(3):
+    for _ in range(2):
         for make in (
             lambda: f(1),
             lambda: f.ainvalidate(1),

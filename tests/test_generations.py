@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 from memcached_fixtures import MemcachedProcess
 
 import memo
-from memo._generations import TOKEN_LENGTH, new_token, parse_token
+from memo._generations import TOKEN_LENGTH, new_token, parse_record
 
 
 class Counter:
@@ -128,8 +131,9 @@ class TestClearWinsOverReads:
         ahead = new_token()
         monkeypatch.setattr(time, "time_ns", lambda: 1_000_000_000)  # 1970
         behind = new_token(after=ahead)
-        assert behind > ahead and parse_token(behind.encode()) == behind
-        assert len(behind) == TOKEN_LENGTH and parse_token(b"x" * TOKEN_LENGTH) is None
+        assert behind > ahead and parse_record(behind.encode()) == behind
+        assert len(behind) == TOKEN_LENGTH and parse_record(b"x" * TOKEN_LENGTH) is None
+        assert parse_record((behind + ahead).encode()) == behind  # a record's token: its newest
 
 
 @pytest.mark.memcached
@@ -146,8 +150,9 @@ class TestTokensOnEveryServer:
         without.clear(ns="n")  # the server holding the old token is not in this list
         back = cache_on(servers)  # a process that knows all three again
         assert memoized(back, seen)(1) == 2
-        tokens = back.backend.get_all(back._ns_key("n"))
-        assert len(tokens) == 3 and len(set(tokens.values())) == 1  # the server that was away is repaired
+        records = back.backend.get_all(back._ns_key("n"))
+        newest = {parse_record(raw) for raw in records.values()}
+        assert len(records) == 3 and len(newest) == 1  # the server that was away is repaired
         for cache in (first, without, back):
             cache.close()
 
@@ -174,12 +179,72 @@ class TestTokensOnEveryServer:
         servers = memcached_servers(2)
         cache = cache_on(servers, ns_refresh=0)
         cache.clear(ns="n")
-        token = cache.backend.get_all(cache._ns_key("n"))
+        (token,) = {parse_record(raw) for raw in cache.backend.get_all(cache._ns_key("n")).values()}
         servers[0].restart()
         cache.generation("n")  # may find the pooled connection to the restarted server dead
         cache.generation("n")
-        assert cache.backend.get_all(cache._ns_key("n")) == token
+        records = cache.backend.get_all(cache._ns_key("n"))
+        assert [parse_record(raw) for raw in records.values()] == [token, token]
         cache.close()
+
+
+class PausedWrite:
+    """Wraps a backend: the write of one control record blocks until released (then lands)."""
+
+    def __init__(self, backend: Any, key: str) -> None:
+        self._backend = backend
+        self.key = key
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._backend, name)
+        if name not in ("set_all", "append_all"):
+            return method
+
+        def write(key: str, *args: Any) -> Any:
+            if key == self.key and not self.paused.is_set():
+                self.paused.set()
+                assert self.release.wait(5)
+            return method(key, *args)
+
+        return write
+
+
+@pytest.mark.memcached
+def test_a_repair_with_the_token_it_read_before_a_clear_cannot_undo_it(
+    memcached_servers: Callable[..., list[MemcachedProcess]],
+) -> None:
+    s1, s2 = memcached_servers(2)
+    seen = Counter()
+    first = cache_on([s1, s2])
+    assert memoized(first, seen)(1) == 1
+    s2.restart()  # s2 lost the tokens: the next reader repairs it with the one s1 holds
+    repairer = cache_on([s1, s2])
+    paused = PausedWrite(repairer.backend, repairer._ns_key("n"))
+    repairer.backend = paused  # type: ignore[assignment]
+    reader = threading.Thread(target=repairer.generation, args=("n",))
+    reader.start()
+    assert paused.paused.wait(5)  # it read the old token and is about to write it back
+    clearer = cache_on([s1, s2])
+    clearer.clear(ns="n")
+    paused.release.set()  # the repair lands after the clear
+    reader.join(5)
+    later = cache_on([s1, s2])  # a process that starts now
+    assert memoized(later, seen)(1) == 2
+    for cache in (first, repairer, clearer, later):
+        cache.close()
+
+
+def test_records_stay_small_and_every_clear_counts() -> None:
+    cache = memo.Cache("memory://", ns_refresh=0)
+    seen = Counter()
+    f = memoized(cache, seen)
+    for i in range(1, 21):
+        assert f(1) == i
+        cache.clear(ns="n")
+    record = cache.backend.get_all(cache._ns_key("n"))["memory"]
+    assert record is not None and len(record) <= 8 * TOKEN_LENGTH
 
 
 def test_memory_tokens_are_not_evicted_by_the_lru() -> None:
@@ -223,3 +288,38 @@ class TestOneDeadServer:
         finally:
             if how == "stopped":
                 dead.resume()
+
+
+def test_a_forked_child_reads_generations_even_if_a_lock_was_held_at_fork() -> None:
+    cache = memo.Cache("memory://", ns_refresh=0)
+    cache.generation("n")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._gens._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+            pid = os.fork()
+        if pid == 0:
+            os._exit(0 if cache.generation("n") else 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on a lock held by a thread of the parent")
+    finally:
+        release.set()
+        holder.join()

@@ -261,7 +261,7 @@ class TestLayout:
         assert len(digests) == 4
 
     @pytest.mark.parametrize(
-        "ns", ["users", "with space", "tab\there", "ünïcødé", "x" * 500, "a:b", "\x00\x01", "", "%20"]
+        "ns", ["users", "with space", "tab\there", "ünïcødé", "x" * 500, "a:b", "\x01\x02", "", "%20"]
     )
     def test_any_namespace_gives_a_valid_readable_key(self, ns: str) -> None:
         cache = memo.Cache("memory://", prefix="app:")
@@ -274,6 +274,13 @@ class TestLayout:
         assert KEY_RE.fullmatch(key), key
         assert key.startswith("app:")
         assert len(key.encode()) <= 250
+
+    def test_a_namespace_with_a_nul_character_is_refused(self) -> None:
+        cache = memo.Cache("memory://")
+        with pytest.raises(memo.ConfigurationError, match="NUL"):
+            cache.cached(ns="a\x00b")(lambda x: x)
+        with pytest.raises(memo.ConfigurationError, match="NUL"):
+            cache.clear("a\x00b")
 
     def test_sanitised_namespaces_that_look_alike_stay_apart(self) -> None:
         assert safe_segment("a b", 48) == safe_segment("a_b", 48)

@@ -639,3 +639,24 @@ def test_public_names_of_memo_langgraph() -> None:
         by_configurable()
     with pytest.raises(memo.ConfigurationError):
         by_context()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_policy_ttl_holds_to_the_millisecond(graph_cache: MemcachedCache[Any], flavour: str) -> None:
+    """memcached alone keeps ttl=1 anywhere from 0 to 1 s; the entry's own expiry makes it exact."""
+    key = (("node",), "0" * 32)
+
+    def get() -> dict[Any, Any]:
+        if flavour == "sync":
+            return graph_cache.get([key])
+        return asyncio.run(graph_cache.aget([key]))
+
+    if flavour == "sync":
+        graph_cache.set({key: ({"v": 1}, 1)})
+    else:
+        asyncio.run(graph_cache.aset({key: ({"v": 1}, 1)}))
+    stored_at = time.monotonic()
+    assert get() == {key: {"v": 1}}
+    time.sleep(max(0.0, stored_at + 1.05 - time.monotonic()))
+    assert get() == {}  # expired at 1 s, though memcached keeps the item a second longer
+    assert graph_cache.cache.stats(graph_cache.name)["decode_errors"] == 0

@@ -55,6 +55,12 @@ async def check() -> None:
     get_user(1, fully=True)  # type: ignore[call-arg]
     aget_user.invalidate("x")  # type: ignore[arg-type]
     get_user.refresh()  # type: ignore[call-arg]
+    assert_type(get_user.cache_info(), dict[str, int])
+    get_user.set({"a": 1}, 1)
+    get_user.get("1")  # type: ignore[arg-type]
+    get_user.clear()
+    await aget_user.aset(["x"], 1)
+    await aget_user.aclear()
 
 
 def check_decorated_callables_and_key_types() -> None:

@@ -404,6 +404,21 @@ class AsyncOps(Core):
         outcomes = await run_groups([self._aset_one(server, kb, value, exp) for server in servers])
         return sum(stored is True for _, stored in all_outcome(servers, outcomes))
 
+    async def _aappend_one(self, server: Server, kb: bytes, value: bytes, exp: int) -> bool:
+        # Both in one round trip: where `add` stored, the `append` doubles the value,
+        # which records that only grow (generation tokens) read the same.
+        n = len(value)
+        data = b"add %b 0 %d %d\r\n%b\r\nappend %b 0 0 %d\r\n%b\r\n" % (kb, exp, n, value, kb, n, value)
+        lines: list[bytes] = await self._request(server, data, LINES, expect=2)
+        return b"STORED" in lines
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = key_bytes(key)
+        servers = self._every_server(kb)
+        exp = expiry(ttl)
+        outcomes = await run_groups([self._aappend_one(server, kb, value, exp) for server in servers])
+        return sum(stored is True for _, stored in all_outcome(servers, outcomes))
+
     async def aclose(self) -> None:
         """Close the async connections of every event loop this backend has used.
 

@@ -174,6 +174,10 @@ def lean_get(client: Any, kb: bytes) -> bytes | None:
     return read_reply(sock.recv, buf, (kb,)).get(kb)
 
 
+def add_or_append_sync(client: Any, kb: bytes, value: bytes, exp: int) -> bool:
+    return bool(client.add(kb, value, exp, False) or client.append(kb, value, 0, False))
+
+
 def gets_sync(client: Any, kb: bytes) -> tuple[bytes, int] | None:
     value, unique = client.gets(kb)
     return None if value is None else (value, int(unique))
@@ -426,6 +430,13 @@ class SyncOps(Core):
         servers = self._every_server(kb)
         exp = expiry(ttl)
         outcomes = [self._attempt(server, _PymemcacheClient.set, kb, value, exp, False) for server in servers]
+        return sum(bool(stored) for _, stored in all_outcome(servers, outcomes))
+
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        kb = key_bytes(key)
+        servers = self._every_server(kb)
+        exp = expiry(ttl)
+        outcomes = [self._attempt(server, add_or_append_sync, kb, value, exp) for server in servers]
         return sum(bool(stored) for _, stored in all_outcome(servers, outcomes))
 
     def close(self) -> None:

@@ -1,0 +1,282 @@
+"""Sessions: a read on a hit beside Django's cached_db store and a plain PostgreSQL select;
+read latency with memcached hung; hit rate of active sessions under a Zipf-distributed load.
+
+Real PostgreSQL (a schema of its own, dropped after) and the suite's memcached.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import itertools
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from bench_helpers import role
+from memcached_fixtures import MemcachedProcess
+
+import memo
+from memo.sessions import SessionCache
+
+pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
+
+TABLE = """
+CREATE TABLE chat_sessions (
+    id text PRIMARY KEY, user_id text NOT NULL, title text NOT NULL,
+    expires_at timestamptz NOT NULL, version bigint NOT NULL DEFAULT 1,
+    message_count integer NOT NULL DEFAULT 0, last_message text
+)
+"""
+COLUMNS = "id, user_id, title, expires_at, version, message_count, last_message"
+
+
+class Repo:
+    """The app's SQL, sync psycopg, counting queries."""
+
+    def __init__(self, pg_url: str, schema: str) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        self.conn = psycopg.connect(
+            pg_url, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
+        )
+        self.conn.execute(TABLE)
+        self.queries = 0
+
+    def insert(self, sid: str, user_id: str) -> dict[str, Any]:
+        self.queries += 1
+        row = self.conn.execute(
+            f"INSERT INTO chat_sessions (id, user_id, title, expires_at) "
+            f"VALUES (%s, %s, 'a chat', now() + interval '1 hour') RETURNING {COLUMNS}",
+            (sid, user_id),
+        ).fetchone()
+        assert row is not None
+        return row
+
+    def fetch(self, sid: str) -> dict[str, Any] | None:
+        self.queries += 1
+        return self.conn.execute(f"SELECT {COLUMNS} FROM chat_sessions WHERE id = %s", (sid,)).fetchone()
+
+    def add_message(self, sid: str, text: str) -> dict[str, Any] | None:
+        self.queries += 1
+        return self.conn.execute(
+            f"UPDATE chat_sessions SET version = version + 1, message_count = message_count + 1, "
+            f"last_message = %s WHERE id = %s RETURNING {COLUMNS}",
+            (text, sid),
+        ).fetchone()
+
+
+@pytest.fixture
+def repo(pg_url: str, pg_schema: str) -> Iterator[Repo]:
+    repo = Repo(pg_url, pg_schema)
+    yield repo
+    repo.conn.close()
+
+
+def _sessions(url: str, **options: Any) -> SessionCache[dict[str, Any]]:
+    cache = memo.Cache(url, prefix=f"bs{uuid.uuid4().hex[:8]}:", **options)
+    return SessionCache(cache, ns="chat", ttl=1800)
+
+
+# -- a read on a hit -------------------------------------------------------------------------------
+
+
+def test_session_hit_postgres_select(benchmark: Any, repo: Repo) -> None:
+    """The baseline: what every request costs without a cache (one indexed select)."""
+    role(benchmark, "baseline", "PostgreSQL select (psycopg)")
+    benchmark.group = "session-read-hit"
+    sid = SessionCache.new_id()
+    row = repo.insert(sid, "alice")
+    assert benchmark(lambda: repo.fetch(sid)) == row
+
+
+def test_session_hit_memo(benchmark: Any, repo: Repo, server: MemcachedProcess) -> None:
+    role(benchmark, "subject", "memo SessionCache.get")
+    benchmark.group = "session-read-hit"
+    sessions = _sessions(server.url)
+    sid = sessions.new_id()
+    row = sessions.create(sid, insert=lambda: repo.insert(sid, "alice"))
+    queries = repo.queries
+    assert benchmark(lambda: sessions.get(sid, user_id="alice", load=repo.fetch)) == row
+    assert repo.queries == queries  # every timed read was a hit, ownership checked
+    assert sessions.stats()["hits"] >= 1 and sessions.stats()["misses"] == 0
+    sessions.cache.close()
+
+
+def test_session_hit_memo_async(benchmark: Any, repo: Repo, server: MemcachedProcess, loop: Any) -> None:
+    from bench_helpers import bench_async
+
+    role(benchmark, "subject", "memo SessionCache.aget")
+    benchmark.group = "session-read-hit"
+    sessions = _sessions(server.url)
+    sid = sessions.new_id()
+    row = sessions.create(sid, insert=lambda: repo.insert(sid, "alice"))
+
+    async def load(key: str) -> Any:
+        return repo.fetch(key)
+
+    assert bench_async(benchmark, loop, lambda: sessions.aget(sid, user_id="alice", load=load)) == row
+    assert repo.queries == 1 and sessions.stats()["misses"] == 0
+    sessions.cache.close()
+    loop.run_until_complete(sessions.cache.aclose())
+
+
+@pytest.fixture(scope="module")
+def django_store(pg_url: str, server: MemcachedProcess) -> Iterator[Any]:
+    """Django's `cached_db` SessionStore, configured in this process on the same memcached and PostgreSQL."""
+    import django
+    import psycopg
+    from django.conf import settings
+
+    schema = f"memo_dj{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = urlsplit(pg_url)
+    if not settings.configured:
+        settings.configure(
+            SECRET_KEY="benchmark",
+            USE_TZ=True,
+            INSTALLED_APPS=["django.contrib.sessions"],
+            SESSION_ENGINE="django.contrib.sessions.backends.cached_db",
+            DATABASES={
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": url.path.lstrip("/"),
+                    "USER": url.username or "",
+                    "HOST": url.hostname,
+                    "PORT": str(url.port or 5432),
+                    "OPTIONS": {"options": f"-c search_path={schema}"},
+                }
+            },
+            CACHES={
+                "default": {
+                    "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+                    "LOCATION": server.address,
+                    "KEY_PREFIX": f"dj{uuid.uuid4().hex[:8]}",
+                }
+            },
+        )
+        django.setup()
+    from django.contrib.sessions.backends.cached_db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.db import connection
+
+    with connection.schema_editor() as editor:
+        editor.create_model(Session)
+    yield SessionStore
+    connection.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_session_hit_django_cached_db(benchmark: Any, django_store: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    role(benchmark, "peer", "Django cached_db (PyMemcacheCache)")
+    benchmark.group = "session-read-hit"
+    store = django_store()
+    store.update({"user_id": "alice", "title": "a chat", "version": 1})
+    store.save()
+    key = store.session_key
+
+    def read() -> dict[str, Any]:
+        return dict(django_store(session_key=key).load())
+
+    with CaptureQueriesContext(connection) as queries:
+        assert benchmark(read) == {"user_id": "alice", "title": "a chat", "version": 1}
+    assert len(queries) == 0  # served by memcached (and no ownership check: Django has none)
+
+
+# -- memcached hung --------------------------------------------------------------------------------
+
+
+def test_session_read_p99_with_memcached_hung(
+    benchmark: Any, repo: Repo, memcached_servers: Callable[..., list[MemcachedProcess]]
+) -> None:
+    """Every read while memcached is SIGSTOPped: p99 of the per-call latency (target: far under 200 ms)."""
+    role(benchmark, "subject", "memo SessionCache.get, memcached SIGSTOPped")
+    benchmark.group = "session-read-hung"
+    hung = memcached_servers(1)[0]
+    # The settings the README recommends for a session cache on a LAN: 50 ms timeouts.
+    sessions = _sessions(hung.url, timeout=0.05, connect_timeout=0.05)
+    ids = [sessions.new_id() for _ in range(20)]
+    rows = {sid: sessions.create(sid, insert=lambda sid=sid: repo.insert(sid, "alice")) for sid in ids}  # type: ignore[misc]
+    hung.pause()
+    durations: list[float] = []
+    picks = itertools.cycle(ids)
+
+    def reads() -> int:
+        correct = 0
+        for _ in range(100):
+            sid = next(picks)
+            start = time.perf_counter()
+            got = sessions.get(sid, user_id="alice", load=repo.fetch)
+            durations.append(time.perf_counter() - start)
+            correct += got == rows[sid]
+        return correct
+
+    try:
+        assert benchmark(reads) == 100
+        for _ in range(4):  # enough calls for a p99 in quick mode too
+            assert reads() == 100
+    finally:
+        hung.resume()
+        sessions.cache.close()
+    durations.sort()
+    p99 = durations[int(len(durations) * 0.99) - 1]
+    benchmark.extra_info.update(
+        calls=len(durations),
+        p50_ms=round(durations[len(durations) // 2] * 1000, 3),
+        p99_ms=round(p99 * 1000, 3),
+        max_ms=round(durations[-1] * 1000, 3),
+    )
+    assert p99 < 0.2, benchmark.extra_info
+    assert durations[-1] < 0.2, benchmark.extra_info  # even the calls that paid a timeout
+
+
+# -- hit rate under a Zipf-distributed load --------------------------------------------------------
+
+
+def _zipf_sampler(n: int, s: float, rng: random.Random) -> Callable[[], int]:
+    cumulative = list(itertools.accumulate(1 / (k**s) for k in range(1, n + 1)))
+    total = cumulative[-1]
+    return lambda: bisect.bisect_left(cumulative, rng.random() * total)
+
+
+def test_session_hit_rate_zipf(benchmark: Any, repo: Repo, server: MemcachedProcess) -> None:
+    """1000 active sessions in PostgreSQL, a cold cache, 20,000 requests (Zipf s=1.1), 10% writes."""
+    role(benchmark, "subject", "memo SessionCache, Zipf load")
+    benchmark.group = "session-hit-rate"
+    sessions = _sessions(server.url)
+    ids = [SessionCache.new_id() for _ in range(1000)]
+    expected = {sid: repo.insert(sid, f"user{i % 50}") for i, sid in enumerate(ids)}  # in the DB only
+    rng = random.Random(7)
+    pick = _zipf_sampler(len(ids), 1.1, rng)
+    wrong: list[str] = []
+
+    def load() -> dict[str, int]:
+        for n in range(20_000):
+            sid = ids[pick()]
+            if n % 10 == 0:
+                state = sessions.write(sid, write=lambda sid=sid: repo.add_message(sid, "hi"))  # type: ignore[misc]
+                assert state is not None
+                expected[sid] = state
+            else:
+                got = sessions.get(sid, user_id=expected[sid]["user_id"], load=repo.fetch)
+                if got != expected[sid]:
+                    wrong.append(sid)
+        return sessions.stats()
+
+    stats = benchmark.pedantic(load, rounds=1, iterations=1)
+    hit_rate = stats["hits"] / (stats["hits"] + stats["misses"])
+    benchmark.extra_info.update(hit_rate=round(hit_rate, 4), **{k: stats[k] for k in ("hits", "misses")})
+    assert wrong == []
+    assert hit_rate > 0.9, benchmark.extra_info
+    assert isinstance(expected[ids[0]]["expires_at"], dt.datetime)
+    sessions.cache.close()
