@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from .._backend import SetItem
@@ -398,10 +398,20 @@ class AsyncOps(Core):
         }
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return await self._astore_everywhere(self._aset_one, key, value, ttl)
+
+    async def _astore_everywhere(
+        self,
+        store_one: Callable[[Server, bytes, bytes, int], Awaitable[bool]],
+        key: str,
+        value: bytes,
+        ttl: float | None,
+    ) -> int:
+        """Run one store per server concurrently; return how many stored. Raises if all failed."""
         kb = key_bytes(key)
         servers = self._every_server(kb)
         exp = expiry(ttl)
-        outcomes = await run_groups([self._aset_one(server, kb, value, exp) for server in servers])
+        outcomes = await run_groups([store_one(server, kb, value, exp) for server in servers])
         return sum(stored is True for _, stored in all_outcome(servers, outcomes))
 
     async def _aappend_one(self, server: Server, kb: bytes, value: bytes, exp: int) -> bool:
@@ -413,11 +423,7 @@ class AsyncOps(Core):
         return b"STORED" in lines
 
     async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
-        kb = key_bytes(key)
-        servers = self._every_server(kb)
-        exp = expiry(ttl)
-        outcomes = await run_groups([self._aappend_one(server, kb, value, exp) for server in servers])
-        return sum(stored is True for _, stored in all_outcome(servers, outcomes))
+        return await self._astore_everywhere(self._aappend_one, key, value, ttl)
 
     async def aclose(self) -> None:
         """Close the async connections of every event loop this backend has used.
