@@ -58,6 +58,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "langgraph",
         "langgraph-checkpoint",
         "redis",
+        "uvloop",
+        "emcache",
     ):
         try:
             versions[name] = metadata.version(name)

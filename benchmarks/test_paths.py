@@ -148,56 +148,6 @@ def test_codec(benchmark: Any, library: str, size: str, direction: str) -> None:
         assert benchmark(decode, codec, data) == value
 
 
-# -- async throughput ---------------------------------------------------------------------------
-
-TASKS, PER_TASK = 64, 25
-
-
-def _throughput(benchmark: Any, loop: asyncio.AbstractEventLoop, get: Any) -> None:
-    async def run() -> int:
-        async def worker() -> int:
-            for _ in range(PER_TASK):
-                assert await get() == SMALL
-            return PER_TASK
-
-        return sum(await asyncio.gather(*(worker() for _ in range(TASKS))))
-
-    benchmark.extra_info["ops_per_round"] = TASKS * PER_TASK
-    benchmark.extra_info["throughput"] = True
-    assert benchmark(lambda: loop.run_until_complete(run())) == TASKS * PER_TASK
-
-
-def test_throughput_aiomcache(
-    benchmark: Any, server: MemcachedProcess, loop: asyncio.AbstractEventLoop
-) -> None:
-    import aiomcache
-
-    role(benchmark, "baseline", "aiomcache + orjson")
-    benchmark.group = "throughput-async-64"
-    client = aiomcache.Client(server.host, server.port, pool_size=TASKS)
-    loop.run_until_complete(client.set(b"tput", orjson.dumps(SMALL)))
-
-    async def get() -> Any:
-        return orjson.loads(await client.get(b"tput"))
-
-    _throughput(benchmark, loop, get)
-    loop.run_until_complete(client.close())
-
-
-def test_throughput_memo(benchmark: Any, server: MemcachedProcess, loop: asyncio.AbstractEventLoop) -> None:
-    role(benchmark, "subject", "memo")
-    benchmark.group = "throughput-async-64"
-    cache = memo.Cache(server.url, prefix=f"b{uuid.uuid4().hex[:8]}:", pool_size=TASKS)
-
-    @cache.cached(ns="tput")
-    async def get_user(user_id: int) -> dict[str, Any]:
-        return SMALL
-
-    loop.run_until_complete(get_user(1))
-    _throughput(benchmark, loop, lambda: get_user(1))
-    loop.run_until_complete(cache.aclose())
-
-
 # -- stampede: 200 callers on one cold key ----------------------------------------------------------
 
 CALLERS = 200

@@ -15,13 +15,14 @@ the engine applies it.
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Iterable, Sequence
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, ClassVar
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from ._errors import BackendError, ConfigurationError
 
-__all__ = ["Backend", "PartialFailure", "SetItem", "backend_from_url"]
+__all__ = ["Backend", "PartialFailure", "SetItem", "backend_from_url", "register_backend"]
 
 #: One write: (key, value, ttl in seconds or None for "never expires").
 SetItem = tuple[str, bytes, "float | None"]
@@ -42,6 +43,16 @@ class Backend(abc.ABC):
     `ttl` is a relative lifetime in seconds (int or float, > 0) or None for no
     expiry; converting it to the server's representation is the backend's job.
     """
+
+    #: Options a URL may set, name -> type; `backend_from_url` checks and converts them.
+    OPTIONS: ClassVar[dict[str, type]] = {}
+
+    @classmethod
+    def from_url(cls, parts: SplitResult, options: dict[str, Any]) -> Backend:
+        """Build from a parsed URL that names no host or path; networked backends override this."""
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(f"{parts.scheme}:// takes no host or path, got {parts.geturl()!r}")
+        return cls(**options)
 
     #: Largest value (in bytes) the backend will store; larger values are refused.
     max_value_size: int
@@ -215,6 +226,31 @@ class Backend(abc.ABC):
         """Release every connection the async side holds (in every event loop)."""
 
 
+#: URL scheme -> "module:Class", imported when a URL first uses it (as dogpile.cache
+#: registers its backends). Backends import this module, never the reverse: no import circle.
+_REGISTRY: dict[str, str] = {
+    "memory": "memo._memory:MemoryBackend",
+    # A cache switched off by configuration: the same code paths, no server calls.
+    "null": "memo._null:NullBackend",
+    "memcached": "memo._memcached:MemcachedBackend",
+    "memcached+tls": "memo._memcached:MemcachedBackend",
+    "memcached+discovery": "memo._memcached:MemcachedBackend",
+    "memcached+discovery+tls": "memo._memcached:MemcachedBackend",
+}
+
+
+def register_backend(scheme: str, target: str) -> None:
+    """Make URLs with `scheme` build the backend class `target`, "module:Class", imported on first use.
+
+    The class must subclass `Backend`, list its options in `OPTIONS` and build
+    itself in `from_url(parts, options)`.
+    """
+    module, colon, name = target.partition(":")
+    if not (module and colon and name):
+        raise ValueError(f"backend target must be 'module:Class', got {target!r}")
+    _REGISTRY[scheme.lower()] = target
+
+
 def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
     """Build the backend a URL names; `options` are keyword settings for it.
 
@@ -223,27 +259,18 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    target = _REGISTRY.get(scheme)
+    if target is None:
+        raise ConfigurationError(
+            f"unknown cache URL scheme {parts.scheme!r} in {url!r}; use memory://, "
+            "memcached://host:port[,host:port...], memcached+discovery://config-endpoint:port "
+            "or null:// (a disabled cache)"
+        )
+    module, _, name = target.partition(":")
+    backend_class: type[Backend] = getattr(importlib.import_module(module), name)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     merged: dict[str, Any] = {**query, **options}
-    if scheme == "memory":
-        if parts.netloc or parts.path not in ("", "/"):
-            raise ConfigurationError(f"memory:// takes no host or path, got {url!r}")
-        from ._memory import MemoryBackend
-
-        return MemoryBackend(**_coerce(MemoryBackend.OPTIONS, merged, url))
-    if scheme == "null":
-        # A cache switched off by configuration: the same code paths, no server calls.
-        from ._null import NullBackend
-
-        return NullBackend(**_coerce(NullBackend.OPTIONS, merged, url))
-    if scheme in ("memcached", "memcached+tls"):
-        from ._memcached import MemcachedBackend
-
-        return MemcachedBackend.from_url(parts, _coerce(MemcachedBackend.OPTIONS, merged, url))
-    raise ConfigurationError(
-        f"unknown cache URL scheme {parts.scheme!r} in {url!r}; "
-        "use memory://, memcached://host:port[,host:port...] or null:// (a disabled cache)"
-    )
+    return backend_class.from_url(parts, _coerce(backend_class.OPTIONS, merged, url))
 
 
 def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dict[str, Any]:

@@ -49,9 +49,9 @@ class UsageError(Exception):
 
 def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
     """The TLS context for a `memcached+tls://` URL (system CAs, or `cafile`); None otherwise."""
-    if urlsplit(url).scheme.lower() != "memcached+tls":
+    if not urlsplit(url).scheme.lower().endswith("+tls"):
         if cafile:
-            raise UsageError("--cafile is for memcached+tls:// URLs")
+            raise UsageError("--cafile is for memcached+tls:// (or +tls) URLs")
         return None
     try:
         return ssl.create_default_context(cafile=cafile)
@@ -61,10 +61,10 @@ def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
 
 def servers_of(url: str, cafile: str | None = None) -> tuple[list[tuple[str, int]], ssl.SSLContext | None]:
     """Return the (host, port) of each server a memcached URL names, and the TLS context."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("memcached", "memcached+tls"):
+    if not urlsplit(url).scheme.lower().startswith("memcached"):
         raise UsageError(f"{url!r}: this command talks to memcached servers (memcached:// URLs)")
-    # The backend parses the URL, so the CLI accepts exactly what a Cache accepts.
+    # The backend parses the URL (and asks a discovery endpoint for the nodes), so the CLI
+    # accepts exactly what a Cache accepts.
     backend = backend_from_url(url, {})
     try:
         ids: Sequence[str] = backend.servers  # type: ignore[attr-defined]

@@ -83,6 +83,32 @@ def _free_port() -> int:
         return port
 
 
+def wait_until_listening(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> str | None:
+    """Wait until a started process accepts connections; return what went wrong, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode} (port {port})"
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return None
+        except OSError:
+            if time.monotonic() > deadline:
+                return f"did not accept connections on port {port} within {timeout}s"
+            time.sleep(0.01)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process we started, SIGKILL it after 5 s, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
 class MemcachedStartError(RuntimeError):
     """memcached exited or did not accept connections in time."""
 
@@ -165,22 +191,11 @@ class MemcachedProcess:
         self._paused = False
         if self not in _STARTED:
             _STARTED.append(self)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise MemcachedStartError(
-                    f"memcached exited with {self.proc.returncode} on port {self.port}: {self.log()[-2000:]}"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise MemcachedStartError(
-                        f"memcached did not accept connections on port {self.port} within {timeout}s"
-                    ) from None
-                time.sleep(0.01)
+        problem = wait_until_listening(self.proc, self.host, self.port, timeout)
+        if problem is not None:
+            self.kill()
+            raise MemcachedStartError(f"memcached {problem}: {self.log()[-2000:]}")
+        return self
 
     @property
     def running(self) -> bool:
@@ -239,15 +254,9 @@ class MemcachedProcess:
         """SIGTERM and wait (SIGKILL after 5 s)."""
         if self.proc is None:
             return
-        if self.running:
-            if self._paused:
-                self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait()
+        if self.running and self._paused:
+            self.resume()
+        terminate(self.proc)
 
     def kill(self) -> None:
         """SIGKILL and wait: the server vanishes without closing anything politely."""

@@ -254,3 +254,14 @@ def test_tls_servers(memcached_servers: Any, memcached_tls_files: tuple[str, str
     assert memo_cli("inspect", url, f.key_for(), "--cafile", cert).returncode == 0
     assert memo_cli("clear", url, "tls", "--prefix", "tls:", "--cafile", cert).returncode == 0
     assert memo_cli("ping", "memcached://127.0.0.1:1", "--cafile", cert).returncode == 2
+
+
+@pytest.mark.memcached
+def test_ping_asks_a_discovery_endpoint_for_the_nodes(memcached_servers: Any, config_endpoint: Any) -> None:
+    nodes = memcached_servers(2)
+    endpoint = config_endpoint(nodes)
+    result = memo_cli("ping", endpoint.url, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = as_json(result)
+    assert sorted(r["server"].rsplit(":", 1)[1] for r in rows) == sorted(str(n.port) for n in nodes)
+    assert all(r["ok"] for r in rows)

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,69 +15,17 @@ PUBLIC_ERRORS = {
 }
 
 
-NUTCRACKER = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def refusing_server(memcached_servers: Any, tmp_path: Any) -> Iterator[str]:
+def refusing_server(memcached_servers: Any, nutcracker: Any) -> str:
     """twemproxy in front of a memcached that died: it answers `SERVER_ERROR Connection refused`.
 
     An error reply is what memo must translate: the proxy is alive and answers,
     but with an error line instead of a result.
     """
-    if not os.access(NUTCRACKER, os.X_OK):
-        message = "twemproxy (nutcracker) is needed for this test; install the nutcracker package"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     (backend,) = memcached_servers(1)
-    port = _free_port()
-    config = tmp_path / "nutcracker.yml"
-    config.write_text(
-        "pool:\n"
-        f"  listen: 127.0.0.1:{port}\n"
-        "  hash: fnv1a_64\n  distribution: ketama\n  timeout: 400\n  redis: false\n"
-        f"  servers:\n   - {backend.address}:1\n"
-    )
-    proxy = subprocess.Popen(
-        [
-            NUTCRACKER,
-            "-c",
-            str(config),
-            "-o",
-            str(tmp_path / "log"),
-            "-s",
-            str(_free_port()),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(tmp_path / "pid"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proxy.poll() is None, "nutcracker did not start"
-                time.sleep(0.02)
-        backend.kill()
-        yield f"memcached://127.0.0.1:{port}"
-    finally:
-        proxy.kill()
-        proxy.wait()
+    proxy = nutcracker([backend])
+    backend.kill()
+    return f"memcached://{proxy.address}"
 
 
 def _escaped(call: Any) -> BaseException | None:

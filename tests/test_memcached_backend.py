@@ -25,7 +25,10 @@ from pymemcache.client.base import Client as RawClient
 
 from memo._backend import PartialFailure, backend_from_url
 from memo._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
-from memo._memcached import MemcachedBackend, _Connection, _expiry, _Slots
+from memo._memcached import MemcachedBackend
+from memo._memcached._pools import Slots
+from memo._memcached._protocol import Connection
+from memo._memcached._wire import expiry
 from memo._routing import Router
 
 pytestmark = pytest.mark.memcached
@@ -282,13 +285,13 @@ async def test_async_batches_cost_one_round_trip_per_server(
     procs = memcached_servers(3, verbose=True)
     keys = [f"rt:{i}" for i in range(300)]
     requests: collections.Counter[str] = collections.Counter()
-    real_request = _Connection.request
+    real_request = Connection.request
 
-    def counting_request(self: _Connection, *args: Any, **kwargs: Any) -> Any:
+    def counting_request(self: Connection, *args: Any, **kwargs: Any) -> Any:
         requests[self.server_id] += 1
         return real_request(self, *args, **kwargs)
 
-    monkeypatch.setattr(_Connection, "request", counting_request)
+    monkeypatch.setattr(Connection, "request", counting_request)
     async with async_backend([p.address for p in procs]) as b:
         every = {p.address: 1 for p in procs}
         assert await b.aset_many([(k, b"x", 60) for k in keys]) == []
@@ -313,14 +316,14 @@ async def test_cancelled_async_calls_never_leak_replies(
     keys = [f"c:{i}" for i in range(400)]
     values = {k: f"value-of-{k}|".encode() * (1 + i % 9) for i, k in enumerate(keys)}
     discarded = 0
-    real_discard = _Slots.discard
+    real_discard = Slots.discard
 
-    def counting_discard(self: _Slots, conn: _Connection) -> None:
+    def counting_discard(self: Slots, conn: Connection) -> None:
         nonlocal discarded
         discarded += 1
         real_discard(self, conn)
 
-    monkeypatch.setattr(_Slots, "discard", counting_discard)
+    monkeypatch.setattr(Slots, "discard", counting_discard)
     # A small pool, so every connection serves many calls and a leaked reply would be read.
     async with async_backend([proc.address], pool_size=4, timeout=5.0) as b:
         assert await b.aset_many([(k, v, None) for k, v in values.items()]) == []
@@ -406,12 +409,28 @@ def test_interrupted_sync_call_does_not_poison_the_pool(
             client.get(k2)
         monkeypatch.undo()
 
+    class InterruptedOnce:
+        """The pooled client's socket, interrupted once after the request went out."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def recv(self, size: int) -> bytes:
+            armed[0] = False
+            self.recv = self.sock.recv  # type: ignore[method-assign]
+            raise Interrupted
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.sock, name)
+
     with sync_backend(memcached_server.url, pool_size=1) as b:
         assert b.get(k1.decode()) == b"v1"  # one pooled connection now
         armed[0] = True
-        monkeypatch.setattr(pymemcache.client.base, "_recv", recv_interrupted_once)
+        (client,) = b._topology.servers[0].free
+        client.sock = InterruptedOnce(client.sock)
         with pytest.raises(Interrupted):
             b.get(k1.decode())
+        assert not armed[0]
         for _ in range(3):
             assert b.get(k2.decode()) == b"v2"
             assert b.get(k1.decode()) == b"v1"
@@ -499,7 +518,9 @@ def test_hung_server_times_out_then_breaker_opens(memcached_servers: Servers) ->
 
 async def test_hung_server_async_and_the_breaker_is_shared(memcached_servers: Servers) -> None:
     (proc,) = memcached_servers(1)
-    async with async_backend([proc.address], timeout=0.1, failure_threshold=3, retry_after=0.5) as b:
+    # Three concurrent gets make two requests (the first goes out at once, the
+    # other two share the next): two timeouts open the breaker.
+    async with async_backend([proc.address], timeout=0.1, failure_threshold=2, retry_after=0.5) as b:
         assert await b.aset("k", b"v", None)
         proc.pause()
         try:
@@ -658,17 +679,17 @@ async def test_values_the_server_refuses_are_reported_not_stored(memcached_serve
 
 
 def test_ttl_conversion() -> None:
-    assert _expiry(None) == 0
-    assert _expiry(0.2) == 1
-    assert _expiry(1) == 1
-    assert _expiry(1.5) == 2
-    assert _expiry(2_592_000) == 2_592_000
+    assert expiry(None) == 0
+    assert expiry(0.2) == 1
+    assert expiry(1) == 1
+    assert expiry(1.5) == 2
+    assert expiry(2_592_000) == 2_592_000
     now = time.time()
-    assert abs(_expiry(2_592_001) - (now + 2_592_001)) <= 2
-    assert abs(_expiry(40 * 86400.5) - (now + 40 * 86400.5)) <= 2
-    assert _expiry(100 * 365 * 86400) == 0  # past 2038: never expires rather than garbage
+    assert abs(expiry(2_592_001) - (now + 2_592_001)) <= 2
+    assert abs(expiry(40 * 86400.5) - (now + 40 * 86400.5)) <= 2
+    assert expiry(100 * 365 * 86400) == 0  # past 2038: never expires rather than garbage
     with pytest.raises(ValueError):
-        _expiry(float("nan"))
+        expiry(float("nan"))
 
 
 async def test_ttls_on_the_server(memcached_url: str, prefix: str) -> None:
@@ -699,29 +720,29 @@ async def test_async_connections_are_bounded_by_pool_size(
     live: set[int] = set()
     most = [0]
     real_made, real_lost, real_abort = (
-        _Connection.connection_made,
-        _Connection.connection_lost,
-        _Connection.abort,
+        Connection.connection_made,
+        Connection.connection_lost,
+        Connection.abort,
     )
 
-    def recording_made(self: _Connection, transport: asyncio.BaseTransport) -> None:
+    def recording_made(self: Connection, transport: asyncio.BaseTransport) -> None:
         live.add(id(self))
         most[0] = max(most[0], len(live))
         real_made(self, transport)
 
     # A discarded connection counts as gone when it is aborted: its connection_lost
     # callback may only run after a replacement has been opened.
-    def recording_abort(self: _Connection) -> None:
+    def recording_abort(self: Connection) -> None:
         live.discard(id(self))
         real_abort(self)
 
-    def recording_lost(self: _Connection, exc: Exception | None) -> None:
+    def recording_lost(self: Connection, exc: Exception | None) -> None:
         live.discard(id(self))
         real_lost(self, exc)
 
-    monkeypatch.setattr(_Connection, "connection_made", recording_made)
-    monkeypatch.setattr(_Connection, "connection_lost", recording_lost)
-    monkeypatch.setattr(_Connection, "abort", recording_abort)
+    monkeypatch.setattr(Connection, "connection_made", recording_made)
+    monkeypatch.setattr(Connection, "connection_lost", recording_lost)
+    monkeypatch.setattr(Connection, "abort", recording_abort)
     async with async_backend([proc.address], pool_size=3) as b:
         keys = [f"b:{i}" for i in range(50)]
         assert await b.aset_many([(k, k.encode(), None) for k in keys]) == []
@@ -752,7 +773,7 @@ def test_threads_share_the_sync_pool(memcached_url: str, prefix: str) -> None:
         for t in threads:
             t.join()
         assert wrong == []
-        assert len(b._servers[0].free) <= 2  # idle connections beyond pool_size were closed
+        assert len(b._topology.servers[0].free) <= 2  # idle connections beyond pool_size were closed
 
 
 def test_each_event_loop_gets_its_own_pool_and_it_closes_with_the_loop(

@@ -24,7 +24,10 @@ from pymemcache.exceptions import (
 )
 
 from memo._errors import BackendError
-from memo._memcached import _FETCH, MemcachedBackend, _Connection, _get_many_sync
+from memo._memcached import MemcachedBackend
+from memo._memcached._protocol import FETCH as _FETCH
+from memo._memcached._protocol import Connection as _Connection
+from memo._memcached._sync import get_many_sync as _get_many_sync
 
 TRICKY = [
     b"",

@@ -1,0 +1,149 @@
+"""The batch plan, shared by sync and async: group by server, one request each, combine.
+
+A batch (`get_many`, `set_many`, `delete_many`) is split by the server each key
+routes to; each group becomes one request (a multi-key `get`, or pipelined
+`set`/`delete` commands); the drivers run the requests - in turn (sync) or
+concurrently (async) - and hand back one outcome per group, a result or the
+`BackendError` it failed with. Everything else happens here, once: grouping,
+refusing oversize values, merging the outcomes, and deciding between success,
+`PartialFailure` (some servers failed: the result carries what arrived) and
+the first error (all failed). Groups are keyed by `Server` object, not by
+index, so a node list swapped by auto-discovery in the middle of a batch
+cannot misdirect it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .._backend import PartialFailure, SetItem
+from .._errors import BackendError
+from ._server import Server
+from ._topology import Topology
+from ._wire import ServerError, expiry, key_bytes
+
+__all__ = [
+    "KeyGroups",
+    "all_outcome",
+    "WriteGroups",
+    "finish",
+    "group_items",
+    "group_keys",
+    "merge_deleted",
+    "merge_found",
+    "merge_not_stored",
+]
+
+#: Keys by server: (key, key bytes) in the order given.
+KeyGroups = dict[Server, list[tuple[str, bytes]]]
+#: Writes by server: (key, key bytes, value, exptime).
+WriteGroups = dict[Server, list[tuple[str, bytes, bytes, int]]]
+
+
+def group_keys(topology: Topology, keys: Iterable[str]) -> KeyGroups:
+    """Split keys by the server each routes to, keeping each group in the order given."""
+    groups: KeyGroups = {}
+    servers = topology.servers
+    if len(servers) == 1:
+        pairs = [(k, key_bytes(k)) for k in keys]
+        return {servers[0]: pairs} if pairs else groups
+    index = topology.index
+    for key in keys:
+        kb = key_bytes(key)
+        server = servers[index(kb)]
+        group = groups.get(server)
+        if group is None:
+            groups[server] = [(key, kb)]
+        else:
+            group.append((key, kb))
+    return groups
+
+
+def group_items(
+    topology: Topology, items: Iterable[SetItem], limit: int, not_stored: list[str]
+) -> WriteGroups:
+    """Group writes by server; values above `limit` bytes are listed in `not_stored` instead."""
+    groups: WriteGroups = {}
+    servers = topology.servers
+    single = servers[0] if len(servers) == 1 else None
+    index = topology.index
+    for key, value, ttl in items:
+        kb = key_bytes(key)
+        if len(value) > limit:
+            not_stored.append(key)
+            continue
+        if type(value) is not bytes:
+            value = bytes(value)
+        server = single if single is not None else servers[index(kb)]
+        entry = (key, kb, value, expiry(ttl))
+        group = groups.get(server)
+        if group is None:
+            groups[server] = [entry]
+        else:
+            group.append(entry)
+    return groups
+
+
+def merge_found(groups: KeyGroups, outcomes: Sequence[Any]) -> tuple[dict[str, bytes], list[BaseException]]:
+    """Combine `{key bytes: value}` outcomes of multi-key gets into `{key: value}`."""
+    found: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+    for pairs, outcome in zip(groups.values(), outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            errors.append(outcome)
+            continue
+        for key, kb in pairs:
+            value = outcome.get(kb)
+            if value is not None:
+                found[key] = value
+    return found, errors
+
+
+def merge_not_stored(
+    groups: WriteGroups, outcomes: Sequence[Any], not_stored: list[str]
+) -> list[BaseException]:
+    """Add each group's refused keys (all of a failed group's) to `not_stored`; return the errors.
+
+    An error line from a server (`ServerError`) means "not stored", not a failure.
+    """
+    errors: list[BaseException] = []
+    for entries, outcome in zip(groups.values(), outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            not_stored += [key for key, _, _, _ in entries]
+            if not isinstance(outcome, ServerError):
+                errors.append(outcome)
+        else:
+            not_stored += outcome
+    return errors
+
+
+def merge_deleted(groups: KeyGroups, outcomes: Sequence[Any]) -> tuple[list[str], list[BaseException]]:
+    """Return the keys whose delete was not confirmed, and the errors."""
+    unconfirmed: list[str] = []
+    errors: list[BaseException] = []
+    for pairs, outcome in zip(groups.values(), outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            unconfirmed += [key for key, _ in pairs]
+            errors.append(outcome)
+    return unconfirmed, errors
+
+
+def finish(operation: str, result: Any, errors: Sequence[BaseException], groups: int) -> None:
+    """Raise the first error when every group failed, `PartialFailure` when some did."""
+    if not errors:
+        return
+    if len(errors) == groups:
+        raise errors[0]
+    raise PartialFailure(
+        f"{operation}: {len(errors)} of {groups} memcached servers failed; first error: {errors[0]}",
+        result,
+        errors,
+    )
+
+
+def all_outcome(servers: Sequence[Server], outcomes: Sequence[Any]) -> list[tuple[Server, Any]]:
+    """Pair each server of a `get_all`/`set_all` with its outcome; raise if all failed."""
+    if outcomes and all(isinstance(o, BackendError) for o in outcomes):
+        raise outcomes[0]
+    return [(s, o) for s, o in zip(servers, outcomes, strict=True) if not isinstance(o, BaseException)]

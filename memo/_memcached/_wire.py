@@ -1,0 +1,143 @@
+"""The wire format: keys, expiries, server addresses, and reply lines.
+
+Pure functions and constants shared by the sync and async sides; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection
+
+from .._errors import BackendError, BackendProtocolError, BackendUnavailable, ConfigurationError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ERROR_PREFIXES",
+    "STATUS_LINES",
+    "ServerError",
+    "deleted",
+    "error_line",
+    "expiry",
+    "format_server_id",
+    "key_bytes",
+    "parse_server",
+    "whole_reply",
+]
+
+DEFAULT_PORT = 11211
+#: Memcached reads an expiry above 30 days as an absolute Unix time.
+_MAX_RELATIVE_EXPIRY = 2_592_000
+#: Memcached parses expiries as a signed 32-bit integer.
+_MAX_EXPIRY = 2**31 - 1
+
+
+#: An error reply (`SERVER_ERROR ...`, `CLIENT_ERROR ...`, `ERROR`): the server is
+#: alive, so this does not count against its circuit breaker; for writes it means
+#: "not stored". Public, because under on_error="raise" it reaches the caller.
+ServerError = BackendProtocolError
+
+
+def key_bytes(key: str) -> bytes:
+    """Encode a key once; refuse what memcached's text protocol cannot carry.
+
+    Printable ASCII without spaces, 1-250 characters. str methods check this
+    in about 0.15 µs; a compiled regular expression takes twice as long.
+    """
+    if 0 < len(key) <= 250 and key.isascii() and key.isprintable() and " " not in key:
+        return key.encode("ascii")
+    raise ValueError(f"invalid memcached key {key!r}: 1-250 printable ASCII characters without spaces")
+
+
+def expiry(ttl: float | None) -> int:
+    """Convert a relative ttl in seconds (or None) to memcached's exptime field.
+
+    None is 0 (never expires). A ttl is rounded up to whole seconds, at least 1.
+    Beyond 30 days memcached reads the field as an absolute Unix time, so that
+    is what is sent; one beyond 2038 (the field is 32-bit) becomes 0.
+    """
+    if ttl is None:
+        return 0
+    if not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a finite number of seconds or None, got {ttl!r}")
+    seconds = max(1, math.ceil(ttl))
+    if seconds <= _MAX_RELATIVE_EXPIRY:
+        return seconds
+    absolute = int(time.time()) + seconds
+    return absolute if absolute <= _MAX_EXPIRY else 0
+
+
+def parse_server(spec: str, url: str) -> tuple[str, int]:
+    """Split "host", "host:port" or "[v6]:port" into (host, port)."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigurationError(f"malformed server {spec!r} in {url!r}")
+        port_text = rest[1:]
+    elif spec.count(":") > 1:
+        raise ConfigurationError(f"IPv6 server {spec!r} in {url!r} must be written as [address]:port")
+    else:
+        host, _, port_text = spec.partition(":")
+    if not host:
+        raise ConfigurationError(f"missing host in {url!r}")
+    if not port_text:
+        return host, DEFAULT_PORT
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigurationError(f"port {port_text!r} of {spec!r} in {url!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"port {port} of {spec!r} in {url!r} is out of range")
+    return host, port
+
+
+def format_server_id(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+ERROR_PREFIXES = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
+# One-line replies to set/add/delete that leave the connection in step.
+# SERVER_ERROR does too: memcached reads (and drops) the refused value first.
+STATUS_LINES = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
+
+
+def error_line(line: bytes, server_id: str) -> BackendError:
+    """The error for a reply line that is not the expected answer."""
+    text = line[:200].decode("ascii", "replace")
+    if line.startswith(ERROR_PREFIXES):
+        return ServerError(f"memcached {server_id} answered {text!r}")
+    return BackendUnavailable(f"unexpected reply from memcached {server_id}: {text!r}")
+
+
+def deleted(line: bytes, server_id: str) -> bool:
+    if line == b"DELETED":
+        return True
+    if line == b"NOT_FOUND":
+        return False
+    raise error_line(line, server_id)
+
+
+def whole_reply(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:
+    """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
+
+    Splitting at CRLF loses nothing, so when every header names a key asked
+    for and every value piece has exactly the length its header gives, and
+    `END` is the last line, the pieces are exactly what `_read_reply` would cut.
+    Any doubt (a value containing CRLF, a reply still incomplete) is None.
+    """
+    parts = buf.split(b"\r\n")
+    last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
+    found: dict[bytes, bytes] = {}
+    i = 0
+    try:
+        while i < last:
+            verb, key, _flags, size = parts[i].split(b" ")
+            value = parts[i + 1]
+            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
+                return None
+            found[key] = value
+            i += 2
+    except (ValueError, IndexError):
+        return None
+    return found if i == last and parts[i] == b"END" else None
