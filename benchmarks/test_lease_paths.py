@@ -182,3 +182,28 @@ def test_invalidate_fill_race(
     benchmark.extra_info.update(stale=stale, trials=trials)
     if leases:
         assert stale == 0
+
+
+# -- the hit path beside the previous release (0.1.0: no leases, no exact expiry) -------------
+
+
+@pytest.mark.parametrize("release", ["previous", "this"])
+def test_hit_beside_previous_release(benchmark: Any, server: MemcachedProcess, release: str) -> None:
+    """The same sync hit (ttl=600) through memo 0.1.0 and through this memo, in one run."""
+    import previous_release
+
+    module: Any = memo if release == "this" else previous_release.load()
+    if module is None:
+        pytest.skip("the previous release's commit is not in this clone")
+    role(benchmark, "baseline" if release == "previous" else "subject", f"memo {module.__version__}")
+    benchmark.group = "hit-vs-previous-release"
+    cache = module.Cache(server.url, prefix=f"b{uuid.uuid4().hex[:8]}:")
+
+    @cache.cached(ns="bench", ttl=600)
+    def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    get_user(42)
+    assert benchmark(get_user, 42) == SMALL
+    assert cache.stats("bench")["misses"] == 1
+    cache.close()
