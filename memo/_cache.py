@@ -402,9 +402,11 @@ class Cache:
         self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
     ) -> None:
         # Failures of one multi-server operation are one error, counted under `ns`
-        # (a function's scope counts in its namespace).
+        # (a function's scope counts in its namespace, and its events say "cached").
         if errors:
-            self.record_error(ns.partition(SCOPE)[0], what, errors[0], on_error)
+            name, scoped, _ = ns.partition(SCOPE)
+            self._emit("error", name, None, None, errors[0], "cached" if scoped else "values")
+            self.record_error(name, what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
         """Invalidate every entry of namespace `ns`, or everything this Cache owns.
@@ -438,51 +440,62 @@ class Cache:
 
     # -- guarded backend access (fail open) ------------------------------------
 
-    def _get_many(self, keys: Sequence[str], ns: str, on_error: OnError | None = None) -> dict[str, bytes]:
+    def _get_many(
+        self, keys: Sequence[str], ns: str, on_error: OnError | None = None, source: str = "values"
+    ) -> dict[str, bytes]:
         """Read several keys; on failure count it and return what arrived."""
         try:
             return self.backend.get_many(keys)
         except BackendError as exc:
-            return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
+            return self._batch_failed(exc, ns, "a batch read", on_error, {}, source)  # type: ignore[no-any-return]
 
     async def _aget_many(
-        self, keys: Sequence[str], ns: str, on_error: OnError | None = None
+        self, keys: Sequence[str], ns: str, on_error: OnError | None = None, source: str = "values"
     ) -> dict[str, bytes]:
         """Async `_get_many`."""
         try:
             return await self.backend.aget_many(keys)
         except BackendError as exc:
-            return self._batch_failed(exc, ns, "a batch read", on_error, {})  # type: ignore[no-any-return]
+            return self._batch_failed(exc, ns, "a batch read", on_error, {}, source)  # type: ignore[no-any-return]
 
-    def _set_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+    def _set_many(
+        self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None, source: str = "values"
+    ) -> int:
         """Write several items; return how many were stored (failures counted)."""
         try:
             failed = self.backend.set_many(items)
         except BackendError as exc:
-            failed = self._batch_failed(exc, ns, "a batch write", on_error, None)
-        return self._count_writes(ns, len(items), failed)
+            failed = self._batch_failed(exc, ns, "a batch write", on_error, None, source)
+        return self._count_writes(ns, len(items), failed, source)
 
-    async def _aset_many(self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None) -> int:
+    async def _aset_many(
+        self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None, source: str = "values"
+    ) -> int:
         """Async `_set_many`."""
         try:
             failed = await self.backend.aset_many(items)
         except BackendError as exc:
-            failed = self._batch_failed(exc, ns, "a batch write", on_error, None)
-        return self._count_writes(ns, len(items), failed)
+            failed = self._batch_failed(exc, ns, "a batch write", on_error, None, source)
+        return self._count_writes(ns, len(items), failed, source)
 
     def _batch_failed(
-        self, exc: BackendError, ns: str, what: str, on_error: OnError | None, nothing: Any
+        self, exc: BackendError, ns: str, what: str, on_error: OnError | None, nothing: Any, source: str
     ) -> Any:
         # A partial failure still carries what the healthy servers answered.
+        self._emit("error", ns, None, None, exc, source)
         self.record_error(ns, what, exc, on_error)
         return exc.result if isinstance(exc, PartialFailure) else nothing
 
-    def _count_writes(self, ns: str, attempted: int, failed: list[str] | None) -> int:
+    def _count_writes(self, ns: str, attempted: int, failed: list[str] | None, source: str) -> int:
         if failed is None:  # the whole batch failed: counted as an error already
             return 0
         stats = self.ns_stats(ns)
         stats.not_stored += len(failed)
         stats.sets += attempted - len(failed)
+        if self._events.hook is not None:
+            for kind, n in (("set", attempted - len(failed)), ("not_stored", len(failed))):
+                for _ in range(n):
+                    self._emit(kind, ns, None, None, None, source)
         return attempted - len(failed)
 
     # -- lifecycle -------------------------------------------------------------

@@ -66,6 +66,7 @@ _PLAIN = MAGIC + bytes([VERSION, PLAIN])
 _PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _monotonic = time.monotonic
 _time = time.time
+_perf = time.perf_counter
 
 
 async def _returning(value: Any) -> Any:
@@ -251,14 +252,27 @@ class Memo:
     def decode(self, raw: bytes) -> Any:
         try:
             return self.codec.decode(raw)
-        except DecodeError:
+        except DecodeError as exc:
             if not is_lease(raw):
                 self._stats.decode_errors += 1
+                if self._bound is not None:
+                    self._bound._emit("decode_error", self.ns, self.name, None, exc, "cached")
             return MISS
 
-    def encode(self, value: Any) -> bytes | None:
+    def _observed(self, cache: Cache, kind: str, t0: float) -> None:
+        """Report a hit-path outcome and how long its read took to the Cache's event hook."""
+        cache._emit(kind, self.ns, self.name, _perf() - t0, None, "cached")
+
+    def _count(self, cache: Cache, counter: str, kind: str) -> None:
+        """Count an outcome of a cold path and report it to the Cache's event hook."""
+        setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+        cache._emit(kind, self.ns, self.name, None, None, "cached")
+
+    def encode(self, value: Any, cache: Cache | None = None) -> bytes | None:
         """The bytes to store for a result, or None: not to be stored (`cache_if`, or not encodable)."""
         if self.cache_if is not None and not self.cache_if(value):
+            if cache is not None:
+                cache._emit("forbidden", self.ns, self.name, None, None, "cached")
             return None
         ttl_ms = self._ttl_ms
         try:
@@ -309,6 +323,7 @@ class Memo:
         return entry is not None and key.startswith(entry[0] + ":", len(self._static))
 
     def _failed(self, cache: Cache, what: str, exc: BackendError) -> None:
+        cache._emit("error", self.ns, self.name, None, exc, "cached")
         cache.record_error(self.ns, what, exc, self._on_error, self._stats)
 
     def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
@@ -320,7 +335,7 @@ class Memo:
 
     def _too_big(self, cache: Cache, data: bytes) -> bool:
         if len(data) > cache.backend.max_value_size:
-            self._stats.not_stored += 1
+            self._count(cache, "not_stored", "not_stored")
             return True
         return False
 
@@ -333,31 +348,26 @@ class Memo:
         """
         if not self._leases:
             return (yield from self._fill_plain(cache, key, bad))
-        stats = self._stats
         found: list[Any] = []
-        usable = partial(self._usable, found, bad)
         try:
-            outcome = yield from leases.acquire(key, self._lease_ttl, usable)
-            deadline = 0.0
-            while outcome is leases.HELD:
-                if not deadline:
-                    deadline = _monotonic() + self._lease_wait
-                    stats.lease_waits += 1
-                raw = yield from leases.wait(key, deadline, usable)
-                if raw is not None:
-                    return found[-1], raw
-                if _monotonic() >= deadline:
-                    # The holder is slow or gone: compute, but leave its lease alone.
-                    value = yield ("compute", ())
-                    return value, self.encode(value)
-                outcome = yield from leases.acquire(key, self._lease_ttl, usable)
+            outcome = yield from leases.acquire_or_wait(
+                key,
+                self._lease_ttl,
+                self._lease_wait,
+                partial(self._usable, found, bad),
+                partial(self._count, cache, "lease_waits", "lease_wait"),
+            )
         except BackendError as exc:
             self._failed(cache, "taking a lease", exc)
             value = yield ("compute", ())
             return value, None
+        if outcome is None:
+            # The holder is slow or gone: compute, but leave its lease alone.
+            value = yield ("compute", ())
+            return value, self.encode(value, cache)
         if isinstance(outcome, leases.Found):
             return found[-1], outcome.raw
-        assert isinstance(outcome, leases.Acquired)
+        cache._emit("lease_acquired", self.ns, self.name, None, None, "cached")
         try:
             value = yield ("compute", ())
         except BaseException:
@@ -365,18 +375,18 @@ class Memo:
             with contextlib.suppress(BackendError):
                 yield from leases.invalidate(key)
             raise
-        data = self.encode(value)
+        data = self.encode(value, cache)
         try:
             if data is None or self._too_big(cache, data):
                 yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
             elif not self._generation_is(cache, key):
                 # Cleared while computing: the key is unreachable; leave nothing behind.
-                stats.lease_lost += 1
+                self._count(cache, "lease_lost", "lease_lost")
                 yield from leases.invalidate(key)
             elif (yield from leases.store(key, data, self._hard_ttl, outcome.unique)):
-                stats.sets += 1
+                self._count(cache, "sets", "set")
             else:
-                stats.lease_lost += 1
+                self._count(cache, "lease_lost", "lease_lost")
         except BackendError as exc:
             self._failed(cache, "a write", exc)
         return value, data
@@ -393,13 +403,13 @@ class Memo:
         if raw is not None and self._usable(found, bad, raw):
             return found[-1], raw
         value = yield ("compute", ())
-        data = self.encode(value)
+        data = self.encode(value, cache)
         if data is not None:
             try:
                 if (yield ("set", (key, data, self._hard_ttl))):
-                    self._stats.sets += 1
+                    self._count(cache, "sets", "set")
                 else:
-                    self._stats.not_stored += 1
+                    self._count(cache, "not_stored", "not_stored")
             except BackendError as exc:
                 self._failed(cache, "a write", exc)
         return value, data
@@ -420,12 +430,12 @@ class Memo:
                 with contextlib.suppress(BackendError):
                     yield ("delete", (rkey,))
                 raise
-            data = self.encode(value)
+            data = self.encode(value, cache)
             if data is not None and not self._too_big(cache, data):
                 if (yield from leases.store(key, data, self._hard_ttl, got[1])):
-                    self._stats.sets += 1
+                    self._count(cache, "sets", "set")
                 else:
-                    self._stats.lease_lost += 1
+                    self._count(cache, "lease_lost", "lease_lost")
             yield ("delete", (rkey,))
         except BackendError as exc:
             self._failed(cache, "revalidating a stale entry", exc)
@@ -447,13 +457,13 @@ class Memo:
             raise
         if key is None:
             return value
-        data = self.encode(value)
+        data = self.encode(value, cache)
         try:
             if data is not None and unique is not None and not self._too_big(cache, data):
                 if (yield from leases.store(key, data, self._hard_ttl, unique)):
-                    self._stats.sets += 1
+                    self._count(cache, "sets", "set")
                     return value
-                self._stats.lease_lost += 1
+                self._count(cache, "lease_lost", "lease_lost")
             # Not stored: drop our marker (or whatever replaced it) rather than leave it.
             yield from leases.invalidate(key)
         except BackendError as exc:
@@ -479,6 +489,7 @@ class Memo:
             return wrapped(*args, **kwargs)
         full = (instance, *args) if instance is not None and self.prepend else args
         key = self._static + gen + ":" + self._digest(full, kwargs)
+        t0 = _perf() if cache._events.hook is not None else 0.0  # timed only for an event hook
         try:
             raw = cache.backend.get(key)
         except BackendError as exc:
@@ -496,15 +507,23 @@ class Memo:
                     value = MISS
                 if value is not MISS:
                     self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
                     return value
                 self._stats.decode_errors += 1
+                if t0:
+                    self._observed(cache, "decode_error", t0)
             else:
                 state, value = self._classify(raw)
                 if state is _HIT:
                     self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
                     return value
                 if state is _STALE:
                     self._stats.stale += 1
+                    if t0:
+                        self._observed(cache, "stale", t0)
                     self.refresher.submit(
                         key,
                         partial(
@@ -516,6 +535,8 @@ class Memo:
                     )
                     return value
         self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
         outcome, led = self.flight.run(
             (key, self._epoch),
             partial(run_sync, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
@@ -596,6 +617,7 @@ class Memo:
                 return await wrapped(*args, **kwargs)
         full = (instance, *args) if instance is not None and self.prepend else args
         key = self._static + gen + ":" + self._digest(full, kwargs)
+        t0 = _perf() if cache._events.hook is not None else 0.0  # timed only for an event hook
         try:
             raw = await cache.backend.aget(key)
         except BackendError as exc:
@@ -612,15 +634,23 @@ class Memo:
                     value = MISS
                 if value is not MISS:
                     self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
                     return value
                 self._stats.decode_errors += 1
+                if t0:
+                    self._observed(cache, "decode_error", t0)
             else:
                 state, value = self._classify(raw)
                 if state is _HIT:
                     self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
                     return value
                 if state is _STALE:
                     self._stats.stale += 1
+                    if t0:
+                        self._observed(cache, "stale", t0)
                     self.refresher.asubmit(
                         key,
                         partial(
@@ -632,6 +662,8 @@ class Memo:
                     )
                     return value
         self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
         outcome, led = await self.flight.run(
             (key, self._epoch),
             partial(run_async, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),

@@ -558,6 +558,10 @@ class MemcachedCache(BaseCache[ValueT]):
                     values[full] = value
         self._stats.hits += len(values)
         self._stats.misses += asked - len(values)
+        if self.cache._events.hook is not None:
+            for kind, n in (("hit", len(values)), ("miss", asked - len(values))):
+                for _ in range(n):
+                    self.cache._emit(kind, self.name, None, None, None, "langgraph")
         return values
 
     def _items(
@@ -598,7 +602,9 @@ class MemcachedCache(BaseCache[ValueT]):
             return {}
         spaces = self._spaces_of(keys)
         storage = self._storage(keys, spaces, *self._generations(spaces))
-        found = self.cache._get_many(list(storage.values()), self.name, "ignore") if storage else {}
+        found = (
+            self.cache._get_many(list(storage.values()), self.name, "ignore", "langgraph") if storage else {}
+        )
         return self._collect(len(keys), storage, found)
 
     def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -611,7 +617,7 @@ class MemcachedCache(BaseCache[ValueT]):
             return
         items = self._items(pairs, self._storage(pairs, spaces, owner, gens))
         if items:
-            self.cache._set_many(items, self.name, "ignore")
+            self.cache._set_many(items, self.name, "ignore", "langgraph")
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop the entries of exactly `namespaces`, or, with None, everything this cache owns.
@@ -665,7 +671,11 @@ class MemcachedCache(BaseCache[ValueT]):
             return {}
         spaces = self._spaces_of(keys)
         storage = self._storage(keys, spaces, *await self._agenerations(spaces))
-        found = await self.cache._aget_many(list(storage.values()), self.name, "ignore") if storage else {}
+        found = (
+            await self.cache._aget_many(list(storage.values()), self.name, "ignore", "langgraph")
+            if storage
+            else {}
+        )
         return self._collect(len(keys), storage, found)
 
     async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
@@ -678,7 +688,7 @@ class MemcachedCache(BaseCache[ValueT]):
             return
         items = self._items(pairs, self._storage(pairs, spaces, owner, gens))
         if items:
-            await self.cache._aset_many(items, self.name, "ignore")
+            await self.cache._aset_many(items, self.name, "ignore", "langgraph")
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Async `clear`."""

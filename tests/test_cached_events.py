@@ -1,0 +1,101 @@
+"""`@cached` reports what it did to the Cache's `on_event` hook."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import memo
+from memo._codec import lease_marker
+from memo.testing import record_events
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_miss_fill_and_hit(cache: memo.Cache) -> None:
+    @cache.cached(ns="ev", ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    with record_events(cache) as events:
+        f(1)
+        f(1)
+    assert events.kinds == ["miss", "lease_acquired", "set", "hit"]
+    hit = events[-1]
+    assert hit.ns == "ev" and hit.function is not None and hit.function.endswith(".f")
+    assert hit.source == "cached" and hit.duration is not None and hit.duration >= 0
+
+
+async def test_async_hits_are_timed(cache: memo.Cache) -> None:
+    @cache.cached(ns="ev", ttl=60)
+    async def f(x: int) -> int:
+        return x
+
+    with record_events(cache) as events:
+        await f(1)
+        await f(1)
+    assert events.kinds == ["miss", "lease_acquired", "set", "hit"]
+    assert events[-1].duration is not None
+
+
+def test_stale_forbidden_and_lease_wait(cache: memo.Cache) -> None:
+    @cache.cached(ns="ev", ttl=0.2, stale_ttl=30, cache_if=lambda r: r != "skip")
+    def f(x: str) -> str:
+        return x
+
+    with record_events(cache) as events:
+        f("skip")
+        f("a")
+        time.sleep(0.25)
+        f("a")
+    assert "forbidden" in events.kinds and "stale" in events.kinds
+
+    @cache.cached(ns="ev2", ttl=60, lease_wait=0.05)
+    def g(x: str) -> str:
+        return x
+
+    with record_events(cache) as events:
+        cache.backend.set(g.key_for("b"), lease_marker("someone-else"), 30)  # another's lease...
+        g("b")  # ... is waited for, then the value is computed without storing
+    assert [e.kind for e in events if e.ns == "ev2"] == ["miss", "lease_wait"]
+
+
+def test_errors_are_reported_and_the_function_still_runs() -> None:
+    cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.05, connect_timeout=0.05)
+
+    @cache.cached(ns="ev")
+    def f(x: int) -> int:
+        return x
+
+    with record_events(cache) as events:
+        assert f(3) == 3
+    assert "error" in events.kinds
+    assert all(e.error is not None for e in events if e.kind == "error")
+    cache.close()
+
+
+def test_undecodable_bytes_are_reported(cache: memo.Cache) -> None:
+    @cache.cached(ns="ev", ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    cache.backend.set(f.key_for(1), b"m\x02\x01[1", None)
+    with record_events(cache) as events:
+        assert f(1) == 1
+    assert "decode_error" in events.kinds
+
+
+def test_the_langgraph_cache_reports_its_batches(cache: memo.Cache) -> None:
+    from memo.langgraph import MemcachedCache
+
+    graph_cache: MemcachedCache[dict[str, int]] = MemcachedCache(cache)
+    keys = [(("node",), f"{i:032x}") for i in range(3)]
+    with record_events(cache) as events:
+        graph_cache.set({keys[0]: ({"v": 0}, None), keys[1]: ({"v": 1}, None)})
+        assert graph_cache.get(keys) == {keys[0]: {"v": 0}, keys[1]: {"v": 1}}
+    assert sorted(e.kind for e in events) == ["hit", "hit", "miss", "set", "set"]
+    assert {e.source for e in events} == {"langgraph"}
