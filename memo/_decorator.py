@@ -81,6 +81,46 @@ async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tup
     return await wrapped(*args, **kwargs), None
 
 
+class _Fill:
+    """A decorated function's side of `leases.fill`: what is usable, how to store, what to count."""
+
+    __slots__ = ("bad", "cache", "found", "key", "lease_ttl", "lease_wait", "max_size", "memo", "ttl")
+
+    def __init__(self, memo: Memo, cache: Cache, key: str, bad: bytes | None) -> None:
+        self.memo, self.cache, self.key, self.bad = memo, cache, key, bad
+        self.lease_ttl, self.lease_wait, self.ttl = memo._lease_ttl, memo._lease_wait, memo._hard_ttl
+        self.max_size = cache.backend.max_value_size
+        self.found: list[Any] = []
+
+    def usable(self, raw: bytes) -> bool:
+        return self.memo._usable(self.found, self.bad, raw)
+
+    def encode(self, value: Any) -> bytes | None:
+        return self.memo.encode(value, self.cache)
+
+    def current(self) -> bool:
+        return self.memo._generation_is(self.cache, self.key)
+
+    def report(self, outcome: str, error: BackendError | None = None) -> None:
+        memo, cache = self.memo, self.cache
+        if error is not None:
+            memo._failed(cache, "taking a lease" if outcome == "lease_failed" else "a write", error)
+        elif outcome == "acquired":
+            cache._emit("lease_acquired", memo.ns, memo.name, None, None, "cached")
+        else:
+            counter, kind = _FILL_OUTCOMES[outcome]
+            memo._count(cache, counter, kind)
+
+
+#: `leases.fill` outcomes: (the Stats counter, the event kind).
+_FILL_OUTCOMES = {
+    "waiting": ("lease_waits", "lease_wait"),
+    "stored": ("sets", "set"),
+    "not_stored": ("not_stored", "not_stored"),
+    "lost": ("lease_lost", "lease_lost"),
+}
+
+
 class Cached(Protocol[P, R_co]):
     """A memoized sync function (what `@cached` returns for a `def`)."""
 
@@ -348,48 +388,7 @@ class Memo:
         """
         if not self._leases:
             return (yield from self._fill_plain(cache, key, bad))
-        found: list[Any] = []
-        try:
-            outcome = yield from leases.acquire_or_wait(
-                key,
-                self._lease_ttl,
-                self._lease_wait,
-                partial(self._usable, found, bad),
-                partial(self._count, cache, "lease_waits", "lease_wait"),
-            )
-        except BackendError as exc:
-            self._failed(cache, "taking a lease", exc)
-            value = yield ("compute", ())
-            return value, None
-        if outcome is None:
-            # The holder is slow or gone: compute, but leave its lease alone.
-            value = yield ("compute", ())
-            return value, self.encode(value, cache)
-        if isinstance(outcome, leases.Found):
-            return found[-1], outcome.raw
-        cache._emit("lease_acquired", self.ns, self.name, None, None, "cached")
-        try:
-            value = yield ("compute", ())
-        except BaseException:
-            # Release the lease, so that others compute now instead of waiting for nothing.
-            with contextlib.suppress(BackendError):
-                yield from leases.invalidate(key)
-            raise
-        data = self.encode(value, cache)
-        try:
-            if data is None or self._too_big(cache, data):
-                yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
-            elif not self._generation_is(cache, key):
-                # Cleared while computing: the key is unreachable; leave nothing behind.
-                self._count(cache, "lease_lost", "lease_lost")
-                yield from leases.invalidate(key)
-            elif (yield from leases.store(key, data, self._hard_ttl, outcome.unique)):
-                self._count(cache, "sets", "set")
-            else:
-                self._count(cache, "lease_lost", "lease_lost")
-        except BackendError as exc:
-            self._failed(cache, "a write", exc)
-        return value, data
+        return (yield from leases.fill(key, _Fill(self, cache, key, bad)))
 
     def _fill_plain(self, cache: Cache, key: str, bad: bytes | None) -> Steps[tuple[Any, bytes | None]]:
         """A fill without leases: re-read (another caller may just have filled), compute, set."""

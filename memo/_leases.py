@@ -25,12 +25,16 @@ Every path here is a sans-I/O step generator (see `memo._drive`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
 
 from ._codec import is_lease, lease_marker
 from ._drive import Steps
+from ._errors import BackendError
 
 __all__ = [
     "HELD",
@@ -39,6 +43,8 @@ __all__ = [
     "Held",
     "acquire",
     "acquire_or_wait",
+    "FillTarget",
+    "fill",
     "invalidate",
     "lock",
     "store",
@@ -190,3 +196,82 @@ def invalidate(key: str) -> Steps[bool]:
     """Delete `key`, voiding any lease on it: no fill that started before can store."""
     deleted: bool = yield ("delete", (key,))
     return deleted
+
+
+class FillTarget(Protocol):
+    """What `fill` needs from its caller: a decorated function, the value API, ...
+
+    Attributes:
+        lease_ttl: seconds the lease lasts.
+        lease_wait: seconds to wait for another caller's lease.
+        ttl: what memcached keeps the stored value for (None: no expiry).
+        max_size: the largest value the backend stores.
+        found: where `usable` puts the value it accepted.
+    """
+
+    lease_ttl: float
+    lease_wait: float
+    ttl: float | None
+    max_size: int
+    found: list[Any]
+
+    def usable(self, raw: bytes) -> bool:
+        """Whether stored bytes are a fresh value (then appended to `found`)."""
+
+    def encode(self, value: Any) -> bytes | None:
+        """The bytes to store for a result, or None: not to be stored."""
+
+    def current(self) -> bool:
+        """Whether the key is still reachable (no clear came while computing)."""
+
+    def report(self, outcome: str, error: BackendError | None = None) -> None:
+        """Count an outcome: "waiting", "acquired", "stored", "not_stored", "lost",
+        "lease_failed" or "write_failed" (the last two with the error)."""
+
+
+def fill(key: str, target: FillTarget) -> Steps[tuple[Any, bytes | None]]:
+    """The miss path: compute once across processes and store under the lease.
+
+    Returns `(value, bytes stored or to copy from)`. A value stored meanwhile, or
+    waited for, is returned from `target.found`. When the lease cannot be taken
+    (backend down) or its holder is slow, the value is computed and not stored.
+    """
+    try:
+        outcome = yield from acquire_or_wait(
+            key, target.lease_ttl, target.lease_wait, target.usable, partial(target.report, "waiting")
+        )
+    except BackendError as exc:
+        target.report("lease_failed", exc)
+        value = yield ("compute", ())
+        return value, None
+    if outcome is None:
+        # The holder is slow or gone: compute, but leave its lease alone.
+        value = yield ("compute", ())
+        return value, target.encode(value)
+    if isinstance(outcome, Found):
+        return target.found[-1], outcome.raw
+    target.report("acquired")
+    try:
+        value = yield ("compute", ())
+    except BaseException:
+        # Release the lease, so that others compute now instead of waiting for nothing.
+        with contextlib.suppress(BackendError):
+            yield from invalidate(key)
+        raise
+    data = target.encode(value)
+    try:
+        if data is None or len(data) > target.max_size:
+            if data is not None:
+                target.report("not_stored")
+            yield from invalidate(key)  # release the lease: nobody waits for nothing
+        elif not target.current():
+            # Cleared while computing: the key is unreachable; leave nothing behind.
+            target.report("lost")
+            yield from invalidate(key)
+        elif (yield from store(key, data, target.ttl, outcome.unique)):
+            target.report("stored")
+        else:
+            target.report("lost")
+    except BackendError as exc:
+        target.report("write_failed", exc)
+    return value, data

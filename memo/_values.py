@@ -24,7 +24,6 @@ sync or the async driver; a backend failure is thrown back into the steps at the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import logging
@@ -242,51 +241,7 @@ class Values:
         """
         if not self.cache.leases:
             return (yield from self.fill_plain_steps(ns, key, bad, ttl))
-        cache = self.cache
-        found: list[Any] = []
-        usable = partial(self.usable, ns, found, bad)
-        started = _perf()
-        try:
-            outcome = yield from leases.acquire_or_wait(
-                key, cache.lease_ttl, cache.lease_wait, usable, partial(self.waiting, ns)
-            )
-        except BackendError as exc:
-            self.failed(ns, "taking a lease", exc, started)
-            value = yield ("compute", ())
-            return value, None
-        if outcome is None:
-            # The holder is slow or gone: compute, but leave its lease alone.
-            value = yield ("compute", ())
-            return value, self.encode(ns, value, ttl)
-        if isinstance(outcome, leases.Found):
-            return found[-1], outcome.raw
-        assert isinstance(outcome, leases.Acquired)
-        self.emit("lease_acquired", ns, _perf() - started)
-        try:
-            value = yield ("compute", ())
-        except BaseException:
-            # Release the lease, so that others compute now instead of waiting for nothing.
-            with contextlib.suppress(BackendError):
-                yield from leases.invalidate(key)
-            raise
-        data = self.encode(ns, value, ttl)
-        started = _perf()
-        try:
-            if data is None or len(data) > cache.backend.max_value_size:
-                if data is not None:
-                    self.stored(ns, False, None)
-                yield from leases.invalidate(key)  # release the lease: nobody waits for nothing
-            elif not self.generation_is(ns, gen):
-                # Cleared while computing: the key is unreachable; leave nothing behind.
-                self.lease_lost(ns)
-                yield from leases.invalidate(key)
-            elif (yield from leases.store(key, data, self.hard_ttl(ttl), outcome.unique)):
-                self.stored(ns, True, started)
-            else:
-                self.lease_lost(ns)
-        except BackendError as exc:
-            self.failed(ns, "a write", exc, started)
-        return value, data
+        return (yield from leases.fill(key, _Fill(self, ns, gen, bad, ttl)))
 
     def fill_plain_steps(
         self, ns: str, key: str, bad: bytes | None, ttl: float | None
@@ -468,3 +423,56 @@ async def _call_maybe_async(fn: Callable[[], Any]) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+class _Fill:
+    """The value API's side of `leases.fill`: what is usable, how to store, what to count."""
+
+    __slots__ = (
+        "_value_ttl",
+        "bad",
+        "found",
+        "gen",
+        "lease_ttl",
+        "lease_wait",
+        "max_size",
+        "ns",
+        "started",
+        "ttl",
+        "values",
+    )
+
+    def __init__(self, values: Values, ns: str, gen: str, bad: bytes | None, ttl: float | None) -> None:
+        cache = values.cache
+        self.values, self.ns, self.gen, self.bad = values, ns, gen, bad
+        self.lease_ttl, self.lease_wait, self.ttl = cache.lease_ttl, cache.lease_wait, values.hard_ttl(ttl)
+        self.max_size = cache.backend.max_value_size
+        self.found: list[Any] = []
+        self._value_ttl = ttl
+        self.started = _perf()
+
+    def usable(self, raw: bytes) -> bool:
+        return self.values.usable(self.ns, self.found, self.bad, raw)
+
+    def encode(self, value: Any) -> bytes | None:
+        data = self.values.encode(self.ns, value, self._value_ttl)
+        self.started = _perf()  # what follows times the write
+        return data
+
+    def current(self) -> bool:
+        return self.values.generation_is(self.ns, self.gen)
+
+    def report(self, outcome: str, error: BackendError | None = None) -> None:
+        values, ns = self.values, self.ns
+        if error is not None:
+            values.failed(
+                ns, "taking a lease" if outcome == "lease_failed" else "a write", error, self.started
+            )
+        elif outcome == "acquired":
+            values.emit("lease_acquired", ns, _perf() - self.started)
+        elif outcome == "waiting":
+            values.waiting(ns)
+        elif outcome == "lost":
+            values.lease_lost(ns)
+        else:
+            values.stored(ns, outcome == "stored", self.started if outcome == "stored" else None)

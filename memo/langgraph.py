@@ -240,7 +240,7 @@ class MemcachedCache(BaseCache[ValueT]):
             `max_pool_size`, a pooling `HashClient`'s). Not taken over:
             `serde`/`serializer`/`deserializer` (values use `serde=` below),
             `key_prefix` (use `prefix=`), the `hasher` (memo routes keys with
-            its own rendezvous hash), retries (`retry_attempts`,
+            its own consistent-hash ring), retries (`retry_attempts`,
             `retry_timeout`, `dead_timeout`, a `RetryingClient`'s attempts:
             memo fails open at once and rests a failing server behind a
             circuit breaker instead), `ignore_exc` (graph reads and writes
@@ -401,7 +401,7 @@ class MemcachedCache(BaseCache[ValueT]):
     ) -> MemcachedCache[Any]:
         """Build a cache on memcached servers given as `"host:port"` or `(host, port)`.
 
-        Keys are spread over the servers by rendezvous hashing. Arguments as
+        Keys are spread over the servers by memo's consistent-hash ring. Arguments as
         for `from_server`; a `tls_context=` option speaks TLS to every server.
         """
         hosts = [server if isinstance(server, str) else _server_spec(*server) for server in servers]
