@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 import orjson
 import wrapt
 
+from . import _clock
 from . import _leases as leases
 from ._background import Refresher
 from ._canonical import qualified_name
@@ -39,12 +40,13 @@ from ._codec import (
     is_lease,
     lease_marker,
 )
-from ._drive import Steps, run_async, run_sync
+from ._drive import Steps, Verb, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
+from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
 from ._flight import AsyncFlight, Flight, copy_for_follower
 from ._generations import SCOPE, scope_of
 from ._keys import KeyMaker
-from ._policy import OnError, check_on_error, check_seconds, check_ttl
+from ._policy import OnError, check_flag, check_on_error, check_seconds, check_ttl
 from ._sentinels import MISS, NOT_GIVEN
 
 if TYPE_CHECKING:
@@ -64,8 +66,6 @@ _STALE: Any = object()
 _loads = orjson.loads
 _PLAIN = MAGIC + bytes([VERSION, PLAIN])
 _PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
-_monotonic = time.monotonic
-_time = time.time
 _perf = time.perf_counter
 
 
@@ -73,12 +73,17 @@ async def _returning(value: Any) -> Any:
     return value
 
 
-def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
-    return wrapped(*args, **kwargs), None
+def _refresh_key(cache: Cache, key: str) -> str:
+    """The key of the refresh lease of a stale entry's `key`."""
+    return f"{cache.prefix}~r:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
 
 
-async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Any, None]:
-    return await wrapped(*args, **kwargs), None
+def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Filled:
+    return Filled(wrapped(*args, **kwargs), None, Outcome.UNLEASED)
+
+
+async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Filled:
+    return Filled(await wrapped(*args, **kwargs), None, Outcome.UNLEASED)
 
 
 class _Fill:
@@ -101,23 +106,22 @@ class _Fill:
     def current(self) -> bool:
         return self.memo._generation_is(self.cache, self.key)
 
-    def report(self, outcome: str, error: BackendError | None = None) -> None:
+    def report(self, outcome: Outcome, error: BackendError | None = None) -> None:
         memo, cache = self.memo, self.cache
         if error is not None:
-            memo._failed(cache, "taking a lease" if outcome == "lease_failed" else "a write", error)
-        elif outcome == "acquired":
-            cache._emit("lease_acquired", memo.ns, memo.name, None, None, "cached")
+            memo._failed(cache, DOING[outcome], error)
+        elif outcome is Outcome.ACQUIRED:
+            cache._emit(outcome.value, memo.ns, memo.name, None, None, "cached")
         else:
-            counter, kind = _FILL_OUTCOMES[outcome]
-            memo._count(cache, counter, kind)
+            memo._count(cache, _COUNTERS[outcome], outcome.value)
 
 
-#: `leases.fill` outcomes: (the Stats counter, the event kind).
-_FILL_OUTCOMES = {
-    "waiting": ("lease_waits", "lease_wait"),
-    "stored": ("sets", "set"),
-    "not_stored": ("not_stored", "not_stored"),
-    "lost": ("lease_lost", "lease_lost"),
+#: The Stats counter of each fill outcome that is counted.
+_COUNTERS = {
+    Outcome.WAITING: "lease_waits",
+    Outcome.STORED: "sets",
+    Outcome.NOT_STORED: "not_stored",
+    Outcome.LOST: "lease_lost",
 }
 
 
@@ -206,6 +210,13 @@ class Memo:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if not callable(func):
             raise ConfigurationError(f"@cached needs a function, got {fn!r}")
+        if isinstance(func, _Controls):
+            # Two fills of one call would each take a lease on keys that name the same
+            # function: refuse it here rather than make every miss wait for itself.
+            raise ConfigurationError(
+                f"{func!r} is memoized already: decorate a function with @cached once "
+                "(give the one decorator the ns, ttl and options it needs)"
+            )
         if not isinstance(ns, str) or SCOPE in ns:
             raise ConfigurationError(f"ns must be a str without NUL characters, got {ns!r}")
         if cache_if is not None and not callable(cache_if):
@@ -231,7 +242,7 @@ class Memo:
             raise ConfigurationError("stale_ttl needs a ttl: an entry that never expires is never stale")
         self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
-        self.strict = strict
+        self.strict = None if strict is None else check_flag(strict, "strict")
         self.on_error = None if on_error is None else check_on_error(on_error)
         self.is_async = inspect.iscoroutinefunction(target)
         #: Methods and classmethods receive their instance or class through wrapt;
@@ -275,6 +286,7 @@ class Memo:
         self._leases = cache.leases
         self._lease_ttl = cache.lease_ttl if self.lease_ttl is None else self.lease_ttl
         self._lease_wait = cache.lease_wait if self.lease_wait is None else self.lease_wait
+        self.refresher.retry_after = self._lease_ttl
         self.codec.compress_threshold = cache.compress_threshold
         self._bound = cache
         return cache
@@ -316,7 +328,7 @@ class Memo:
             return None
         ttl_ms = self._ttl_ms
         try:
-            return self.codec.encode(value, None if ttl_ms is None else int(_time() * 1000.0 + ttl_ms))
+            return self.codec.encode(value, None if ttl_ms is None else int(_clock.time() * 1000.0 + ttl_ms))
         except SerializationError as exc:
             self._stats.encode_errors += 1
             if self._strict:
@@ -334,7 +346,7 @@ class Memo:
         if raw == bad:
             return False
         expires = expires_ms(raw)
-        if expires is not None and expires <= _time() * 1000.0:
+        if expires is not None and expires <= _clock.time() * 1000.0:
             return False
         value = self.decode(raw)
         if value is MISS:
@@ -349,8 +361,8 @@ class Memo:
         lease markers and undecodable bytes are misses (only the latter counted).
         """
         expires = expires_ms(raw)
-        if expires is not None and expires <= _time() * 1000.0:
-            if not self._stale_ms or _time() * 1000.0 >= expires + self._stale_ms:
+        if expires is not None and expires <= _clock.time() * 1000.0:
+            if not self._stale_ms or _clock.time() * 1000.0 >= expires + self._stale_ms:
                 return MISS, None
             value = self.decode(raw)
             return (MISS, None) if value is MISS else (_STALE, value)
@@ -366,12 +378,17 @@ class Memo:
         cache._emit("error", self.ns, self.name, None, exc, "cached")
         cache.record_error(self.ns, what, exc, self._on_error, self._stats)
 
-    def _shared(self, outcome: tuple[Any, bytes | None], led: bool) -> Any:
-        """The caller's result: a follower gets its own copy, or `MISS` (it must compute itself)."""
-        value, data = outcome
+    def _follow(self, filled: Filled, led: bool) -> Any:
+        """The caller's result of a fill: the leader's value, a follower's own copy, or `MISS`.
+
+        `MISS`: a follower must do what a caller arriving now would (the leader's
+        lease was lost to an invalidate, or its value cannot be copied).
+        """
         if led:
-            return value
-        return copy_for_follower(value, data, self.decode)
+            return filled.value
+        if not shareable(filled):
+            return MISS
+        return copy_for_follower(filled.value, filled.data, self.decode)
 
     def _too_big(self, cache: Cache, data: bytes) -> bool:
         if len(data) > cache.backend.max_value_size:
@@ -381,90 +398,79 @@ class Memo:
 
     # -- the cold paths, written once as sans-I/O steps ------------------------------
 
-    def _fill(self, cache: Cache, key: str, bad: bytes | None) -> Steps[tuple[Any, bytes | None]]:
+    def _fill(self, cache: Cache, key: str, bad: bytes | None) -> Steps[Filled]:
         """After a miss: compute once (across processes with leases) and store.
 
         `bad`: what the hit path read and could not use, if anything.
         """
+        target = _Fill(self, cache, key, bad)
         if not self._leases:
-            return (yield from self._fill_plain(cache, key, bad))
-        return (yield from leases.fill(key, _Fill(self, cache, key, bad)))
-
-    def _fill_plain(self, cache: Cache, key: str, bad: bytes | None) -> Steps[tuple[Any, bytes | None]]:
-        """A fill without leases: re-read (another caller may just have filled), compute, set."""
-        found: list[Any] = []
-        try:
-            raw = yield ("get", (key,))
-        except BackendError as exc:
-            self._failed(cache, "a read", exc)
-            value = yield ("compute", ())
-            return value, None
-        if raw is not None and self._usable(found, bad, raw):
-            return found[-1], raw
-        value = yield ("compute", ())
-        data = self.encode(value, cache)
-        if data is not None:
-            try:
-                if (yield ("set", (key, data, self._hard_ttl))):
-                    self._count(cache, "sets", "set")
-                else:
-                    self._count(cache, "not_stored", "not_stored")
-            except BackendError as exc:
-                self._failed(cache, "a write", exc)
-        return value, data
+            return (yield from fill_plain(key, target, bad))
+        return (yield from fill(key, target))
 
     def _revalidate(self, cache: Cache, key: str) -> Steps[None]:
-        """Recompute a stale entry, by one caller across processes, under the refresh lease."""
-        rkey = f"{cache.prefix}~r:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
+        """Recompute a stale entry, by one caller across processes, under the refresh lease.
+
+        The refresh lease is given back on every way out, interruptions included.
+        """
+        rkey = _refresh_key(cache, key)
+        held = False
         try:
-            if not (yield ("add", (rkey, lease_marker(leases.new_owner()), self._lease_ttl))):
+            held = yield (Verb.ADD, (rkey, lease_marker(leases.new_owner()), self._lease_ttl))
+            if not held:
                 return  # another process is refreshing it
-            got = yield ("gets", (key,))
-            if got is None or is_lease(got[0]) or self._usable([], None, got[0]):
-                yield ("delete", (rkey,))
-                return  # invalidated (the next miss fills it) or refreshed meanwhile
-            try:
-                value = yield ("compute", ())
-            except BaseException:
-                with contextlib.suppress(BackendError):
-                    yield ("delete", (rkey,))
-                raise
-            data = self.encode(value, cache)
-            if data is not None and not self._too_big(cache, data):
-                if (yield from leases.store(key, data, self._hard_ttl, got[1])):
-                    self._count(cache, "sets", "set")
-                else:
-                    self._count(cache, "lease_lost", "lease_lost")
-            yield ("delete", (rkey,))
+            got = yield (Verb.GETS, (key,))
+            if got is not None and not is_lease(got[0]) and not self._usable([], None, got[0]):
+                yield from self._restore(cache, key, got[1])
         except BackendError as exc:
             self._failed(cache, "revalidating a stale entry", exc)
+        finally:
+            if held:
+                with contextlib.suppress(BackendError):
+                    yield (Verb.DELETE, (rkey,))
+
+    def _restore(self, cache: Cache, key: str, unique: int) -> Steps[None]:
+        """Compute and store over the stale entry read with `unique` (lost if it changed since)."""
+        value = yield (Verb.COMPUTE, ())
+        data = self.encode(value, cache)
+        if data is not None and not self._too_big(cache, data):
+            if (yield from leases.store(key, data, self._hard_ttl, unique)):
+                self._count(cache, "sets", "set")
+            else:
+                self._count(cache, "lease_lost", "lease_lost")
 
     def _refresh(self, cache: Cache, key: str | None) -> Steps[Any]:
         """Recompute and store now; a fill that started before cannot overwrite it."""
-        unique = None
-        if key is not None:
-            try:
-                unique = yield from leases.lock(key, self._lease_ttl)
-            except BackendError as exc:
-                self._failed(cache, "taking a lease", exc)
-        try:
-            value = yield ("compute", ())
-        except BaseException:
-            if key is not None and unique is not None:
-                with contextlib.suppress(BackendError):
-                    yield from leases.invalidate(key)
-            raise
         if key is None:
-            return value
-        data = self.encode(value, cache)
+            return (yield (Verb.COMPUTE, ()))
+        lease = leases.Lease(key)
+        unique = None
+        try:
+            unique = yield from leases.lock(lease, self._lease_ttl)
+        except BackendError as exc:
+            self._failed(cache, "taking a lease", exc)
+        try:
+            value = yield (Verb.COMPUTE, ())
+            data = self.encode(value, cache)
+        except BaseException:
+            with contextlib.suppress(BackendError):
+                yield from leases.release(lease)
+            raise
         try:
             if data is not None and unique is not None and not self._too_big(cache, data):
                 if (yield from leases.store(key, data, self._hard_ttl, unique)):
                     self._count(cache, "sets", "set")
-                    return value
-                self._count(cache, "lease_lost", "lease_lost")
-            # Not stored: drop our marker (or whatever replaced it) rather than leave it.
-            yield from leases.invalidate(key)
+                elif (yield from leases.release(lease)):
+                    self._count(cache, "not_stored", "not_stored")  # refused; our marker dropped
+                else:
+                    self._count(cache, "lease_lost", "lease_lost")  # another writer came after
+                return value
+            # Not stored. The old value must not be served after a refresh: drop our
+            # marker, or the key when no marker was confirmed.
+            if unique is None:
+                yield from leases.invalidate(key)
+            else:
+                yield from leases.release(lease)
         except BackendError as exc:
             self._failed(cache, "a write", exc)
         return value
@@ -481,7 +487,7 @@ class Memo:
         entry = cache._generations.get(self.scope)
         gen = (
             entry[0]
-            if entry is not None and entry[1] > _monotonic()
+            if entry is not None and entry[1] > _clock.monotonic()
             else cache.generation(self.scope, self._on_error)
         )
         if gen is None:
@@ -497,7 +503,7 @@ class Memo:
         if raw is not None:
             # The common hits, inlined: plain JSON with an exact expiry (or none).
             head = raw[:3]
-            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _time() * 1000.0) or (
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
                 head == _PLAIN
             ):
                 try:
@@ -531,20 +537,35 @@ class Memo:
                             self._revalidate(cache, key),
                             partial(wrapped, *args, **kwargs),
                         ),
+                        partial(cache.backend.delete, _refresh_key(cache, key)),
                     )
                     return value
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
-        outcome, led = self.flight.run(
-            (key, self._epoch),
-            partial(run_sync, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
-            # A re-entrant call (the function calling itself on its own key) computes
-            # without the lease: the outer call holds it.
-            partial(_uncached, wrapped, args, kwargs),
+        return self._miss(cache, key, raw, wrapped, args, kwargs)
+
+    def _miss(
+        self, cache: Cache, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Fill `key` once per process (single flight) and return this caller's result."""
+        compute = partial(wrapped, *args, **kwargs)
+        # A re-entrant call (the function calling itself on its own key) computes
+        # without the lease: the outer call holds it.
+        alone = partial(_uncached, wrapped, args, kwargs)
+        filled, led = self.flight.run(
+            (key, self._epoch), partial(run_sync, cache.backend, self._fill(cache, key, raw), compute), alone
         )
-        value = self._shared(outcome, led)
-        return wrapped(*args, **kwargs) if value is MISS else value
+        value = self._follow(filled, led)
+        if value is MISS and not shareable(filled):
+            # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
+            filled, led = self.flight.run(
+                (key, self._epoch),
+                partial(run_sync, cache.backend, self._fill(cache, key, None), compute),
+                alone,
+            )
+            value = self._follow(filled, led)
+        return compute() if value is MISS else value
 
     def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = self.bound_cache().generation(self.scope, self._on_error)
@@ -609,7 +630,7 @@ class Memo:
         if cache is not self._bound:
             self._bind(cache)
         entry = cache._generations.get(self.scope)
-        gen: str | None = entry[0] if entry is not None and entry[1] > _monotonic() else None
+        gen: str | None = entry[0] if entry is not None and entry[1] > _clock.monotonic() else None
         if gen is None:
             gen = await cache.ageneration(self.scope, self._on_error)
             if gen is None:
@@ -624,7 +645,7 @@ class Memo:
             return await wrapped(*args, **kwargs)
         if raw is not None:
             head = raw[:3]
-            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _time() * 1000.0) or (
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
                 head == _PLAIN
             ):
                 try:
@@ -663,13 +684,26 @@ class Memo:
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
-        outcome, led = await self.flight.run(
-            (key, self._epoch),
-            partial(run_async, cache.backend, self._fill(cache, key, raw), partial(wrapped, *args, **kwargs)),
-            partial(_auncached, wrapped, args, kwargs),
+        return await self._amiss(cache, key, raw, wrapped, args, kwargs)
+
+    async def _amiss(
+        self, cache: Cache, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Async `_miss`."""
+        compute = partial(wrapped, *args, **kwargs)
+        alone = partial(_auncached, wrapped, args, kwargs)
+        filled, led = await self.flight.run(
+            (key, self._epoch), partial(run_async, cache.backend, self._fill(cache, key, raw), compute), alone
         )
-        value = self._shared(outcome, led)
-        return (await wrapped(*args, **kwargs)) if value is MISS else value
+        value = self._follow(filled, led)
+        if value is MISS and not shareable(filled):
+            filled, led = await self.flight.run(
+                (key, self._epoch),
+                partial(run_async, cache.backend, self._fill(cache, key, None), compute),
+                alone,
+            )
+            value = self._follow(filled, led)
+        return (await compute()) if value is MISS else value
 
     async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         gen = await self.bound_cache().ageneration(self.scope, self._on_error)

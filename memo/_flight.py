@@ -81,16 +81,21 @@ class Flight(Generic[T]):
         leading = _leading.get()
         if mine in leading:  # re-entry: waiting would be waiting for ourselves
             return (alone or compute)(), True
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
+        while True:
+            with self._lock:
+                call = self._calls.get(key)
+                leader = call is None
+                if call is None:
+                    call = self._calls[key] = _Call()
+            if leader:
+                break
             call.done.wait()
-            if call.error is not None:
+            if call.error is None:
+                return call.result, False  # type: ignore[return-value]
+            if isinstance(call.error, Exception):
                 raise call.error
-            return call.result, False  # type: ignore[return-value]
+            # The leader was interrupted (KeyboardInterrupt, SystemExit in its thread):
+            # that is not this caller's to re-raise; lead a computation of its own.
         token = _leading.set(leading | {mine})
         try:
             call.result = compute()

@@ -25,33 +25,27 @@ Every path here is a sans-I/O step generator (see `memo._drive`).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any, Protocol
 
+from . import _clock
 from ._codec import is_lease, lease_marker
-from ._drive import Steps
-from ._errors import BackendError
+from ._drive import Steps, Verb
 
 __all__ = [
     "HELD",
     "Acquired",
     "Found",
     "Held",
+    "Lease",
     "acquire",
     "acquire_or_wait",
-    "FillTarget",
-    "fill",
     "invalidate",
     "lock",
+    "release",
     "store",
     "wait",
 ]
-
-_monotonic = time.monotonic
 
 #: First and longest pause between two polls of a key whose lease another caller holds.
 POLL_FIRST, POLL_MAX = 0.005, 0.05
@@ -60,6 +54,26 @@ POLL_FIRST, POLL_MAX = 0.005, 0.05
 def new_owner() -> str:
     """Return a fresh lease owner token (96 random bits, hex)."""
     return os.urandom(12).hex()
+
+
+class Lease:
+    """One caller's claim on a key: the marker it wrote there, once it wrote one.
+
+    The owner of a fill keeps this object from before it asks for the lease until
+    it has stored or released it, so that every way out (including a cancellation
+    that came while the request was on the wire) can `release` exactly its own
+    marker and nobody else's.
+    """
+
+    __slots__ = ("key", "marker")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        #: The marker this caller last tried to put under `key` (None: it never tried).
+        self.marker: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Lease({self.key!r})"
 
 
 class Acquired:
@@ -95,17 +109,22 @@ class Found:
         self.raw = raw
 
 
-def acquire(key: str, lease_ttl: float, usable: Callable[[bytes], bool]) -> Steps[Acquired | Held | Found]:
-    """Take the lease of `key` for a fill, or say why not.
+def acquire(
+    lease: Lease | str, lease_ttl: float, usable: Callable[[bytes], bool]
+) -> Steps[Acquired | Held | Found]:
+    """Take the lease of `lease.key` for a fill, or say why not (a bare key: a lease nobody releases).
 
     `usable(raw)` tells whether stored bytes are a value the caller can return
     (fresh and decodable). A stored value that is not usable (expired, or bytes
     that cannot be decoded) is replaced by this caller's marker with `cas`, so
     that it too is refilled under a lease.
     """
+    if isinstance(lease, str):
+        lease = Lease(lease)
+    key = lease.key
     for _ in range(3):
-        marker = lease_marker(new_owner())
-        added, found = yield ("lease", (key, marker, lease_ttl))
+        marker = lease.marker = lease_marker(new_owner())
+        added, found = yield (Verb.LEASE, (key, marker, lease_ttl))
         if found is None:
             continue  # deleted (an invalidate) or expired between add and gets: try again
         raw, unique = found
@@ -115,16 +134,31 @@ def acquire(key: str, lease_ttl: float, usable: Callable[[bytes], bool]) -> Step
             return HELD
         if usable(raw):
             return Found(raw)
-        if (yield ("cas", (key, marker, lease_ttl, unique))):
-            got = yield ("gets", (key,))
+        if (yield (Verb.CAS, (key, marker, lease_ttl, unique))):
+            got = yield (Verb.GETS, (key,))
             if got is not None and got[0] == marker:
                 return Acquired(got[1])
     return HELD
 
 
+def release(lease: Lease) -> Steps[bool]:
+    """Remove this caller's marker if it is still there; True if it was.
+
+    Whatever else the key holds now (a value, another caller's marker) is left
+    alone: an exit path must give back its own lease, not void someone else's.
+    """
+    if lease.marker is None:
+        return False
+    got: tuple[bytes, int] | None = yield (Verb.GETS, (lease.key,))
+    if got is None or got[0] != lease.marker:
+        return False
+    deleted: bool = yield (Verb.DELETE, (lease.key,))
+    return deleted
+
+
 def store(key: str, data: bytes, ttl: float | None, unique: int) -> Steps[bool]:
-    """Replace the lease marker with the value; False when the lease was lost."""
-    stored: bool = yield ("cas", (key, data, ttl, unique))
+    """Replace the lease marker with the value; False when the lease was lost or the store refused."""
+    stored: bool = yield (Verb.CAS, (key, data, ttl, unique))
     return stored
 
 
@@ -133,20 +167,20 @@ def wait(key: str, deadline: float, usable: Callable[[bytes], bool]) -> Steps[by
     gone without one (its holder lost or dropped the lease) or `deadline` passed."""
     delay = POLL_FIRST
     while True:
-        raw: bytes | None = yield ("get", (key,))
+        raw: bytes | None = yield (Verb.GET, (key,))
         if raw is None:
             return None
         if not is_lease(raw):
             return raw if usable(raw) else None
-        left = deadline - _monotonic()
+        left = deadline - _clock.monotonic()
         if left <= 0:
             return None
-        yield ("sleep", (min(delay, left),))
+        yield (Verb.SLEEP, (min(delay, left),))
         delay = min(delay * 1.5, POLL_MAX)
 
 
 def acquire_or_wait(
-    key: str,
+    lease: Lease,
     lease_ttl: float,
     lease_wait: float,
     usable: Callable[[bytes], bool],
@@ -159,23 +193,23 @@ def acquire_or_wait(
     `lease_wait` seconds, so compute without storing and leave its lease alone.
     `on_wait()` is called once, when this caller starts waiting.
     """
-    outcome = yield from acquire(key, lease_ttl, usable)
+    outcome = yield from acquire(lease, lease_ttl, usable)
     deadline = 0.0
     while outcome is HELD:
         if not deadline:
-            deadline = _monotonic() + lease_wait
+            deadline = _clock.monotonic() + lease_wait
             on_wait()
-        raw = yield from wait(key, deadline, usable)
+        raw = yield from wait(lease.key, deadline, usable)
         if raw is not None:
             return Found(raw)
-        if _monotonic() >= deadline:
+        if _clock.monotonic() >= deadline:
             return None
-        outcome = yield from acquire(key, lease_ttl, usable)
+        outcome = yield from acquire(lease, lease_ttl, usable)
     assert not isinstance(outcome, Held)
     return outcome
 
 
-def lock(key: str, lease_ttl: float) -> Steps[int | None]:
+def lock(lease: Lease | str, lease_ttl: float) -> Steps[int | None]:
     """Write path: put a marker over whatever `key` holds and return its unique.
 
     Use it before changing the source of truth: from then on no fill that loaded
@@ -183,10 +217,13 @@ def lock(key: str, lease_ttl: float) -> Steps[int | None]:
     Install the new value with `store(key, data, ttl, unique)` afterwards, and
     `invalidate` the key if that fails. None: the marker could not be confirmed.
     """
-    marker = lease_marker(new_owner())
-    if not (yield ("set", (key, marker, lease_ttl))):
+    if isinstance(lease, str):
+        lease = Lease(lease)
+    key = lease.key
+    marker = lease.marker = lease_marker(new_owner())
+    if not (yield (Verb.SET, (key, marker, lease_ttl))):
         return None
-    got: tuple[bytes, int] | None = yield ("gets", (key,))
+    got: tuple[bytes, int] | None = yield (Verb.GETS, (key,))
     if got is None or got[0] != marker:
         return None
     return got[1]
@@ -194,84 +231,5 @@ def lock(key: str, lease_ttl: float) -> Steps[int | None]:
 
 def invalidate(key: str) -> Steps[bool]:
     """Delete `key`, voiding any lease on it: no fill that started before can store."""
-    deleted: bool = yield ("delete", (key,))
+    deleted: bool = yield (Verb.DELETE, (key,))
     return deleted
-
-
-class FillTarget(Protocol):
-    """What `fill` needs from its caller: a decorated function, the value API, ...
-
-    Attributes:
-        lease_ttl: seconds the lease lasts.
-        lease_wait: seconds to wait for another caller's lease.
-        ttl: what memcached keeps the stored value for (None: no expiry).
-        max_size: the largest value the backend stores.
-        found: where `usable` puts the value it accepted.
-    """
-
-    lease_ttl: float
-    lease_wait: float
-    ttl: float | None
-    max_size: int
-    found: list[Any]
-
-    def usable(self, raw: bytes) -> bool:
-        """Whether stored bytes are a fresh value (then appended to `found`)."""
-
-    def encode(self, value: Any) -> bytes | None:
-        """The bytes to store for a result, or None: not to be stored."""
-
-    def current(self) -> bool:
-        """Whether the key is still reachable (no clear came while computing)."""
-
-    def report(self, outcome: str, error: BackendError | None = None) -> None:
-        """Count an outcome: "waiting", "acquired", "stored", "not_stored", "lost",
-        "lease_failed" or "write_failed" (the last two with the error)."""
-
-
-def fill(key: str, target: FillTarget) -> Steps[tuple[Any, bytes | None]]:
-    """The miss path: compute once across processes and store under the lease.
-
-    Returns `(value, bytes stored or to copy from)`. A value stored meanwhile, or
-    waited for, is returned from `target.found`. When the lease cannot be taken
-    (backend down) or its holder is slow, the value is computed and not stored.
-    """
-    try:
-        outcome = yield from acquire_or_wait(
-            key, target.lease_ttl, target.lease_wait, target.usable, partial(target.report, "waiting")
-        )
-    except BackendError as exc:
-        target.report("lease_failed", exc)
-        value = yield ("compute", ())
-        return value, None
-    if outcome is None:
-        # The holder is slow or gone: compute, but leave its lease alone.
-        value = yield ("compute", ())
-        return value, target.encode(value)
-    if isinstance(outcome, Found):
-        return target.found[-1], outcome.raw
-    target.report("acquired")
-    try:
-        value = yield ("compute", ())
-    except BaseException:
-        # Release the lease, so that others compute now instead of waiting for nothing.
-        with contextlib.suppress(BackendError):
-            yield from invalidate(key)
-        raise
-    data = target.encode(value)
-    try:
-        if data is None or len(data) > target.max_size:
-            if data is not None:
-                target.report("not_stored")
-            yield from invalidate(key)  # release the lease: nobody waits for nothing
-        elif not target.current():
-            # Cleared while computing: the key is unreachable; leave nothing behind.
-            target.report("lost")
-            yield from invalidate(key)
-        elif (yield from store(key, data, target.ttl, outcome.unique)):
-            target.report("stored")
-        else:
-            target.report("lost")
-    except BackendError as exc:
-        target.report("write_failed", exc)
-    return value, data

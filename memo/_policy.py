@@ -13,23 +13,44 @@ __all__ = [
     "ErrorLog",
     "OnError",
     "Stats",
+    "check_flag",
     "check_on_error",
     "check_seconds",
+    "check_size",
     "check_ttl",
 ]
 
 OnError = Literal["ignore", "raise"]
 
 
+#: The longest lifetime memo accepts: ten years. memcached reads lifetimes past 30 days as
+#: absolute times in a signed 32-bit field; anything longer is "never expire" (None).
+MAX_TTL = 10 * 365 * 86_400
+
+
 def check_ttl(ttl: Any, where: str = "ttl") -> float | None:
-    """Return a valid ttl: seconds > 0 (int or float), or None for no expiry."""
+    """Return a valid ttl: seconds in (0, `MAX_TTL`] (int or float), or None for no expiry."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise ConfigurationError(f"{where} must be a number of seconds or None, got {ttl!r}")
     if not math.isfinite(ttl) or ttl <= 0:
         raise ConfigurationError(f"{where} must be > 0 seconds (None: never expire), got {ttl!r}")
+    if ttl > MAX_TTL:
+        raise ConfigurationError(
+            f"{where} must be at most {MAX_TTL} seconds (ten years; None: never expire), got {ttl!r}"
+        )
     return ttl
+
+
+def check_size(value: Any, where: str, *, none: bool = False) -> int | None:
+    """Return a whole number of bytes >= 0 (or None when `none`), or raise naming `where`."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        allowed = "a whole number of bytes >= 0" + (" or None" if none else "")
+        raise ConfigurationError(f"{where} must be {allowed}, got {value!r}")
+    return value
 
 
 def check_seconds(value: Any, where: str, *, zero: bool = False) -> float:
@@ -39,6 +60,13 @@ def check_seconds(value: Any, where: str, *, zero: bool = False) -> float:
     if value < 0 or (value == 0 and not zero):
         raise ConfigurationError(f"{where} must be {'>=' if zero else '>'} 0 seconds, got {value!r}")
     return float(value)
+
+
+def check_flag(value: Any, where: str) -> bool:
+    """Return `value` if it is a bool, or raise naming `where` (no truthy strings: "false" is true)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{where} must be True or False, got {value!r}")
+    return value
 
 
 def check_on_error(value: Any) -> OnError:

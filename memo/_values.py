@@ -36,6 +36,7 @@ from . import _leases as leases
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
+from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
 from ._flight import AsyncFlight, Flight
 from ._generations import SCOPE
 from ._keys import safe_segment
@@ -232,36 +233,15 @@ class Values:
             self.failed(ns, "a delete", exc, started)
             return False
 
-    def fill_steps(
-        self, ns: str, gen: str, key: str, bad: bytes | None, ttl: float | None
-    ) -> Steps[tuple[Any, bytes | None]]:
-        """The miss path of `get_or_set`: compute once and store; return (value, stored bytes).
+    def fill_steps(self, ns: str, gen: str, key: str, bad: bytes | None, ttl: float | None) -> Steps[Filled]:
+        """The miss path of `get_or_set`: compute once and store (see `memo._fill`).
 
         `bad`: what the read found and could not use, if anything.
         """
+        target = _Fill(self, ns, gen, bad, ttl)
         if not self.cache.leases:
-            return (yield from self.fill_plain_steps(ns, key, bad, ttl))
-        return (yield from leases.fill(key, _Fill(self, ns, gen, bad, ttl)))
-
-    def fill_plain_steps(
-        self, ns: str, key: str, bad: bytes | None, ttl: float | None
-    ) -> Steps[tuple[Any, bytes | None]]:
-        """A fill without leases: re-read (another caller may just have filled), compute, set."""
-        found: list[Any] = []
-        started = _perf()
-        try:
-            raw = yield ("get", (key,))
-        except BackendError as exc:
-            self.failed(ns, "a read", exc, started)
-            value = yield ("compute", ())
-            return value, None
-        if raw is not None and self.usable(ns, found, bad, raw):
-            return found[-1], raw
-        value = yield ("compute", ())
-        data = self.encode(ns, value, ttl)
-        if data is not None:
-            yield from self.set_steps(ns, key, data, ttl)
-        return value, data
+            return (yield from fill_plain(key, target, bad))
+        return (yield from fill(key, target))
 
     def get_many_steps(self, ns: str, keys: dict[str, str]) -> Steps[dict[str, Any]]:
         started = _perf()
@@ -324,10 +304,14 @@ class Values:
         value, raw = self.read(ns, full)
         if value is not MISS:
             return value
-        outcome, led = self._flight.run(
-            (full, self._epoch), partial(run_sync, backend, self.fill_steps(ns, gen, full, raw, ttl), fn)
-        )
-        return self.shared(ns, outcome, led)
+        for bad in (raw, None):
+            filled, led = self._flight.run(
+                (full, self._epoch), partial(run_sync, backend, self.fill_steps(ns, gen, full, bad, ttl), fn)
+            )
+            value = self.shared(ns, filled, led)
+            if value is not MISS:
+                return value
+        return fn()  # lost twice to invalidates: compute for this caller alone
 
     def get_many(self, keys: Iterable[str], ns: str) -> dict[str, Any]:
         gen = self.cache.generation(ns)
@@ -375,11 +359,15 @@ class Values:
         value, raw = await self.aread(ns, full)
         if value is not MISS:
             return value
-        outcome, led = await self._aflight.run(
-            (full, self._epoch),
-            partial(run_async, backend, self.fill_steps(ns, gen, full, raw, ttl), compute),
-        )
-        return self.shared(ns, outcome, led)
+        for bad in (raw, None):
+            filled, led = await self._aflight.run(
+                (full, self._epoch),
+                partial(run_async, backend, self.fill_steps(ns, gen, full, bad, ttl), compute),
+            )
+            value = self.shared(ns, filled, led)
+            if value is not MISS:
+                return value
+        return await compute()  # lost twice to invalidates: compute for this caller alone
 
     async def aget_many(self, keys: Iterable[str], ns: str) -> dict[str, Any]:
         gen = await self.cache.ageneration(ns)
@@ -408,10 +396,17 @@ class Values:
                 items.append((self.key(ns, gen, key), data, self.hard_ttl(ttl)))
         return items
 
-    def shared(self, ns: str, outcome: tuple[Any, bytes | None], led: bool) -> Any:
-        # A follower gets its own copy, decoded from the bytes the leader stored.
-        value, data = outcome
-        if led or data is None:
+    def shared(self, ns: str, filled: Filled, led: bool) -> Any:
+        """The caller's value: the leader's, a follower's own copy, or `MISS` (fill afresh).
+
+        A follower never gets the value of a fill whose lease an invalidate voided.
+        """
+        value, data, _ = filled
+        if led:
+            return value
+        if not shareable(filled):
+            return MISS
+        if data is None:
             return value
         copy = self.decode(ns, data, None)
         return value if copy is MISS else copy
@@ -462,17 +457,16 @@ class _Fill:
     def current(self) -> bool:
         return self.values.generation_is(self.ns, self.gen)
 
-    def report(self, outcome: str, error: BackendError | None = None) -> None:
+    def report(self, outcome: Outcome, error: BackendError | None = None) -> None:
         values, ns = self.values, self.ns
         if error is not None:
-            values.failed(
-                ns, "taking a lease" if outcome == "lease_failed" else "a write", error, self.started
-            )
-        elif outcome == "acquired":
-            values.emit("lease_acquired", ns, _perf() - self.started)
-        elif outcome == "waiting":
+            values.failed(ns, DOING[outcome], error, self.started)
+        elif outcome is Outcome.ACQUIRED:
+            values.emit(outcome.value, ns, _perf() - self.started)
+        elif outcome is Outcome.WAITING:
             values.waiting(ns)
-        elif outcome == "lost":
+        elif outcome is Outcome.LOST:
             values.lease_lost(ns)
         else:
-            values.stored(ns, outcome == "stored", self.started if outcome == "stored" else None)
+            stored = outcome is Outcome.STORED
+            values.stored(ns, stored, self.started if stored else None)
