@@ -42,9 +42,9 @@ class FakeClock:
     reaches it without real waiting, and a test can assert how long it waited.
     """
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
+    def __init__(self, start: float | None = None) -> None:
         self._lock = threading.Lock()
-        self._wall = start
+        self._wall = _time_module.time() if start is None else start
         self._mono = 1000.0
         #: Total seconds spent in `sleep`/`asleep`.
         self.slept = 0.0

@@ -89,10 +89,22 @@ async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Fil
 class _Fill:
     """A decorated function's side of `leases.fill`: what is usable, how to store, what to count."""
 
-    __slots__ = ("bad", "cache", "found", "key", "lease_ttl", "lease_wait", "max_size", "memo", "ttl")
+    __slots__ = (
+        "backend",
+        "bad",
+        "cache",
+        "found",
+        "key",
+        "lease_ttl",
+        "lease_wait",
+        "max_size",
+        "memo",
+        "ttl",
+    )
 
     def __init__(self, memo: Memo, cache: Cache, key: str, bad: bytes | None) -> None:
         self.memo, self.cache, self.key, self.bad = memo, cache, key, bad
+        self.backend = cache.backend
         self.lease_ttl, self.lease_wait, self.ttl = memo._lease_ttl, memo._lease_wait, memo._hard_ttl
         self.max_size = cache.backend.max_value_size
         self.found: list[Any] = []

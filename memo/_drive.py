@@ -117,6 +117,15 @@ async def _async_op(backend: Backend, op: Any, args: tuple[Any, ...], compute: A
     return await getattr(backend, "a" + op)(*args)
 
 
+class Closing(BaseException):
+    """Thrown into steps in place of `GeneratorExit`: the coroutine driving them is being closed.
+
+    A generator that receives `GeneratorExit` through `yield from` is closed, and
+    may then not yield its clean-up; this exception lets it clean up like any
+    other interruption, and the driver raises the `GeneratorExit` afterwards.
+    """
+
+
 async def run_async(
     backend: Backend, steps: Steps[T], compute: Callable[[], Awaitable[Any]] | None = None
 ) -> T:
@@ -124,20 +133,25 @@ async def run_async(
     send: Any = None
     error: BaseException | None = None
     cause: BaseException | None = None  # what is tearing the steps down, once something is
+    closing: GeneratorExit | None = None
     while True:
         try:
             op, args = steps.send(send) if error is None else steps.throw(error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except Closing:
+            raise closing from None  # type: ignore[misc]
         if _tearing_down(error):
             cause = error
         error = None
-        if isinstance(cause, GeneratorExit):
+        if closing is not None:
             # This coroutine is being closed: it may not await any more.
             _finish_sync(backend, steps, op, args, cause)
-            raise cause
+            raise closing
         try:
             send = await _async_op(backend, op, args, compute)
+        except GeneratorExit as exc:
+            closing, error, send = exc, Closing(), None
         except BaseException as exc:
             if cause is not None and not isinstance(exc, Exception):
                 # Cancelled again while cleaning up: finish the clean-up without awaiting.
@@ -147,7 +161,7 @@ async def run_async(
 
 
 def _finish_sync(
-    backend: Backend, steps: Steps[Any], op: Any, args: tuple[Any, ...], cause: BaseException
+    backend: Backend, steps: Steps[Any], op: Any, args: tuple[Any, ...], cause: BaseException | None
 ) -> None:
     """Run a tearing-down generator's remaining clean-up with sync I/O; swallow `cause` at its end."""
     while True:

@@ -89,8 +89,10 @@ class FillTarget(Protocol):
         ttl: what the backend keeps the stored value for (None: no expiry).
         max_size: the largest value the backend stores.
         found: where `usable` puts the value it accepted.
+        backend: where the lease lives (given back there at exit if the fill never ends).
     """
 
+    backend: Any
     lease_ttl: float
     lease_wait: float
     ttl: float | None
@@ -132,6 +134,7 @@ def fill(key: str, target: FillTarget) -> Steps[Filled]:
     if isinstance(got, leases.Found):
         return Filled(target.found[-1], got.raw, Outcome.FOUND)
     target.report(Outcome.ACQUIRED)
+    leases.hold(lease, target.backend)
     try:
         value = yield (Verb.COMPUTE, ())
         data = target.encode(value)
@@ -139,6 +142,8 @@ def fill(key: str, target: FillTarget) -> Steps[Filled]:
     except BaseException:
         yield from _release_quietly(lease)
         raise
+    finally:
+        leases.drop(lease)
     return Filled(value, data, outcome)
 
 

@@ -25,8 +25,11 @@ Every path here is a sans-I/O step generator (see `memo._drive`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 from . import _clock
 from ._codec import is_lease, lease_marker
@@ -40,6 +43,8 @@ __all__ = [
     "Lease",
     "acquire",
     "acquire_or_wait",
+    "drop",
+    "hold",
     "invalidate",
     "lock",
     "release",
@@ -74,6 +79,31 @@ class Lease:
 
     def __repr__(self) -> str:
         return f"Lease({self.key!r})"
+
+
+#: Leases this process holds now, with the backend they live on: given back at exit
+#: (a fill whose thread or event loop never comes back to finish it).
+_HELD: dict[int, tuple[Lease, Any]] = {}
+
+
+def hold(lease: Lease, backend: Any) -> None:
+    """Note that this process holds `lease` on `backend` until `drop`."""
+    _HELD[id(lease)] = (lease, backend)
+
+
+def drop(lease: Lease) -> None:
+    """The holder has stored or released `lease`."""
+    _HELD.pop(id(lease), None)
+
+
+@atexit.register
+def _release_held() -> None:
+    from ._drive import run_sync
+
+    for lease, backend in list(_HELD.values()):
+        with contextlib.suppress(Exception):
+            run_sync(backend, release(lease))
+    _HELD.clear()
 
 
 class Acquired:

@@ -425,6 +425,7 @@ class _Fill:
 
     __slots__ = (
         "_value_ttl",
+        "backend",
         "bad",
         "found",
         "gen",
@@ -439,6 +440,7 @@ class _Fill:
 
     def __init__(self, values: Values, ns: str, gen: str, bad: bytes | None, ttl: float | None) -> None:
         cache = values.cache
+        self.backend = cache.backend
         self.values, self.ns, self.gen, self.bad = values, ns, gen, bad
         self.lease_ttl, self.lease_wait, self.ttl = cache.lease_ttl, cache.lease_wait, values.hard_ttl(ttl)
         self.max_size = cache.backend.max_value_size
