@@ -114,12 +114,12 @@ class Cache:
         self.backend: Backend = backend if backend is not None else backend_from_url(url, options)
         self._events = Emitter(combine_hooks(on_event))
         #: Deliver one event to the `on_event` hook; does nothing when there is none.
-        #: The engine calls it as `cache._emit(kind, ns, function, duration, error, source)`.
-        self._emit = self._events.emit
+        #: The engine calls it as `cache.emit(kind, ns, function, duration, error, source)`.
+        self.emit = self._emit = self._events.emit
         self._values_api: Values | None = None
         self._gens = Generations(self.prefix, ns_refresh)
-        #: ns -> (generation, trusted until); read directly by the hit path.
-        self._generations = self._gens.known
+        #: scope -> (generation, trusted until); read directly by the hit paths.
+        self.known_generations = self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
         self._functions: dict[str, list[Stats]] = {}
         self._stats_lock = threading.Lock()
@@ -199,6 +199,11 @@ class Cache:
     @on_event.setter
     def on_event(self, hook: EventHook | Iterable[EventHook] | None) -> None:
         self._events.hook = combine_hooks(hook)
+
+    @property
+    def event_hook(self) -> EventHook | None:
+        """The combined hook the engine delivers events to (None: no events are built)."""
+        return self._events.hook
 
     # -- values ----------------------------------------------------------------
 
@@ -428,19 +433,20 @@ class Cache:
                 writes, a clear does not fail open: a clear that did not happen
                 must not look done.
         """
-        self._clear_generation(_check_ns(ns))
+        self.clear_scope(_check_ns(ns))
 
     async def aclear(self, ns: str | None = None) -> None:
         """Async `clear`."""
-        await self._aclear_generation(_check_ns(ns))
+        await self.aclear_scope(_check_ns(ns))
 
-    def _clear_generation(self, name: str | None) -> None:
+    def clear_scope(self, name: str | None) -> None:
         """Renew the generation of a namespace or of one function's scope (`scope_of`)."""
         errors: list[BackendError] = []
         run_sync(self.backend, self._gens.clear(name, errors))
         self._record_errors(name or "default", "clearing a namespace on some servers", errors)
 
-    async def _aclear_generation(self, name: str | None) -> None:
+    async def aclear_scope(self, name: str | None) -> None:
+        """Async `clear_scope`."""
         errors: list[BackendError] = []
         await run_async(self.backend, self._gens.clear(name, errors))
         self._record_errors(name or "default", "clearing a namespace on some servers", errors)

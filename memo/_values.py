@@ -44,7 +44,7 @@ from ._policy import check_ttl
 from ._sentinels import MISS, NOT_GIVEN
 
 if TYPE_CHECKING:
-    from ._cache import Cache
+    from ._context import Context
 
 __all__ = ["Values", "value_key"]
 
@@ -82,7 +82,7 @@ def _compose(part: tuple[str, Any], generation: str, key: str) -> str:
 class Values:
     """The value API of one `Cache` (its `get`, `set`, ... methods delegate here)."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Context) -> None:
         self.cache = cache
         self.codec = Codec(TypeRegistry(parent=GLOBAL_TYPES), compress_threshold=cache.compress_threshold)
         self._flight: Flight[Any] = Flight()
@@ -114,7 +114,7 @@ class Values:
     def emit(
         self, kind: str, ns: str, duration: float | None = None, error: BaseException | None = None
     ) -> None:
-        self.cache._emit(kind, ns, None, duration, error, "values")
+        self.cache.emit(kind, ns, None, duration, error, "values")
 
     def decode(self, ns: str, raw: bytes, duration: float | None) -> Any:
         """Return the value `raw` holds, or `MISS` (counted) when it is not a fresh value."""
@@ -188,7 +188,7 @@ class Values:
 
     def generation_is(self, ns: str, generation: str) -> bool:
         """Whether `generation` is still the namespace's, as far as this process knows."""
-        entry = self.cache._generations.get(ns)
+        entry = self.cache.known_generations.get(ns)
         return entry is not None and entry[0] == generation
 
     # -- reads: the hit path, kept flat --------------------------------------------------

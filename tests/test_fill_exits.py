@@ -390,7 +390,7 @@ def test_followers_never_receive_a_fill_invalidated_by_another_process(memcached
 
 _SLOW_REFRESH = """
 import asyncio, sys, time, memo
-from memo._decorator import _refresh_key
+from memo._memo import _refresh_key
 cache = memo.Cache(sys.argv[1], prefix=sys.argv[2])
 mode = sys.argv[3]
 calls = []

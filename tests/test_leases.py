@@ -343,7 +343,11 @@ async def test_cancelled_waiters_leave_the_others_their_value(make_cache: Callab
         return arg * 2
 
     tasks = [asyncio.ensure_future(slow("a")) for _ in range(10)]
-    await asyncio.sleep(0.05)
+    flight = slow._self_memo.flight  # type: ignore[attr-defined]
+    for _ in range(500):  # every caller has joined the one computation (not a fixed sleep)
+        if sum(entry.waiters for entry in flight._calls.values()) == 10:
+            break
+        await asyncio.sleep(0.01)
     for t in tasks[:5]:
         t.cancel()
     await asyncio.sleep(0.01)

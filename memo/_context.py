@@ -1,0 +1,71 @@
+"""What the engine needs from a Cache, declared: the `Context` a fill runs in.
+
+`Cache` (the public door) builds and is this context; the engine (`memo._memo`,
+`memo._values`) and the integrations type against this protocol and never import
+`Cache`, so the layers import in one direction only (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ._backend import Backend
+from ._policy import OnError, Stats
+
+__all__ = ["Context"]
+
+
+class Context(Protocol):
+    """A backend with one key prefix, its settings, generations, counters and event hook."""
+
+    backend: Backend
+    #: Prepended to every key.
+    prefix: str
+    #: Defaults of the functions and values stored through it.
+    ttl: float | None
+    strict: bool
+    on_error: OnError
+    compress_threshold: int | None
+    leases: bool
+    lease_ttl: float
+    lease_wait: float
+    #: scope -> (generation, monotonic time it is trusted until); read by the hit paths.
+    known_generations: dict[str, tuple[str, float]]
+
+    @property
+    def event_hook(self) -> Any:
+        """The `on_event` hook, or None: then no event is built at all."""
+
+    def emit(
+        self,
+        kind: str,
+        ns: str,
+        function: str | None,
+        duration: float | None,
+        error: BaseException | None,
+        source: str,
+    ) -> None:
+        """Deliver one event to the hook (nothing when there is none)."""
+
+    def generation(self, ns: str, on_error: OnError | None = None) -> str | None:
+        """The generation of keys in `ns` (or a function's scope); None: unknown, bypass."""
+
+    async def ageneration(self, ns: str, on_error: OnError | None = None) -> str | None:
+        """Async `generation`."""
+
+    def clear_scope(self, name: str | None) -> None:
+        """Renew the generation of a namespace or of one function's scope."""
+
+    async def aclear_scope(self, name: str | None) -> None:
+        """Async `clear_scope`."""
+
+    def ns_stats(self, ns: str) -> Stats:
+        """The live counters of namespace `ns`."""
+
+    def function_stats(self, ns: str) -> Stats:
+        """New live counters for one function of namespace `ns` (counted in `ns` too)."""
+
+    def record_error(
+        self, ns: str, what: str, exc: Any, on_error: OnError | None = None, stats: Stats | None = None
+    ) -> None:
+        """Count and log a backend failure, or raise it under `on_error="raise"`."""

@@ -1,0 +1,700 @@
+"""The engine of one memoized function: its keys, its hit paths, and its cold paths.
+
+Everything that can be decided when a function is decorated is decided then
+(as cachetools does): the argument binder, the key layout, the codec and its
+classes, sync or async. The hit path of each flavour (`Memo.call`, `Memo.acall`)
+is written out flat, because every call layer costs; everything after a miss
+(the fill lifecycle in `memo._fill`, revalidating a stale entry, refreshing) is
+written once as sans-I/O steps and run by the sync or async driver.
+
+A `Memo` runs in a `Context` (`memo._context`): the Context that decorated it, or
+the default one, picked at each call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import logging
+import time
+import typing
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import orjson
+
+from . import _clock
+from . import _leases as leases
+from ._background import Refresher
+from ._canonical import qualified_name
+from ._codec import (
+    EXPIRES,
+    GLOBAL_TYPES,
+    MAGIC,
+    PLAIN,
+    VERSION,
+    Codec,
+    DecodeError,
+    TypeRegistry,
+    expires_ms,
+    is_lease,
+    lease_marker,
+)
+from ._context import Context
+from ._drive import Steps, Verb, run_async, run_sync
+from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
+from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
+from ._flight import AsyncFlight, Flight, copy_for_follower
+from ._generations import SCOPE, scope_of
+from ._keys import KeyMaker
+from ._policy import OnError, check_flag, check_on_error, check_seconds, check_ttl
+from ._sentinels import MISS, NOT_GIVEN
+
+__all__ = ["Memo"]
+
+logger = logging.getLogger("memo")
+
+_HIT: Any = object()
+_STALE: Any = object()
+_loads = orjson.loads
+_PLAIN = MAGIC + bytes([VERSION, PLAIN])
+_PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
+_perf = time.perf_counter
+
+
+async def _returning(value: Any) -> Any:
+    return value
+
+
+def _refresh_key(cache: Context, key: str) -> str:
+    """The key of the refresh lease of a stale entry's `key`."""
+    return f"{cache.prefix}~r:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
+
+
+def _uncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Filled:
+    return Filled(wrapped(*args, **kwargs), None, Outcome.UNLEASED)
+
+
+async def _auncached(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Filled:
+    return Filled(await wrapped(*args, **kwargs), None, Outcome.UNLEASED)
+
+
+class _Fill:
+    """A decorated function's side of `leases.fill`: what is usable, how to store, what to count."""
+
+    __slots__ = (
+        "backend",
+        "bad",
+        "cache",
+        "found",
+        "key",
+        "lease_ttl",
+        "lease_wait",
+        "max_size",
+        "memo",
+        "ttl",
+    )
+
+    def __init__(self, memo: Memo, cache: Context, key: str, bad: bytes | None) -> None:
+        self.memo, self.cache, self.key, self.bad = memo, cache, key, bad
+        self.backend = cache.backend
+        self.lease_ttl, self.lease_wait, self.ttl = memo._lease_ttl, memo._lease_wait, memo._hard_ttl
+        self.max_size = cache.backend.max_value_size
+        self.found: list[Any] = []
+
+    def usable(self, raw: bytes) -> bool:
+        return self.memo._usable(self.found, self.bad, raw)
+
+    def encode(self, value: Any) -> bytes | None:
+        return self.memo.encode(value, self.cache)
+
+    def current(self) -> bool:
+        return self.memo._generation_is(self.cache, self.key)
+
+    def report(self, outcome: Outcome, error: BackendError | None = None) -> None:
+        memo, cache = self.memo, self.cache
+        if error is not None:
+            memo._failed(cache, DOING[outcome], error)
+        elif outcome is Outcome.ACQUIRED:
+            cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
+        else:
+            memo._count(cache, _COUNTERS[outcome], outcome.value)
+
+
+#: The Stats counter of each fill outcome that is counted.
+_COUNTERS = {
+    Outcome.WAITING: "lease_waits",
+    Outcome.STORED: "sets",
+    Outcome.NOT_STORED: "not_stored",
+    Outcome.LOST: "lease_lost",
+}
+
+
+class Memo:
+    """The engine of one decorated function.
+
+    The hit path is written out twice (`call`, `acall`), flat, because every
+    call layer costs; everything after a miss (filling under a lease, waiting for
+    another caller's lease, revalidating a stale entry, refreshing) is written
+    once as sans-I/O steps and run by the sync or async driver (`memo._drive`).
+    """
+
+    def __init__(
+        self,
+        cache: Context | None,
+        fn: Any,
+        ns: str = "default",
+        ttl: Any = NOT_GIVEN,
+        *,
+        version: str | int | None = None,
+        ignore: Iterable[str] = (),
+        key: Callable[..., Any] | None = None,
+        scope: Callable[..., Any] | None = None,
+        types: Iterable[type] = (),
+        strict: bool | None = None,
+        on_error: OnError | None = None,
+        stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
+        lease_wait: float | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
+        default_cache: Callable[[], Context] | None = None,
+    ) -> None:
+        func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+        if not callable(func):
+            raise ConfigurationError(f"@cached needs a function, got {fn!r}")
+        if not isinstance(ns, str) or SCOPE in ns:
+            raise ConfigurationError(f"ns must be a str without NUL characters, got {ns!r}")
+        if cache_if is not None and not callable(cache_if):
+            raise ConfigurationError(f"cache_if must be a callable taking the result, got {cache_if!r}")
+        self.cache_if = cache_if
+        if (cache is None) == (default_cache is None):
+            raise TypeError("Memo needs exactly one of: a Context, a default_cache callable")
+        # A partial, bound method or callable instance: keyed as its function plus what
+        # is bound to it (see KeyMaker.for_callable).
+        self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
+        target = self.keys.target
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            raise ConfigurationError(
+                f"{qualified_name(target)} is a generator: cache a function that returns its items as a list"
+            )
+        #: The Context, or None when `default_cache` picks it at each call (module-level `memo.cached`).
+        self.cache = cache
+        self.default_cache: Callable[[], Context] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
+        self.ns = ns
+        self.ttl = ttl if ttl is NOT_GIVEN else check_ttl(ttl)
+        self.stale_ttl = None if stale_ttl is None else check_seconds(stale_ttl, "stale_ttl")
+        if self.stale_ttl is not None and self.ttl is None:
+            raise ConfigurationError("stale_ttl needs a ttl: an entry that never expires is never stale")
+        self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
+        self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
+        self.strict = None if strict is None else check_flag(strict, "strict")
+        self.on_error = None if on_error is None else check_on_error(on_error)
+        self.is_async = inspect.iscoroutinefunction(target)
+        #: Methods and classmethods receive their instance or class through wrapt;
+        #: it is the first parameter of the signature the key binds. What was bound
+        #: before decorating (a bound method's instance) is prepended by the key maker.
+        self.prepend = not isinstance(fn, staticmethod) and target is func
+        self.name = qualified_name(target)
+        func = target
+        registry = TypeRegistry(types, parent=GLOBAL_TYPES)
+        # Unresolvable annotations are fine: returned classes are learned on encode.
+        with contextlib.suppress(Exception):
+            registry.add_annotation(typing.get_type_hints(func).get("return"))
+        self.codec = Codec(registry)
+        self._decode = self.codec.decode
+        self._digest = self.keys.call_digest
+        #: The generation this function's keys carry: its namespace's and its own (`clear()`).
+        self.scope = scope_of(ns, self.keys.function_id)
+        self.flight: Any = AsyncFlight() if self.is_async else Flight()
+        self.refresher = Refresher(self.name)
+        #: Bumped by every invalidate and refresh in this process: callers that
+        #: miss afterwards never join a computation that started before.
+        self._epoch = 0
+        self._bound: Context | None = None
+        self._warned = False
+        if cache is not None:
+            self._bind(cache)
+
+    # -- binding to a Context (once, or again after memo.configure) ---------------
+
+    def _bind(self, cache: Context) -> Context:
+        self._static = f"{cache.prefix}{self.keys.readable}:"
+        self._stats = cache.function_stats(self.ns)
+        self._ttl = ttl = cache.ttl if self.ttl is NOT_GIVEN else self.ttl
+        # memcached keeps an entry one second past its exact expiry plus the stale
+        # window (its clock ticks in whole seconds); the header says when it expires.
+        self._ttl_ms = None if ttl is None else ttl * 1000.0
+        self._stale_ms = 0.0 if self.stale_ttl is None else self.stale_ttl * 1000.0
+        self._hard_ttl = None if ttl is None else ttl + (self.stale_ttl or 0.0) + 1.0
+        self._strict = cache.strict if self.strict is None else self.strict
+        self._on_error: OnError = self.on_error or cache.on_error
+        self._leases = cache.leases
+        self._lease_ttl = cache.lease_ttl if self.lease_ttl is None else self.lease_ttl
+        self._lease_wait = cache.lease_wait if self.lease_wait is None else self.lease_wait
+        self.refresher.retry_after = self._lease_ttl
+        self.codec.compress_threshold = cache.compress_threshold
+        self._bound = cache
+        return cache
+
+    def bound_cache(self) -> Context:
+        cache = self.cache or self.default_cache()
+        return cache if cache is self._bound else self._bind(cache)
+
+    # -- the pure parts -----------------------------------------------------------
+
+    def make_key(self, gen: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        full = (instance, *args) if instance is not None and self.prepend else args
+        return f"{self._static}{gen}:{self._digest(full, kwargs)}"
+
+    def decode(self, raw: bytes) -> Any:
+        try:
+            return self.codec.decode(raw)
+        except DecodeError as exc:
+            if not is_lease(raw):
+                self._stats.decode_errors += 1
+                if self._bound is not None:
+                    self._bound.emit("decode_error", self.ns, self.name, None, exc, "cached")
+            return MISS
+
+    def _observed(self, cache: Context, kind: str, t0: float) -> None:
+        """Report a hit-path outcome and how long its read took to the Context's event hook."""
+        cache.emit(kind, self.ns, self.name, _perf() - t0, None, "cached")
+
+    def _count(self, cache: Context, counter: str, kind: str) -> None:
+        """Count an outcome of a cold path and report it to the Context's event hook."""
+        setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+        cache.emit(kind, self.ns, self.name, None, None, "cached")
+
+    def encode(self, value: Any, cache: Context | None = None) -> bytes | None:
+        """The bytes to store for a result, or None: not to be stored (`cache_if`, or not encodable)."""
+        if self.cache_if is not None and not self.cache_if(value):
+            if cache is not None:
+                cache.emit("forbidden", self.ns, self.name, None, None, "cached")
+            return None
+        ttl_ms = self._ttl_ms
+        try:
+            return self.codec.encode(value, None if ttl_ms is None else int(_clock.time() * 1000.0 + ttl_ms))
+        except SerializationError as exc:
+            self._stats.encode_errors += 1
+            if self._strict:
+                raise
+            if not self._warned:
+                self._warned = True
+                logger.warning("memo: results of %s are not cached: %s", self.name, exc)
+            return None
+
+    def _usable(self, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
+        """Whether stored bytes are a fresh value; its decoded value is appended to `found`.
+
+        `bad`: bytes already found undecodable, not decoded (or counted) again.
+        """
+        if raw == bad:
+            return False
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _clock.time() * 1000.0:
+            return False
+        value = self.decode(raw)
+        if value is MISS:
+            return False
+        found.append(value)
+        return True
+
+    def _classify(self, raw: bytes) -> tuple[object, Any]:
+        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | MISS, value)`.
+
+        Expired entries are stale while within `stale_ttl` of their expiry;
+        lease markers and undecodable bytes are misses (only the latter counted).
+        """
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _clock.time() * 1000.0:
+            if not self._stale_ms or _clock.time() * 1000.0 >= expires + self._stale_ms:
+                return MISS, None
+            value = self.decode(raw)
+            return (MISS, None) if value is MISS else (_STALE, value)
+        value = self.decode(raw)
+        return (MISS, None) if value is MISS else (_HIT, value)
+
+    def _generation_is(self, cache: Context, key: str) -> bool:
+        """Whether `key` still carries the namespace generation this process knows."""
+        entry = cache.known_generations.get(self.scope)
+        return entry is not None and key.startswith(entry[0] + ":", len(self._static))
+
+    def _failed(self, cache: Context, what: str, exc: BackendError) -> None:
+        cache.emit("error", self.ns, self.name, None, exc, "cached")
+        cache.record_error(self.ns, what, exc, self._on_error, self._stats)
+
+    def _follow(self, filled: Filled, led: bool) -> Any:
+        """The caller's result of a fill: the leader's value, a follower's own copy, or `MISS`.
+
+        `MISS`: a follower must do what a caller arriving now would (the leader's
+        lease was lost to an invalidate, or its value cannot be copied).
+        """
+        if led:
+            return filled.value
+        if not shareable(filled):
+            return MISS
+        return copy_for_follower(filled.value, filled.data, self.decode)
+
+    def _too_big(self, cache: Context, data: bytes) -> bool:
+        if len(data) > cache.backend.max_value_size:
+            self._count(cache, "not_stored", "not_stored")
+            return True
+        return False
+
+    # -- the cold paths, written once as sans-I/O steps ------------------------------
+
+    def _fill(self, cache: Context, key: str, bad: bytes | None) -> Steps[Filled]:
+        """After a miss: compute once (across processes with leases) and store.
+
+        `bad`: what the hit path read and could not use, if anything.
+        """
+        target = _Fill(self, cache, key, bad)
+        if not self._leases:
+            return (yield from fill_plain(key, target, bad))
+        return (yield from fill(key, target))
+
+    def _revalidate(self, cache: Context, key: str) -> Steps[None]:
+        """Recompute a stale entry, by one caller across processes, under the refresh lease.
+
+        The refresh lease is given back on every way out, interruptions included.
+        """
+        rkey = _refresh_key(cache, key)
+        held = False
+        try:
+            held = yield (Verb.ADD, (rkey, lease_marker(leases.new_owner()), self._lease_ttl))
+            if not held:
+                return  # another process is refreshing it
+            got = yield (Verb.GETS, (key,))
+            if got is not None and not is_lease(got[0]) and not self._usable([], None, got[0]):
+                yield from self._restore(cache, key, got[1])
+        except BackendError as exc:
+            self._failed(cache, "revalidating a stale entry", exc)
+        finally:
+            if held:
+                with contextlib.suppress(BackendError):
+                    yield (Verb.DELETE, (rkey,))
+
+    def _restore(self, cache: Context, key: str, unique: int) -> Steps[None]:
+        """Compute and store over the stale entry read with `unique` (lost if it changed since)."""
+        value = yield (Verb.COMPUTE, ())
+        data = self.encode(value, cache)
+        if data is not None and not self._too_big(cache, data):
+            if (yield from leases.store(key, data, self._hard_ttl, unique)):
+                self._count(cache, "sets", "set")
+            else:
+                self._count(cache, "lease_lost", "lease_lost")
+
+    def _refresh(self, cache: Context, key: str | None) -> Steps[Any]:
+        """Recompute and store now; a fill that started before cannot overwrite it."""
+        if key is None:
+            return (yield (Verb.COMPUTE, ()))
+        lease = leases.Lease(key)
+        unique = None
+        try:
+            unique = yield from leases.lock(lease, self._lease_ttl)
+        except BackendError as exc:
+            self._failed(cache, "taking a lease", exc)
+        try:
+            value = yield (Verb.COMPUTE, ())
+            data = self.encode(value, cache)
+        except BaseException:
+            with contextlib.suppress(BackendError):
+                yield from leases.release(lease)
+            raise
+        try:
+            if data is not None and unique is not None and not self._too_big(cache, data):
+                if (yield from leases.store(key, data, self._hard_ttl, unique)):
+                    self._count(cache, "sets", "set")
+                elif (yield from leases.release(lease)):
+                    self._count(cache, "not_stored", "not_stored")  # refused; our marker dropped
+                else:
+                    self._count(cache, "lease_lost", "lease_lost")  # another writer came after
+                return value
+            # Not stored. The old value must not be served after a refresh: drop our
+            # marker, or the key when no marker was confirmed.
+            if unique is None:
+                yield from leases.invalidate(key)
+            else:
+                yield from leases.release(lease)
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+        return value
+
+    # -- sync driver ----------------------------------------------------------------
+
+    def call(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # The hit path: kept flat (no helper calls) because each call layer costs ~0.1 µs.
+        cache = self.cache or self.default_cache()
+        if cache is not self._bound:
+            self._bind(cache)
+        entry = cache.known_generations.get(self.scope)
+        gen = (
+            entry[0]
+            if entry is not None and entry[1] > _clock.monotonic()
+            else cache.generation(self.scope, self._on_error)
+        )
+        if gen is None:
+            return wrapped(*args, **kwargs)
+        full = (instance, *args) if instance is not None and self.prepend else args
+        key = self._static + gen + ":" + self._digest(full, kwargs)
+        t0 = _perf() if cache.event_hook is not None else 0.0  # timed only for an event hook
+        try:
+            raw = cache.backend.get(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return wrapped(*args, **kwargs)
+        if raw is not None:
+            # The common hits, inlined: plain JSON with an exact expiry (or none).
+            head = raw[:3]
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
+                head == _PLAIN
+            ):
+                try:
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
+                except ValueError:
+                    value = MISS
+                if value is not MISS:
+                    self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
+                    return value
+                self._stats.decode_errors += 1
+                if t0:
+                    self._observed(cache, "decode_error", t0)
+            else:
+                state, value = self._classify(raw)
+                if state is _HIT:
+                    self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
+                    return value
+                if state is _STALE:
+                    self._stats.stale += 1
+                    if t0:
+                        self._observed(cache, "stale", t0)
+                    self.refresher.submit(
+                        key,
+                        partial(
+                            run_sync,
+                            cache.backend,
+                            self._revalidate(cache, key),
+                            partial(wrapped, *args, **kwargs),
+                        ),
+                        partial(cache.backend.delete, _refresh_key(cache, key)),
+                    )
+                    return value
+        self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
+        return self._miss(cache, key, raw, wrapped, args, kwargs)
+
+    def _miss(
+        self, cache: Context, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Fill `key` once per process (single flight) and return this caller's result."""
+        compute = partial(wrapped, *args, **kwargs)
+        # A re-entrant call (the function calling itself on its own key) computes
+        # without the lease: the outer call holds it.
+        alone = partial(_uncached, wrapped, args, kwargs)
+        filled, led = self.flight.run(
+            (key, self._epoch), partial(run_sync, cache.backend, self._fill(cache, key, raw), compute), alone
+        )
+        value = self._follow(filled, led)
+        if value is MISS and not shareable(filled):
+            # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
+            filled, led = self.flight.run(
+                (key, self._epoch),
+                partial(run_sync, cache.backend, self._fill(cache, key, None), compute),
+                alone,
+            )
+            value = self._follow(filled, led)
+        return compute() if value is MISS else value
+
+    def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        gen = self.bound_cache().generation(self.scope, self._on_error)
+        if gen is None:
+            raise BackendUnavailable("the namespace generation could not be read; see Context.stats()")
+        return self.make_key(gen, instance, args, kwargs)
+
+    def invalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = cache.generation(self.scope, self._on_error)
+        if gen is None:
+            return False
+        try:
+            return run_sync(cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs)))
+        except BackendError as exc:
+            self._failed(cache, "a delete", exc)
+            return False
+
+    def refresh(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = cache.generation(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        return run_sync(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
+
+    def _peek(self, cache: Context, key: str) -> Steps[Any]:
+        try:
+            raw = yield ("get", (key,))
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return MISS
+        if raw is None:
+            return MISS
+        state, value = self._classify(raw)
+        return MISS if state is MISS else value
+
+    def peek(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cache = self.bound_cache()
+        gen = cache.generation(self.scope, self._on_error)
+        if gen is None:
+            return MISS
+        return run_sync(cache.backend, self._peek(cache, self.make_key(gen, instance, args, kwargs)))
+
+    def prime(self, value: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = cache.generation(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        run_sync(cache.backend, self._refresh(cache, key), lambda: value)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self.bound_cache().clear_scope(self.scope)
+
+    # -- async driver -----------------------------------------------------------------
+
+    async def acall(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        cache = self.cache or self.default_cache()
+        if cache is not self._bound:
+            self._bind(cache)
+        entry = cache.known_generations.get(self.scope)
+        gen: str | None = entry[0] if entry is not None and entry[1] > _clock.monotonic() else None
+        if gen is None:
+            gen = await cache.ageneration(self.scope, self._on_error)
+            if gen is None:
+                return await wrapped(*args, **kwargs)
+        full = (instance, *args) if instance is not None and self.prepend else args
+        key = self._static + gen + ":" + self._digest(full, kwargs)
+        t0 = _perf() if cache.event_hook is not None else 0.0  # timed only for an event hook
+        try:
+            raw = await cache.backend.aget(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return await wrapped(*args, **kwargs)
+        if raw is not None:
+            head = raw[:3]
+            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
+                head == _PLAIN
+            ):
+                try:
+                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
+                except ValueError:
+                    value = MISS
+                if value is not MISS:
+                    self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
+                    return value
+                self._stats.decode_errors += 1
+                if t0:
+                    self._observed(cache, "decode_error", t0)
+            else:
+                state, value = self._classify(raw)
+                if state is _HIT:
+                    self._stats.hits += 1
+                    if t0:
+                        self._observed(cache, "hit", t0)
+                    return value
+                if state is _STALE:
+                    self._stats.stale += 1
+                    if t0:
+                        self._observed(cache, "stale", t0)
+                    self.refresher.asubmit(
+                        key,
+                        partial(
+                            run_async,
+                            cache.backend,
+                            self._revalidate(cache, key),
+                            partial(wrapped, *args, **kwargs),
+                        ),
+                    )
+                    return value
+        self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
+        return await self._amiss(cache, key, raw, wrapped, args, kwargs)
+
+    async def _amiss(
+        self, cache: Context, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Async `_miss`."""
+        compute = partial(wrapped, *args, **kwargs)
+        alone = partial(_auncached, wrapped, args, kwargs)
+        filled, led = await self.flight.run(
+            (key, self._epoch), partial(run_async, cache.backend, self._fill(cache, key, raw), compute), alone
+        )
+        value = self._follow(filled, led)
+        if value is MISS and not shareable(filled):
+            filled, led = await self.flight.run(
+                (key, self._epoch),
+                partial(run_async, cache.backend, self._fill(cache, key, None), compute),
+                alone,
+            )
+            value = self._follow(filled, led)
+        return (await compute()) if value is MISS else value
+
+    async def akey_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        gen = await self.bound_cache().ageneration(self.scope, self._on_error)
+        if gen is None:
+            raise BackendUnavailable("the namespace generation could not be read; see Context.stats()")
+        return self.make_key(gen, instance, args, kwargs)
+
+    async def ainvalidate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = await cache.ageneration(self.scope, self._on_error)
+        if gen is None:
+            return False
+        try:
+            return await run_async(
+                cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs))
+            )
+        except BackendError as exc:
+            self._failed(cache, "a delete", exc)
+            return False
+
+    async def apeek(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cache = self.bound_cache()
+        gen = await cache.ageneration(self.scope, self._on_error)
+        if gen is None:
+            return MISS
+        return await run_async(cache.backend, self._peek(cache, self.make_key(gen, instance, args, kwargs)))
+
+    async def aprime(self, value: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = await cache.ageneration(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        await run_async(cache.backend, self._refresh(cache, key), partial(_returning, value))
+
+    async def aclear(self) -> None:
+        self._epoch += 1
+        await self.bound_cache().aclear_scope(self.scope)
+
+    async def arefresh(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        cache = self.bound_cache()
+        self._epoch += 1
+        gen = await cache.ageneration(self.scope, self._on_error)
+        key = None if gen is None else self.make_key(gen, instance, args, kwargs)
+        return await run_async(cache.backend, self._refresh(cache, key), partial(wrapped, *args, **kwargs))
