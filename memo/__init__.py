@@ -10,7 +10,7 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from ._backend import Backend, PartialFailure
+from ._backend import Backend, Capability, PartialFailure
 from ._cache import Cache
 from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
@@ -45,6 +45,7 @@ __all__ = [
     "register_type",
     "register_key_type",
     "Backend",
+    "Capability",
     "PartialFailure",
     "Event",
     "UNSET",

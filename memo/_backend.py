@@ -15,6 +15,7 @@ the engine applies it.
 from __future__ import annotations
 
 import abc
+import enum
 import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from ._errors import BackendError, ConfigurationError
 
-__all__ = ["Backend", "PartialFailure", "SetItem", "backend_from_url", "register_backend"]
+__all__ = ["Backend", "Capability", "PartialFailure", "SetItem", "backend_from_url", "register_backend"]
 
 #: One write: (key, value, ttl in seconds or None for "never expires").
 SetItem = tuple[str, bytes, "float | None"]
@@ -37,12 +38,31 @@ class PartialFailure(BackendError):
         self.errors = list(errors)
 
 
+class Capability(str, enum.Enum):
+    """What a backend can do beyond the core (get, set, delete and their batches)."""
+
+    #: `add`, `gets` and `cas` (and so `lease`): misses are filled under a lease, so an
+    #: invalidate in any process wins over a fill, and one caller per key computes.
+    #: Without it memo fills with a plain `set`.
+    LEASES = "leases"
+    #: `touch`: give a key a new lifetime without reading it.
+    TOUCH = "touch"
+
+
 class Backend(abc.ABC):
     """A bytes-in, bytes-out store with sync and async flavours of each operation.
+
+    The core every backend implements: `get`, `get_many`, `set`, `set_many`,
+    `delete`, `delete_many`, `close` and their async twins. A backend that can do
+    more declares it once, in `capabilities`, and implements those methods too;
+    memo uses what is declared and does without the rest.
 
     `ttl` is a relative lifetime in seconds (int or float, > 0) or None for no
     expiry; converting it to the server's representation is the backend's job.
     """
+
+    #: What this backend can do beyond the core (see `Capability`).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     #: Options a URL may set, name -> type; `backend_from_url` checks and converts them.
     OPTIONS: ClassVar[dict[str, type]] = {}
@@ -75,9 +95,16 @@ class Backend(abc.ABC):
     def set_many(self, items: Iterable[SetItem]) -> list[str]:
         """Store every item; return the keys that were not stored."""
 
-    @abc.abstractmethod
     def add(self, key: str, value: bytes, ttl: float | None) -> bool:
-        """Store `value` only if `key` is absent; return True if it was stored."""
+        """Store `value` only if `key` is absent; return True if it was stored.
+
+        This default reads, then writes: it is not atomic, which is enough for the
+        generation records (a race there only makes entries misses). A backend that
+        declares `Capability.LEASES` must make it atomic.
+        """
+        if self.get(key) is not None:
+            return False
+        return self.set(key, value, ttl)
 
     @abc.abstractmethod
     def delete(self, key: str) -> bool:
@@ -87,17 +114,17 @@ class Backend(abc.ABC):
     def delete_many(self, keys: Sequence[str]) -> None:
         """Remove every key of `keys` that exists."""
 
-    @abc.abstractmethod
     def gets(self, key: str) -> tuple[bytes, int] | None:
-        """Return `(value, cas unique)` stored under `key`, or None when absent."""
+        """Return `(value, cas unique)` stored under `key`, or None when absent. (`Capability.LEASES`)"""
+        raise _lacks(self, Capability.LEASES, "gets")
 
-    @abc.abstractmethod
     def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
-        """Store `value` only if `key` still holds the version `unique` names; True if stored."""
+        """Store `value` only if `key` still holds the version `unique` names (`Capability.LEASES`)."""
+        raise _lacks(self, Capability.LEASES, "cas")
 
-    @abc.abstractmethod
     def touch(self, key: str, ttl: float | None) -> bool:
-        """Give `key` a new lifetime without reading it; True if it existed."""
+        """Give `key` a new lifetime without reading it; True if it existed. (`Capability.TOUCH`)"""
+        raise _lacks(self, Capability.TOUCH, "touch")
 
     def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
         """`add` the marker under `key`, then `gets` it: `(added, what is stored now)`.
@@ -168,9 +195,11 @@ class Backend(abc.ABC):
     async def aset_many(self, items: Iterable[SetItem]) -> list[str]:
         """Async `set_many`."""
 
-    @abc.abstractmethod
     async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Async `add`."""
+        if await self.aget(key) is not None:
+            return False
+        return await self.aset(key, value, ttl)
 
     @abc.abstractmethod
     async def adelete(self, key: str) -> bool:
@@ -180,17 +209,17 @@ class Backend(abc.ABC):
     async def adelete_many(self, keys: Sequence[str]) -> None:
         """Async `delete_many`."""
 
-    @abc.abstractmethod
     async def agets(self, key: str) -> tuple[bytes, int] | None:
         """Async `gets`."""
+        raise _lacks(self, Capability.LEASES, "agets")
 
-    @abc.abstractmethod
     async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
         """Async `cas`."""
+        raise _lacks(self, Capability.LEASES, "acas")
 
-    @abc.abstractmethod
     async def atouch(self, key: str, ttl: float | None) -> bool:
         """Async `touch`."""
+        raise _lacks(self, Capability.TOUCH, "atouch")
 
     async def alease(
         self, key: str, marker: bytes, ttl: float | None
@@ -224,6 +253,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release every connection the async side holds (in every event loop)."""
+
+
+def _lacks(backend: Backend, capability: Capability, method: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{type(backend).__name__}.{method}: the backend does not declare {capability} "
+        "in its capabilities, so memo does not call it"
+    )
 
 
 #: URL scheme -> "module:Class", imported when a URL first uses it (as dogpile.cache

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _health
-from ._backend import Backend, PartialFailure, SetItem, backend_from_url
+from ._backend import Backend, Capability, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
@@ -67,7 +67,8 @@ class Cache:
             it quick. A hook that raises is logged once and never fails a call.
         leases: fill misses under a lease (default True): an invalidate, refresh
             or clear in any process voids a fill that started before it, and one
-            caller per key computes while the others wait. False: plain `set`.
+            caller per key computes while the others wait. False, or a backend that
+            does not declare `Capability.LEASES`: plain `set`.
         lease_ttl: seconds a lease lasts; a holder that died delays the others
             by at most this long (default 10).
         lease_wait: seconds a caller waits for another's lease before computing
@@ -112,6 +113,8 @@ class Cache:
         self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend if backend is not None else backend_from_url(url, options)
+        # A backend without add/gets/cas cannot hold a lease: fills are plain `set`s there.
+        self.leases = self.leases and Capability.LEASES in self.backend.capabilities
         self._events = Emitter(combine_hooks(on_event))
         #: Deliver one event to the `on_event` hook; does nothing when there is none.
         #: The engine calls it as `cache.emit(kind, ns, function, duration, error, source)`.

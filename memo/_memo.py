@@ -94,6 +94,7 @@ class _Fill:
         "lease_wait",
         "max_size",
         "memo",
+        "started",
         "ttl",
     )
 
@@ -103,12 +104,15 @@ class _Fill:
         self.lease_ttl, self.lease_wait, self.ttl = memo._lease_ttl, memo._lease_wait, memo._hard_ttl
         self.max_size = cache.backend.max_value_size
         self.found: list[Any] = []
+        self.started = 0.0
 
     def usable(self, raw: bytes) -> bool:
         return self.memo._usable(self.found, self.bad, raw)
 
     def encode(self, value: Any) -> bytes | None:
-        return self.memo.encode(value, self.cache)
+        data = self.memo.encode(value, self.cache)
+        self.started = _perf()  # what follows times the write
+        return data
 
     def current(self) -> bool:
         return self.memo._generation_is(self.cache, self.key)
@@ -120,7 +124,7 @@ class _Fill:
         elif outcome is Outcome.ACQUIRED:
             cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
         else:
-            memo._count(cache, _COUNTERS[outcome], outcome.value)
+            memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
 
 
 #: The Stats counter of each fill outcome that is counted.
@@ -262,10 +266,10 @@ class Memo:
         """Report a hit-path outcome and how long its read took to the Context's event hook."""
         cache.emit(kind, self.ns, self.name, _perf() - t0, None, "cached")
 
-    def _count(self, cache: Context, counter: str, kind: str) -> None:
-        """Count an outcome of a cold path and report it to the Context's event hook."""
+    def _count(self, cache: Context, counter: str, kind: str, since: float = 0.0) -> None:
+        """Count an outcome of a cold path and report it, timed from `since` when given."""
         setattr(self._stats, counter, getattr(self._stats, counter) + 1)
-        cache.emit(kind, self.ns, self.name, None, None, "cached")
+        cache.emit(kind, self.ns, self.name, _perf() - since if since else None, None, "cached")
 
     def encode(self, value: Any, cache: Context | None = None) -> bytes | None:
         """The bytes to store for a result, or None: not to be stored (`cache_if`, or not encodable)."""
@@ -360,6 +364,10 @@ class Memo:
 
         The refresh lease is given back on every way out, interruptions included.
         """
+        if not self._leases:
+            # No refresh lease to take: every process that sees it stale recomputes once.
+            yield from self._restore_plain(cache, key)
+            return
         rkey = _refresh_key(cache, key)
         held = False
         try:
@@ -381,15 +389,35 @@ class Memo:
         value = yield (Verb.COMPUTE, ())
         data = self.encode(value, cache)
         if data is not None and not self._too_big(cache, data):
+            started = _perf()
             if (yield from leases.store(key, data, self._hard_ttl, unique)):
-                self._count(cache, "sets", "set")
+                self._count(cache, "sets", "set", started)
             else:
                 self._count(cache, "lease_lost", "lease_lost")
 
+    def _restore_plain(self, cache: Context, key: str | None) -> Steps[Any]:
+        """Compute and `set` (no leases): what refreshes do on a backend without them."""
+        value = yield (Verb.COMPUTE, ())
+        if key is None:
+            return value
+        data = self.encode(value, cache)
+        try:
+            if data is not None and not self._too_big(cache, data):
+                started = _perf()
+                if (yield (Verb.SET, (key, data, self._hard_ttl))):
+                    self._count(cache, "sets", "set", started)
+                else:
+                    self._count(cache, "not_stored", "not_stored")
+            else:
+                yield (Verb.DELETE, (key,))  # the old value must not outlive a refresh
+        except BackendError as exc:
+            self._failed(cache, "a write", exc)
+        return value
+
     def _refresh(self, cache: Context, key: str | None) -> Steps[Any]:
         """Recompute and store now; a fill that started before cannot overwrite it."""
-        if key is None:
-            return (yield (Verb.COMPUTE, ()))
+        if key is None or not self._leases:
+            return (yield from self._restore_plain(cache, key))
         lease = leases.Lease(key)
         unique = None
         try:
@@ -405,8 +433,9 @@ class Memo:
             raise
         try:
             if data is not None and unique is not None and not self._too_big(cache, data):
+                started = _perf()
                 if (yield from leases.store(key, data, self._hard_ttl, unique)):
-                    self._count(cache, "sets", "set")
+                    self._count(cache, "sets", "set", started)
                 elif (yield from leases.release(lease)):
                     self._count(cache, "not_stored", "not_stored")  # refused; our marker dropped
                 else:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from ._backend import Backend, SetItem
+from ._backend import Backend, Capability, SetItem
 from ._errors import ConfigurationError
 
 __all__ = ["MemoryBackend"]
@@ -35,6 +35,7 @@ class MemoryBackend(Backend):
     """
 
     OPTIONS: ClassVar[dict[str, type]] = {"max_entries": int, "max_value_size": int}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(self, max_entries: int = 10_000, max_value_size: int = 1024 * 1024 - 512) -> None:
         if max_entries < 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from ._backend import Backend, SetItem
+from ._backend import Backend, Capability, SetItem
 
 __all__ = ["NullBackend"]
 
@@ -21,6 +21,7 @@ class NullBackend(Backend):
     """A store of size zero: writes are accepted and gone at once; every read misses."""
 
     OPTIONS: ClassVar[dict[str, type]] = {}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     max_value_size = 1024 * 1024 - 512
 
     def __repr__(self) -> str:

@@ -28,6 +28,20 @@ def test_miss_fill_and_hit(cache: memo.Cache) -> None:
     hit = events[-1]
     assert hit.ns == "ev" and hit.function is not None and hit.function.endswith(".f")
     assert hit.source == "cached" and hit.duration is not None and hit.duration >= 0
+    stored = events[2]
+    assert stored.kind == "set" and stored.duration is not None and 0 <= stored.duration < 1
+
+
+def test_refresh_and_prime_sets_are_timed(cache: memo.Cache) -> None:
+    @cache.cached(ns="ev", ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    with record_events(cache) as events:
+        f.refresh(1)
+        f.set(5, 2)
+    sets = [event for event in events if event.kind == "set"]
+    assert len(sets) == 2 and all(e.duration is not None and 0 <= e.duration < 1 for e in sets)
 
 
 async def test_async_hits_are_timed(cache: memo.Cache) -> None:

@@ -23,6 +23,7 @@ PUBLIC = {
     "register_type",
     "register_key_type",
     "Backend",
+    "Capability",
     "PartialFailure",
     "Event",
     "UNSET",

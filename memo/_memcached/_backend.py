@@ -12,7 +12,7 @@ from urllib.parse import SplitResult
 
 from pymemcache.client.base import Client as _PymemcacheClient
 
-from .._backend import Backend
+from .._backend import Backend, Capability
 from .._errors import ConfigurationError
 from ._async import AsyncOps
 from ._discovery import ClusterConfig, ClusterDiscovery
@@ -89,6 +89,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
     sent: the engine never builds one, so it is a bug.
     """
 
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     OPTIONS: ClassVar[dict[str, type]] = {
         "connect_timeout": float,
         "timeout": float,
