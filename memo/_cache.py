@@ -146,6 +146,7 @@ class Cache:
         strict: bool | None = None,
         on_error: OnError | None = None,
         stale_ttl: float | None = None,
+        stale_if_error: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
@@ -170,6 +171,10 @@ class Cache:
             stale_ttl: seconds after `ttl` during which an expired entry is still
                 served at once while one caller (across processes) recomputes it
                 in the background (stale-while-revalidate). Needs a `ttl`.
+            stale_if_error: seconds after `ttl` during which an expired entry is
+                still returned when recomputing it raises (RFC 5861's rule): the
+                caller gets the copy (counted `stale_on_error`) instead of the
+                exception. Exceptions are never cached. Needs a `ttl`.
             lease_ttl: overrides the Cache's `lease_ttl` for this function.
             lease_wait: overrides the Cache's `lease_wait` for this function.
             cache_if: a predicate on the result; results for which it is false are
@@ -187,6 +192,7 @@ class Cache:
             strict=strict,
             on_error=on_error,
             stale_ttl=stale_ttl,
+            stale_if_error=stale_if_error,
             lease_ttl=lease_ttl,
             lease_wait=lease_wait,
             cache_if=cache_if,

@@ -90,9 +90,12 @@ class FillTarget(Protocol):
         max_size: the largest value the backend stores.
         found: where `usable` puts the value it accepted.
         backend: where the lease lives (given back there at exit if the fill never ends).
+        keep: `(bytes, ttl)` a released lease puts back instead of deleting (a stale copy
+            kept for `stale_if_error`), or None.
     """
 
     backend: Any
+    keep: tuple[bytes, float] | None
     lease_ttl: float
     lease_wait: float
     ttl: float | None
@@ -121,11 +124,11 @@ def fill(key: str, target: FillTarget) -> Steps[Filled]:
         )
     except BackendError as exc:
         target.report(Outcome.LEASE_FAILED, exc)
-        yield from _release_quietly(lease)
+        yield from _release_quietly(lease, target.keep)
         value = yield (Verb.COMPUTE, ())
         return Filled(value, None, Outcome.UNLEASED)
     except BaseException:
-        yield from _release_quietly(lease)  # interrupted while asking: our marker may be there
+        yield from _release_quietly(lease, target.keep)  # interrupted while asking: our marker may be there
         raise
     if got is None:
         # The holder is slow or gone: compute, but leave its lease alone.
@@ -140,7 +143,7 @@ def fill(key: str, target: FillTarget) -> Steps[Filled]:
         data = target.encode(value)
         outcome = yield from _settle(lease, got.unique, data, target)
     except BaseException:
-        yield from _release_quietly(lease)
+        yield from _release_quietly(lease, target.keep)
         raise
     finally:
         leases.drop(lease)
@@ -162,22 +165,22 @@ def _settle(lease: leases.Lease, unique: int, data: bytes | None, target: FillTa
         else:
             # Refused: either another writer replaced our marker (lost), or the
             # server would not take the value and our marker is still there.
-            outcome = Outcome.NOT_STORED if (yield from leases.release(lease)) else Outcome.LOST
+            outcome = Outcome.NOT_STORED if (yield from leases.release(lease, target.keep)) else Outcome.LOST
             target.report(outcome)
             return outcome
     except BackendError as exc:
         target.report(Outcome.WRITE_FAILED, exc)
-        yield from _release_quietly(lease)
+        yield from _release_quietly(lease, target.keep)
         return Outcome.UNLEASED
     if outcome is not Outcome.SKIPPED:
         target.report(outcome)
-    yield from _release_quietly(lease)
+    yield from _release_quietly(lease, target.keep)
     return outcome
 
 
-def _release_quietly(lease: leases.Lease) -> Steps[None]:
+def _release_quietly(lease: leases.Lease, keep: tuple[bytes, float] | None = None) -> Steps[None]:
     with contextlib.suppress(BackendError):
-        yield from leases.release(lease)
+        yield from leases.release(lease, keep)
 
 
 def fill_plain(key: str, target: FillTarget, bad: bytes | None) -> Steps[Filled]:

@@ -171,17 +171,22 @@ def acquire(
     return HELD
 
 
-def release(lease: Lease) -> Steps[bool]:
+def release(lease: Lease, keep: tuple[bytes, float] | None = None) -> Steps[bool]:
     """Remove this caller's marker if it is still there; True if it was.
 
     Whatever else the key holds now (a value, another caller's marker) is left
     alone: an exit path must give back its own lease, not void someone else's.
+    `keep`: `(bytes, ttl)` to put back in the marker's place instead of deleting
+    it (the stale copy a fill replaced, kept for `stale_if_error`).
     """
     if lease.marker is None:
         return False
     got: tuple[bytes, int] | None = yield (Verb.GETS, (lease.key,))
     if got is None or got[0] != lease.marker:
         return False
+    if keep is not None:
+        restored: bool = yield (Verb.CAS, (lease.key, keep[0], keep[1], got[1]))
+        return restored
     deleted: bool = yield (Verb.DELETE, (lease.key,))
     return deleted
 

@@ -68,6 +68,15 @@ async def _returning(value: Any) -> Any:
     return value
 
 
+def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
+    """A window past the ttl (`stale_ttl`, `stale_if_error`): seconds > 0, and only with a ttl."""
+    if seconds is None:
+        return None
+    if ttl is None:
+        raise ConfigurationError(f"{name} needs a ttl: an entry that never expires is never stale")
+    return check_seconds(seconds, name)
+
+
 def _refresh_key(cache: Context, key: str) -> str:
     """The key of the refresh lease of a stale entry's `key`."""
     return f"{cache.prefix}~r:{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
@@ -89,6 +98,7 @@ class _Fill:
         "bad",
         "cache",
         "found",
+        "keep",
         "key",
         "lease_ttl",
         "lease_wait",
@@ -98,8 +108,10 @@ class _Fill:
         "ttl",
     )
 
-    def __init__(self, memo: Memo, cache: Context, key: str, bad: bytes | None) -> None:
-        self.memo, self.cache, self.key, self.bad = memo, cache, key, bad
+    def __init__(
+        self, memo: Memo, cache: Context, key: str, bad: bytes | None, keep: tuple[bytes, float] | None
+    ) -> None:
+        self.memo, self.cache, self.key, self.bad, self.keep = memo, cache, key, bad, keep
         self.backend = cache.backend
         self.lease_ttl, self.lease_wait, self.ttl = memo._lease_ttl, memo._lease_wait, memo._hard_ttl
         self.max_size = cache.backend.max_value_size
@@ -160,6 +172,7 @@ class Memo:
         strict: bool | None = None,
         on_error: OnError | None = None,
         stale_ttl: float | None = None,
+        stale_if_error: float | None = None,
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
@@ -188,9 +201,8 @@ class Memo:
         self.default_cache: Callable[[], Context] = default_cache or (lambda: cache)  # type: ignore[assignment,return-value]
         self.ns = ns
         self.ttl = ttl if ttl is NOT_GIVEN else check_ttl(ttl)
-        self.stale_ttl = None if stale_ttl is None else check_seconds(stale_ttl, "stale_ttl")
-        if self.stale_ttl is not None and self.ttl is None:
-            raise ConfigurationError("stale_ttl needs a ttl: an entry that never expires is never stale")
+        self.stale_ttl = _check_window(stale_ttl, "stale_ttl", self.ttl)
+        self.stale_if_error = _check_window(stale_if_error, "stale_if_error", self.ttl)
         self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
         self.strict = None if strict is None else check_flag(strict, "strict")
@@ -231,7 +243,9 @@ class Memo:
         # window (its clock ticks in whole seconds); the header says when it expires.
         self._ttl_ms = None if ttl is None else ttl * 1000.0
         self._stale_ms = 0.0 if self.stale_ttl is None else self.stale_ttl * 1000.0
-        self._hard_ttl = None if ttl is None else ttl + (self.stale_ttl or 0.0) + 1.0
+        self._spare_ms = 0.0 if self.stale_if_error is None else self.stale_if_error * 1000.0
+        kept = max(self.stale_ttl or 0.0, self.stale_if_error or 0.0)
+        self._hard_ttl = None if ttl is None else ttl + kept + 1.0
         self._strict = cache.strict if self.strict is None else self.strict
         self._on_error: OnError = self.on_error or cache.on_error
         self._leases = cache.leases
@@ -320,6 +334,23 @@ class Memo:
         value = self.decode(raw)
         return (MISS, None) if value is MISS else (_HIT, value)
 
+    def _spare(self, raw: bytes) -> tuple[Any, tuple[bytes, float]] | None:
+        """An expired entry still within `stale_if_error`: (its value, what to keep stored), or None."""
+        expires = expires_ms(raw)
+        now_ms = _clock.time() * 1000.0
+        if expires is None or now_ms >= expires + self._spare_ms or is_lease(raw):
+            return None
+        value = self.decode(raw)
+        if value is MISS:
+            return None
+        return value, (raw, (expires + max(self._spare_ms, self._stale_ms) - now_ms) / 1000.0 + 1.0)
+
+    def _served_on_error(self, cache: Context, value: Any, exc: Exception) -> Any:
+        """The fill raised and a copy within `stale_if_error` exists: count it and return the copy."""
+        self._stats.stale_on_error += 1
+        cache.emit("stale_on_error", self.ns, self.name, None, exc, "cached")
+        return value
+
     def _generation_is(self, cache: Context, key: str) -> bool:
         """Whether `key` still carries the namespace generation this process knows."""
         entry = cache.known_generations.get(self.scope)
@@ -349,12 +380,15 @@ class Memo:
 
     # -- the cold paths, written once as sans-I/O steps ------------------------------
 
-    def _fill(self, cache: Context, key: str, bad: bytes | None) -> Steps[Filled]:
+    def _fill(
+        self, cache: Context, key: str, bad: bytes | None, keep: tuple[bytes, float] | None = None
+    ) -> Steps[Filled]:
         """After a miss: compute once (across processes with leases) and store.
 
-        `bad`: what the hit path read and could not use, if anything.
+        `bad`: what the hit path read and could not use, if anything; `keep`: the
+        copy to put back if the fill does not store (`stale_if_error`).
         """
-        target = _Fill(self, cache, key, bad)
+        target = _Fill(self, cache, key, bad, keep)
         if not self._leases:
             return (yield from fill_plain(key, target, bad))
         return (yield from fill(key, target))
@@ -524,20 +558,44 @@ class Memo:
     def _miss(
         self, cache: Context, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
     ) -> Any:
-        """Fill `key` once per process (single flight) and return this caller's result."""
+        """Fill `key` once per process (single flight) and return this caller's result.
+
+        With `stale_if_error`, a copy expired less than that long ago is returned
+        when the fill raises (and kept stored).
+        """
+        spare = self._spare(raw) if self._spare_ms and raw is not None else None
+        if spare is None:
+            return self._fill_once(cache, key, raw, wrapped, args, kwargs, None)
+        try:
+            return self._fill_once(cache, key, raw, wrapped, args, kwargs, spare[1])
+        except Exception as exc:
+            return self._served_on_error(cache, spare[0], exc)
+
+    def _fill_once(
+        self,
+        cache: Context,
+        key: str,
+        raw: bytes | None,
+        wrapped: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        keep: tuple[bytes, float] | None,
+    ) -> Any:
         compute = partial(wrapped, *args, **kwargs)
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
         filled, led = self.flight.run(
-            (key, self._epoch), partial(run_sync, cache.backend, self._fill(cache, key, raw), compute), alone
+            (key, self._epoch),
+            partial(run_sync, cache.backend, self._fill(cache, key, raw, keep), compute),
+            alone,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
             # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
             filled, led = self.flight.run(
                 (key, self._epoch),
-                partial(run_sync, cache.backend, self._fill(cache, key, None), compute),
+                partial(run_sync, cache.backend, self._fill(cache, key, None, keep), compute),
                 alone,
             )
             value = self._follow(filled, led)
@@ -666,16 +724,36 @@ class Memo:
         self, cache: Context, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
     ) -> Any:
         """Async `_miss`."""
+        spare = self._spare(raw) if self._spare_ms and raw is not None else None
+        if spare is None:
+            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, None)
+        try:
+            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, spare[1])
+        except Exception as exc:
+            return self._served_on_error(cache, spare[0], exc)
+
+    async def _afill_once(
+        self,
+        cache: Context,
+        key: str,
+        raw: bytes | None,
+        wrapped: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        keep: tuple[bytes, float] | None,
+    ) -> Any:
         compute = partial(wrapped, *args, **kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
         filled, led = await self.flight.run(
-            (key, self._epoch), partial(run_async, cache.backend, self._fill(cache, key, raw), compute), alone
+            (key, self._epoch),
+            partial(run_async, cache.backend, self._fill(cache, key, raw, keep), compute),
+            alone,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
             filled, led = await self.flight.run(
                 (key, self._epoch),
-                partial(run_async, cache.backend, self._fill(cache, key, None), compute),
+                partial(run_async, cache.backend, self._fill(cache, key, None, keep), compute),
                 alone,
             )
             value = self._follow(filled, led)

@@ -89,12 +89,13 @@ class Stats:
         "not_stored",
         "sets",
         "stale",
+        "stale_on_error",
     )
 
     def __init__(self) -> None:
         self.hits = self.misses = self.sets = self.errors = 0
         self.decode_errors = self.encode_errors = self.not_stored = 0
-        self.stale = self.lease_lost = self.lease_waits = 0
+        self.stale = self.lease_lost = self.lease_waits = self.stale_on_error = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

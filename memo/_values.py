@@ -429,6 +429,7 @@ class _Fill:
         "bad",
         "found",
         "gen",
+        "keep",
         "lease_ttl",
         "lease_wait",
         "max_size",
@@ -441,6 +442,7 @@ class _Fill:
     def __init__(self, values: Values, ns: str, gen: str, bad: bytes | None, ttl: float | None) -> None:
         cache = values.cache
         self.backend = cache.backend
+        self.keep: tuple[bytes, float] | None = None
         self.values, self.ns, self.gen, self.bad = values, ns, gen, bad
         self.lease_ttl, self.lease_wait, self.ttl = cache.lease_ttl, cache.lease_wait, values.hard_ttl(ttl)
         self.max_size = cache.backend.max_value_size
