@@ -30,6 +30,7 @@ from ._policy import (
     check_ttl,
 )
 from ._sentinels import NOT_GIVEN
+from ._tags import bump, tag_key
 
 if TYPE_CHECKING:
     from ._values import Values
@@ -150,6 +151,7 @@ class Cache:
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
+        tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -179,6 +181,10 @@ class Cache:
             lease_wait: overrides the Cache's `lease_wait` for this function.
             cache_if: a predicate on the result; results for which it is false are
                 returned but not stored (empty answers, error payloads).
+            tags: what each entry depends on: parameter names (each bound value
+                becomes a tag; `fn.invalidate_where(name=value)` drops its entries)
+                or a callable taking the bound arguments by name and returning tag
+                strings (`cache.invalidate_tags(tag)` drops their entries).
         """
         return Decorator(
             self,
@@ -196,6 +202,7 @@ class Cache:
             lease_ttl=lease_ttl,
             lease_wait=lease_wait,
             cache_if=cache_if,
+            tags=tags,
         )
 
     # -- events --------------------------------------------------------------
@@ -304,6 +311,21 @@ class Cache:
     ) -> int:
         """Async `set_many`."""
         return await self._values.aset_many(mapping, ns, ttl)
+
+    # -- tags ------------------------------------------------------------------
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Make every entry carrying one of `tags` a miss, in every process; return how many were bumped.
+
+        Raises:
+            BackendError: a tag's new version could not be stored. Like `clear`, an
+                invalidation that did not happen must not look done.
+        """
+        return run_sync(self.backend, bump(tag_key(self.prefix, tag) for tag in tags))
+
+    async def ainvalidate_tags(self, *tags: str) -> int:
+        """Async `invalidate_tags`."""
+        return await run_async(self.backend, bump(tag_key(self.prefix, tag) for tag in tags))
 
     # -- statistics ----------------------------------------------------------
 

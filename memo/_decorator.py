@@ -20,6 +20,7 @@ from ._errors import ConfigurationError
 from ._memo import Memo
 from ._policy import check_on_error, check_ttl
 from ._sentinels import NOT_GIVEN
+from ._tagged import TaggedMemo
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -164,6 +165,20 @@ class _Controls:
         """Async `clear`."""
         await self._target()[0].aclear()
 
+    def invalidate_where(self, **params: Any) -> int:
+        """Drop every entry whose tagged parameters had these values (`tags=("author_id",)`).
+
+        Every entry of every function tagged with the same parameter and value is
+        dropped, in every process. Returns how many tags were invalidated.
+        """
+        memo = self._target()[0]
+        return memo.bound_cache().invalidate_tags(*_tagged(memo).tags_where(params))  # type: ignore[attr-defined,no-any-return]
+
+    async def ainvalidate_where(self, **params: Any) -> int:
+        """Async `invalidate_where`."""
+        memo = self._target()[0]
+        return await memo.bound_cache().ainvalidate_tags(*_tagged(memo).tags_where(params))  # type: ignore[attr-defined,no-any-return]
+
     def cache_info(self) -> dict[str, int]:
         """This function's counters in this process (hits, misses, sets, stale, lease_lost, ...)."""
         return self._target()[0]._stats.as_dict()
@@ -202,6 +217,12 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
 
     def __repr__(self) -> str:
         return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+
+def _tagged(memo: Memo) -> TaggedMemo:
+    if not isinstance(memo, TaggedMemo):
+        raise TypeError(f"{memo.name} has no tags: decorate it with tags=(...) to use invalidate_where")
+    return memo
 
 
 def _classmethod_owner(wrapper: _CachedFunction) -> type | None:
@@ -273,5 +294,10 @@ class Decorator:
                 f"{inner!r} is memoized already: decorate a function with @cached once "
                 "(give the one decorator the ns, ttl and options it needs)"
             )
-        memo = Memo(self._cache, fn, self._ns, self._ttl, **self._options)
+        options = dict(self._options)
+        tags = options.pop("tags", None)
+        if tags is None:
+            memo = Memo(self._cache, fn, self._ns, self._ttl, **options)
+        else:
+            memo = TaggedMemo(self._cache, fn, self._ns, self._ttl, tags=tags, **options)
         return _CachedFunction(fn, memo)

@@ -60,6 +60,7 @@ def cached(
     lease_ttl: float | None = None,
     lease_wait: float | None = None,
     cache_if: Callable[[Any], bool] | None = None,
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -82,5 +83,6 @@ def cached(
         lease_ttl=lease_ttl,
         lease_wait=lease_wait,
         cache_if=cache_if,
+        tags=tags,
         default_cache=default_cache,
     )

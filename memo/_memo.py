@@ -564,10 +564,12 @@ class Memo:
         when the fill raises (and kept stored).
         """
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
+        keep = None if spare is None else spare[1]
+        steps = partial(self._fill, cache, key, keep=keep)
         if spare is None:
-            return self._fill_once(cache, key, raw, wrapped, args, kwargs, None)
+            return self._fill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:
-            return self._fill_once(cache, key, raw, wrapped, args, kwargs, spare[1])
+            return self._fill_once(cache, key, raw, wrapped, args, kwargs, steps)
         except Exception as exc:
             return self._served_on_error(cache, spare[0], exc)
 
@@ -579,15 +581,16 @@ class Memo:
         wrapped: Callable[..., Any],
         args: Any,
         kwargs: Any,
-        keep: tuple[bytes, float] | None,
+        steps: Callable[[bytes | None], Steps[Filled]],
     ) -> Any:
+        """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
         compute = partial(wrapped, *args, **kwargs)
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
         filled, led = self.flight.run(
             (key, self._epoch),
-            partial(run_sync, cache.backend, self._fill(cache, key, raw, keep), compute),
+            partial(run_sync, cache.backend, steps(raw), compute),
             alone,
         )
         value = self._follow(filled, led)
@@ -595,7 +598,7 @@ class Memo:
             # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
             filled, led = self.flight.run(
                 (key, self._epoch),
-                partial(run_sync, cache.backend, self._fill(cache, key, None, keep), compute),
+                partial(run_sync, cache.backend, steps(None), compute),
                 alone,
             )
             value = self._follow(filled, led)
@@ -725,10 +728,12 @@ class Memo:
     ) -> Any:
         """Async `_miss`."""
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
+        keep = None if spare is None else spare[1]
+        steps = partial(self._fill, cache, key, keep=keep)
         if spare is None:
-            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, None)
+            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:
-            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, spare[1])
+            return await self._afill_once(cache, key, raw, wrapped, args, kwargs, steps)
         except Exception as exc:
             return self._served_on_error(cache, spare[0], exc)
 
@@ -740,20 +745,21 @@ class Memo:
         wrapped: Callable[..., Any],
         args: Any,
         kwargs: Any,
-        keep: tuple[bytes, float] | None,
+        steps: Callable[[bytes | None], Steps[Filled]],
     ) -> Any:
+        """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
         compute = partial(wrapped, *args, **kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
         filled, led = await self.flight.run(
             (key, self._epoch),
-            partial(run_async, cache.backend, self._fill(cache, key, raw, keep), compute),
+            partial(run_async, cache.backend, steps(raw), compute),
             alone,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
             filled, led = await self.flight.run(
                 (key, self._epoch),
-                partial(run_async, cache.backend, self._fill(cache, key, None, keep), compute),
+                partial(run_async, cache.backend, steps(None), compute),
                 alone,
             )
             value = self._follow(filled, led)
