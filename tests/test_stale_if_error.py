@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -83,7 +84,7 @@ async def test_async(cache: memo.Cache) -> None:
         return 1.25
 
     assert await rate("EURUSD") == 1.25
-    time.sleep(0.15)
+    await asyncio.sleep(0.15)
     down[0] = True
     assert await rate("EURUSD") == 1.25
     assert rate.cache_info()["stale_on_error"] == 1
