@@ -19,7 +19,16 @@ from ._errors import BackendError, ConfigurationError
 from ._events import Emitter, EventHook, combine_hooks
 from ._generations import SCOPE, Generations
 from ._keys import check_prefix
-from ._policy import ErrorLog, OnError, Stats, check_on_error, check_seconds, check_ttl
+from ._policy import (
+    ErrorLog,
+    OnError,
+    Stats,
+    check_bool,
+    check_on_error,
+    check_seconds,
+    check_size,
+    check_ttl,
+)
 from ._sentinels import NOT_GIVEN
 
 if TYPE_CHECKING:
@@ -95,13 +104,11 @@ class Cache:
         self.url = url
         self.prefix = check_prefix(prefix)
         self.ttl = check_ttl(ttl)
-        self.strict = strict
+        self.strict = check_bool(strict, "strict")
         self.on_error = check_on_error(on_error)
-        if ns_refresh < 0:
-            raise ConfigurationError(f"ns_refresh must be >= 0 seconds, got {ns_refresh!r}")
-        self.ns_refresh = ns_refresh
-        self.compress_threshold = compress_threshold
-        self.leases = bool(leases)
+        self.ns_refresh = check_seconds(ns_refresh, "ns_refresh", zero=True)
+        self.compress_threshold = check_size(compress_threshold, "compress_threshold", none=True)
+        self.leases = check_bool(leases, "leases")
         self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend if backend is not None else backend_from_url(url, options)

@@ -13,8 +13,10 @@ __all__ = [
     "ErrorLog",
     "OnError",
     "Stats",
+    "check_bool",
     "check_on_error",
     "check_seconds",
+    "check_size",
     "check_ttl",
 ]
 
@@ -39,6 +41,23 @@ def check_seconds(value: Any, where: str, *, zero: bool = False) -> float:
     if value < 0 or (value == 0 and not zero):
         raise ConfigurationError(f"{where} must be {'>=' if zero else '>'} 0 seconds, got {value!r}")
     return float(value)
+
+
+def check_bool(value: Any, where: str) -> bool:
+    """Return `value` if it is a bool, or raise naming `where` (no truthy strings: "no" is truthy)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{where} must be True or False, got {value!r}")
+    return value
+
+
+def check_size(value: Any, where: str, *, none: bool = False) -> int | None:
+    """Return a whole number of bytes >= 0 (or None when `none` allows it), or raise naming `where`."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        allowed = " or None" if none else ""
+        raise ConfigurationError(f"{where} must be a whole number of bytes >= 0{allowed}, got {value!r}")
+    return value
 
 
 def check_on_error(value: Any) -> OnError:
