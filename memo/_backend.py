@@ -311,8 +311,7 @@ def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dic
                 ) from None
         if not _is_a(value, kind):
             raise ConfigurationError(
-                f"option {name}={value!r} of {url!r} is not a {kind.__name__} "
-                f"(got {type(value).__name__})"
+                f"option {name}={value!r} of {url!r} is not a {kind.__name__} (got {type(value).__name__})"
             )
         out[name] = value
     return out

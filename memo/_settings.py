@@ -8,7 +8,7 @@ use those names):
 
 | name | default | meaning |
 |---|---|---|
-| `ENABLED` | true when `URL` or `HOSTS` is set, else false | false: a disabled cache (`null://`): every read goes to the source |
+| `ENABLED` | true if `URL` or `HOSTS` is set, else false | false: `null://`, every read goes to the source |
 | `HOSTS` | `localhost:11211` | `host:port,host:port`, the same as `URL=memcached://host:port,...` |
 | `URL` | — | a cache URL (`memcached://h1:11211,h2:11211`, `memory://`, `null://`) |
 | `TTL` | none | default lifetime in seconds; `none` for no expiry |

@@ -45,9 +45,7 @@ def check_host(host: str, where: str) -> str:
             f"{where}: host {host!r} is not a DNS name (labels of 1-{_MAX_LABEL} characters, "
             "separated by single dots)"
         ) from None
-    if len(encoded.rstrip(b".")) > _MAX_NAME or any(
-        len(label) > _MAX_LABEL for label in encoded.split(b".")
-    ):
+    if len(encoded.rstrip(b".")) > _MAX_NAME or any(len(label) > _MAX_LABEL for label in encoded.split(b".")):
         raise ConfigurationError(
             f"{where}: host {host!r} is longer than a DNS name may be "
             f"({_MAX_LABEL} characters per label, {_MAX_NAME} in all)"
