@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -308,3 +311,51 @@ def test_async_flavour_of_the_hung_server_check_is_bounded() -> None:
     backend = MemcachedBackend(["127.0.0.1:1"], connect_timeout=0.5)
     assert (backend._connect_timeout, backend._timeout) == (0.5, 0.25)
     asyncio.run(backend.aclose())
+
+
+# -- fork while a name lookup is stalled ------------------------------------------------------------------
+
+
+@pytest.mark.memcached
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_a_stalled_lookup_resolves_afresh(
+    monkeypatch: pytest.MonkeyPatch, memcached_server: MemcachedProcess
+) -> None:
+    from memo._memcached import _resolve
+
+    real = _resolve._getaddrinfo
+    parent = os.getpid()
+    stalled, release = threading.Event(), threading.Event()
+
+    def lookup(host: str, *args: Any) -> Any:
+        if os.getpid() == parent and host == "localhost":  # the parent's resolver hangs
+            stalled.set()
+            release.wait(30)
+        return real(host, *args)
+
+    monkeypatch.setattr(_resolve, "_getaddrinfo", lookup)
+    cache = memo.Cache(
+        f"memcached://localhost:{memcached_server.port}", connect_timeout=0.2, prefix=f"f{time.time_ns()}:"
+    )
+    try:
+        assert cache.get("k", "fallback") == "fallback"  # the lookup is stalled: fail open
+        assert stalled.is_set()
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+            pid = os.fork()
+        if pid == 0:  # the child: report, and leave without running the parent's cleanup
+            try:
+                answer = b"ok" if cache.set("k", "child") and cache.get("k") == "child" else b"stale"
+            except BaseException as exc:
+                answer = repr(exc).encode()
+            os.write(write, answer)
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read, "rb") as pipe:
+            answer = pipe.read()
+    finally:
+        release.set()
+        cache.close()
+    assert answer == b"ok"
