@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import _health
+from . import _health, _touch
 from ._backend import Backend, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
@@ -221,7 +221,7 @@ class Cache:
         return self._values.get(key, default, ns)
 
     def set(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = NOT_GIVEN) -> bool:
-        """Store `value` under `key`; return True if the backend stored it.
+        """Store `value` under `key`; return True if the backend stored it (False on a disabled cache).
 
         Args:
             ttl: seconds (int or float > 0), None for no expiry; default the Cache's.
@@ -290,6 +290,40 @@ class Cache:
     ) -> int:
         """Async `set_many`."""
         return await self._values.aset_many(mapping, ns, ttl)
+
+    # -- touch, connect, disconnect (the work is in _touch.py and _health.py) ---------
+
+    def touch(self, key: str, ttl: float | None = NOT_GIVEN, *, ns: str = "default") -> bool:
+        """Give the value under `key` a new lifetime; return True if it was extended.
+
+        Only a live value is extended: an absent, expired or concurrently
+        rewritten entry is left as it is (False). `ttl`: seconds, None for no
+        expiry; default the Cache's. Fails open like `get`.
+        """
+        return _touch.touch(self._values, key, ttl, ns)
+
+    async def atouch(self, key: str, ttl: float | None = NOT_GIVEN, *, ns: str = "default") -> bool:
+        """Async `touch`."""
+        return await _touch.atouch(self._values, key, ttl, ns)
+
+    def connect(self) -> bool:
+        """Open a connection to every server now (e.g. at startup); True if every one answered.
+
+        Never raises: a cache that cannot connect fails open. True for a disabled cache.
+        """
+        return _health.connect(self)
+
+    async def aconnect(self) -> bool:
+        """Async `connect`."""
+        return await _health.aconnect(self)
+
+    def disconnect(self) -> None:
+        """Close the sync connections (`close`); the next call opens new ones."""
+        self.close()
+
+    async def adisconnect(self) -> None:
+        """Close every connection, sync and async (`aclose`)."""
+        await self.aclose()
 
     # -- statistics ----------------------------------------------------------
 

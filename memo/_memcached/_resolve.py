@@ -34,8 +34,10 @@ TTL = 30.0
 
 _AddrInfo = list[tuple[Any, ...]]
 
-#: The name lookup itself; a seam for tests (a stalled or failing resolver).
-_getaddrinfo = socket.getaddrinfo
+
+def _getaddrinfo(*args: Any) -> _AddrInfo:
+    """The name lookup itself (`socket.getaddrinfo`, looked up at each call); a seam for tests."""
+    return socket.getaddrinfo(*args)
 
 
 class _Lookup:
