@@ -40,6 +40,21 @@ __all__ = ["main"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
+#: The name memo is installed under (`pip install memo-memcached`); it is imported as `memo`.
+DISTRIBUTION = "memo-memcached"
+
+
+def installed_version() -> str:
+    """The installed distribution's version; the package's own when it runs uninstalled (a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
 
 class UsageError(Exception):
     """Bad arguments: exit status 2."""
@@ -371,9 +386,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 healthy, 1 unhealthy (an unreachable server or discovery endpoint, "
         "a key not found, a backend error), 2 usage error.",
     )
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"memo {__version__}")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

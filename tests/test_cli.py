@@ -54,8 +54,22 @@ def test_the_console_script_is_declared() -> None:
 
 
 def test_version() -> None:
+    from importlib.metadata import version
+
     result = memo_cli("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"memo {memo.__version__}"
+    assert result.returncode == 0 and result.stdout.strip() == f"memo-memcached {memo.__version__}"
+    assert version("memo-memcached") == memo.__version__  # the distribution users install
+
+
+def test_the_distribution_is_memo_memcached() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "memo-memcached"  # `memo` on the index is another project
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install memo-memcached" in readme
+    docs = (ROOT / "docs" / "getting-started.md").read_text()
+    assert "pip install memo-memcached" in docs and "pip install memo " not in docs
 
 
 def test_usage_errors_exit_2() -> None:
