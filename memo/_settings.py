@@ -39,6 +39,7 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "FAIL_OPEN_SECONDS",
+    "VARIABLES",
     "cache_arguments",
     "parse_bool",
     "server_workers",
@@ -49,6 +50,19 @@ __all__ = [
 
 logger = logging.getLogger("memo")
 
+#: The variables `settings_from_env` reads, each under the prefix.
+VARIABLES = (
+    "ENABLED",
+    "HOSTS",
+    "URL",
+    "TTL",
+    "FALLBACK",
+    "POOL_SIZE",
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "OPERATION_TIMEOUT",
+    "KEY_PREFIX",
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _NEVER = frozenset({"none", "never"})

@@ -20,7 +20,7 @@ import memo.testing
 from memo._backend import backend_from_url
 from memo._memcached import MemcachedBackend
 from memo._null import NullBackend
-from memo._settings import parse_bool, server_workers, settings_from_env
+from memo._settings import VARIABLES, parse_bool, server_workers, settings_from_env
 
 Servers = Callable[..., list[MemcachedProcess]]
 
@@ -125,6 +125,33 @@ def test_short_timeouts_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "memo"):
         memo.Cache("memcached://127.0.0.1:1", timeout=1, connect_timeout=0.5).close()
     assert caplog.text == ""
+
+
+class Recording(dict[str, str]):
+    """An environment that records which variables were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("prefix", ["MEMCACHED_", "MEMO_"])
+def test_the_readme_table_lists_every_variable_read(prefix: str) -> None:
+    from pathlib import Path
+
+    environ = Recording()
+    settings_from_env(environ, prefix)
+    assert environ.asked == {prefix + name for name in VARIABLES}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| `MEMCACHED_")]
+    for name in VARIABLES:
+        assert any(f"`MEMCACHED_{name}`, `MEMO_{name}`" in line for line in table), name
+    for extra in ("MEMO_REQUIRE_MEMCACHED", "MEMCACHED_BIN"):
+        assert f"| `{extra}` |" in readme
 
 
 # -- every bad option is one ConfigurationError at construction, naming it ----------------------------
