@@ -189,6 +189,7 @@ BAD: list[tuple[str, Callable[[], Any], str]] = [
     ("query-text", lambda: memo.Cache("memory://?max_entries=ten"), "max_entries='ten'"),
     ("memory-entries", lambda: memo.Cache("memory://", max_entries=None), "max_entries"),
     ("memory-entries-0", lambda: memo.Cache("memory://", max_entries=0), "max_entries"),
+    ("memory-value-size", lambda: memo.Cache("memory://?max_value_size=-1"), "max_value_size"),
     ("null-option", lambda: memo.Cache("null://?x=1"), "option 'x'"),
     ("null-host", lambda: memo.Cache("null://somewhere"), "takes no host"),
     ("label", lambda: memo.Cache(f"memcached://{LONG_LABEL}:11211"), "not a DNS name"),
