@@ -573,11 +573,13 @@ class Cache:
     ) -> Cache:
         """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
 
-        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
-        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
-        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
-        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
-        with `key_prefix=` for the key prefix, and `url=`) override them.
+        Reads URL or HOSTS (`host:port,host:port`, default `localhost:11211`), ENABLED
+        (default: false unless URL or HOSTS is set; false is a `null://` cache, so with
+        nothing set every read goes to the source), TTL, FALLBACK (false:
+        `on_error="raise"`), POOL_SIZE, TIMEOUT (the connect timeout; CONNECT_TIMEOUT is
+        another name for it), OPERATION_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"`
+        reads `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of
+        `Cache`, with `key_prefix=` for the key prefix, and `url=`) override them.
 
         Raises:
             ConfigurationError: a variable holds a bad value (the message names it).
