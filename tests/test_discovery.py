@@ -73,6 +73,10 @@ def test_parses_the_legacy_reply() -> None:
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1 h|1.2.3.4|1\n\r\nEND\r\n",  # a node twice
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1\nextra\n\r\nEND\r\n",
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1\n",  # no END
+        # a host name no lookup can take: refused here, never a UnicodeError in a call
+        b"CONFIG cluster 0 5\r\n1\n" + b"a" * 64 + b".example|1.2.3.4|11211\n\r\nEND\r\n",
+        b"CONFIG cluster 0 5\r\n1\na..b|1.2.3.4|11211\n\r\nEND\r\n",
+        b"CONFIG cluster 0 5\r\n1\nh|not-an-ip..|11211\n\r\nEND\r\n",
     ],
 )
 def test_malformed_replies_are_refused(reply: bytes) -> None:
