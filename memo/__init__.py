@@ -27,7 +27,7 @@ from ._errors import (
     UnkeyableArgumentError,
 )
 from ._events import Event
-from ._lifecycle import Lifespan, lifespan
+from ._lifecycle import Lifespan, cache_lifespan, lifespan
 from ._sentinels import MISS
 from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given"
 
@@ -37,6 +37,7 @@ __all__ = [
     "configure",
     "default_cache",
     "lifespan",
+    "cache_lifespan",
     "Lifespan",
     "Cached",
     "AsyncCached",

@@ -292,8 +292,17 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
 
     Query parameters in the URL (`memory://?max_entries=100`) are merged under
     explicit options. Client libraries are imported only for the scheme used.
+
+    Raises:
+        ConfigurationError: the URL or an option is not one the backend accepts;
+            the message names it and what is allowed.
     """
-    parts = urlsplit(url)
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a cache URL is a str, got {type(url).__name__} {url!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        raise ConfigurationError(f"malformed cache URL {url!r}: {exc}") from None
     scheme = parts.scheme.lower()
     target = _REGISTRY.get(scheme)
     if target is None:
@@ -302,15 +311,25 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
             "memcached://host:port[,host:port...], memcached+discovery://config-endpoint:port "
             "or null:// (a disabled cache)"
         )
+    if parts.fragment:
+        raise ConfigurationError(f"cache URLs take no #fragment, got {url!r}")
     module, _, name = target.partition(":")
     backend_class: type[Backend] = getattr(importlib.import_module(module), name)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = dict(pairs)
+    if len(query) != len(pairs):
+        twice = sorted({k for k, _ in pairs if [p[0] for p in pairs].count(k) > 1})
+        raise ConfigurationError(f"option {', '.join(twice)} given twice in {url!r}")
     merged: dict[str, Any] = {**query, **options}
+    if scheme == "memory":
+        from ._settings import warn_if_per_process
+
+        warn_if_per_process(url)
     return backend_class.from_url(parts, _coerce(backend_class.OPTIONS, merged, url))
 
 
 def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dict[str, Any]:
-    """Check option names against what the backend accepts; convert strings from URLs."""
+    """Check option names and types against what the backend accepts; convert strings from URLs."""
     out: dict[str, Any] = {}
     for name, value in options.items():
         kind = accepted.get(name)
@@ -324,7 +343,22 @@ def _coerce(accepted: dict[str, type], options: dict[str, Any], url: str) -> dic
                 value = kind(value)
             except ValueError:
                 raise ConfigurationError(
-                    f"option {name}={value!r} in {url!r} is not a {kind.__name__}"
+                    f"option {name}={value!r} in {url!r} is not a valid {kind.__name__}"
                 ) from None
+        if not _is_a(value, kind):
+            raise ConfigurationError(
+                f"option {name}={value!r} of {url!r} is not a {kind.__name__} (got {type(value).__name__})"
+            )
         out[name] = value
     return out
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """Whether `value` fits an option of type `kind` (an int is a float; a bool is neither)."""
+    if kind is object:
+        return True
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)

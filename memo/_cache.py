@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import _health
+from . import _health, _touch
 from ._backend import Backend, Capability, PartialFailure, SetItem, backend_from_url
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
@@ -242,7 +242,7 @@ class Cache:
         return self._values.get(key, default, ns)
 
     def set(self, key: str, value: Any, *, ns: str = "default", ttl: float | None = NOT_GIVEN) -> bool:
-        """Store `value` under `key`; return True if the backend stored it.
+        """Store `value` under `key`; return True if the backend stored it (False on a disabled cache).
 
         Args:
             ttl: seconds (int or float > 0), None for no expiry; default the Cache's.
@@ -326,6 +326,40 @@ class Cache:
     async def ainvalidate_tags(self, *tags: str) -> int:
         """Async `invalidate_tags`."""
         return await run_async(self.backend, bump(tag_key(self.prefix, tag) for tag in tags))
+
+    # -- touch, connect, disconnect (the work is in _touch.py and _health.py) ---------
+
+    def touch(self, key: str, ttl: float | None = NOT_GIVEN, *, ns: str = "default") -> bool:
+        """Give the value under `key` a new lifetime; return True if it was extended.
+
+        Only a live value is extended: an absent, expired or concurrently
+        rewritten entry is left as it is (False). `ttl`: seconds, None for no
+        expiry; default the Cache's. Fails open like `get`.
+        """
+        return _touch.touch(self._values, key, ttl, ns)
+
+    async def atouch(self, key: str, ttl: float | None = NOT_GIVEN, *, ns: str = "default") -> bool:
+        """Async `touch`."""
+        return await _touch.atouch(self._values, key, ttl, ns)
+
+    def connect(self) -> bool:
+        """Open a connection to every server now (e.g. at startup); True if every one answered.
+
+        Never raises: a cache that cannot connect fails open. True for a disabled cache.
+        """
+        return _health.connect(self)
+
+    async def aconnect(self) -> bool:
+        """Async `connect`."""
+        return await _health.aconnect(self)
+
+    def disconnect(self) -> None:
+        """Close the sync connections (`close`); the next call opens new ones."""
+        self.close()
+
+    async def adisconnect(self) -> None:
+        """Close every connection, sync and async (`aclose`)."""
+        await self.aclose()
 
     # -- statistics ----------------------------------------------------------
 
@@ -576,11 +610,13 @@ class Cache:
     ) -> Cache:
         """Build a Cache from environment variables named `<prefix>URL`, `<prefix>HOSTS`, ...
 
-        Reads URL or HOSTS (`host:port,host:port`), ENABLED (false: a pass-through
-        `null://` cache), TTL, FALLBACK (false: `on_error="raise"`), POOL_SIZE,
-        TIMEOUT, CONNECT_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"` reads
-        `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of `Cache`,
-        with `key_prefix=` for the key prefix, and `url=`) override them.
+        Reads URL or HOSTS (`host:port,host:port`, default `localhost:11211`), ENABLED
+        (default: false unless URL or HOSTS is set; false is a `null://` cache, so with
+        nothing set every read goes to the source), TTL, FALLBACK (false:
+        `on_error="raise"`), POOL_SIZE, TIMEOUT (the connect timeout; CONNECT_TIMEOUT is
+        another name for it), OPERATION_TIMEOUT and KEY_PREFIX; `prefix="MEMCACHED_"`
+        reads `MEMCACHED_HOSTS`, `MEMCACHED_ENABLED`, ... Keyword `options` (those of
+        `Cache`, with `key_prefix=` for the key prefix, and `url=`) override them.
 
         Raises:
             ConfigurationError: a variable holds a bad value (the message names it).

@@ -7,9 +7,10 @@
                                       size) and a preview of one stored entry
     memo key MODULE:FUNCTION ARGS...  the key a call would use
 
-Readable tables by default, `--json` for scripts. Exit status: 0 success,
-1 a server is unreachable, a key is not found or the backend failed,
-2 a usage error (bad arguments, a URL memo does not understand).
+Readable tables by default, `--json` for scripts. Exit status: 0 success (every
+server healthy), 1 unhealthy: a server or the discovery endpoint is unreachable,
+a key is not found or the backend failed, 2 a usage error (bad arguments, a URL
+memo does not understand), printed as one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -39,17 +40,61 @@ __all__ = ["main"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
+#: The name memo is installed under (`pip install memo-memcached`); it is imported as `memo`.
+DISTRIBUTION = "memo-memcached"
+
+
+def installed_version() -> str:
+    """The installed distribution's version; the package's own when it runs uninstalled (a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
 
 class UsageError(Exception):
     """Bad arguments: exit status 2."""
 
 
+class Unreachable(Exception):
+    """Nothing to ask (a discovery endpoint that does not answer): exit status 1."""
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 # -- talking to each server -----------------------------------------------------------
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        raise UsageError(f"malformed URL {url!r}: {exc}") from None
 
 
 def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
     """The TLS context for a `memcached+tls://` URL (system CAs, or `cafile`); None otherwise."""
-    if not urlsplit(url).scheme.lower().endswith("+tls"):
+    if not _scheme(url).endswith("+tls"):
         if cafile:
             raise UsageError("--cafile is for memcached+tls:// (or +tls) URLs")
         return None
@@ -61,15 +106,19 @@ def tls_context(url: str, cafile: str | None) -> ssl.SSLContext | None:
 
 def servers_of(url: str, cafile: str | None = None) -> tuple[list[tuple[str, int]], ssl.SSLContext | None]:
     """Return the (host, port) of each server a memcached URL names, and the TLS context."""
-    if not urlsplit(url).scheme.lower().startswith("memcached"):
+    if not _scheme(url).startswith("memcached"):
         raise UsageError(f"{url!r}: this command talks to memcached servers (memcached:// URLs)")
     # The backend parses the URL (and asks a discovery endpoint for the nodes), so the CLI
     # accepts exactly what a Cache accepts.
     backend = backend_from_url(url, {})
     try:
         ids: Sequence[str] = backend.servers  # type: ignore[attr-defined]
+        discovery = backend.discovery_stats()  # type: ignore[attr-defined]
     finally:
         backend.close()
+    if not ids:  # only auto-discovery can leave none: the endpoint did not answer
+        reason = (discovery or {}).get("last_error") or "it listed no nodes in time"
+        raise Unreachable(f"no node list from the configuration endpoint of {url!r}: {reason}")
     out = []
     for server_id in ids:
         host, _, port = server_id.rpartition(":")
@@ -334,11 +383,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memo",
         description="Operate memo caches on memcached.",
-        epilog="Exit status: 0 success, 1 unreachable server / key not found / backend error, 2 usage error.",
+        epilog="Exit status: 0 healthy, 1 unhealthy (an unreachable server or discovery endpoint, "
+        "a key not found, a backend error), 2 usage error.",
     )
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"memo {__version__}")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -352,12 +400,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("ping", "round-trip latency of each server")
     p.add_argument("url")
-    p.add_argument("--count", type=int, default=3, help="round trips per server (default 3)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per connect/reply (default 1)")
+    p.add_argument("--count", type=_count, default=3, help="round trips per server (default 3)")
+    p.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per connect/reply (default 1)")
 
     p = command("stats", "version, items, memory, evictions and hit ratio of each server")
     p.add_argument("url")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per connect/reply (default 1)")
+    p.add_argument("--timeout", type=_seconds, default=1.0, help="seconds per connect/reply (default 1)")
 
     p = command("clear", "clear a namespace (or everything under the prefix), exactly as Cache.clear")
     p.add_argument("url")
@@ -387,7 +435,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, ConfigurationError) as exc:
         print(f"memo {ns.command}: {exc}", file=sys.stderr)
         return USAGE
-    except MemoError as exc:
+    except (MemoError, Unreachable) as exc:
         print(f"memo {ns.command}: {exc}", file=sys.stderr)
         return FAILED
 
@@ -395,7 +443,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 def _run(ns: argparse.Namespace, out: TextIO) -> int:
     if ns.command in ("ping", "stats"):
         rows = (
-            ping(ns.url, max(1, ns.count), ns.timeout, ns.cafile)
+            ping(ns.url, ns.count, ns.timeout, ns.cafile)
             if ns.command == "ping"
             else stats(ns.url, ns.timeout, ns.cafile)
         )

@@ -99,11 +99,13 @@ def combine_hooks(hooks: EventHook | Iterable[EventHook] | None) -> EventHook | 
     """Return one hook calling each of `hooks` in turn (None when there is none)."""
     if hooks is None or callable(hooks):
         return hooks
+    from ._errors import ConfigurationError
+
+    if isinstance(hooks, (str, bytes)) or not hasattr(hooks, "__iter__"):
+        raise ConfigurationError(f"on_event= takes a callable or a list of them, got {hooks!r}")
     listed = tuple(hooks)
     for hook in listed:
         if not callable(hook):
-            from ._errors import ConfigurationError
-
             raise ConfigurationError(f"on_event= takes callables, got {hook!r}")
     if not listed:
         return None

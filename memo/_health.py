@@ -10,15 +10,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BackendError
+from ._null import NullBackend
 
 if TYPE_CHECKING:
     from ._cache import Cache
 
-__all__ = ["ahealth", "health", "is_available"]
+__all__ = ["aconnect", "ahealth", "connect", "health", "is_available"]
 
 
 def _disabled(cache: Cache) -> bool:
-    return cache.url.lower().startswith("null:")
+    # By the backend, not the URL: `Cache(backend=NullBackend())` is disabled too.
+    return isinstance(cache.backend, NullBackend)
 
 
 def _probe_key(cache: Cache) -> str:
@@ -65,3 +67,13 @@ def _report(cache: Cache, answered: dict[str, bytes | None] | None, took: float)
     up = sum(state == "up" for state in servers.values())
     status = "ok" if up == len(servers) else "degraded" if up else "down"
     return {"status": status, "servers": servers, "latency_ms": round(took * 1000, 3)}
+
+
+def connect(cache: Cache) -> bool:
+    """See `Cache.connect`: the health probe opens one connection per server."""
+    return health(cache)["status"] in ("ok", "disabled")
+
+
+async def aconnect(cache: Cache) -> bool:
+    """See `Cache.aconnect`."""
+    return (await ahealth(cache))["status"] in ("ok", "disabled")

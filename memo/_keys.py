@@ -50,7 +50,7 @@ _PREFIX_OK = re.compile(r"[!-~]{0,64}")  # printable ASCII, no space, at most 64
 
 def check_prefix(prefix: str) -> str:
     """Validate a Cache's key prefix."""
-    if not _PREFIX_OK.fullmatch(prefix):
+    if not isinstance(prefix, str) or not _PREFIX_OK.fullmatch(prefix):
         raise ConfigurationError(
             f"prefix {prefix!r} must be at most 64 printable ASCII characters without whitespace"
         )

@@ -18,7 +18,7 @@ from typing import Any
 from ._cache import Cache
 from ._defaults import default_cache
 
-__all__ = ["Lifespan", "lifespan"]
+__all__ = ["Lifespan", "cache_lifespan", "lifespan"]
 
 logger = logging.getLogger("memo")
 
@@ -71,3 +71,7 @@ async def _startup(owner: Lifespan) -> None:
 async def _shutdown(owner: Lifespan) -> None:
     for cache in owner.caches or (default_cache(),):
         await cache.aclose()
+
+
+#: `lifespan` under the name FastAPI services often give it: `FastAPI(lifespan=memo.cache_lifespan(cache))`.
+cache_lifespan = lifespan

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ._backend import Backend, Capability, SetItem
 from ._errors import ConfigurationError
+from ._policy import check_size
 
 __all__ = ["MemoryBackend"]
 
@@ -38,8 +39,9 @@ class MemoryBackend(Backend):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(self, max_entries: int = 10_000, max_value_size: int = 1024 * 1024 - 512) -> None:
-        if max_entries < 1:
-            raise ConfigurationError(f"max_entries must be at least 1, got {max_entries}")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries must be a whole number of at least 1, got {max_entries!r}")
+        check_size(max_value_size, "max_value_size")
         self.max_entries = max_entries
         self.max_value_size = max_value_size
         self._data: OrderedDict[str, tuple[bytes, float | None, int]] = OrderedDict()

@@ -2,7 +2,7 @@
 
 A disabled cache keeps every code path of an enabled one (keys are built,
 values encoded, leases taken) but makes no server call: it behaves like a store
-that evicts every entry the moment it is written: writes are accepted, reads
+of size zero: writes store nothing and say so (`set` returns False), reads
 miss, `cas` and `touch` find nothing. So switching the cache off in production
 exercises the same code as switching it on, and nothing can be served stale.
 """
@@ -18,7 +18,7 @@ __all__ = ["NullBackend"]
 
 
 class NullBackend(Backend):
-    """A store of size zero: writes are accepted and gone at once; every read misses."""
+    """A store of size zero: writes store nothing (and say so); every read misses."""
 
     OPTIONS: ClassVar[dict[str, type]] = {}
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
@@ -36,10 +36,10 @@ class NullBackend(Backend):
         return {}
 
     def set(self, key: str, value: bytes, ttl: float | None) -> bool:
-        return True
+        return False
 
     def set_many(self, items: Iterable[SetItem]) -> list[str]:
-        return []
+        return [key for key, _, _ in items]
 
     def add(self, key: str, value: bytes, ttl: float | None) -> bool:
         return True
@@ -67,7 +67,12 @@ class NullBackend(Backend):
     def get_all(self, key: str) -> dict[str, bytes | None]:
         return {}
 
+    # Control records (namespace generations) are accepted, so that a clear of a
+    # disabled cache succeeds: there is nothing stored it could fail to hide.
     def set_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return 1
+
+    def append_all(self, key: str, value: bytes, ttl: float | None) -> int:
         return 1
 
     def close(self) -> None:
@@ -82,10 +87,10 @@ class NullBackend(Backend):
         return {}
 
     async def aset(self, key: str, value: bytes, ttl: float | None) -> bool:
-        return True
+        return False
 
     async def aset_many(self, items: Iterable[SetItem]) -> list[str]:
-        return []
+        return [key for key, _, _ in items]
 
     async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
         return True
@@ -114,6 +119,9 @@ class NullBackend(Backend):
         return {}
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return 1
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
         return 1
 
     async def aclose(self) -> None:

@@ -159,7 +159,10 @@ def memo_events(memo_cache: memo.Cache) -> Iterator[EventLog]:
 
 
 def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("MEMO_REQUIRE_MEMCACHED"):
+    from ._settings import parse_bool
+
+    required = os.environ.get("MEMO_REQUIRE_MEMCACHED", "").strip()
+    if required and parse_bool("MEMO_REQUIRE_MEMCACHED", required):
         pytest.fail(f"{reason} (MEMO_REQUIRE_MEMCACHED is set, so this is an error rather than a skip)")
     pytest.skip(reason)
 

@@ -54,8 +54,22 @@ def test_the_console_script_is_declared() -> None:
 
 
 def test_version() -> None:
+    from importlib.metadata import version
+
     result = memo_cli("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"memo {memo.__version__}"
+    assert result.returncode == 0 and result.stdout.strip() == f"memo-memcached {memo.__version__}"
+    assert version("memo-memcached") == memo.__version__  # the distribution users install
+
+
+def test_the_distribution_is_memo_memcached() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "memo-memcached"  # `memo` on the index is another project
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install memo-memcached" in readme
+    docs = (ROOT / "docs" / "getting-started.md").read_text()
+    assert "pip install memo-memcached" in docs and "pip install memo " not in docs
 
 
 def test_usage_errors_exit_2() -> None:
@@ -265,3 +279,36 @@ def test_ping_asks_a_discovery_endpoint_for_the_nodes(memcached_servers: Any, co
     rows = as_json(result)
     assert sorted(r["server"].rsplit(":", 1)[1] for r in rows) == sorted(str(n.port) for n in nodes)
     assert all(r["ok"] for r in rows)
+
+
+@pytest.mark.parametrize("command", ["ping", "stats"])
+def test_an_unreachable_discovery_endpoint_exits_1(command: str) -> None:
+    from memcached_fixtures import _free_port
+
+    url = f"memcached+discovery://127.0.0.1:{_free_port()}"
+    result = memo_cli(command, url, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"memo {command}: no node list from the configuration endpoint" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ping", "memcached://127.0.0.1:1", "--timeout", "-1"], "argument --timeout: '-1'"),
+        (["ping", "memcached://127.0.0.1:1", "--timeout", "nan"], "argument --timeout: 'nan'"),
+        (["stats", "memcached://127.0.0.1:1", "--timeout", "0"], "argument --timeout: '0'"),
+        (["ping", "memcached://127.0.0.1:1", "--count", "-5"], "argument --count: '-5'"),
+        (["ping", "memcached://[::1"], "malformed URL"),
+        (["inspect", "memcached://[::1", "k"], "malformed URL"),
+        (["clear", "memcached://[::1", "ns"], "malformed URL"),
+        (["ping", "memcached://h:1?pool_size=0"], "pool_size"),
+        (["ping", "memcached://" + "a" * 64 + ".example:1"], "not a DNS name"),
+        (["ping", "memcached://h:1", "--bogus"], "unrecognized arguments: --bogus"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_without_a_traceback(args: list[str], message: str) -> None:
+    result = memo_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -73,6 +73,10 @@ def test_parses_the_legacy_reply() -> None:
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1 h|1.2.3.4|1\n\r\nEND\r\n",  # a node twice
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1\nextra\n\r\nEND\r\n",
         b"CONFIG cluster 0 5\r\n1\nh|1.2.3.4|1\n",  # no END
+        # a host name no lookup can take: refused here, never a UnicodeError in a call
+        b"CONFIG cluster 0 5\r\n1\n" + b"a" * 64 + b".example|1.2.3.4|11211\n\r\nEND\r\n",
+        b"CONFIG cluster 0 5\r\n1\na..b|1.2.3.4|11211\n\r\nEND\r\n",
+        b"CONFIG cluster 0 5\r\n1\nh|not-an-ip..|11211\n\r\nEND\r\n",
     ],
 )
 def test_malformed_replies_are_refused(reply: bytes) -> None:
@@ -152,3 +156,50 @@ def test_the_thread_asks_every_interval_and_ends_with_its_owner(
     del discovery  # only the thread's weak reference is left: it ends
     thread.join(5)
     assert not thread.is_alive()
+
+
+@pytest.mark.memcached
+def test_a_replaced_node_keeps_its_name_and_moves_to_its_new_address(config_endpoint: Endpoints) -> None:
+    # ElastiCache replaces a failed node under the same host name with a new IP address.
+    # The stand-in lists "localhost|<ip>|<port>": the same name and port, another address.
+    import asyncio
+
+    from pymemcache.client.base import Client
+
+    import memo
+
+    old = MemcachedProcess().start()
+    new = MemcachedProcess(old.port)
+    new.host = "127.0.0.2"
+    new.start()
+    try:
+        endpoint = config_endpoint([old])
+        cache = memo.Cache(endpoint.url, discovery_interval=3600, prefix="moved:")
+        backend = cache.backend
+        discovery = backend._discovery  # type: ignore[attr-defined]
+
+        def items(process: MemcachedProcess) -> int:
+            client = Client((process.host, process.port), timeout=2)
+            try:
+                return int(client.stats()[b"curr_items"])
+            finally:
+                client.close()
+
+        async def scenario() -> None:
+            assert cache.set("sync", 1) is True and await cache.aset("async", 1) is True
+            before = items(old)
+            assert before >= 2 and items(new) == 0
+            endpoint.set_nodes([new])
+            assert discovery.refresh() is True
+            await asyncio.sleep(0)  # the loop's pool of the old address is dropped
+            assert backend.servers == (f"localhost:{old.port}",)  # same name: same keys
+            assert cache.set("sync", 2) is True and await cache.aset("async", 2) is True
+            assert cache.get("sync") == 2 and await cache.aget("async") == 2
+            assert items(old) == before  # nothing more went to the replaced address
+            assert items(new) >= 2
+
+        asyncio.run(scenario())
+        cache.close()
+    finally:
+        old.cleanup()
+        new.cleanup()

@@ -15,6 +15,7 @@ PUBLIC = {
     "configure",
     "default_cache",
     "lifespan",
+    "cache_lifespan",
     "Lifespan",
     "Cached",
     "AsyncCached",

@@ -35,8 +35,7 @@ def test_memcached_names_of_this_team() -> None:
         "ttl": 600,
         "on_error": "ignore",
         "pool_size": 4,
-        "timeout": 0.05,
-        "connect_timeout": 0.05,
+        "connect_timeout": 0.05,  # TIMEOUT is the connect timeout; replies keep the short default
     }
     assert sorted(used) == sorted(TEAM)
     cache = memo.Cache.from_env("MEMCACHED_", environ=TEAM)
@@ -49,8 +48,8 @@ def test_memo_names_and_overrides() -> None:
         "MEMO_URL": "memcached://127.0.0.1:11299",
         "MEMO_TTL": "none",
         "MEMO_FALLBACK": "false",
-        "MEMO_TIMEOUT": "0.1",
-        "MEMO_CONNECT_TIMEOUT": "1s",
+        "MEMO_TIMEOUT": "1s",
+        "MEMO_OPERATION_TIMEOUT": "0.1",
         "MEMO_KEY_PREFIX": "app:",
     }
     cache = memo.Cache.from_env(environ=env)
@@ -78,8 +77,8 @@ async def _done() -> None:
     return None
 
 
-def test_nothing_set_means_memory_and_disabled_means_null() -> None:
-    assert memo.Cache.from_env(environ={}).url == "memory://"
+def test_nothing_set_means_disabled_and_disabled_means_null() -> None:
+    assert memo.Cache.from_env(environ={}).url == "null://"
     off = memo.Cache.from_env(
         "MEMCACHED_", environ={"MEMCACHED_ENABLED": "0", "MEMCACHED_HOSTS": "h:1", "MEMCACHED_POOL_SIZE": "2"}
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl
 import threading
 from collections.abc import Sequence
@@ -14,8 +13,10 @@ from pymemcache.client.base import Client as _PymemcacheClient
 
 from .._backend import Backend, Capability
 from .._errors import ConfigurationError
+from .._settings import warn_if_slow
 from ._async import AsyncOps
-from ._discovery import ClusterConfig, ClusterDiscovery
+from ._checks import check_options, check_servers
+from ._discovery import ClusterConfig, ClusterDiscovery, Node
 from ._fork import live_backends
 from ._parking import Parking
 from ._pools import LoopPools
@@ -117,35 +118,26 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         discovery_interval: float = 60.0,
         proxy: str = "",
     ) -> None:
-        if isinstance(servers, str):
-            servers = [servers]
-        addresses = [parse_server(s, s) if isinstance(s, str) else (s[0], int(s[1])) for s in servers]
+        addresses = check_servers(servers)
         if not addresses and discovery is None:
             raise ConfigurationError("MemcachedBackend needs at least one server")
         if addresses and discovery is not None:
             raise ConfigurationError("give either servers or a discovery endpoint, not both")
-        for name, seconds in (
-            ("connect_timeout", connect_timeout),
-            ("timeout", timeout),
-            ("discovery_interval", discovery_interval),
-        ):
-            if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {seconds!r}")
-        if not (isinstance(retry_after, (int, float)) and 0 <= retry_after < math.inf):
-            raise ConfigurationError(f"retry_after must be a non-negative number, got {retry_after!r}")
-        if pool_size < 1:
-            raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
-        if failure_threshold < 1:
-            raise ConfigurationError(f"failure_threshold must be at least 1, got {failure_threshold}")
-        if max_value_size < 0:
-            raise ConfigurationError(f"max_value_size must not be negative, got {max_value_size}")
-        if tls_context is not None and not isinstance(tls_context, ssl.SSLContext):
-            raise ConfigurationError(
-                f"tls_context must be an ssl.SSLContext, got {type(tls_context).__name__}"
-            )
-        proxy = "" if proxy in ("", "none") else proxy
-        if proxy and proxy not in PROXIES:
-            raise ConfigurationError(f"proxy must be one of {', '.join(PROXIES)} or none, got {proxy!r}")
+        proxy = check_options(
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            pool_size=pool_size,
+            max_value_size=max_value_size,
+            tls_context=tls_context,
+            failure_threshold=failure_threshold,
+            retry_after=retry_after,
+            discovery_interval=discovery_interval,
+            proxy=proxy,
+            proxies=PROXIES,
+        )
+        if discovery is not None:
+            (discovery,) = check_servers([discovery])
+        warn_if_slow(connect_timeout, timeout)
 
         self._connect_timeout = float(connect_timeout)
         self._timeout = float(timeout)
@@ -165,9 +157,10 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         self._discovery: ClusterDiscovery | None = None
+        self._nodes: dict[str, Node] = {}  # the discovered nodes the servers were made for
         live_backends.add(self)
         if discovery is not None:
-            host, port = parse_server(discovery, discovery) if isinstance(discovery, str) else discovery
+            host, port = discovery
             self._topology = Topology(
                 [], empty_reason=f"no node list from the configuration endpoint {host}:{port} yet"
             )
@@ -194,14 +187,17 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             old = self._topology
             servers = []
             for node in config.nodes:
+                # TLS checks the certificate against the node's name: connect by name then.
+                host = node.host if self._tls is not None and node.host else node.address[0]
                 kept = old.by_id.get(node.id)
-                if kept is None:
-                    # TLS checks the certificate against the node's name: connect by name then.
-                    host = node.host if self._tls is not None and node.host else node.address[0]
+                # A node is its (host, ip, port): a replaced node keeps its name (and so its
+                # keys) but has a new address, and the old address's connections must go.
+                if kept is None or self._nodes.get(node.id) != node:
                     kept = self._new_server(host, node.port, node.id)
                 servers.append(kept)
             self._topology = Topology(servers)
-        gone = [s for s in old.servers if s.id not in self._topology.by_id]
+            self._nodes = {node.id: node for node in config.nodes}
+        gone = [s for s in old.servers if self._topology.by_id.get(s.id) is not s]
         for server in gone:
             server.retire()
             self._parking.close(server.id)

@@ -43,7 +43,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .._errors import BackendError
+from .._errors import BackendError, ConfigurationError
+from ._checks import check_host
 
 __all__ = ["ClusterConfig", "ClusterDiscovery", "DiscoveryError", "Node", "fetch_config", "parse_config"]
 
@@ -124,6 +125,11 @@ def parse_config(reply: bytes) -> ClusterConfig:
             raise DiscoveryError(f"node {entry[:100]!r} is not host|ip|port") from None
         if not (host or ip) or not 0 < port < 65536 or not (host + ip).isprintable():
             raise DiscoveryError(f"node {entry[:100]!r} is not host|ip|port")
+        try:
+            for name in filter(None, (host, ip)):
+                check_host(name, "node")
+        except ConfigurationError as exc:  # a name no lookup can take: keep the last list
+            raise DiscoveryError(f"node {entry[:100]!r}: {exc}") from None
         nodes.append(Node(host, ip, port))
     if not nodes:
         raise DiscoveryError("cluster configuration lists no nodes")

@@ -9,14 +9,22 @@ it comes, serves the next calls. Answers are cached for `TTL` seconds; an
 expired answer is still used while a fresh lookup is slow. IP literals skip
 all of this. The async side needs none of it: the event loop resolves in its
 executor and the connect timeout bounds the wait.
+
+A lookup fails only as an `OSError` (`socket.gaierror`), whatever the resolver
+raised (a name the IDNA codec refuses raises `UnicodeError`), so the caller's
+call fails open as any unreachable server does, and the lookup's thread always
+finishes its bookkeeping. After `fork()` the child forgets the lookups under
+way in the parent (their threads did not survive) and resolves afresh.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
+import weakref
 from typing import Any
 
 __all__ = ["BoundedResolver", "ResolverSocketModule"]
@@ -25,6 +33,11 @@ __all__ = ["BoundedResolver", "ResolverSocketModule"]
 TTL = 30.0
 
 _AddrInfo = list[tuple[Any, ...]]
+
+
+def _getaddrinfo(*args: Any) -> _AddrInfo:
+    """The name lookup itself (`socket.getaddrinfo`, looked up at each call); a seam for tests."""
+    return socket.getaddrinfo(*args)
 
 
 class _Lookup:
@@ -43,11 +56,17 @@ class BoundedResolver:
         self._lock = threading.Lock()
         self._cache: dict[tuple[Any, ...], tuple[_AddrInfo, float]] = {}
         self._pending: dict[tuple[Any, ...], _Lookup] = {}
+        _live.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's lookup threads are gone, and their lock may be held."""
+        self._lock = threading.Lock()
+        self._pending = {}
 
     def getaddrinfo(self, timeout: float, host: str, port: int, *args: Any) -> _AddrInfo:
         """Resolve like `socket.getaddrinfo(host, port, *args)`, or raise TimeoutError."""
         if _is_ip(host):
-            return socket.getaddrinfo(host, port, *args)
+            return _getaddrinfo(host, port, *args)
         request = (host, port, *args)
         now = time.monotonic()
         with self._lock:
@@ -71,14 +90,31 @@ class BoundedResolver:
 
     def _resolve(self, request: tuple[Any, ...], lookup: _Lookup) -> None:
         try:
-            lookup.result = socket.getaddrinfo(*request)
+            lookup.result = _getaddrinfo(*request)
         except OSError as exc:
             lookup.error = exc
-        with self._lock:
-            if lookup.result is not None:
-                self._cache[request] = (lookup.result, time.monotonic() + TTL)
-            self._pending.pop(request, None)
-        lookup.done.set()
+        except Exception as exc:  # UnicodeError, ValueError: the name cannot be looked up
+            lookup.error = socket.gaierror(socket.EAI_NONAME, f"cannot look up {request[0]!r}: {exc}")
+        finally:
+            lock = self._lock  # after a fork in between, the child's lock: never a parent's held one
+            with lock:
+                if lookup.result is not None:
+                    self._cache[request] = (lookup.result, time.monotonic() + TTL)
+                if self._pending.get(request) is lookup:
+                    self._pending.pop(request, None)
+            lookup.done.set()
+
+
+_live: weakref.WeakSet[BoundedResolver] = weakref.WeakSet()
+
+
+def _forget_lookups_after_fork() -> None:
+    for resolver in list(_live):
+        resolver.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_lookups_after_fork)
 
 
 def _is_ip(host: str) -> bool:
