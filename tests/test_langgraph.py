@@ -634,7 +634,13 @@ def test_cached_nodes_and_the_graph_cache_share_one_memo_cache(cache: memo.Cache
 def test_public_names_of_memo_langgraph() -> None:
     import memo.langgraph
 
-    assert set(memo.langgraph.__all__) == {"MemcachedCache", "by_configurable", "by_context", "node_key"}
+    assert set(memo.langgraph.__all__) == {
+        "MemcachedCache",
+        "by_configurable",
+        "by_context",
+        "node",
+        "node_key",
+    }
     with pytest.raises(memo.ConfigurationError):
         by_configurable()
     with pytest.raises(memo.ConfigurationError):
