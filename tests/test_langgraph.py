@@ -412,6 +412,34 @@ async def test_graph_completes_when_memcached_stops(memcached_servers: Callable[
         assert graph_cache.cache.stats("langgraph")["errors"] > 0
 
 
+@pytest.mark.memcached
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_clear_cache_fails_open_when_memcached_is_down(
+    memcached_servers: Callable[..., list[Any]], flavour: str
+) -> None:
+    (server,) = memcached_servers(1)
+    calls: Counter[str] = Counter()
+    events: list[memo.Event] = []
+    with MemcachedCache.from_url(
+        server.url, connect_timeout=0.2, timeout=0.2, on_event=events.append
+    ) as graph_cache:
+        graph = build_pipeline(calls, asynchronous=False).compile(cache=graph_cache)
+        graph.invoke({"topic": "llamas", "parts": []})
+        server.kill()
+        if flavour == "sync":
+            graph.clear_cache(nodes=["summarize"])  # raised BackendUnavailable before
+            graph.clear_cache()
+        else:
+            asyncio.run(graph.aclear_cache(nodes=["summarize"]))
+            asyncio.run(graph.aclear_cache())
+        assert graph_cache.cache.stats("langgraph")["errors"] >= 2
+        assert [e.source for e in events if e.kind == "error" and e.ns == "langgraph"][-2:] == [
+            "langgraph"
+        ] * 2
+        assert graph.invoke({"topic": "llamas", "parts": []})["summary"] == EXPECTED_SUMMARY
+        assert calls == {"plan": 2, "draft section": 6, "summarize": 2}
+
+
 # -- @cached on node functions ------------------------------------------------------------------
 
 
