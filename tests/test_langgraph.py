@@ -769,3 +769,30 @@ def test_a_policy_ttl_holds_to_the_millisecond(graph_cache: MemcachedCache[Any],
     time.sleep(max(0.0, stored_at + 1.05 - time.monotonic()))
     assert get() == {}  # expired at 1 s, though memcached keeps the item a second longer
     assert graph_cache.cache.stats(graph_cache.name)["decode_errors"] == 0
+
+
+def test_the_package_modules_import_downwards_only() -> None:
+    """memo.langgraph's modules form no import circle among themselves (each does one job)."""
+    import ast
+    from pathlib import Path
+
+    import memo.langgraph
+
+    folder = Path(memo.langgraph.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("_*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in graph.get(start, ())
+        )
+
+    assert len(graph) >= 8
+    assert sorted(m for m in graph if reaches(m, m, frozenset({m}))) == []

@@ -203,13 +203,16 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
     ) -> str:
         storage = self._storage([(ns, key)], spaces, *generations)
         if not storage:
-            raise BackendUnavailable("the generations could not be read; see Cache.stats()")
+            raise BackendUnavailable(
+                "the generations could not be read, or a clear of this namespace is still to be written; "
+                "see Cache.stats()"
+            )
         return storage[(ns, key)]
 
     # -- sync driver ---------------------------------------------------------------
 
     def _generations(self, spaces: Mapping[Namespace, Space]) -> _Generations:
-        if due := self._clears.due():
+        if self._clears.pending and (due := self._clears.due()):
             self._clears.clear(due)
         return self._split(spaces, self.cache.generations(self._names(spaces), "ignore"))
 
@@ -258,7 +261,7 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
     # -- async driver: the same steps, awaited --------------------------------------
 
     async def _agenerations(self, spaces: Mapping[Namespace, Space]) -> _Generations:
-        if due := self._clears.due():
+        if self._clears.pending and (due := self._clears.due()):
             await self._clears.aclear(due)
         return self._split(spaces, await self.cache.agenerations(self._names(spaces), "ignore"))
 
