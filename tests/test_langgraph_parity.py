@@ -310,6 +310,8 @@ def test_from_pool_with_ssl_speaks_tls(memcached_server: Any) -> None:
     cache = MemcachedCache.from_pool(client, ssl=True)
     assert cache.cache.url.startswith("memcached+tls://") and cache.client is client
     cache.close()
+    with memo.Cache("memory://") as shared, pytest.raises(memo.ConfigurationError, match="ssl"):
+        MemcachedCache.from_pool(shared, ssl=True)
 
 
 def test_client_and_prefix_attributes(memcached_url: str) -> None:

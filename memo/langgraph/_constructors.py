@@ -154,11 +154,18 @@ class Constructors:
             hash_long_keys: as for the constructor.
 
         Raises:
-            memo.ConfigurationError: `pool` is None or of another kind.
+            memo.ConfigurationError: `pool` is None or of another kind, or `ssl=True`
+                with a `memo.Cache`.
         """
         if pool is None:
             raise ConfigurationError("from_pool needs a pymemcache client (or a memo.Cache), got None")
-        if ssl and not isinstance(pool, Cache):
+        if not isinstance(ssl, bool):
+            raise ConfigurationError(f"ssl must be True or False, got {ssl!r}")
+        if ssl and isinstance(pool, Cache):
+            raise ConfigurationError(
+                "ssl=True adopts a pymemcache client with TLS; a memo.Cache keeps its URL's scheme"
+            )
+        if ssl:
             pool = WithTLS(pool)
         build: Any = cls
         made: C = build(
