@@ -204,7 +204,7 @@ def test_profile_decode(benchmark: Any, stored: Stored) -> None:
     """Envelopes opened and the bodies decoded by LangGraph's default serializer."""
     role(benchmark, "subject", "3. decode: envelope + LangGraph serde")
     benchmark.group = PROFILE
-    _check(benchmark(stored.lg._collect, N, stored.storage, stored.raw), stored.pairs)
+    _check(benchmark(stored.lg._entries.collect, N, stored.storage, stored.raw), stored.pairs)
 
 
 def test_profile_serde_alone(benchmark: Any, stored: Stored) -> None:

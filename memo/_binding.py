@@ -18,7 +18,9 @@ the function (LangGraph's `config`, `store`...), which keys leave out. The
 core does not know any framework's rules: when a parameter's annotation is a
 class of a framework package, the memo module for that package decides. The
 package is then imported already (the annotation is its class), so the answer
-does not depend on import order.
+does not depend on import order. A function can also be declared called by a
+framework (`INJECTS_MARK`, set by the integration's marker), for frameworks
+that inject by name whatever the annotation.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ __all__ = ["Binder", "call_target", "injected_parameters"]
 #: annotation, mean the framework may inject parameters; the memo module named decides which.
 INJECTION_RULES = {"langgraph": "memo.langgraph", "langchain_core": "memo.langgraph"}
 
+#: A function whose (unwrapped) function has this attribute, naming one of the memo
+#: modules above, is declared called by that framework (e.g. `memo.langgraph.node`):
+#: that module decides, whatever the annotations.
+INJECTS_MARK = "__memo_injects__"
+
 
 def injected_parameters(fn: Callable[..., Any]) -> frozenset[str]:
     """Return the parameters of `fn` a framework injects, as its memo integration decides."""
@@ -49,15 +56,17 @@ def injected_parameters(fn: Callable[..., Any]) -> frozenset[str]:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return frozenset()
+    marked = getattr(inspect.unwrap(fn), INJECTS_MARK, None)
+    rules = marked if marked in INJECTION_RULES.values() else None
     for param in params:
-        rules = _rules_for(_resolved(fn, param.annotation))
-        if rules is not None:
-            try:
-                module = importlib.import_module(rules)
-            except ImportError:  # the integration's own dependencies are missing: nothing injects
-                return frozenset()
-            return frozenset(module.injected_parameters(fn))
-    return frozenset()
+        rules = rules or _rules_for(_resolved(fn, param.annotation))
+    if rules is None:
+        return frozenset()
+    try:
+        module = importlib.import_module(rules)
+    except ImportError:  # the integration's own dependencies are missing: nothing injects
+        return frozenset()
+    return frozenset(module.injected_parameters(fn))
 
 
 def _resolved(fn: Callable[..., Any], annotation: Any) -> Any:

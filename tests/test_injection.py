@@ -143,3 +143,60 @@ def test_decorating_without_framework_annotations_never_imports_langgraph() -> N
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- functions declared LangGraph nodes: LangGraph's rule by name, annotated or not -----------
+
+
+def _marked(fn: Any) -> Any:
+    from memo.langgraph import node
+
+    return node(fn)
+
+
+def marked_unannotated(state, config, store, writer, runtime, previous=None, error=None): ...  # type: ignore[no-untyped-def]
+
+
+def marked_keyword_only(state, *, runtime): ...  # type: ignore[no-untyped-def]
+
+
+def marked_with_other_types(state: dict, config: dict, runtime: RuntimeSettings) -> None: ...  # type: ignore[type-arg]
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        (marked_unannotated, {"config", "store", "writer", "runtime"}),  # previous, error: data
+        (marked_keyword_only, {"runtime"}),
+        # LangGraph injects `runtime` whatever its annotation, and not a `config: dict`:
+        (marked_with_other_types, {"runtime"}),
+        (string_union_node, set()),  # not injected by LangGraph either
+    ],
+)
+def test_a_node_leaves_out_what_langgraph_injects_by_name(fn: Any, expected: set[str]) -> None:
+    before = injected_parameters(fn)
+    assert injected_parameters(_marked(fn)) == expected
+    assert before <= expected
+
+
+def test_node_refuses_what_it_cannot_mark() -> None:
+    cache = memo.Cache("memory://")
+
+    @cache.cached()
+    def already(state, config): ...  # type: ignore[no-untyped-def]
+
+    with pytest.raises(memo.ConfigurationError, match="under @cached"):
+        _marked(already)
+    with pytest.raises(memo.ConfigurationError, match="under @cached"):
+        _marked(42)
+
+
+def test_the_mark_is_no_framework_name_for_the_core() -> None:
+    from memo._binding import INJECTION_RULES, INJECTS_MARK
+
+    def f(state, config): ...  # type: ignore[no-untyped-def]
+
+    setattr(f, INJECTS_MARK, "os")  # only memo's own integration modules are asked
+    assert injected_parameters(f) == frozenset()
+    setattr(f, INJECTS_MARK, INJECTION_RULES["langgraph"])
+    assert injected_parameters(f) == {"config"}

@@ -32,6 +32,7 @@ from langgraph.types import CachePolicy, Command, Send, StreamWriter, interrupt
 
 import memo
 from memo.langgraph import MemcachedCache, by_configurable, by_context
+from memo.langgraph import node as langgraph_node
 
 #: LangGraph hands the run's config to async nodes and tasks through contextvars; its
 #: `get_config` documents Python 3.11+ for async code.
@@ -412,6 +413,34 @@ async def test_graph_completes_when_memcached_stops(memcached_servers: Callable[
         assert graph_cache.cache.stats("langgraph")["errors"] > 0
 
 
+@pytest.mark.memcached
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_clear_cache_fails_open_when_memcached_is_down(
+    memcached_servers: Callable[..., list[Any]], flavour: str
+) -> None:
+    (server,) = memcached_servers(1)
+    calls: Counter[str] = Counter()
+    events: list[memo.Event] = []
+    with MemcachedCache.from_url(
+        server.url, connect_timeout=0.2, timeout=0.2, on_event=events.append
+    ) as graph_cache:
+        graph = build_pipeline(calls, asynchronous=False).compile(cache=graph_cache)
+        graph.invoke({"topic": "llamas", "parts": []})
+        server.kill()
+        if flavour == "sync":
+            graph.clear_cache(nodes=["summarize"])  # raised BackendUnavailable before
+            graph.clear_cache()
+        else:
+            asyncio.run(graph.aclear_cache(nodes=["summarize"]))
+            asyncio.run(graph.aclear_cache())
+        assert graph_cache.cache.stats("langgraph")["errors"] >= 2
+        assert [e.source for e in events if e.kind == "error" and e.ns == "langgraph"][-2:] == [
+            "langgraph"
+        ] * 2
+        assert graph.invoke({"topic": "llamas", "parts": []})["summary"] == EXPECTED_SUMMARY
+        assert calls == {"plan": 2, "draft section": 6, "summarize": 2}
+
+
 # -- @cached on node functions ------------------------------------------------------------------
 
 
@@ -517,6 +546,80 @@ async def test_scope_by_context(cache: memo.Cache) -> None:
     with pytest.raises(KeyError, match=r"runtime\.context"):
         by_context("user_id")(Runtime(context=None))
     assert by_context("user_id", default="anon")(Runtime(context=None)) == "anon"
+
+
+@needs_311
+async def test_unannotated_injected_parameters_of_a_node(cache: memo.Cache) -> None:
+    """`@node` under `@cached`: what LangGraph injects by name is left out, annotated or not."""
+    seen: list[tuple[str, Any]] = []
+
+    @cache.cached(ns="plans", scope=by_context("user_id"))
+    @langgraph_node
+    async def plan(state, *, runtime):  # type: ignore[no-untyped-def]
+        seen.append(("plan", runtime.context.user_id))
+        runtime.stream_writer({"planned": runtime.context.user_id})
+        return {"x": state["x"] + len(runtime.context.user_id)}
+
+    @cache.cached(ns="steps", scope=by_configurable("user_id"))
+    @langgraph_node
+    def step(state, config, writer, store):  # type: ignore[no-untyped-def]
+        seen.append(("step", config["configurable"]["user_id"]))
+        writer({"stepped": True})
+        store.put(("seen",), "step", {"x": state["x"]})
+        return {"x": state["x"] * 10}
+
+    builder = StateGraph(Numbers, context_schema=Context)
+    builder.add_node("plan", plan)
+    builder.add_node("step", step)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "step")
+    graph = builder.compile(store=InMemoryStore())
+
+    async def run(user: str) -> list[Any]:
+        config: RunnableConfig = {"configurable": {"user_id": user}}
+        return await _collect(
+            graph.astream({"x": 0}, config, context=Context(user), stream_mode=["custom", "values"])
+        )
+
+    first = await run("ann")
+    assert first[-1] == ("values", {"x": 30}) and ("custom", {"planned": "ann"}) in first
+    assert (await run("ann"))[-1] == ("values", {"x": 30})  # a hit: config, runtime, writer, store left out
+    assert (await run("bobby"))[-1] == ("values", {"x": 50})
+    assert seen == [("plan", "ann"), ("step", "ann"), ("plan", "bobby"), ("step", "bobby")]
+
+
+@needs_311
+async def test_unmarked_unannotated_injected_parameters_are_refused(cache: memo.Cache) -> None:
+    """Nothing proves LangGraph calls an unmarked function: its `runtime` stays in the key and is refused."""
+
+    @cache.cached(ns="plans")
+    async def plan(state, *, runtime):  # type: ignore[no-untyped-def]
+        return {"x": 1}
+
+    builder = StateGraph(Numbers, context_schema=Context)
+    builder.add_node("plan", plan)
+    builder.add_edge(START, "plan")
+    with pytest.raises(memo.UnkeyableArgumentError, match="'runtime'"):
+        await builder.compile().ainvoke({"x": 0}, context=Context("ann"))
+
+
+def test_a_marked_task_leaves_out_its_config(cache: memo.Cache) -> None:
+    calls: Counter[str] = Counter()
+
+    @task
+    @cache.cached(ns="tasks", scope=by_configurable("user_id"))
+    @langgraph_node
+    def shout(text, *, config):  # type: ignore[no-untyped-def]
+        calls[config["configurable"]["user_id"]] += 1
+        return text.upper()
+
+    @entrypoint()
+    def loud(texts: list[str]) -> list[str]:
+        return [shout(text).result() for text in texts]
+
+    for user in ("ann", "ann", "bob"):
+        assert loud.invoke(["a", "b"], {"configurable": {"user_id": user}}) == ["A", "B"]
+    assert calls == {"ann": 2, "bob": 2}
 
 
 def test_cached_task_and_send_target(cache: memo.Cache) -> None:
@@ -634,7 +737,13 @@ def test_cached_nodes_and_the_graph_cache_share_one_memo_cache(cache: memo.Cache
 def test_public_names_of_memo_langgraph() -> None:
     import memo.langgraph
 
-    assert set(memo.langgraph.__all__) == {"MemcachedCache", "by_configurable", "by_context", "node_key"}
+    assert set(memo.langgraph.__all__) == {
+        "MemcachedCache",
+        "by_configurable",
+        "by_context",
+        "node",
+        "node_key",
+    }
     with pytest.raises(memo.ConfigurationError):
         by_configurable()
     with pytest.raises(memo.ConfigurationError):
@@ -660,3 +769,30 @@ def test_a_policy_ttl_holds_to_the_millisecond(graph_cache: MemcachedCache[Any],
     time.sleep(max(0.0, stored_at + 1.05 - time.monotonic()))
     assert get() == {}  # expired at 1 s, though memcached keeps the item a second longer
     assert graph_cache.cache.stats(graph_cache.name)["decode_errors"] == 0
+
+
+def test_the_package_modules_import_downwards_only() -> None:
+    """memo.langgraph's modules form no import circle among themselves (each does one job)."""
+    import ast
+    from pathlib import Path
+
+    import memo.langgraph
+
+    folder = Path(memo.langgraph.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("_*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in graph.get(start, ())
+        )
+
+    assert len(graph) >= 8
+    assert sorted(m for m in graph if reaches(m, m, frozenset({m}))) == []

@@ -3,7 +3,8 @@
 The cases LangGraph's own caches are tested with (basic and batch get/set, TTL,
 namespace isolation, clearing, empty and missing keys, async variants, an
 unavailable server, corrupted data, odd namespaces, large values), plus what
-memo promises beyond them: exact `clear(namespaces)`, no effect on decorated
+memo promises beyond them: `clear(namespaces)` by prefix (as RedisCache) except
+for `()`, clears that fail open and still win, no effect on decorated
 functions, one batch read per call, and bytes that do not decode being misses.
 """
 
@@ -72,7 +73,7 @@ def test_name_is_checked(cache: memo.Cache) -> None:
     for bad in ("", "a/b", "has space", "x" * 49):
         with pytest.raises(memo.ConfigurationError):
             MemcachedCache(cache, name=bad)
-    with pytest.raises(memo.ConfigurationError, match="from_url"):
+    with pytest.raises(memo.ConfigurationError, match="from_conn_string"):
         MemcachedCache("memcached://127.0.0.1:11211")  # type: ignore[arg-type]
 
 
@@ -134,21 +135,36 @@ def test_clear_all(lg: MemcachedCache[Any]) -> None:
     assert lg.get(keys) == {keys[0]: "again"}
 
 
-def test_clear_by_namespace_is_exact(lg: MemcachedCache[Any]) -> None:
+def test_clear_by_namespace_clears_it_and_the_namespaces_nested_in_it(lg: MemcachedCache[Any]) -> None:
     keys: list[FullKey] = [
         (("graph1", "node"), "key1"),
         (("graph2", "node"), "key2"),
         (("graph1", "other"), "key3"),
         (("graph1",), "key4"),  # a prefix of the cleared namespaces: not cleared
-        (("graph1", "node", "deeper"), "key5"),  # an extension of one: not cleared
+        (("graph1", "node", "deeper"), "key5"),  # nested in a cleared one: cleared
         ((), "key6"),
+        (("graph1", "nodes"), "key7"),  # a longer name, not nested: not cleared
     ]
     lg.set({key: (i, None) for i, key in enumerate(keys)})
     lg.clear([("graph1", "node"), ("graph1", "other")])
-    assert lg.get(keys) == {keys[1]: 1, keys[3]: 3, keys[4]: 4, keys[5]: 5}
+    assert lg.get(keys) == {keys[1]: 1, keys[3]: 3, keys[5]: 5, keys[6]: 6}
+    lg.clear([("graph1",)])  # as LangGraph's RedisCache does: a namespace and everything under it
+    assert lg.get(keys) == {keys[1]: 1, keys[5]: 5}
+    lg.set({keys[4]: ("again", None)})  # still usable after a clear
+    assert lg.get([keys[4]]) == {keys[4]: "again"}
+
+
+async def test_aclear_clears_nested_namespaces(lg: MemcachedCache[Any]) -> None:
+    keys: list[FullKey] = [(("a",), "k"), (("a", "b"), "k"), (("a", "b", "c"), "k"), (("ab",), "k")]
+    await lg.aset({key: (i, None) for i, key in enumerate(keys)})
+    await lg.aclear([("a", "b")])
+    assert await lg.aget(keys) == {keys[0]: 0, keys[3]: 3}
+    await lg.aclear([("a",)])
+    assert await lg.aget(keys) == {keys[3]: 3}
 
 
 def test_clearing_the_empty_namespace_clears_only_it(lg: MemcachedCache[Any]) -> None:
+    """`()` is no prefix of the others: `clear()` is how LangGraph says "everything"."""
     keys: list[FullKey] = [((), "root"), (("graph",), "key")]
     lg.set({keys[0]: ("root", None), keys[1]: ("kept", None)})
     lg.clear([()])
@@ -272,8 +288,9 @@ def test_odd_namespaces_and_keys_stay_apart(lg: MemcachedCache[Any]) -> None:
         storage = lg.key_for(ns, key)
         assert len(storage.encode()) <= 250 and storage.isascii()
         assert not any(ch.isspace() or ord(ch) < 33 for ch in storage)
-    lg.clear([("a", "b"), ("",)])
-    assert lg.get(keys) == {key: i for i, key in enumerate(keys) if key[0] not in {("a", "b"), ("",)}}
+    lg.clear([("a", "b"), ("",)])  # and the namespaces nested in them: ("", "") too
+    cleared = {("a", "b"), ("",), ("", "")}
+    assert lg.get(keys) == {key: i for i, key in enumerate(keys) if key[0] not in cleared}
 
 
 def test_large_values(lg: MemcachedCache[Any], cache: memo.Cache) -> None:
@@ -456,15 +473,23 @@ def test_a_batch_is_one_request_per_server(memcached_servers: Callable[..., list
 # -- an unavailable server -----------------------------------------------------------------
 
 
-def test_unavailable_server_get_and_set_fail_open() -> None:
-    with MemcachedCache.from_url(refused_url(), connect_timeout=0.2, timeout=0.2) as lg:
+def test_unavailable_server_get_set_and_clear_fail_open() -> None:
+    events: list[memo.Event] = []
+    with MemcachedCache.from_url(
+        refused_url(), connect_timeout=0.2, timeout=0.2, on_event=events.append
+    ) as lg:
         assert lg.get([K1]) == {}
         lg.set({K1: ("dropped", None)})
         assert lg.get([K1]) == {}
         stats = lg.cache.stats()["total"]
         assert stats["errors"] >= 3 and stats["hits"] == 0
-        with pytest.raises(memo.BackendError):  # a clear that did not happen must not look done
-            lg.clear()
+        before = lg.cache.stats(lg.name)["errors"]
+        assert lg.clear() is None  # fails open: counted and reported, never raised
+        assert lg.clear([K1[0]]) is None
+        assert lg.cache.stats(lg.name)["errors"] == before + 2
+        failed = [e for e in events if e.kind == "error" and e.source == "langgraph" and e.ns == lg.name]
+        assert len(failed) >= 2 and all(isinstance(e.error, memo.BackendError) for e in failed)
+        assert lg.memcached_available is False  # every server's breaker is open
         with pytest.raises(memo.BackendUnavailable):
             lg.key_for(*K1)
 
@@ -474,8 +499,46 @@ async def test_unavailable_server_async() -> None:
         assert await lg.aget([K1]) == {}
         await lg.aset({K1: ("dropped", None)})
         assert await lg.aget([K1]) == {}
-        with pytest.raises(memo.BackendError):
-            await lg.aclear([K1[0]])
+        before = lg.cache.stats(lg.name)["errors"]
+        assert await lg.aclear([K1[0]]) is None
+        assert await lg.aclear() is None
+        assert lg.cache.stats(lg.name)["errors"] == before + 2
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_clear_that_failed_still_wins(memcached_servers: Callable[..., list[Any]], flavour: str) -> None:
+    """A clear while memcached hangs fails open; the entries it meant to drop are never served again.
+
+    The server is paused, not killed, so the entries are still there when it answers again.
+    """
+    (server,) = memcached_servers(1)
+    other: FullKey = (("elsewhere",), "k")
+    with MemcachedCache.from_url(server.url, connect_timeout=0.2, timeout=0.2, retry_after=0.1) as lg:
+
+        def run(step: Any) -> Any:
+            return asyncio.run(step) if flavour == "async" else step
+
+        def get(keys: list[FullKey]) -> dict[FullKey, Any]:
+            return run(lg.aget(keys)) if flavour == "async" else lg.get(keys)  # type: ignore[no-any-return]
+
+        lg.set({K1: ("old", None), other: ("kept", None)})
+        assert get([K1, other]) == {K1: "old", other: "kept"}
+        server.pause()
+        try:
+            if flavour == "async":
+                assert asyncio.run(lg.aclear([K1[0]])) is None
+            else:
+                assert lg.clear([K1[0]]) is None
+            assert lg.cache.stats(lg.name)["errors"] >= 1
+        finally:
+            server.resume()
+        assert get([K1, other]) == {other: "kept"}  # the clear is not written yet: K1's namespace bypassed
+        lg.set({K1: ("while pending", None)})  # not written either
+        time.sleep(1.1)  # the clear is retried before the next read
+        assert get([K1, other]) == {other: "kept"}
+        lg.set({K1: ("new", None)})
+        assert get([K1, other]) == {K1: "new", other: "kept"}
 
 
 def test_a_raising_cache_still_fails_open_for_graphs() -> None:

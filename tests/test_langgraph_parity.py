@@ -264,3 +264,90 @@ def test_default_ttl_applies_only_where_the_policy_gives_none(memcached_server: 
         assert defaulted["double"] + own["double"] == 3  # only the defaulted entry expired
     with MemcachedCache.from_server(memcached_server.address, prefix=prefix) as forever:
         assert forever.ttl is None
+
+
+# -- the ValkeyCache pattern: from_conn_string, from_pool, client, prefix, flags ------------------
+
+
+def test_from_conn_string_as_valkey_users_write_it(memcached_server: Any) -> None:
+    """`with ValkeyCache.from_conn_string(url, ttl_seconds=..., pool_size=...) as cache:`, ported."""
+    with MemcachedCache.from_conn_string(
+        memcached_server.url, ttl_seconds=3600.0, pool_size=10, pool_timeout=30.0, prefix=unique_prefix()
+    ) as cache:
+        assert isinstance(cache.client, memo.Cache) and cache.client is cache.cache
+        assert cache.cache.backend._options()["pool_size"] == 10  # type: ignore[attr-defined]
+        assert cache.ttl == 3600.0
+        assert runs_cached(cache, 11)
+    assert all(not server.free for server in cache.cache.backend._servers)  # type: ignore[attr-defined]
+
+
+async def test_from_conn_string_without_a_scheme_and_async(memcached_server: Any) -> None:
+    async with MemcachedCache.from_conn_string(memcached_server.address) as cache:
+        assert cache.prefix == "lgc:" and cache.cache.backend.servers == (memcached_server.address,)  # type: ignore[attr-defined]
+        key = ((f"n{uuid.uuid4().hex}",), "0" * 32)
+        await cache.aset({key: ("v", None)})
+        assert await cache.aget([key]) == {key: "v"}
+    with pytest.raises(memo.ConfigurationError, match="conn_string"):
+        MemcachedCache.from_conn_string("")
+
+
+def test_from_pool_adopts_a_pymemcache_client(memcached_server: Any) -> None:
+    client = PooledClient(memcached_server.address, max_pool_size=5, timeout=1)
+    with MemcachedCache.from_pool(client, ttl_seconds=60, prefix=unique_prefix()) as cache:
+        assert cache.client is client  # the adopted client, kept for reference
+        assert cache.cache.backend._options()["pool_size"] == 5  # type: ignore[attr-defined]
+        assert cache.ttl == 60 and runs_cached(cache, 12)
+    assert client.get("anything") is None  # neither used nor closed
+    client.close()
+    with pytest.raises(memo.ConfigurationError, match="None"):
+        MemcachedCache.from_pool(None)
+    with pytest.raises(memo.ConfigurationError, match="pymemcache"):
+        MemcachedCache.from_pool(object())
+
+
+def test_from_pool_with_ssl_speaks_tls(memcached_server: Any) -> None:
+    client = PooledClient(memcached_server.address)
+    cache = MemcachedCache.from_pool(client, ssl=True)
+    assert cache.cache.url.startswith("memcached+tls://") and cache.client is client
+    cache.close()
+    with memo.Cache("memory://") as shared, pytest.raises(memo.ConfigurationError, match="ssl"):
+        MemcachedCache.from_pool(shared, ssl=True)
+
+
+def test_client_and_prefix_attributes(memcached_url: str) -> None:
+    with memo.Cache(memcached_url) as shared:
+        passed = MemcachedCache(shared)
+        assert passed.client is shared and passed.cache is shared
+        assert passed.prefix == "memo:"  # a Cache passed in keeps its own prefix: its entries stay readable
+        with pytest.raises(AttributeError):
+            passed.prefix = "other:"  # type: ignore[misc]
+    with MemcachedCache.from_url(memcached_url) as built:
+        assert built.prefix == "lgc:" and built.client is built.cache
+
+
+def test_hash_long_keys_is_accepted_and_changes_nothing(memcached_url: str) -> None:
+    prefix = unique_prefix()
+    key = (("graph", "n" * 300), "k" * 1000)  # far beyond memcached's 250 bytes either way
+    with (
+        MemcachedCache.from_url(memcached_url, prefix=prefix, hash_long_keys=True) as hashed,
+        MemcachedCache.from_url(memcached_url, prefix=prefix, hash_long_keys=False) as unhashed,
+    ):
+        hashed.set({key: ("v", None)})
+        assert unhashed.get([key]) == {key: "v"}  # one key either way
+        assert hashed.key_for(*key) == unhashed.key_for(*key) and len(hashed.key_for(*key)) <= 250
+        assert hashed.hash_long_keys is True and unhashed.hash_long_keys is False
+    with memo.Cache(memcached_url, prefix=unique_prefix()) as shared:
+        assert MemcachedCache(shared, hash_long_keys=True).get([key]) == {}
+        with pytest.raises(memo.ConfigurationError, match="hash_long_keys"):
+            MemcachedCache(shared, hash_long_keys="yes")  # type: ignore[arg-type]
+
+
+def test_memcached_available_follows_the_servers(memcached_servers: Servers) -> None:
+    (server,) = memcached_servers(1)
+    with MemcachedCache.from_conn_string(server.url, timeout=0.2, connect_timeout=0.2) as cache:
+        assert cache.memcached_available is True
+        server.kill()
+        for _ in range(3):  # the breaker opens after three failures
+            assert cache.get([(("n",), "0" * 32)]) == {}
+        assert cache.memcached_available is False
+    assert MemcachedCache(memo.Cache("null://")).memcached_available is False

@@ -7,10 +7,13 @@ cells print, so a notebook that runs but shows the wrong thing fails too.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
+
+import memo
 
 try:
     import nbclient
@@ -35,14 +38,12 @@ def execute(path: Path) -> list[str]:
     return outputs
 
 
-@pytest.mark.memcached
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Jupyter's own machinery, not memo's
-def test_langgraph_cache_notebook(memcached_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEMO_URL", memcached_url)  # the kernel inherits it
+def check_langgraph_cache_notebook(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
+    """Run the notebook with `MEMO_URL=url`; check what it shows; return its first cell's output."""
+    monkeypatch.setenv("MEMO_URL", url)  # the kernel inherits it
     start = time.perf_counter()
     setup, _, first, second, per_user, cleared, stats, _ = execute(EXAMPLES / "langgraph_cache.ipynb")
     assert time.perf_counter() - start < 20
-    assert memcached_url in setup
     assert "served from the cache: []" in first
     # The rerun: each node's update carries LangGraph's cache-hit marker.
     assert second.count("'__metadata__': {'cached': True}") == 2
@@ -54,3 +55,23 @@ def test_langgraph_cache_notebook(memcached_url: str, monkeypatch: pytest.Monkey
     counters = {line.split()[0]: line for line in stats.splitlines()}
     assert "hits=3" in counters["langgraph"] and "misses=3" in counters["langgraph"]
     assert "hits=2" in counters["profiles"] and "errors=0" in counters["total"]
+    return setup
+
+
+@pytest.mark.memcached
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Jupyter's own machinery, not memo's
+def test_langgraph_cache_notebook(memcached_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = check_langgraph_cache_notebook(monkeypatch, memcached_url)
+    assert setup.splitlines() == [f"memo {memo.__version__} on {memcached_url}"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_langgraph_cache_notebook_without_memcached(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"memcached://127.0.0.1:{sock.getsockname()[1]}"
+    setup = check_langgraph_cache_notebook(monkeypatch, url)
+    assert setup.splitlines() == [
+        f"no memcached answers at {url}: this notebook runs on memory:// instead",
+        f"memo {memo.__version__} on memory://",
+    ]
