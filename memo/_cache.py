@@ -19,6 +19,7 @@ from ._errors import BackendError, ConfigurationError
 from ._events import Emitter, EventHook, combine_hooks
 from ._generations import SCOPE, Generations
 from ._keys import check_prefix
+from ._near import servers_of
 from ._policy import (
     ErrorLog,
     OnError,
@@ -74,6 +75,11 @@ class Cache:
             by at most this long (default 10).
         lease_wait: seconds a caller waits for another's lease before computing
             itself, without storing (default 5).
+        local_ttl: default `local_ttl` of the functions decorated on it (None: no
+            near-cache). A hit is then kept in this process for that many seconds
+            and served without asking the backend (see `cached`).
+        local_max_entries: how many hits the near-cache of these servers keeps
+            (least recently used first out; default 10,000).
         **options: backend options, e.g. `max_entries` for memory://,
             `timeout`, `connect_timeout`, `pool_size`, `tls_context` for memcached.
     """
@@ -93,6 +99,8 @@ class Cache:
         leases: bool = True,
         lease_ttl: float = 10.0,
         lease_wait: float = 5.0,
+        local_ttl: float | None = None,
+        local_max_entries: int = 10_000,
         **options: Any,
     ) -> None:
         if backend is not None:
@@ -114,6 +122,10 @@ class Cache:
         self.lease_ttl = check_seconds(lease_ttl, "lease_ttl")
         self.lease_wait = check_seconds(lease_wait, "lease_wait", zero=True)
         self.backend: Backend = backend if backend is not None else backend_from_url(url, options)
+        self.local_ttl = None if local_ttl is None else check_seconds(local_ttl, "local_ttl")
+        self.local_max_entries = check_size(local_max_entries, "local_max_entries") or 1
+        # One near-cache per set of servers: memcached URLs name them; any other backend is its own.
+        self.near_name = servers_of(url) if url.startswith("memcached") else f"backend#{id(self.backend)}"
         # A backend without add/gets/cas cannot hold a lease: fills are plain `set`s there.
         self.leases = self.leases and Capability.LEASES in self.backend.capabilities
         self._events = Emitter(combine_hooks(on_event))
@@ -152,6 +164,7 @@ class Cache:
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
+        local_ttl: float | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -185,6 +198,11 @@ class Cache:
                 becomes a tag; `fn.invalidate_where(name=value)` drops its entries)
                 or a callable taking the bound arguments by name and returning tag
                 strings (`cache.invalidate_tags(tag)` drops their entries).
+            local_ttl: seconds a hit is kept in this process and served without
+                asking the backend (a near-cache; default: the Cache's). An
+                invalidate, refresh or set in this process is seen by the next call;
+                other processes see it within `local_ttl`. Never use it where a
+                value must not outlive a change made elsewhere (sessions).
         """
         return Decorator(
             self,
@@ -203,6 +221,7 @@ class Cache:
             lease_wait=lease_wait,
             cache_if=cache_if,
             tags=tags,
+            local_ttl=local_ttl,
         )
 
     # -- events --------------------------------------------------------------

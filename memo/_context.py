@@ -29,6 +29,11 @@ class Context(Protocol):
     leases: bool
     lease_ttl: float
     lease_wait: float
+    #: The near-cache: default seconds a hit is kept in this process (None: off), its bound,
+    #: and what names the servers it copies (one near-cache per set of servers).
+    local_ttl: float | None
+    local_max_entries: int
+    near_name: str
     #: scope -> (generation, monotonic time it is trusted until); read by the hit paths.
     known_generations: dict[str, tuple[str, float]]
 

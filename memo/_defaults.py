@@ -61,6 +61,7 @@ def cached(
     lease_wait: float | None = None,
     cache_if: Callable[[Any], bool] | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
+    local_ttl: float | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -84,5 +85,6 @@ def cached(
         lease_wait=lease_wait,
         cache_if=cache_if,
         tags=tags,
+        local_ttl=local_ttl,
         default_cache=default_cache,
     )

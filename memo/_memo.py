@@ -49,6 +49,7 @@ from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
 from ._flight import AsyncFlight, Flight, copy_for_follower
 from ._generations import SCOPE, scope_of
 from ._keys import KeyMaker
+from ._near import near_for
 from ._policy import OnError, check_flag, check_on_error, check_seconds, check_ttl
 from ._sentinels import MISS, NOT_GIVEN
 
@@ -176,6 +177,7 @@ class Memo:
         lease_ttl: float | None = None,
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
+        local_ttl: float | None = None,
         default_cache: Callable[[], Context] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
@@ -204,6 +206,7 @@ class Memo:
         self.stale_ttl = _check_window(stale_ttl, "stale_ttl", self.ttl)
         self.stale_if_error = _check_window(stale_if_error, "stale_if_error", self.ttl)
         self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
+        self.local_ttl = None if local_ttl is None else check_seconds(local_ttl, "local_ttl")
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
         self.strict = None if strict is None else check_flag(strict, "strict")
         self.on_error = None if on_error is None else check_on_error(on_error)
@@ -252,6 +255,8 @@ class Memo:
         self._lease_ttl = cache.lease_ttl if self.lease_ttl is None else self.lease_ttl
         self._lease_wait = cache.lease_wait if self.lease_wait is None else self.lease_wait
         self.refresher.retry_after = self._lease_ttl
+        self._local_ttl = cache.local_ttl if self.local_ttl is None else self.local_ttl
+        self._near = near_for(cache.near_name, cache.local_max_entries) if self._local_ttl else None
         self.codec.compress_threshold = cache.compress_threshold
         self._bound = cache
         return cache
@@ -448,7 +453,22 @@ class Memo:
             self._failed(cache, "a write", exc)
         return value
 
+    def _drop(self, key: str) -> Steps[bool]:
+        """Invalidate `key` everywhere, and this process's near copy with it."""
+        try:
+            return (yield from leases.invalidate(key))
+        finally:
+            self._forget_local(key)
+
     def _refresh(self, cache: Context, key: str | None) -> Steps[Any]:
+        """Recompute and store now (`refresh`, `set`); the near copy goes before and after."""
+        self._forget_local(key)
+        try:
+            return (yield from self._refresh_steps(cache, key))
+        finally:
+            self._forget_local(key)
+
+    def _refresh_steps(self, cache: Context, key: str | None) -> Steps[Any]:
         """Recompute and store now; a fill that started before cannot overwrite it."""
         if key is None or not self._leases:
             return (yield from self._restore_plain(cache, key))
@@ -505,6 +525,8 @@ class Memo:
         full = (instance, *args) if instance is not None and self.prepend else args
         key = self._static + gen + ":" + self._digest(full, kwargs)
         t0 = _perf() if cache.event_hook is not None else 0.0  # timed only for an event hook
+        if self._near is not None:
+            return self._call_near(cache, key, t0, wrapped, args, kwargs)
         try:
             raw = cache.backend.get(key)
         except BackendError as exc:
@@ -536,24 +558,83 @@ class Memo:
                         self._observed(cache, "hit", t0)
                     return value
                 if state is _STALE:
-                    self._stats.stale += 1
-                    if t0:
-                        self._observed(cache, "stale", t0)
-                    self.refresher.submit(
-                        key,
-                        partial(
-                            run_sync,
-                            cache.backend,
-                            self._revalidate(cache, key),
-                            partial(wrapped, *args, **kwargs),
-                        ),
-                        partial(cache.backend.delete, _refresh_key(cache, key)),
-                    )
-                    return value
+                    return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
         return self._miss(cache, key, raw, wrapped, args, kwargs)
+
+    def _serve_stale(
+        self,
+        cache: Context,
+        key: str,
+        value: Any,
+        t0: float,
+        wrapped: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
+        """Return a stale value at once; one caller across processes refreshes it in the background."""
+        self._stats.stale += 1
+        if t0:
+            self._observed(cache, "stale", t0)
+        job = partial(
+            run_sync, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
+        )
+        self.refresher.submit(key, job, partial(cache.backend.delete, _refresh_key(cache, key)))
+        return value
+
+    def _local(self, cache: Context, key: str, t0: float) -> Any:
+        """A hit from the near-cache, or `MISS`."""
+        kept = self._near.get(key)  # type: ignore[union-attr]
+        if kept is None:
+            return MISS
+        state, value = self._classify(kept)
+        if state is not _HIT:
+            return MISS
+        self._stats.hits += 1
+        self._stats.local_hits += 1
+        if t0:
+            self._observed(cache, "hit", t0)
+        return value
+
+    def _keep_local(self, key: str, raw: bytes, version: int) -> None:
+        near, ttl = self._near, self._local_ttl
+        assert near is not None and ttl is not None
+        self._stats.local_evictions += near.put(key, raw, ttl, version)
+
+    def _call_near(
+        self, cache: Context, key: str, t0: float, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """The hit path with a near-cache (`local_ttl`): this process's copy first, then the backend."""
+        value = self._local(cache, key, t0)
+        if value is not MISS:
+            return value
+        version = self._near.version  # type: ignore[union-attr]
+        try:
+            raw = cache.backend.get(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return wrapped(*args, **kwargs)
+        if raw is not None:
+            state, value = self._classify(raw)
+            if state is _HIT:
+                self._keep_local(key, raw, version)
+                self._stats.hits += 1
+                if t0:
+                    self._observed(cache, "hit", t0)
+                return value
+            if state is _STALE:
+                return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs)
+        self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
+        return self._miss(cache, key, raw, wrapped, args, kwargs)
+
+    def _forget_local(self, key: str | None) -> None:
+        """An invalidate, refresh or set in this process: the near-cache's copy goes at once."""
+        if self._near is not None and key is not None:
+            self._near.discard(key)
 
     def _miss(
         self, cache: Context, key: str, raw: bytes | None, wrapped: Callable[..., Any], args: Any, kwargs: Any
@@ -617,7 +698,7 @@ class Memo:
         if gen is None:
             return False
         try:
-            return run_sync(cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs)))
+            return run_sync(cache.backend, self._drop(self.make_key(gen, instance, args, kwargs)))
         except BackendError as exc:
             self._failed(cache, "a delete", exc)
             return False
@@ -675,6 +756,8 @@ class Memo:
         full = (instance, *args) if instance is not None and self.prepend else args
         key = self._static + gen + ":" + self._digest(full, kwargs)
         t0 = _perf() if cache.event_hook is not None else 0.0  # timed only for an event hook
+        if self._near is not None:
+            return await self._acall_near(cache, key, t0, wrapped, args, kwargs)
         try:
             raw = await cache.backend.aget(key)
         except BackendError as exc:
@@ -705,19 +788,55 @@ class Memo:
                         self._observed(cache, "hit", t0)
                     return value
                 if state is _STALE:
-                    self._stats.stale += 1
-                    if t0:
-                        self._observed(cache, "stale", t0)
-                    self.refresher.asubmit(
-                        key,
-                        partial(
-                            run_async,
-                            cache.backend,
-                            self._revalidate(cache, key),
-                            partial(wrapped, *args, **kwargs),
-                        ),
-                    )
-                    return value
+                    return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs)
+        self._stats.misses += 1
+        if t0:
+            self._observed(cache, "miss", t0)
+        return await self._amiss(cache, key, raw, wrapped, args, kwargs)
+
+    def _aserve_stale(
+        self,
+        cache: Context,
+        key: str,
+        value: Any,
+        t0: float,
+        wrapped: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
+        """Async `_serve_stale`: the refresh is a task of the running loop."""
+        self._stats.stale += 1
+        if t0:
+            self._observed(cache, "stale", t0)
+        job = partial(
+            run_async, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
+        )
+        self.refresher.asubmit(key, job)
+        return value
+
+    async def _acall_near(
+        self, cache: Context, key: str, t0: float, wrapped: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        """Async `_call_near`."""
+        value = self._local(cache, key, t0)
+        if value is not MISS:
+            return value
+        version = self._near.version  # type: ignore[union-attr]
+        try:
+            raw = await cache.backend.aget(key)
+        except BackendError as exc:
+            self._failed(cache, "a read", exc)
+            return await wrapped(*args, **kwargs)
+        if raw is not None:
+            state, value = self._classify(raw)
+            if state is _HIT:
+                self._keep_local(key, raw, version)
+                self._stats.hits += 1
+                if t0:
+                    self._observed(cache, "hit", t0)
+                return value
+            if state is _STALE:
+                return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
@@ -778,9 +897,7 @@ class Memo:
         if gen is None:
             return False
         try:
-            return await run_async(
-                cache.backend, leases.invalidate(self.make_key(gen, instance, args, kwargs))
-            )
+            return await run_async(cache.backend, self._drop(self.make_key(gen, instance, args, kwargs)))
         except BackendError as exc:
             self._failed(cache, "a delete", exc)
             return False

@@ -85,6 +85,8 @@ class Stats:
         "hits",
         "lease_lost",
         "lease_waits",
+        "local_evictions",
+        "local_hits",
         "misses",
         "not_stored",
         "sets",
@@ -96,6 +98,7 @@ class Stats:
         self.hits = self.misses = self.sets = self.errors = 0
         self.decode_errors = self.encode_errors = self.not_stored = 0
         self.stale = self.lease_lost = self.lease_waits = self.stale_on_error = 0
+        self.local_hits = self.local_evictions = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

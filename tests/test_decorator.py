@@ -58,6 +58,9 @@ class TestSyncBasics:
             "stale": 0,
             "lease_lost": 0,
             "lease_waits": 0,
+            "stale_on_error": 0,
+            "local_hits": 0,
+            "local_evictions": 0,
         }
 
     def test_results_keep_their_types(self, cache: memo.Cache) -> None:
