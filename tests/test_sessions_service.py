@@ -137,11 +137,12 @@ def test_login_read_write_logout(start: Callable[..., Service], pg_url: str, pg_
     # A write sends no cookie (same id, more than half the lifetime left) and is merged in.
     added = svc.call("POST", "/cart", sid, json={"name": "pen"})
     assert added.json() == {"cart": ["book", "pen"]} and set_cookie(added) is None
-    before = svc.metrics()
+    before, cache_before = svc.metrics(), svc.http.get("/metrics").json()["cache"]
     for _ in range(3):
         assert svc.call("GET", "/me", sid).json()["cart"] == ["book", "pen"]
-    after = svc.metrics()
+    after, cache_after = svc.metrics(), svc.http.get("/metrics").json()["cache"]
     assert after["hits"] - before["hits"] == 3 and after["misses"] == before["misses"]
+    assert cache_after["hits"] - cache_before["hits"] == 3  # in the cache's totals too
     assert after["rotations"] == 1 and after["writes"] >= 3
     # The row holds a digest of the id, never the id.
     import psycopg

@@ -188,6 +188,7 @@ class SessionCache(Generic[S]):
         self._tickets = itertools.count()
         self._warned_encode = False
         self._stats = dict.fromkeys(_COUNTERS, 0)
+        self._ns_stats = cache.ns_stats(ns)
 
     def __repr__(self) -> str:
         return f"SessionCache({self.cache!r}, ns={self.ns!r}, ttl={self.ttl!r})"
@@ -244,6 +245,10 @@ class SessionCache(Generic[S]):
 
     def _count(self, name: str) -> None:
         self._stats[name] += 1
+        shared = _CACHE_COUNTERS.get(name)
+        if shared is not None:  # the Cache's totals (`cache.stats()`) count sessions too
+            stats = self._ns_stats
+            setattr(stats, shared, getattr(stats, shared) + 1)
         kind = _EVENT_KINDS.get(name)
         # The Cache's `on_event=` hook, where the Cache has one (`Cache._emit`).
         emit = getattr(self.cache, "_emit", None)
@@ -804,6 +809,18 @@ _COUNTERS = (
     "revocations",
 )
 
+
+#: Counters that are also the Cache's counters of the namespace (`Cache.stats`).
+_CACHE_COUNTERS = {
+    "hits": "hits",
+    "misses": "misses",
+    "fills": "sets",
+    "writes": "sets",
+    "lease_lost": "lease_lost",
+    "lease_waits": "lease_waits",
+    "decode_errors": "decode_errors",
+    "encode_errors": "encode_errors",
+}
 
 #: Counters that are also `memo.Event` kinds (source "sessions").
 _EVENT_KINDS = {
