@@ -158,7 +158,11 @@ class SessionMiddleware:
         cookie: the cookie's name.
         max_age: the session's lifetime in seconds (cookie and store alike),
             renewed when less than half of it is left.
-        secure, httponly, samesite, path, domain: the cookie's attributes.
+        secure: send the cookie over HTTPS only (keep it, behind TLS).
+        httponly: hide the cookie from JavaScript.
+        samesite: "lax", "strict" or "none".
+        path: the cookie's path.
+        domain: the cookie's domain (None: this host only).
     """
 
     def __init__(
