@@ -40,6 +40,16 @@ session from the database, and deletes the key before its next use of
 memcached. The README's "Sessions" section states the bound that leaves for
 other processes.
 
+Rotate and revoke-all. `rotate(sid)` moves the session to a new id in the
+database (`store.rename`), deletes the old key and installs the new one.
+`revoke_all(user_id)` deletes the user's rows, then writes the user a new
+*generation* (a random token under a key of its own). Ids from `new_id_for(user)`
+carry a keyed tag of the user, so a read fetches the session and its user's
+generation in one `get_many`; every cached copy records the generation it was
+installed under (read before its database load or write), and a copy whose
+generation is not the current one (changed, or lost with an evicted key or a
+restarted server) is a miss, never served.
+
 Everything that talks to memcached is written once, as generators of
 backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
 backend's sync and async methods and call the application's functions.
@@ -239,7 +249,10 @@ class SessionCache(Generic[S]):
         """Return counters: hits, misses, forbidden, expired, fills, writes, lease_lost,
         lease_waits, bypassed (calls served by the database alone because the
         cache failed), invalidations, pending (keys waiting to be invalidated),
-        decode_errors, encode_errors; backend errors are in `cache.stats(ns)`.
+        decode_errors, encode_errors, revoked (copies refused because their
+        user's generation changed or was lost), rotations, revocations
+        (`revoke_all` calls); backend errors are in `cache.stats(ns)`, which
+        also counts hits, misses, sets and leases.
         """
         return {**self._stats, "pending": len(self._pending)}
 
