@@ -194,6 +194,37 @@ def test_session_hit_django_cached_db(benchmark: Any, django_store: Any) -> None
     assert len(queries) == 0  # served by memcached (and no ownership check: Django has none)
 
 
+def test_session_hit_django_middleware(benchmark: Any, django_store: Any) -> None:
+    """Django's SessionMiddleware (cached_db) reading a session for a request: the peer of
+    `test_session_hit_middleware` (a request in, the session read, a response out)."""
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+    from django.db import connection
+    from django.http import HttpRequest, HttpResponse
+    from django.test.utils import CaptureQueriesContext
+
+    role(benchmark, "peer", "Django SessionMiddleware (cached_db)")
+    benchmark.group = "session-read-hit"
+    store = django_store()
+    store.update({"user_id": "alice", "cart": ["book"]})
+    store.save()
+
+    def view(request: Any) -> HttpResponse:
+        return HttpResponse(status=200 if request.session.get("user_id") else 401)
+
+    middleware = DjangoSessionMiddleware(view)
+
+    def request() -> Any:
+        req = HttpRequest()
+        req.method = "GET"
+        req.COOKIES["sessionid"] = store.session_key
+        return middleware(req)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = benchmark(request)
+    assert response.status_code == 200 and not response.cookies  # a read sends no cookie
+    assert len(queries) == 0
+
+
 # -- memcached hung --------------------------------------------------------------------------------
 
 
