@@ -90,7 +90,7 @@ def test_update_merges_atomically_and_rename_moves(store: PostgresStore) -> None
 def test_delete_delete_user_and_purge(store: PostgresStore) -> None:
     for sid, user in [("a1", "alice"), ("a2", "alice"), ("b1", "bob")]:
         store.insert(sid, {}, user_id=user, max_age=60)
-    store.insert("old", {}, max_age=0.001)
+    store.insert("old", {}, max_age=-1)  # expired already
     assert store.load("old") is None  # expired: absent
     assert store.delete_user("alice") == 2 and store.load("a1") is None
     assert store.delete("b1") is True and store.delete("b1") is False
