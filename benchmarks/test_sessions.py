@@ -1,5 +1,6 @@
-"""Sessions: a read on a hit beside Django's cached_db store and a plain PostgreSQL select;
-read latency with memcached hung; hit rate of active sessions under a Zipf-distributed load.
+"""Sessions: a read on a hit (SessionCache alone and through SessionMiddleware) beside Django's
+cached_db store and a plain PostgreSQL select; p99 of a hit through the middleware; read
+latency with memcached hung; hit rate of active sessions under a Zipf-distributed load.
 
 Real PostgreSQL (a schema of its own, dropped after) and the suite's memcached.
 """
@@ -193,6 +194,37 @@ def test_session_hit_django_cached_db(benchmark: Any, django_store: Any) -> None
     assert len(queries) == 0  # served by memcached (and no ownership check: Django has none)
 
 
+def test_session_hit_django_middleware(benchmark: Any, django_store: Any) -> None:
+    """Django's SessionMiddleware (cached_db) reading a session for a request: the peer of
+    `test_session_hit_middleware` (a request in, the session read, a response out)."""
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+    from django.db import connection
+    from django.http import HttpRequest, HttpResponse
+    from django.test.utils import CaptureQueriesContext
+
+    role(benchmark, "peer", "Django SessionMiddleware (cached_db)")
+    benchmark.group = "session-read-hit"
+    store = django_store()
+    store.update({"user_id": "alice", "cart": ["book"]})
+    store.save()
+
+    def view(request: Any) -> HttpResponse:
+        return HttpResponse(status=200 if request.session.get("user_id") else 401)
+
+    middleware = DjangoSessionMiddleware(view)
+
+    def request() -> Any:
+        req = HttpRequest()
+        req.method = "GET"
+        req.COOKIES["sessionid"] = store.session_key
+        return middleware(req)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = benchmark(request)
+    assert response.status_code == 200 and not response.cookies  # a read sends no cookie
+    assert len(queries) == 0
+
+
 # -- memcached hung --------------------------------------------------------------------------------
 
 
@@ -277,6 +309,156 @@ def test_session_hit_rate_zipf(benchmark: Any, repo: Repo, server: MemcachedProc
     hit_rate = stats["hits"] / (stats["hits"] + stats["misses"])
     benchmark.extra_info.update(hit_rate=round(hit_rate, 4), **{k: stats[k] for k in ("hits", "misses")})
     assert wrong == []
-    assert hit_rate > 0.9, benchmark.extra_info
+    assert hit_rate >= 0.95, benchmark.extra_info  # seeded: 0.9524 (the cold misses of 856 sessions)
     assert isinstance(expected[ids[0]]["expires_at"], dt.datetime)
     sessions.cache.close()
+
+
+# -- through SessionMiddleware (ASGI, PostgresStore behind it) -------------------------------------
+
+
+class _Request:
+    """One ASGI request carrying a session cookie, sent straight to the middleware (no socket)."""
+
+    def __init__(self, middleware: Any, sid: str) -> None:
+        self.middleware = middleware
+        self.scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"cookie", f"session={sid}".encode())],
+        }
+        self.sent: list[dict[str, Any]] = []
+
+    async def __call__(self) -> Any:
+        self.sent.clear()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            self.sent.append(message)
+
+        scope = dict(self.scope)
+        await self.middleware(scope, receive, send)
+        return scope["session"]
+
+
+async def _read_app(scope: Any, receive: Any, send: Any) -> None:
+    user = scope["session"].user_id  # what an endpoint reads: the session's user and data
+    await send({"type": "http.response.start", "status": 200 if user else 401, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def middleware(pg_url: str, pg_schema: str, server: MemcachedProcess, loop: Any) -> Iterator[Any]:
+    """SessionMiddleware on the shared memcached and an AsyncConnectionPool; one logged-in session."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from memo.sessions import PostgresStore, SessionMiddleware
+
+    pool = AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+    loop.run_until_complete(pool.open())
+    store = PostgresStore(pool, f"{pg_schema}.sessions")
+    loop.run_until_complete(store.acreate_table())
+    sessions = _sessions(server.url)
+    mw = SessionMiddleware(_read_app, sessions=sessions, store=store)
+    sid = sessions.new_id_for("alice")
+    loop.run_until_complete(
+        sessions.acreate(
+            sid, insert=lambda: store.ainsert(sid, {"cart": ["book"]}, user_id="alice", max_age=1800)
+        )
+    )
+    yield mw, sid
+    loop.run_until_complete(sessions.cache.aclose())
+    loop.run_until_complete(pool.close())
+
+
+def test_session_hit_middleware(benchmark: Any, middleware: Any, loop: Any) -> None:
+    from bench_helpers import bench_async
+
+    role(benchmark, "subject", "memo SessionMiddleware (ASGI, hit)")
+    benchmark.group = "session-read-hit"
+    mw, sid = middleware
+    request = _Request(mw, sid)
+    session = bench_async(benchmark, loop, request)
+    assert session == {"cart": ["book"]} and session.user_id == "alice"
+    assert request.sent[0]["status"] == 200 and request.sent[0]["headers"] == []  # no Set-Cookie
+    stats = mw.sessions.stats()
+    assert stats["misses"] == 0 and stats["hits"] >= 1
+
+
+def test_session_hit_middleware_p99(benchmark: Any, middleware: Any, loop: Any) -> None:
+    """Per-request latency of a hit through the middleware (target: p99 < 2 ms on an idle loopback)."""
+    role(benchmark, "subject", "memo SessionMiddleware hit, p99")
+    benchmark.group = "session-hit-p99"
+    mw, sid = middleware
+    request = _Request(mw, sid)
+    durations: list[float] = []
+
+    async def many() -> int:
+        for _ in range(2000):
+            start = time.perf_counter()
+            await request()
+            durations.append(time.perf_counter() - start)
+        return len(durations)
+
+    assert benchmark.pedantic(lambda: loop.run_until_complete(many()), rounds=1, iterations=1) == 2000
+    durations.sort()
+    p99 = durations[int(len(durations) * 0.99) - 1]
+    benchmark.extra_info.update(p50_ms=round(durations[1000] * 1000, 3), p99_ms=round(p99 * 1000, 3))
+    assert mw.sessions.stats()["misses"] == 0
+    # The target is 2 ms on an idle loopback (benchmarks/run.py reports the figure); the
+    # assertion is the session design's 20 ms, which a shared, loaded machine still meets.
+    benchmark.extra_info["target_p99_ms"] = 2
+    assert p99 < 0.02, benchmark.extra_info
+
+
+def test_session_middleware_p99_with_memcached_hung(
+    benchmark: Any,
+    pg_url: str,
+    pg_schema: str,
+    memcached_servers: Callable[..., list[MemcachedProcess]],
+    loop: Any,
+) -> None:
+    """Every request while memcached is SIGSTOPped reads PostgreSQL: p99 target < 200 ms."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from memo.sessions import PostgresStore, SessionMiddleware
+
+    role(benchmark, "subject", "memo SessionMiddleware, memcached SIGSTOPped")
+    benchmark.group = "session-read-hung"
+    hung = memcached_servers(1)[0]
+    pool = AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False)
+    loop.run_until_complete(pool.open())
+    store = PostgresStore(pool, f"{pg_schema}.hung")
+    loop.run_until_complete(store.acreate_table())
+    sessions = _sessions(hung.url, timeout=0.05, connect_timeout=0.05)
+    mw = SessionMiddleware(_read_app, sessions=sessions, store=store)
+    sid = sessions.new_id_for("alice")
+    loop.run_until_complete(
+        sessions.acreate(sid, insert=lambda: store.ainsert(sid, {}, user_id="alice", max_age=1800))
+    )
+    request = _Request(mw, sid)
+    durations: list[float] = []
+
+    async def many() -> int:
+        ok = 0
+        for _ in range(200):
+            start = time.perf_counter()
+            session = await request()
+            durations.append(time.perf_counter() - start)
+            ok += session.user_id == "alice"
+        return ok
+
+    hung.pause()
+    try:
+        assert benchmark.pedantic(lambda: loop.run_until_complete(many()), rounds=1, iterations=1) == 200
+    finally:
+        hung.resume()
+        loop.run_until_complete(sessions.cache.aclose())
+        loop.run_until_complete(pool.close())
+    durations.sort()
+    p99 = durations[int(len(durations) * 0.99) - 1]
+    benchmark.extra_info.update(p99_ms=round(p99 * 1000, 3), max_ms=round(durations[-1] * 1000, 3))
+    assert p99 < 0.2, benchmark.extra_info

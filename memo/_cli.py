@@ -6,6 +6,7 @@
     memo inspect URL KEY              the header (format, flags, exact expiry, compression,
                                       size) and a preview of one stored entry
     memo key MODULE:FUNCTION ARGS...  the key a call would use
+    memo sessions sql [--table NAME]  the DDL of the sessions table (memo.sessions.PostgresStore)
 
 Readable tables by default, `--json` for scripts. Exit status: 0 success (every
 server healthy), 1 unhealthy: a server or the discovery endpoint is unreachable,
@@ -422,6 +423,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("function", help="MODULE:FUNCTION, e.g. app.users:get_user")
     p.add_argument("args", nargs="*", help="JSON literals, or name=JSON for keyword arguments")
     p.add_argument("--url", default=None, help="the default Cache's URL (default: $MEMO_URL, else memory://)")
+
+    # memo sessions sql: the DDL of memo.sessions.PostgresStore's table, for migration tools
+    p = sub.add_parser("sessions", help="the SQL of the sessions table (PostgresStore)")
+    p.add_argument("action", choices=["sql"], help="sql: print the CREATE TABLE and index statements")
+    p.add_argument("--table", default="memo_sessions", help="the table's name (default memo_sessions)")
     return parser
 
 
@@ -441,6 +447,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _run(ns: argparse.Namespace, out: TextIO) -> int:
+    if ns.command == "sessions":
+        from .sessions._store import ddl
+
+        out.write(ddl(ns.table))
+        return OK
     if ns.command in ("ping", "stats"):
         rows = (
             ping(ns.url, ns.count, ns.timeout, ns.cafile)

@@ -78,9 +78,11 @@ def worker(args: tuple[int, str, str, str, str, list[str]]) -> list[str]:
     return violations
 
 
+@pytest.mark.parametrize("tagged", [False, True], ids=["anonymous-ids", "user-ids"])
 def test_concurrent_writers_and_readers_across_processes(
-    pg_url: str, pg_schema: str, memcached_url: str
+    pg_url: str, pg_schema: str, memcached_url: str, tagged: bool
 ) -> None:
+    """With ids from `new_id_for` too: copies then carry the user's generation."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -90,7 +92,7 @@ def test_concurrent_writers_and_readers_across_processes(
         pg_url, autocommit=True, row_factory=dict_row, options=f"-c search_path={pg_schema}"
     )
     conn.execute(SCHEMA)
-    ids = [sessions.new_id() for _ in range(3)]
+    ids = [sessions.new_id_for("alice") if tagged else sessions.new_id() for _ in range(3)]
     for sid in ids:
         sessions.create(
             sid,
@@ -111,7 +113,10 @@ def test_concurrent_writers_and_readers_across_processes(
     for sid in ids:
         raw = sessions.cache.backend.get(sessions.key_for(sid))
         if raw is not None and not memo._codec.is_lease(raw):
-            assert sessions.codec.decode(raw) == rows[sid], "the cache holds a state the database does not"
+            # a cached copy: [its user's generation (None: an id without a user tag), the session]
+            generation, state = sessions.codec.decode(raw)
+            assert (generation is None) is not tagged
+            assert state == rows[sid], "the cache holds a state the database does not"
 
         def load(key: str) -> dict[str, Any] | None:
             found: dict[str, Any] | None = conn.execute(

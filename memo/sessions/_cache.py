@@ -40,6 +40,16 @@ session from the database, and deletes the key before its next use of
 memcached. The README's "Sessions" section states the bound that leaves for
 other processes.
 
+Rotate and revoke-all. `rotate(sid)` moves the session to a new id in the
+database (`store.rename`), deletes the old key and installs the new one.
+`revoke_all(user_id)` deletes the user's rows, then writes the user a new
+*generation* (a random token under a key of its own). Ids from `new_id_for(user)`
+carry a keyed tag of the user, so a read fetches the session and its user's
+generation in one `get_many`; every cached copy records the generation it was
+installed under (read before its database load or write), and a copy whose
+generation is not the current one (changed, or lost with an evicted key or a
+restarted server) is a miss, never served.
+
 Everything that talks to memcached is written once, as generators of
 backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
 backend's sync and async methods and call the application's functions.
@@ -47,26 +57,31 @@ backend's sync and async methods and call the application's functions.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import inspect
 import itertools
 import logging
+import math
+import os
 import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from ._cache import Cache
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
-from ._drive import Op, run_async, run_sync
-from ._errors import BackendError, ConfigurationError, SerializationError
-from ._keys import safe_segment
-from ._leases import HELD, Acquired, Found, acquire, invalidate, lock, store, wait
-from ._policy import OnError, check_on_error, check_ttl
+from .._cache import Cache
+from .._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
+from .._drive import Op, run_async, run_sync
+from .._errors import BackendError, ConfigurationError, SerializationError
+from .._keys import safe_segment
+from .._leases import HELD, Acquired, Found, acquire, invalidate, lock, store, wait
+from .._policy import OnError, check_on_error, check_ttl
+from .._sentinels import NOT_GIVEN
+from ._store import KEEP
 
-__all__ = ["SessionCache"]
+__all__ = ["MIN_ID_BITS", "SessionCache"]
 
 logger = logging.getLogger("memo")
 _monotonic = time.monotonic
@@ -82,9 +97,13 @@ _NOT_A_SESSION: Any = type("_NotASession", (), {"__repr__": lambda self: "<not a
 #: `user_id` not given: allowed only when the SessionCache checks no owner.
 _UNCHECKED: Any = type("_Unchecked", (), {"__repr__": lambda self: "<no user given>"})()
 
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-_MIN_ID_LENGTH = 22  # 22 URL-safe base64 characters carry 132 bits
+_URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Characters a session id may hold: cookie-safe, never whitespace, `;` or `,`.
+_ID_CHARS = frozenset(_URL_SAFE + ".~+/=")
+#: The entropy floor of a session id an application brings (bits; OWASP asks for 64 at least).
+MIN_ID_BITS = 64
 _MAX_ID_LENGTH = 512
+_TAG_LENGTH = 12  # 9 bytes of keyed digest, URL-safe base64
 _MAX_PENDING = 100_000
 
 
@@ -98,7 +117,8 @@ class SessionCache(Generic[S]):
         cache: the `memo.Cache` to store in (its backend, key prefix, `on_error`).
         ns: a name for these sessions; part of every key.
         ttl: the longest a session stays cached (seconds); never longer than the
-            session's own expiry (see `expires`).
+            session's own expiry (see `expires`). Default: the Cache's `ttl`
+            (`MEMCACHED_TTL` with `Cache.from_env`), else 1800.
         owner: how to find a session's owner: an attribute or key name
             (`"user_id"`), or a callable taking the session. Every read compares
             it with the `user_id` the caller gives; a session of another user is
@@ -119,13 +139,15 @@ class SessionCache(Generic[S]):
         wait: seconds a read waits for another fill or write to finish before
             reading the database itself.
         on_error: overrides the Cache's: "ignore" (fail open to the database) or "raise".
+        store: the `SessionStore` that `rotate` and `revoke_all` change (the
+            database side of those two operations); `SessionMiddleware` sets its own.
     """
 
     def __init__(
         self,
         cache: Cache,
         ns: str = "sessions",
-        ttl: float = 1800,
+        ttl: float = NOT_GIVEN,
         owner: str | Callable[[Any], Any] | None = "user_id",
         *,
         expires: str | Callable[[Any], Any] | None = "expires_at",
@@ -134,9 +156,12 @@ class SessionCache(Generic[S]):
         lease_ttl: float = 5.0,
         wait: float = 0.05,
         on_error: OnError | None = None,
+        store: Any = None,
     ) -> None:
         if not isinstance(cache, Cache):
             raise ConfigurationError(f"SessionCache needs a memo.Cache, got {cache!r}")
+        if ttl is NOT_GIVEN:
+            ttl = cache.ttl if cache.ttl is not None else 1800
         checked_ttl = check_ttl(ttl, "ttl")
         if checked_ttl is None:
             raise ConfigurationError(
@@ -148,6 +173,7 @@ class SessionCache(Generic[S]):
             raise ConfigurationError(f"wait must be >= 0 seconds, got {wait!r}")
         self.cache = cache
         self.ns = ns
+        self.store = store
         self.ttl = checked_ttl
         self.lease_ttl = float(lease_ttl)
         self.wait = float(wait)
@@ -172,9 +198,20 @@ class SessionCache(Generic[S]):
         self._tickets = itertools.count()
         self._warned_encode = False
         self._stats = dict.fromkeys(_COUNTERS, 0)
+        self._ns_stats = cache.ns_stats(ns)
 
     def __repr__(self) -> str:
         return f"SessionCache({self.cache!r}, ns={self.ns!r}, ttl={self.ttl!r})"
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "MEMCACHED_", *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> SessionCache[Any]:
+        """Build on `memo.Cache.from_env(prefix)`: `<prefix>TTL` becomes the sessions' `ttl`.
+
+        Keyword `options` are those of `SessionCache` (`ns=`, `owner=`, `ttl=`, ...).
+        """
+        return cls(Cache.from_env(prefix, environ=environ), **options)
 
     # -- pure helpers ---------------------------------------------------------------------
 
@@ -182,6 +219,26 @@ class SessionCache(Generic[S]):
     def new_id() -> str:
         """Return a new session id: 256 random bits from the OS CSPRNG, 43 URL-safe characters."""
         return secrets.token_urlsafe(32)
+
+    def new_id_for(self, user_id: Any) -> str:
+        """Return a new id for a session of `user_id`, which `revoke_all(user_id)` reaches.
+
+        256 random bits, then `.` and a 12-character keyed digest of the user id
+        (it tells nothing about the user to anyone without this cache's secret).
+        """
+        return f"{secrets.token_urlsafe(32)}.{self._user_tag(user_id)}"
+
+    def _user_tag(self, user_id: Any) -> str:
+        digest = hashlib.blake2b(
+            b"user\x00" + str(user_id).encode(), key=self._secret, digest_size=9
+        ).digest()
+        return base64.urlsafe_b64encode(digest).decode("ascii")
+
+    def _gen_key(self, sid: str) -> str | None:
+        """The memcached key of the generation of the user whose tag `sid` carries, if any."""
+        if len(sid) > _TAG_LENGTH + 22 and sid[-_TAG_LENGTH - 1] == ".":
+            return f"{self._key_head}u:{sid[-_TAG_LENGTH:]}"
+        return None
 
     def key_for(self, sid: str) -> str:
         """Return the memcached key of session `sid`: a keyed digest, never the id itself."""
@@ -192,37 +249,54 @@ class SessionCache(Generic[S]):
         """Return counters: hits, misses, forbidden, expired, fills, writes, lease_lost,
         lease_waits, bypassed (calls served by the database alone because the
         cache failed), invalidations, pending (keys waiting to be invalidated),
-        decode_errors, encode_errors; backend errors are in `cache.stats(ns)`.
+        decode_errors, encode_errors, revoked (copies refused because their
+        user's generation changed or was lost), rotations, revocations
+        (`revoke_all` calls); backend errors are in `cache.stats(ns)`, which
+        also counts hits, misses, sets and leases.
         """
         return {**self._stats, "pending": len(self._pending)}
 
     def _count(self, name: str) -> None:
         self._stats[name] += 1
+        shared = _CACHE_COUNTERS.get(name)
+        if shared is not None:  # the Cache's totals (`cache.stats()`) count sessions too
+            stats = self._ns_stats
+            setattr(stats, shared, getattr(stats, shared) + 1)
         kind = _EVENT_KINDS.get(name)
         # The Cache's `on_event=` hook, where the Cache has one (`Cache._emit`).
         emit = getattr(self.cache, "_emit", None)
         if kind is not None and emit is not None:
             emit(kind, self.ns, None, None, None, "sessions")
 
-    def _decode(self, raw: bytes) -> Any:
+    def _decode(self, raw: bytes, generation: str | None = None) -> Any:
+        """The session cached in `raw`, if installed under `generation` (its user's current one)."""
         if is_lease(raw):
             return _NOT_A_SESSION
         until = expires_ms(raw)
         if until is not None and until <= time.time() * 1000:
             return _NOT_A_SESSION  # the cached copy's own lifetime is over (memcached rounds up)
         try:
-            return self.codec.decode(raw)
+            entry = self.codec.decode(raw)
         except DecodeError:
             self._count("decode_errors")
             return _NOT_A_SESSION
+        if type(entry) is not list or len(entry) != 2:
+            self._count("decode_errors")
+            return _NOT_A_SESSION
+        if entry[0] != generation:
+            # revoke_all changed the user's generation, or it was lost (evicted, restarted
+            # server): the copy is never served again; the store decides.
+            self._count("revoked")
+            return _NOT_A_SESSION
+        return entry[1]
 
-    def _encode(self, value: Any) -> tuple[bytes, float] | None:
+    def _encode(self, value: Any, generation: str | None = None) -> tuple[bytes, float] | None:
         """Return (bytes, cache ttl) to install, or None when the value must not be cached."""
         ttl = self._ttl_for(value)
         if ttl is None:
             return None
         try:
-            return self.codec.encode(value, int((time.time() + ttl) * 1000)), ttl
+            return self.codec.encode([generation, value], int((time.time() + ttl) * 1000)), ttl
         except SerializationError as exc:
             self._count("encode_errors")
             if not self._warned_encode:
@@ -262,7 +336,7 @@ class SessionCache(Generic[S]):
         if self._ttl_for(value) is None:
             self._count("expired")
             return None
-        if self._owner is not None and self._owner(value) != user_id:
+        if self._owner is not None and user_id is not _UNCHECKED and self._owner(value) != user_id:
             self._count("forbidden")
             return None
         return value
@@ -347,26 +421,58 @@ class SessionCache(Generic[S]):
 
     # -- the protocols ----------------------------------------------------------------------
 
+    def _generation(self, gkey: str | None) -> Steps:
+        """The current generation of a user (made when absent); None for an untagged id.
+
+        `_FAILED` when it cannot be read: the caller then installs nothing.
+        """
+        if gkey is None:
+            return None
+        token = os.urandom(12).hex().encode("ascii")
+        got = yield from self._guard("reading a user's generation", self._one("lease", gkey, token, None))
+        if got is _FAILED or got[1] is None:
+            return _FAILED
+        return _text(got[1][0])
+
+    def _lookup(self, key: str, gkey: str | None) -> Steps:
+        """One round trip: the cached bytes of `key` and its user's generation (or `_FAILED`)."""
+        if gkey is None:
+            raw = yield from self._guard("a session read", self._one("get", key))
+            return _FAILED if raw is _FAILED else (raw, None)
+        got = yield from self._guard("a session read", self._one("get_many", [key, gkey]))
+        if got is _FAILED:
+            return _FAILED
+        generation = got.get(gkey)
+        return got.get(key), None if generation is None else _text(generation)
+
     def _read(self, sid: str, user_id: Any, load: Callable[[str], Any]) -> Steps:
-        key = self.key_for(sid)
-        if not (yield from self._flush_pending()) or key in self._pending:
+        key, gkey = self.key_for(sid), self._gen_key(sid)
+        if not (yield from self._flush_pending()) or key in self._pending or gkey in self._pending:
             return (yield from self._bypass(load, sid, user_id))
-        raw = yield from self._guard("a session read", self._one("get", key))
-        if raw is _FAILED:
+        found = yield from self._lookup(key, gkey)
+        if found is _FAILED:
             return (yield from self._bypass(load, sid, user_id))
+        raw, generation = found
         if raw is not None:
-            value = self._decode(raw)
+            value = self._decode(raw, generation)
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)
-        return (yield from self._miss(key, sid, user_id, load))
+        return (yield from self._miss(key, sid, user_id, load, generation))
 
-    def _miss(self, key: str, sid: str, user_id: Any, load: Callable[[str], Any]) -> Steps:
+    def _miss(
+        self, key: str, sid: str, user_id: Any, load: Callable[[str], Any], generation: str | None = None
+    ) -> Steps:
         self._count("misses")
+        gkey = self._gen_key(sid)
+        if gkey is not None and generation is None:
+            generation = yield from self._generation(gkey)  # read before the load, never after
+            if generation is _FAILED:
+                return (yield from self._bypass(load, sid, user_id))
         decoded: list[Any] = [None, _NOT_A_SESSION]  # what `usable` decoded last: not decoded twice
 
         def usable(found: bytes) -> bool:
-            decoded[:] = [found, self._decode(found)]
+            decoded[:] = [found, self._decode(found, generation)]
             return decoded[1] is not _NOT_A_SESSION
 
         got = yield from self._guard("a session lease", acquire(key, self.lease_ttl, usable))
@@ -378,13 +484,13 @@ class SessionCache(Generic[S]):
             raw = yield from self._guard("waiting for a session", wait(key, deadline, usable))
             got = Found(raw) if isinstance(raw, bytes) else None
         if isinstance(got, Found):
-            value = decoded[1] if decoded[0] is got.raw else self._decode(got.raw)
+            value = decoded[1] if decoded[0] is got.raw else self._decode(got.raw, generation)
             return self._answer(value, user_id)
         if not isinstance(got, Acquired):
             # Someone else's marker stayed: read the database, install nothing.
             return self._answer((yield from self._call(load, (sid,), None)), user_id)
         value = yield from self._call(load, (sid,), key)
-        install = None if value is None else self._encode(value)
+        install = None if value is None else self._encode(value, generation)
         if install is None:
             yield from self._invalidate(key)  # our marker; an absent or expired session is not cached
         else:
@@ -400,15 +506,18 @@ class SessionCache(Generic[S]):
         return self._answer((yield from self._call(load, (sid,), None)), user_id)
 
     def _write(self, sid: str, fn: Callable[[], Any]) -> Steps:
-        key = self.key_for(sid)
+        key, gkey = self.key_for(sid), self._gen_key(sid)
         reachable = yield from self._flush_pending()
-        unique = _FAILED
+        unique = generation = _FAILED
         if reachable:
             unique = yield from self._guard("locking a session", lock(key, self.lease_ttl))
         if unique is _FAILED:
             return (yield from self._unreachable(key, fn))
+        # The generation is read before the database change: a revoke_all that comes after
+        # it voids what this write installs. Unreadable: install nothing.
+        generation = yield from self._generation(gkey)
         state = yield from self._call(fn, (), key)
-        install = None if state is None else self._encode(state)
+        install = None if state is None or generation is _FAILED else self._encode(state, generation)
         if unique is None or install is None:
             yield from self._invalidate(key)
             return state
@@ -444,15 +553,24 @@ class SessionCache(Generic[S]):
         return result
 
     def _touch(self, sid: str) -> Steps:
-        key = self.key_for(sid)
+        key, gkey = self.key_for(sid), self._gen_key(sid)
+        # A key whose delete is pending holds a copy that must go, not live longer.
+        if not (yield from self._flush_pending()) or key in self._pending or gkey in self._pending:
+            return False
         got = yield from self._guard("a session read", self._one("gets", key))
         if got is _FAILED or got is None:
             return False
+        generation = None
+        if gkey is not None:
+            current = yield from self._guard("reading a user's generation", self._one("get", gkey))
+            if current is _FAILED or current is None:
+                return False
+            generation = _text(current)
         raw, unique = got
-        value = self._decode(raw)
+        value = self._decode(raw, generation)
         if value is _NOT_A_SESSION:
-            return False  # a lease or lock: never prolong one
-        install = self._encode(value)  # the exact lifetime travels in the header: write a new one
+            return False  # a lease, a lock, or a revoked copy: never prolong one
+        install = self._encode(value, generation)  # the exact lifetime travels in the header
         if install is None:
             yield from self._invalidate(key)
             return False
@@ -470,6 +588,27 @@ class SessionCache(Generic[S]):
             for key in keys:
                 self._remember(key)
 
+    def _rotate(self, sid: str, new_sid: str, move: Callable[[str], Any]) -> Steps:
+        """Move the session to `new_sid` in the database, drop the old key, cache the new one."""
+        state = yield from self._delete(sid, lambda: move(new_sid))
+        if state is None:
+            return None
+        yield from self._write(new_sid, lambda: state)
+        self._count("rotations")
+        return new_sid
+
+    def _revoke_all(self, user_id: Any, delete: Callable[[], Any]) -> Steps:
+        """Delete the user's rows, then give the user a new generation: every copy is void."""
+        result = yield from self._call(delete, (), None)
+        gkey = f"{self._key_head}u:{self._user_tag(user_id)}"
+        token = os.urandom(12).hex().encode("ascii")
+        done = yield from self._guard("revoking a user's sessions", self._one("set", gkey, token, None))
+        if done is not True:
+            # A lost generation is a void one: deleting it at the next contact voids every copy.
+            self._remember(gkey)
+        self._count("revocations")
+        return result
+
     # -- drivers -------------------------------------------------------------------------------
 
     def _run(self, steps: Steps) -> Any:
@@ -484,9 +623,13 @@ class SessionCache(Generic[S]):
         """Return session `sid` if it exists, has not expired and belongs to `user_id`; else None.
 
         Read-through: a miss calls `load(sid)` (the database) and caches what it
-        returns. A session of another user looks exactly like a missing one.
+        returns. A session of another user looks exactly like a missing one. For an
+        id from `new_id_for`, the user's generation is read in the same round trip.
         """
         self._check_user(user_id)
+        return self._get(sid, user_id, load)
+
+    def _get(self, sid: str, user_id: Any, load: Callable[[str], S | None]) -> S | None:
         if not _plausible_id(sid):
             self._count("misses")
             return None
@@ -494,24 +637,28 @@ class SessionCache(Generic[S]):
             return self._run(self._read(sid, user_id, load))  # type: ignore[no-any-return]
         # The hit path, kept flat (one backend call, no step generators): it runs on every
         # request. It is `_read` without the pending invalidations, which are none here.
-        key = self.key_for(sid)
+        key, gkey = self.key_for(sid), self._gen_key(sid)
         try:
-            raw = self.cache.backend.get(key)
+            if gkey is None:
+                raw, generation = self.cache.backend.get(key), None
+            else:
+                raw, generation = _split(self.cache.backend.get_many([key, gkey]), key, gkey)
         except BackendError as exc:
             self.cache.record_error(self.ns, "a session read", exc, self.on_error)
             return self._run(self._bypass(load, sid, user_id))  # type: ignore[no-any-return]
         if raw is not None:
-            value = self._decode(raw)
+            value = self._decode(raw, generation)
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)  # type: ignore[no-any-return]
-        return self._run(self._miss(key, sid, user_id, load))  # type: ignore[no-any-return]
+        return self._run(self._miss(key, sid, user_id, load, generation))  # type: ignore[no-any-return]
 
     def create(self, sid: str, *, insert: Callable[[], S]) -> S:
         """Run `insert()` (the database first), then cache the session it returns.
 
-        `sid` must come from `new_id()` or be as strong (at least 22 URL-safe
-        characters): a session id a client made up is refused (`ValueError`).
+        `sid` must come from `new_id()`/`new_id_for()`, or from the application's
+        own scheme with at least `MIN_ID_BITS` (64) bits by its format: `ValueError`
+        otherwise, before the database is touched.
         """
         return self._run(self._create(sid, insert))  # type: ignore[no-any-return]
 
@@ -528,12 +675,38 @@ class SessionCache(Generic[S]):
         return self._run(self._delete(sid, delete))
 
     def touch(self, sid: str) -> bool:
-        """Give a cached session a fresh `ttl` (never past its expiry); False if it was not cached."""
+        """Give a cached session a fresh `ttl` (never past its expiry); False if it was not cached.
+
+        Only a live, current copy is extended: never a lease or lock, a copy whose
+        delete is still pending, or one a `revoke_all` voided.
+        """
         return self._run(self._touch(sid))  # type: ignore[no-any-return]
 
     def revoke(self, ids: Iterable[str]) -> None:
         """Drop these sessions from the cache, after the application deleted them in the database."""
         self._run(self._revoke(ids))
+
+    def rotate(
+        self, sid: str, *, user_id: Any = KEEP, move: Callable[[str], S | None] | None = None
+    ) -> str | None:
+        """Give session `sid` a new id (same data) and return it; the old id is invalid at once.
+
+        Use it at login and on every change of privilege (session fixation). With
+        `user_id`, the session passes to that user and the new id is one
+        `revoke_all(user_id)` reaches. `move(new_sid)` is the database's atomic
+        rename returning the new state (default: `store.rename`). None: no such session.
+        """
+        new_sid = self._rotated_id(sid, user_id)
+        return self._run(self._rotate(sid, new_sid, move or self._mover(sid, user_id)))  # type: ignore[no-any-return]
+
+    def revoke_all(self, user_id: Any, *, delete: Callable[[], Any] | None = None) -> Any:
+        """Refuse every session of `user_id` in every process ("log out everywhere").
+
+        Runs `delete()` (default: `store.delete_user(user_id)`), then gives the
+        user a new generation in memcached: every cached copy is void from then on,
+        in O(1) cache work. Returns what `delete` returned (the store: a count).
+        """
+        return self._run(self._revoke_all(user_id, delete or self._deleter(user_id)))
 
     # -- public API: async -----------------------------------------------------------------------
 
@@ -542,23 +715,31 @@ class SessionCache(Generic[S]):
     ) -> S | None:
         """Async `get`; `load` may be a coroutine function."""
         self._check_user(user_id)
+        return await self._aget(sid, user_id, load)
+
+    async def _aget(
+        self, sid: str, user_id: Any, load: Callable[[str], Awaitable[S | None] | S | None]
+    ) -> S | None:
         if not _plausible_id(sid):
             self._count("misses")
             return None
         if self._pending:
             return await self._arun(self._read(sid, user_id, load))  # type: ignore[no-any-return]
-        key = self.key_for(sid)  # the flat hit path, as in `get`
+        key, gkey = self.key_for(sid), self._gen_key(sid)  # the flat hit path, as in `get`
         try:
-            raw = await self.cache.backend.aget(key)
+            if gkey is None:
+                raw, generation = await self.cache.backend.aget(key), None
+            else:
+                raw, generation = _split(await self.cache.backend.aget_many([key, gkey]), key, gkey)
         except BackendError as exc:
             self.cache.record_error(self.ns, "a session read", exc, self.on_error)
             return await self._arun(self._bypass(load, sid, user_id))  # type: ignore[no-any-return]
         if raw is not None:
-            value = self._decode(raw)
+            value = self._decode(raw, generation)
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)  # type: ignore[no-any-return]
-        return await self._arun(self._miss(key, sid, user_id, load))  # type: ignore[no-any-return]
+        return await self._arun(self._miss(key, sid, user_id, load, generation))  # type: ignore[no-any-return]
 
     async def acreate(self, sid: str, *, insert: Callable[[], Awaitable[S] | S]) -> S:
         """Async `create`."""
@@ -580,6 +761,48 @@ class SessionCache(Generic[S]):
         """Async `revoke`."""
         await self._arun(self._revoke(ids))
 
+    async def arotate(
+        self,
+        sid: str,
+        *,
+        user_id: Any = KEEP,
+        move: Callable[[str], Awaitable[S | None] | S | None] | None = None,
+    ) -> str | None:
+        """Async `rotate` (default `move`: `store.arename`)."""
+        new_sid = self._rotated_id(sid, user_id)
+        mover = move or self._mover(sid, user_id, asynchronous=True)
+        return await self._arun(self._rotate(sid, new_sid, mover))  # type: ignore[no-any-return]
+
+    async def arevoke_all(self, user_id: Any, *, delete: Callable[[], Any] | None = None) -> Any:
+        """Async `revoke_all` (default `delete`: `store.adelete_user`)."""
+        return await self._arun(
+            self._revoke_all(user_id, delete or self._deleter(user_id, asynchronous=True))
+        )
+
+    # -- rotate and revoke_all: the store's side ------------------------------------------------
+
+    def _rotated_id(self, sid: str, user_id: Any) -> str:
+        if user_id is not KEEP and user_id is not None:
+            return self.new_id_for(user_id)
+        if user_id is KEEP and self._gen_key(sid) is not None:
+            return f"{self.new_id()}.{sid[-_TAG_LENGTH:]}"  # the same user: the same tag
+        return self.new_id()
+
+    def _needs_store(self, what: str) -> Any:
+        if self.store is None:
+            raise TypeError(f"{what} needs the database's side: give SessionCache(store=...) or {what}(...)")
+        return self.store
+
+    def _mover(self, sid: str, user_id: Any, asynchronous: bool = False) -> Callable[[str], Any]:
+        store = self._needs_store("move=")
+        rename = store.arename if asynchronous else store.rename
+        return lambda new_sid: rename(sid, new_sid, user_id=user_id)
+
+    def _deleter(self, user_id: Any, asynchronous: bool = False) -> Callable[[], Any]:
+        store = self._needs_store("delete=")
+        delete_user = store.adelete_user if asynchronous else store.delete_user
+        return lambda: delete_user(user_id)
+
 
 _COUNTERS = (
     "hits",
@@ -594,8 +817,23 @@ _COUNTERS = (
     "invalidations",
     "decode_errors",
     "encode_errors",
+    "revoked",
+    "rotations",
+    "revocations",
 )
 
+
+#: Counters that are also the Cache's counters of the namespace (`Cache.stats`).
+_CACHE_COUNTERS = {
+    "hits": "hits",
+    "misses": "misses",
+    "fills": "sets",
+    "writes": "sets",
+    "lease_lost": "lease_lost",
+    "lease_waits": "lease_waits",
+    "decode_errors": "decode_errors",
+    "encode_errors": "encode_errors",
+}
 
 #: Counters that are also `memo.Event` kinds (source "sessions").
 _EVENT_KINDS = {
@@ -625,17 +863,48 @@ def _getter(spec: str | Callable[[Any], Any] | None, what: str) -> Callable[[Any
     return get
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", "replace")
+
+
+def _split(got: Mapping[str, bytes], key: str, gkey: str) -> tuple[bytes | None, str | None]:
+    """(the session's bytes, its user's generation) from one `get_many`."""
+    generation = got.get(gkey)
+    return got.get(key), None if generation is None else _text(generation)
+
+
 def _plausible_id(sid: Any) -> bool:
     return isinstance(sid, str) and 0 < len(sid) <= _MAX_ID_LENGTH
 
 
+def id_bits(sid: str) -> float:
+    """The entropy an id's format can carry: its length × log2 of the alphabet its characters use."""
+    chars = set(sid)
+    if chars <= set("0123456789"):
+        alphabet = 10
+    elif chars <= set("0123456789abcdef") or chars <= set("0123456789ABCDEF"):
+        alphabet = 16
+    elif chars <= set("0123456789abcdefghijklmnopqrstuvwxyz") or chars <= set(
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    ):
+        alphabet = 36
+    else:
+        alphabet = 64
+    return len(sid) * math.log2(alphabet)
+
+
 def _check_new_id(sid: Any) -> None:
     if not (
-        isinstance(sid, str) and _MIN_ID_LENGTH <= len(sid) <= _MAX_ID_LENGTH and _ID_CHARS.issuperset(sid)
+        isinstance(sid, str)
+        and len(sid) <= _MAX_ID_LENGTH
+        and _ID_CHARS.issuperset(sid)
+        and id_bits(sid) >= MIN_ID_BITS
+        and len(set(sid)) >= 4  # "xxxx…" is no random id whatever its length
     ):
         raise ValueError(
-            "a new session id must be at least 22 URL-safe characters (A-Z a-z 0-9 - _) from a "
-            "CSPRNG: use SessionCache.new_id(); never accept an id the client chose"
+            f"a new session id needs at least {MIN_ID_BITS} bits by its format (e.g. 16 hex or 11 "
+            "URL-safe characters; letters, digits and - _ . ~ + / = only) from a CSPRNG: use "
+            "SessionCache.new_id(); never accept an id the client chose"
         )
 
 
