@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from ports import refused_url
 
 import memo
 
@@ -694,19 +695,11 @@ class TestScopeAndInjected:
                 return x
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TestFailOpen:
     """The decorated function keeps working when memcached does not."""
 
     def test_refused_connection_runs_the_function(self) -> None:
-        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, connect_timeout=0.1)
+        cache = memo.Cache(refused_url(), timeout=0.1, connect_timeout=0.1)
         seen = Counter()
 
         @cache.cached(ns="down")
@@ -720,7 +713,7 @@ class TestFailOpen:
         cache.close()
 
     async def test_refused_connection_async(self) -> None:
-        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, connect_timeout=0.1)
+        cache = memo.Cache(refused_url(), timeout=0.1, connect_timeout=0.1)
 
         @cache.cached(ns="down")
         async def f(x: int) -> int:
@@ -731,7 +724,7 @@ class TestFailOpen:
         await cache.aclose()
 
     def test_on_error_raise(self) -> None:
-        cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.1, on_error="raise")
+        cache = memo.Cache(refused_url(), timeout=0.1, on_error="raise")
 
         @cache.cached()
         def f(x: int) -> int:

@@ -6,7 +6,6 @@ Real PostgreSQL (a schema of its own per test) and real memcached processes.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from memcached_fixtures import MemcachedProcess
+from ports import free_port
 
 import memo
 
@@ -28,13 +28,6 @@ ROOT = Path(__file__).parent.parent
 LOOP = "asyncio"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Service:
     """The example app served by uvicorn in a thread, and an httpx client for it."""
 
@@ -42,7 +35,7 @@ class Service:
         import uvicorn
 
         self.app = app
-        self.port = _free_port()
+        self.port = free_port()
         # The asyncio loop; uvicorn picks uvloop when it is installed.
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop=LOOP
@@ -222,7 +215,7 @@ def test_the_service_falls_back_to_postgresql(
 
 def test_the_service_configured_from_the_environment(pg_url: str, pg_schema: str, memcached_url: str) -> None:
     """`uvicorn --factory` in its own process, memcached settings from MEMCACHED_* variables."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
