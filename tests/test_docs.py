@@ -116,8 +116,20 @@ def test_setup_blocks_are_read_in_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("page", pages())
-def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
+def test_page_samples_run(
+    page: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     found = blocks(page)
+    # Every Cache a page makes, also those it replaces or never names (`from_env`, `from_url`),
+    # is closed after it, as a program's exit would.
+    made: list[memo.Cache] = []
+    init = memo.Cache.__init__
+
+    def tracked(self: memo.Cache, *args: object, **kwargs: object) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memo.Cache, "__init__", tracked)
     url = request.getfixturevalue("memcached_url") if any(b.marker == "memcached" for b in found) else None
     if any(b.marker == "langgraph" for b in found) and importlib.util.find_spec("langgraph") is None:
         pytest.fail("the documentation's LangGraph samples need the langgraph extra")
@@ -145,7 +157,7 @@ def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
             if asyncio.iscoroutine(result):
                 loop.run_until_complete(result)
     finally:
-        for value in [*namespace.values(), _defaults._default]:
+        for value in {id(c): c for c in [*made, *namespace.values(), _defaults._default]}.values():
             if isinstance(value, memo.Cache):  # the samples' connections, closed like a program would
                 loop.run_until_complete(value.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
