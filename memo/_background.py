@@ -100,7 +100,3 @@ class Refresher:
         self._tasks.add(task)  # a task nobody references can be collected mid-flight
         task.add_done_callback(self._tasks.discard)
         return True
-
-    def pending(self) -> int:
-        """How many refreshes are running now (for tests and stats)."""
-        return len(self._running)
