@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -155,3 +156,76 @@ def test_names_are_unique_and_pending_says_why() -> None:
     assert len(names) == len(set(names))
     assert all(t.pending == "" or len(t.pending) > 10 for t in TARGETS)
     assert sum(1 for t in TARGETS if not t.pending) >= 20
+
+
+# -- every benchmark checks what it measured ---------------------------------------------------
+
+BENCHMARKS = Path(run.__file__).parent
+#: Helpers that assert on the result they are handed.
+ASSERTING_HELPERS = {"_check"}
+
+
+TIMED = ("benchmark", "benchmark.pedantic", "bench_async")
+
+
+def _is_timed_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and ast.unparse(node.func) in TIMED
+
+
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _checked_where_called(call: ast.Call, parents: dict[ast.AST, ast.AST]) -> tuple[bool, set[str]]:
+    """Whether the call sits in an assert (or an asserting helper), and the names it is assigned to."""
+    node: ast.AST = call
+    targets: set[str] = set()
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.Assert):
+            return True, targets
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ASSERTING_HELPERS:
+            return True, targets
+        if isinstance(node, ast.Assign):
+            targets |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return False, targets
+
+
+def unchecked_benchmarks(source: str) -> list[str]:
+    """Timed calls whose result (or the state they fill) no later `assert` looks at."""
+    tree = ast.parse(source)
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    found = []
+    for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        asserts = [n for n in ast.walk(function) if isinstance(n, ast.Assert)]
+        for call in (n for n in ast.walk(function) if _is_timed_call(n)):
+            checked, names = _checked_where_called(call, parents)
+            names |= {name for arg in call.args for name in _names(arg)} - {"benchmark", "loop"}
+            # What is computed from the result later counts as the result (hit_rate = f(stats)).
+            for assign in (n for n in ast.walk(function) if isinstance(n, ast.Assign)):
+                if assign.lineno > call.lineno and _names(assign.value) & names:
+                    names |= {t.id for t in assign.targets if isinstance(t, ast.Name)}
+            later = {name for a in asserts if a.lineno > call.lineno for name in _names(a)}
+            if not checked and not (names & later):
+                found.append(f"{function.name}:{call.lineno}")
+    return found
+
+
+def test_the_checker_tells_a_checked_benchmark_from_an_unchecked_one() -> None:
+    source = (
+        "def test_a(benchmark):\n    assert benchmark(f) == 1\n"
+        "def test_b(benchmark):\n    x = benchmark(f)\n    assert x == 1\n"
+        "def test_c(benchmark):\n    benchmark(f)\n"
+        "def test_d(benchmark):\n    _check(benchmark(f), 1)\n"
+        "def test_e(benchmark):\n    out = []\n    benchmark.pedantic(lambda: out.append(1))\n"
+        "    assert out\n"
+        "def test_f(benchmark, loop):\n    bench_async(benchmark, loop, g)\n    assert loop\n"
+        "def test_g(benchmark):\n    stats = benchmark(f)\n    rate = stats[0] / 2\n    assert rate > 1\n"
+    )
+    assert unchecked_benchmarks(source) == ["test_c:7", "test_f:15"]
+
+
+@pytest.mark.parametrize("module", sorted(BENCHMARKS.glob("test_*.py")), ids=lambda p: p.name)
+def test_every_benchmark_asserts_what_it_returned(module: Path) -> None:
+    """The suite runs each benchmark once untimed; a timed call nobody checks could time a failure."""
+    assert unchecked_benchmarks(module.read_text()) == []
