@@ -3,7 +3,9 @@
     scripts/dev bench            # or: tox -e bench, or: python benchmarks/run.py
 
 Extra arguments go to pytest (e.g. `-k hit`). `--report-only FILE.json` rebuilds the
-report from an earlier run's JSON without running anything.
+report from an earlier run's JSON without running anything. `--check` exits 1 when a
+target of benchmarks/targets.py measured in the run is missed (each target is printed:
+measured, wanted, pass / fail / pending / not measured).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from targets import Results, Verdict, evaluate, failed
 
 HERE = Path(__file__).parent
 JSON = HERE / "results.json"
@@ -115,140 +119,9 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if x >= 0.1 else f"{x:.2g}"
 
 
-def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]:
-    out: list[tuple[str, str, bool | None]] = []
-
-    def target(
-        name: str, value: float | None, limit: float, unit: str = "×", higher_is_better: bool = False
-    ) -> None:
-        if value is None:
-            out.append((name, "not measured", None))
-            return
-        ok = value >= limit if higher_is_better else value <= limit
-        out.append((name, f"{value:.2f}{unit}", ok))
-
-    sync_memo, async_memo = find(groups, "hit-sync", "memo"), find(groups, "hit-async", "memo")
-    target(
-        "sync hit ≤ 1.25× raw pymemcache `Client.get` + orjson",
-        ratio(sync_memo, find(groups, "hit-sync", "pymemcache + orjson")),
-        1.25,
-    )
-    target(
-        "async hit ≤ 1.25× raw aiomcache `get` + orjson",
-        ratio(async_memo, find(groups, "hit-async", "aiomcache + orjson")),
-        1.25,
-    )
-    target(
-        "memo ≥ 3× faster than dogpile.cache on hits",
-        ratio(find(groups, "hit-sync", "dogpile.cache"), sync_memo),
-        3.0,
-        higher_is_better=True,
-    )
-    target(
-        "memo ≥ 3× faster than aiocache on hits",
-        ratio(find(groups, "hit-async", "aiocache"), async_memo),
-        3.0,
-        higher_is_better=True,
-    )
-    target(
-        "64-task async throughput ≥ 2× an aiomcache pool",
-        ratio(
-            find(groups, "throughput-async-64", "aiomcache + orjson"),
-            find(groups, "throughput-async-64", "memo"),
-        ),
-        2.0,
-        higher_is_better=True,
-    )
-    target(
-        "sync throughput, 8 threads, ≥ 1.2× pymemcache PooledClient",
-        ratio(
-            find(groups, "throughput-sync-8-threads", "pymemcache PooledClient + orjson"),
-            find(groups, "throughput-sync-8-threads", "memo"),
-        ),
-        1.2,
-        higher_is_better=True,
-    )
-    eight = find(groups, "routing", "memo router, 8 servers")
-    sixty_four = find(groups, "routing", "memo router, 64 servers")
-    target("routing ≤ 2 µs per key at 8 servers", eight.median_us if eight else None, 2.0, unit=" µs")
-    target(
-        "routing ≤ 2 µs per key at 64 servers", sixty_four.median_us if sixty_four else None, 2.0, unit=" µs"
-    )
-    target("routing at 64 servers ≤ 2× its cost at 8", ratio(sixty_four, eight), 2.0)
-    for group, flavour, raw_get in (
-        ("langgraph-batch-100", "sync", "pymemcache get_many"),
-        ("langgraph-batch-100-async", "async", "aiomcache multi_get"),
-    ):
-        memo_batch = find(groups, group, "memo MemcachedCache")
-        target(
-            f"100-key batch through MemcachedCache ({flavour}) ≤ 1.5× a raw {raw_get} of its keys",
-            ratio(memo_batch, find(groups, group, raw_get)),
-            1.5,
-        )
-        target(
-            f"100-key batch through MemcachedCache ({flavour}) ≤ 0.8× LangGraph's RedisCache",
-            ratio(memo_batch, find(groups, group, "LangGraph RedisCache")),
-            0.8,
-        )
-    memo_session = find(groups, "session-read-hit", "memo SessionCache.get")
-    target(
-        "session read on a hit faster than Django's cached_db",
-        ratio(find(groups, "session-read-hit", "Django cached_db (PyMemcacheCache)"), memo_session),
-        1.0,
-        higher_is_better=True,
-    )
-    hung = find(groups, "session-read-hung", "memo SessionCache.get, memcached SIGSTOPped")
-    target(
-        "session read p99 with memcached SIGSTOPped ≤ 200 ms",
-        hung.info.get("p99_ms") if hung else None,
-        200,
-        " ms",
-    )
-    zipf = find(groups, "session-hit-rate", "memo SessionCache, Zipf load")
-    rate = zipf.info.get("hit_rate") if zipf else None
-    target(
-        "hit rate of active sessions, Zipf load ≥ 90%", None if rate is None else rate * 100, 90, " %", True
-    )
-    for group in ("stampede-threads", "stampede-tasks"):
-        case = find(groups, group, "memo")
-        runs = case.runs if case else None
-        out.append(
-            (
-                f"stampede ({group.split('-')[1]}): one run per cold key",
-                "not measured" if runs is None else f"{runs} run(s) for {case.callers} callers",  # type: ignore[union-attr]
-                None if runs is None else runs == 1,
-            )
-        )
-    for mode in ("threads", "tasks"):
-        case = find(groups, f"stampede-processes-{mode}", "memo, leases on")
-        out.append(
-            (
-                f"stampede across 8 processes ({mode}), leases: one run per cold key",
-                "not measured" if case is None else f"{case.runs} run(s) for {case.callers} callers",
-                None if case is None else case.runs == 1,
-            )
-        )
-    race = find(groups, "invalidate-fill-race", "memo, leases on")
-    out.append(
-        (
-            "invalidate-vs-fill race across two processes, leases: no stale value stored",
-            "not measured" if race is None else f"{race.stale} stale in {race.trials} trials",
-            None if race is None else race.stale == 0,
-        )
-    )
-    target(
-        "miss + fill with leases ≤ 1.3× without",
-        ratio(find(groups, "miss-store", "memo, leases on"), find(groups, "miss-store", "memo, leases off")),
-        1.3,
-    )
-    releases = groups.get("hit-vs-previous-release", [])
-    before = next((c for c in releases if c.role == "baseline"), None)
-    target(
-        f"sync hit (exact ttl, leases) ≤ 1.03× {before.library if before else 'the previous release'}'s",
-        ratio(next((c for c in releases if c.role == "subject"), None), before),
-        1.03,
-    )
-    return out
+def verdicts(groups: dict[str, list[Case]]) -> list[Verdict]:
+    """Every target of benchmarks/targets.py, judged on this run's cases."""
+    return evaluate(Results(case for cases in groups.values() for case in cases))
 
 
 def chart(groups: dict[str, list[Case]]) -> bool:
@@ -296,11 +169,14 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
-        "| target | measured | met |",
-        "|---|---|---|",
+        "From `benchmarks/targets.py`; `scripts/dev bench --check` fails when a measured one is missed.",
+        "Pending targets measure work not built yet and never fail.",
+        "",
+        "| target | measured | wanted | verdict |",
+        "|---|---|---|---|",
     ]
-    for name, measured, ok in targets(groups):
-        lines.append(f"| {name} | {measured} | {'met' if ok else 'not met' if ok is False else '–'} |")
+    for v in verdicts(groups):
+        lines.append(f"| {v.target.name} | {v.measured} | {v.target.wanted} | {v.status} |")
     lines += ["", "## All cases", ""]
     for group in sorted(groups):
         cases = sorted(groups[group], key=lambda c: c.median_us)
@@ -355,7 +231,20 @@ def report(groups: dict[str, list[Case]], data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_table(judged: list[Verdict]) -> str:
+    """One line per target: verdict, name, measured, wanted (and why, when pending)."""
+    lines = []
+    for v in judged:
+        why = f"  ({v.target.pending})" if v.target.pending else ""
+        lines.append(
+            f"  {v.status.upper():<12} {v.target.name}: measured {v.measured}, wanted {v.target.wanted}{why}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    argv = [a for a in argv if a != "--check"]
     if argv[:1] == ["--report-only"]:
         path = Path(argv[1]) if len(argv) > 1 else JSON
     else:
@@ -370,12 +259,12 @@ def main(argv: list[str]) -> int:
     RESULTS.write_text(report(groups, data))
     made_chart = chart(groups)
     print(f"wrote {RESULTS}" + (f" and {CHART}" if made_chart else " (no matplotlib: no chart)"))
-    print(
-        "\n".join(
-            f"  {'met    ' if ok else 'NOT MET' if ok is False else '-      '} {name}: {measured}"
-            for name, measured, ok in targets(groups)
-        )
-    )
+    judged = verdicts(groups)
+    print(check_table(judged))
+    missed = failed(judged)
+    if check and missed:
+        print(f"{len(missed)} target(s) missed in this run", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -59,7 +59,7 @@ def test_invalidate_raw(benchmark: Any, server: MemcachedProcess) -> None:
     role(benchmark, "baseline", "pymemcache delete")
     benchmark.group = "invalidate"
     client = Client((server.host, server.port), no_delay=True)
-    benchmark(lambda: client.delete("rawkey", noreply=False))
+    assert benchmark(lambda: client.delete("rawkey", noreply=False)) is False  # nothing stored under it
     client.close()
 
 
@@ -73,7 +73,8 @@ def test_invalidate_memo(benchmark: Any, memo_cache: memo.Cache) -> None:
 
     get_user(1)
     assert get_user.invalidate(1) is True
-    benchmark(get_user.invalidate, 1)
+    assert benchmark(get_user.invalidate, 1) is False  # the entry is gone: each timed call deletes nothing
+    assert get_user.get(1) is memo.MISS
 
 
 # -- key derivation alone ----------------------------------------------------------------
@@ -89,6 +90,7 @@ def test_key_memo(benchmark: Any) -> None:
 
     key = benchmark(get_user.key_for, 42, full=True)
     assert key.startswith("memo:users:test_key_memo.get_user:") and len(key) < 250
+    assert key == get_user.key_for(42, full=True) != get_user.key_for(42, full=False)
 
 
 def test_key_dogpile(benchmark: Any) -> None:
@@ -143,7 +145,7 @@ def test_codec(benchmark: Any, library: str, size: str, direction: str) -> None:
     value = SMALL if size == "small" else LARGE
     data = encode(codec, value)
     if direction == "encode":
-        benchmark(encode, codec, value)
+        assert decode(codec, benchmark(encode, codec, value)) == value
     else:
         assert benchmark(decode, codec, data) == value
 
@@ -189,7 +191,7 @@ def test_stampede_threads_memo(benchmark: Any, memo_cache: memo.Cache) -> None:
     benchmark.group = "stampede-threads"
     runs: list[int] = []
     fn = memo_cache.cached(ns="stampede")(_slow_source(runs))
-    benchmark.pedantic(_stampede_threads, args=(fn,), rounds=1, iterations=1)
+    assert benchmark.pedantic(_stampede_threads, args=(fn,), rounds=1, iterations=1) == CALLERS
     _record_runs(benchmark, runs)
     assert len(runs) == 1
 
@@ -205,7 +207,7 @@ def test_stampede_threads_dogpile(benchmark: Any, server: MemcachedProcess) -> N
     )
     runs: list[int] = []
     fn = region.cache_on_arguments(namespace=uuid.uuid4().hex)(_slow_source(runs))
-    benchmark.pedantic(_stampede_threads, args=(fn,), rounds=1, iterations=1)
+    assert benchmark.pedantic(_stampede_threads, args=(fn,), rounds=1, iterations=1) == CALLERS
     _record_runs(benchmark, runs)
     assert len(runs) >= 1
 
@@ -233,7 +235,7 @@ def test_stampede_tasks_memo(benchmark: Any, memo_cache: memo.Cache, loop: async
     benchmark.group = "stampede-tasks"
     runs: list[int] = []
     fn = memo_cache.cached(ns="astampede")(_slow_async_source(runs))
-    benchmark.pedantic(_stampede_tasks, args=(loop, fn), rounds=1, iterations=1)
+    assert benchmark.pedantic(_stampede_tasks, args=(loop, fn), rounds=1, iterations=1) == CALLERS
     loop.run_until_complete(memo_cache.aclose())
     _record_runs(benchmark, runs)
     assert len(runs) == 1
@@ -257,7 +259,7 @@ def test_stampede_tasks_aiocache(
         namespace=uuid.uuid4().hex,
     )
     fn = decorator(_slow_async_source(runs))
-    benchmark.pedantic(_stampede_tasks, args=(loop, fn), rounds=1, iterations=1)
+    assert benchmark.pedantic(_stampede_tasks, args=(loop, fn), rounds=1, iterations=1) == CALLERS
     loop.run_until_complete(decorator.cache.close())
     _record_runs(benchmark, runs)
     assert len(runs) >= 1

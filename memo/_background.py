@@ -157,10 +157,6 @@ class Refresher:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    def pending(self) -> int:
-        """How many refreshes are running now (for tests and stats)."""
-        return len(self._running)
-
     def abandon_all(self) -> None:
         """Give back the refresh leases of the sync refreshes still running (at exit)."""
         with self._lock:

@@ -198,31 +198,12 @@ class Cache:
                 becomes a tag; `fn.invalidate_where(name=value)` drops its entries)
                 or a callable taking the bound arguments by name and returning tag
                 strings (`cache.invalidate_tags(tag)` drops their entries).
-            local_ttl: seconds a hit is kept in this process and served without
-                asking the backend (a near-cache; default: the Cache's). An
-                invalidate, refresh or set in this process is seen by the next call;
-                other processes see it within `local_ttl`. Never use it where a
-                value must not outlive a change made elsewhere (sessions).
+            local_ttl: seconds a hit is kept and served in this process (a near-cache;
+                default: the Cache's): changes made here are seen by the next call,
+                elsewhere within `local_ttl` (see docs/near-cache.md).
         """
-        return Decorator(
-            self,
-            ns,
-            ttl,
-            version=version,
-            ignore=ignore,
-            key=key,
-            scope=scope,
-            types=types,
-            strict=strict,
-            on_error=on_error,
-            stale_ttl=stale_ttl,
-            stale_if_error=stale_if_error,
-            lease_ttl=lease_ttl,
-            lease_wait=lease_wait,
-            cache_if=cache_if,
-            tags=tags,
-            local_ttl=local_ttl,
-        )
+        options = {name: value for name, value in locals().items() if name not in ("self", "ns", "ttl")}
+        return Decorator(self, ns, ttl, **options)
 
     # -- events --------------------------------------------------------------
 

@@ -7,18 +7,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ._backend import Backend
 from ._policy import OnError, Stats
 
-__all__ = ["Context"]
+__all__ = ["Context", "Store"]
+
+
+class Store(Protocol):
+    """What the engine calls on a backend directly (the rest goes through the drivers by name).
+
+    `memo.Backend` (the I/O edge) satisfies it; the engine names only this, so it
+    imports nothing from the layer above it.
+    """
+
+    @property
+    def max_value_size(self) -> int: ...
+    @property
+    def capabilities(self) -> frozenset[Any]: ...
+    def get(self, key: str) -> bytes | None: ...
+    async def aget(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]: ...
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]: ...
+    def delete(self, key: str) -> bool: ...
 
 
 class Context(Protocol):
     """A backend with one key prefix, its settings, generations, counters and event hook."""
 
-    backend: Backend
+    @property
+    def backend(self) -> Store:
+        """A `memo.Backend`; what the engine does not call directly it reaches through the drivers."""
+
     #: Prepended to every key.
     prefix: str
     #: Defaults of the functions and values stored through it.

@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from . import _clock
-from ._backend import Backend
 
 __all__ = ["Op", "Steps", "Verb", "run_async", "run_sync"]
 
@@ -82,7 +81,7 @@ def _tearing_down(error: BaseException | None) -> bool:
     return error is not None and not isinstance(error, Exception)
 
 
-def _sync_op(backend: Backend, op: Any, args: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+def _sync_op(backend: Any, op: Any, args: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
     if op == "compute":
         return args[0](*args[1:]) if args else compute()
     if op == "sleep":
@@ -91,7 +90,7 @@ def _sync_op(backend: Backend, op: Any, args: tuple[Any, ...], compute: Callable
     return getattr(backend, op)(*args)
 
 
-def run_sync(backend: Backend, steps: Steps[T], compute: Callable[[], Any] = _no_compute) -> T:
+def run_sync(backend: Any, steps: Steps[T], compute: Callable[[], Any] = _no_compute) -> T:
     """Drive `steps` with the backend's sync methods."""
     send: Any = None
     error: BaseException | None = None
@@ -107,7 +106,7 @@ def run_sync(backend: Backend, steps: Steps[T], compute: Callable[[], Any] = _no
             error, send = exc, None
 
 
-async def _async_op(backend: Backend, op: Any, args: tuple[Any, ...], compute: Any) -> Any:
+async def _async_op(backend: Any, op: Any, args: tuple[Any, ...], compute: Any) -> Any:
     if op == "compute":
         result = args[0](*args[1:]) if args else (compute or _no_compute)()
         return (await result) if inspect.isawaitable(result) else result
@@ -126,9 +125,7 @@ class Closing(BaseException):
     """
 
 
-async def run_async(
-    backend: Backend, steps: Steps[T], compute: Callable[[], Awaitable[Any]] | None = None
-) -> T:
+async def run_async(backend: Any, steps: Steps[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
     """Drive `steps` with the backend's async methods (see the module's notes on tearing down)."""
     send: Any = None
     error: BaseException | None = None
@@ -161,7 +158,7 @@ async def run_async(
 
 
 def _finish_sync(
-    backend: Backend, steps: Steps[Any], op: Any, args: tuple[Any, ...], cause: BaseException | None
+    backend: Any, steps: Steps[Any], op: Any, args: tuple[Any, ...], cause: BaseException | None
 ) -> None:
     """Run a tearing-down generator's remaining clean-up with sync I/O; swallow `cause` at its end."""
     while True:

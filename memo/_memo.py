@@ -69,6 +69,15 @@ async def _returning(value: Any) -> Any:
     return value
 
 
+def _check_target(func: Any, ns: Any, cache_if: Any) -> None:
+    if not callable(func):
+        raise ConfigurationError(f"@cached needs a function, got {func!r}")
+    if not isinstance(ns, str) or SCOPE in ns:
+        raise ConfigurationError(f"ns must be a str without NUL characters, got {ns!r}")
+    if cache_if is not None and not callable(cache_if):
+        raise ConfigurationError(f"cache_if must be a callable taking the result, got {cache_if!r}")
+
+
 def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
     """A window past the ttl (`stale_ttl`, `stale_if_error`): seconds > 0, and only with a ttl."""
     if seconds is None:
@@ -181,15 +190,10 @@ class Memo:
         default_cache: Callable[[], Context] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
-        if not callable(func):
-            raise ConfigurationError(f"@cached needs a function, got {fn!r}")
-        if not isinstance(ns, str) or SCOPE in ns:
-            raise ConfigurationError(f"ns must be a str without NUL characters, got {ns!r}")
-        if cache_if is not None and not callable(cache_if):
-            raise ConfigurationError(f"cache_if must be a callable taking the result, got {cache_if!r}")
-        self.cache_if = cache_if
+        _check_target(func, ns, cache_if)
         if (cache is None) == (default_cache is None):
             raise TypeError("Memo needs exactly one of: a Context, a default_cache callable")
+        self.cache_if = cache_if
         # A partial, bound method or callable instance: keyed as its function plus what
         # is bound to it (see KeyMaker.for_callable).
         self.keys = KeyMaker.for_callable(func, ns, version, ignore=ignore, key=key, scope=scope)
@@ -216,16 +220,21 @@ class Memo:
         #: before decorating (a bound method's instance) is prepended by the key maker.
         self.prepend = not isinstance(fn, staticmethod) and target is func
         self.name = qualified_name(target)
-        func = target
+        self._set_up_engine(target, types)
+        if cache is not None:
+            self._bind(cache)
+
+    def _set_up_engine(self, target: Any, types: Iterable[type]) -> None:
+        """The codec, the digest, the scope and the per-process state of the decorated function."""
         registry = TypeRegistry(types, parent=GLOBAL_TYPES)
         # Unresolvable annotations are fine: returned classes are learned on encode.
         with contextlib.suppress(Exception):
-            registry.add_annotation(typing.get_type_hints(func).get("return"))
+            registry.add_annotation(typing.get_type_hints(target).get("return"))
         self.codec = Codec(registry)
         self._decode = self.codec.decode
         self._digest = self.keys.call_digest
         #: The generation this function's keys carry: its namespace's and its own (`clear()`).
-        self.scope = scope_of(ns, self.keys.function_id)
+        self.scope = scope_of(self.ns, self.keys.function_id)
         self.flight: Any = AsyncFlight() if self.is_async else Flight()
         self.refresher = Refresher(self.name)
         #: Bumped by every invalidate and refresh in this process: callers that
@@ -233,8 +242,6 @@ class Memo:
         self._epoch = 0
         self._bound: Context | None = None
         self._warned = False
-        if cache is not None:
-            self._bind(cache)
 
     # -- binding to a Context (once, or again after memo.configure) ---------------
 

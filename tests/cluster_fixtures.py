@@ -24,11 +24,11 @@ import pytest
 from memcached_fixtures import (
     MemcachedProcess,
     _die_with_parent,
-    _free_port,
     _unavailable,
     terminate,
     wait_until_listening,
 )
+from ports import free_port
 
 __all__ = ["ConfigEndpoint", "NutcrackerProcess"]
 
@@ -174,8 +174,8 @@ class NutcrackerProcess:
     ) -> None:
         self.backends = list(backends)
         self.host = "127.0.0.1"
-        self.port = _free_port()
-        self.stats_port = _free_port()
+        self.port = free_port()
+        self.stats_port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="nutcracker-"))
         servers = "\n".join(f"    - {p.host}:{p.port}:1 node{i}" for i, p in enumerate(self.backends))
         self.config = self._dir / "nutcracker.yml"

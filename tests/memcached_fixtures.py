@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from ports import free_port
 
 __all__ = ["MemcachedProcess"]
 
@@ -74,13 +75,6 @@ def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is an error rather than a skip)")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_listening(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> str | None:
@@ -135,7 +129,7 @@ class MemcachedProcess:
         tls: tuple[str, str] | None = None,
         verbose: bool = False,
     ) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.memory_mb = memory_mb
         self.max_item_size = max_item_size

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
+
+from ports import refused_url
 
 import memo
 from memo._codec import lease_marker
 from memo.testing import record_events
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_miss_fill_and_hit(cache: memo.Cache) -> None:
@@ -79,7 +74,7 @@ def test_stale_forbidden_and_lease_wait(cache: memo.Cache) -> None:
 
 
 def test_errors_are_reported_and_the_function_still_runs() -> None:
-    cache = memo.Cache(f"memcached://127.0.0.1:{_free_port()}", timeout=0.05, connect_timeout=0.05)
+    cache = memo.Cache(refused_url(), timeout=0.05, connect_timeout=0.05)
 
     @cache.cached(ns="ev")
     def f(x: int) -> int:

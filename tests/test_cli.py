@@ -283,9 +283,9 @@ def test_ping_asks_a_discovery_endpoint_for_the_nodes(memcached_servers: Any, co
 
 @pytest.mark.parametrize("command", ["ping", "stats"])
 def test_an_unreachable_discovery_endpoint_exits_1(command: str) -> None:
-    from memcached_fixtures import _free_port
+    from ports import free_port
 
-    url = f"memcached+discovery://127.0.0.1:{_free_port()}"
+    url = f"memcached+discovery://127.0.0.1:{free_port()}"
     result = memo_cli(command, url, "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"memo {command}: no node list from the configuration endpoint" in result.stderr

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cluster_fixtures import ConfigEndpoint
 from memcached_fixtures import MemcachedProcess
+from ports import refused_url
 
 import memo
 from memo._memcached import MemcachedBackend
@@ -172,9 +173,8 @@ def test_endpoint_down_or_malformed_keeps_the_last_list(
 
 
 async def test_no_list_yet_fails_open(memcached_servers: Servers) -> None:
-    from memcached_fixtures import _free_port
 
-    cache = memo.Cache(f"memcached+discovery://127.0.0.1:{_free_port()}", connect_timeout=0.1, timeout=0.1)
+    cache = memo.Cache(refused_url("memcached+discovery"), connect_timeout=0.1, timeout=0.1)
 
     @cache.cached(ns="cold")
     async def f(x: int) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from cluster_fixtures import ConfigEndpoint
 from memcached_fixtures import MemcachedProcess
+from ports import free_port
 
 from memo._memcached._discovery import (
     ClusterConfig,
@@ -105,10 +106,9 @@ def test_a_plain_memcached_is_not_an_endpoint(memcached_server: MemcachedProcess
 
 
 def test_an_unreachable_endpoint_is_a_discovery_error() -> None:
-    from memcached_fixtures import _free_port
 
     with pytest.raises(DiscoveryError, match="cannot ask"):
-        fetch_config("127.0.0.1", _free_port(), connect_timeout=0.2, timeout=0.2)
+        fetch_config("127.0.0.1", free_port(), connect_timeout=0.2, timeout=0.2)
 
 
 @pytest.mark.memcached

@@ -1,4 +1,4 @@
-"""Every ```python block of the documentation runs.
+"""Every ```python block of the documentation (docs/*.md and README.md) runs.
 
 The blocks of a page run in order in one namespace (a page reads as one
 script), on memory:// unless a marker on the line before a block says what it
@@ -6,9 +6,19 @@ needs:
 
     <!-- test: memcached -->   memcached://127.0.0.1:11211 is replaced by the suite's server
     <!-- test: langgraph -->   needs the langgraph extra
-    <!-- test: skip REASON --> shown, not run (e.g. made-up server addresses)
+    <!-- test: skip REASON --> shown, not run (docs/ only: every README block runs)
 
-Top-level `await` is allowed; a page's blocks share one event loop.
+A synopsis that uses names it does not define (a `User` class, a `repo`) gets
+them from a hidden block, an HTML comment the reader does not see, run in the
+same namespace just before the next block:
+
+    <!-- test: setup
+    User = dict
+    -->
+
+Top-level `await` is allowed; a page's blocks share one event loop. What a
+page changes in the process (environment variables, registered key types, the
+default Cache) is undone after it.
 """
 
 from __future__ import annotations
@@ -27,13 +37,15 @@ from pathlib import Path
 import pytest
 
 import memo
-from memo import _defaults
+from memo import _canonical, _defaults
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 EXAMPLE_URL = "memcached://127.0.0.1:11211"
 _BLOCK = re.compile(
-    r"(?:<!--\s*test:\s*(?P<marker>[a-z]+)(?P<reason>[^>]*?)\s*-->\s*\n)?^```python[^\n]*\n(?P<code>.*?)^```\s*$",
+    r"(?:<!--\s*test:\s*(?P<marker>[a-z]+)(?P<reason>[^>\n]*?)\s*-->\s*\n)?^```python[^\n]*\n(?P<code>.*?)^```\s*$"
+    r"|^<!--\s*test:\s*setup\s*\n(?P<setup>.*?)^-->\s*$",
     re.S | re.M,
 )
 
@@ -47,15 +59,21 @@ class Block:
 
 def blocks(page: Path) -> list[Block]:
     text = page.read_text()
-    return [
-        Block(text.count("\n", 0, m.start("code")) + 1, m.group("code"), m.group("marker"))
-        for m in _BLOCK.finditer(text)
-    ]
+    found = []
+    for m in _BLOCK.finditer(text):
+        part = "code" if m.group("code") is not None else "setup"
+        marker = m.group("marker") if part == "code" else "setup"
+        found.append(Block(text.count("\n", 0, m.start(part)) + 1, m.group(part), marker))
+    return found
+
+
+def all_pages() -> list[Path]:
+    return [*sorted(DOCS.glob("*.md")), README]
 
 
 def pages() -> list[object]:
     out: list[object] = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in all_pages():
         found = blocks(page)
         if not found:
             continue
@@ -65,18 +83,53 @@ def pages() -> list[object]:
 
 
 def test_markers_are_known() -> None:
-    for page in DOCS.glob("*.md"):
+    for page in all_pages():
         for block in blocks(page):
-            assert block.marker in (None, "memcached", "langgraph", "skip"), (page.name, block.line)
+            assert block.marker in (None, "memcached", "langgraph", "skip", "setup"), (page.name, block.line)
 
 
 def test_the_pages_have_samples() -> None:
-    assert len(pages()) >= 8
+    assert len(pages()) >= 9
+
+
+def test_every_readme_block_runs() -> None:
+    """The README is a synopsis readers copy from: none of its samples may be left unrun."""
+    text = README.read_text()
+    found = blocks(README)
+    shown = [b for b in found if b.marker != "setup"]
+    assert len(shown) == text.count("```python") >= 13
+    assert [b.line for b in shown if b.marker == "skip"] == []
+
+
+def test_setup_blocks_are_read_in_order(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- test: setup\nUser = dict\n-->\n\n"
+        "```python\nu = User(id=1)\n```\n\n"
+        "<!-- test: memcached -->\n```python\nprint(u)\n```\n"
+    )
+    assert blocks(page) == [
+        Block(2, "User = dict\n", "setup"),
+        Block(6, "u = User(id=1)\n", None),
+        Block(11, "print(u)\n", "memcached"),
+    ]
 
 
 @pytest.mark.parametrize("page", pages())
-def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
+def test_page_samples_run(
+    page: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     found = blocks(page)
+    # Every Cache a page makes, also those it replaces or never names (`from_env`, `from_url`),
+    # is closed after it, as a program's exit would.
+    made: list[memo.Cache] = []
+    init = memo.Cache.__init__
+
+    def tracked(self: memo.Cache, *args: object, **kwargs: object) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memo.Cache, "__init__", tracked)
     url = request.getfixturevalue("memcached_url") if any(b.marker == "memcached" for b in found) else None
     if any(b.marker == "langgraph" for b in found) and importlib.util.find_spec("langgraph") is None:
         pytest.fail("the documentation's LangGraph samples need the langgraph extra")
@@ -86,6 +139,8 @@ def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
     namespace = module.__dict__
     loop = asyncio.new_event_loop()
     previous_default = _defaults._default
+    saved_environ = dict(os.environ)
+    saved_key_types = dict(_canonical._CANON), dict(_canonical._REGISTERED)
     try:
         for block in found:
             if block.marker == "skip":
@@ -102,12 +157,17 @@ def test_page_samples_run(page: Path, request: pytest.FixtureRequest) -> None:
             if asyncio.iscoroutine(result):
                 loop.run_until_complete(result)
     finally:
-        for value in [*namespace.values(), _defaults._default]:
+        for value in {id(c): c for c in [*made, *namespace.values(), _defaults._default]}.values():
             if isinstance(value, memo.Cache):  # the samples' connections, closed like a program would
                 loop.run_until_complete(value.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         _defaults._default = previous_default
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        for registry, saved in zip((_canonical._CANON, _canonical._REGISTERED), saved_key_types, strict=True):
+            registry.clear()
+            registry.update(saved)  # type: ignore[attr-defined]
         del sys.modules[module.__name__]
 
 

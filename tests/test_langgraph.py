@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import inspect
 import operator
-import socket
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import CachePolicy, Command, Send, StreamWriter, interrupt
+from ports import refused_url
 
 import memo
 from memo.langgraph import MemcachedCache, by_configurable, by_context
@@ -57,13 +57,6 @@ def graph_cache(cache: memo.Cache) -> MemcachedCache[Any]:
 def cached_flags(updates: list[dict[str, Any]]) -> list[bool]:
     """For each node update of a `stream_mode="updates"` run: was it served from the cache?"""
     return [chunk.get("__metadata__", {}).get("cached", False) for chunk in updates]
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"memcached://127.0.0.1:{port}"
 
 
 # -- a StateGraph: sync and async nodes, a conditional edge, a Send fan-out ----------------

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import inspect
 import os
-import socket
 import time
 import uuid
 from collections import deque
@@ -26,6 +25,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.cache.base import BaseCache, FullKey
 from langgraph.cache.memory import InMemoryCache
+from ports import refused_url
 
 import memo
 from memo.langgraph import MemcachedCache
@@ -39,13 +39,6 @@ pytest.importorskip("langgraph")
 @pytest.fixture
 def lg(cache: memo.Cache) -> MemcachedCache[Any]:
     return MemcachedCache(cache)
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"memcached://127.0.0.1:{port}"
 
 
 K1: FullKey = (("graph", "node"), "key1")

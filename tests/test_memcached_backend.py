@@ -21,6 +21,7 @@ from typing import Any
 import pymemcache.client.base
 import pytest
 from memcached_fixtures import MemcachedProcess
+from ports import refused_address
 from pymemcache.client.base import Client as RawClient
 
 from memo._backend import PartialFailure, backend_from_url
@@ -468,10 +469,7 @@ def test_signal_during_sync_call_does_not_poison_the_pool(memcached_servers: Ser
 
 
 async def test_refused_port_fails_fast() -> None:
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    address = f"127.0.0.1:{port.getsockname()[1]}"
-    port.close()  # nothing listens there now
+    address = refused_address()  # nothing listens there
     async with async_backend([address], failure_threshold=100) as b:
         start = time.perf_counter()
         with pytest.raises(BackendUnavailable):

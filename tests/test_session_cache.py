@@ -175,7 +175,7 @@ def test_revoke_drops_every_given_session(sessions: SessionCache[Any], db: FakeD
         db.delete(sid)  # "log out everywhere": the application deletes, then revokes
     sessions.revoke(ids)
     assert all(sessions.get(sid, user_id="alice", load=db.load) is None for sid in ids)
-    assert sessions.get(keep, user_id="bob", load=db.load) is not None
+    assert sessions.get(keep, user_id="bob", load=db.load) == db.rows[keep]
     assert db.loads == 5
 
 
@@ -200,19 +200,19 @@ def test_ownership_is_checked_on_loads_too(sessions: SessionCache[Any], db: Fake
     db.insert(sid, "alice")
     assert sessions.get(sid, user_id="mallory", load=db.load) is None
     assert sessions.stats()["forbidden"] == 1
-    assert sessions.get(sid, user_id="alice", load=db.load) is not None
+    assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 1  # the refused load still filled the cache for its owner
 
 
 def test_owner_may_be_a_callable_or_none(cache: memo.Cache, db: FakeDB) -> None:
     by_tenant = SessionCache(cache, ns="t", owner=lambda s: (s["tenant"], s["user_id"]))
     sid = new(by_tenant, db, tenant="acme")
-    assert by_tenant.get(sid, user_id=("acme", "alice"), load=db.load) is not None
+    assert by_tenant.get(sid, user_id=("acme", "alice"), load=db.load) == db.rows[sid]
     assert by_tenant.get(sid, user_id=("other", "alice"), load=db.load) is None
     with pytest.raises(TypeError, match="user_id is required"):
         by_tenant.get(sid, load=db.load)
     unchecked = SessionCache(cache, ns="u", owner=None)
-    assert unchecked.get(sid, load=db.load) is not None
+    assert unchecked.get(sid, load=db.load) == db.rows[sid]
     with pytest.raises(TypeError, match="owner=None"):
         unchecked.get(sid, user_id="alice", load=db.load)
 
@@ -255,10 +255,10 @@ def test_dataclass_and_pydantic_sessions_come_back_as_themselves(cache: memo.Cac
 def test_cached_sessions_expire_after_ttl(cache: memo.Cache, db: FakeDB) -> None:
     sessions: SessionCache[Any] = SessionCache(cache, ttl=0.3)
     sid = new(sessions, db)
-    assert sessions.get(sid, user_id="alice", load=db.load) is not None
+    assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 0
     time.sleep(0.35)
-    assert sessions.get(sid, user_id="alice", load=db.load) is not None
+    assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 1  # the exact lifetime in the value's header, not memcached's whole seconds
 
 

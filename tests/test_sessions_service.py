@@ -9,7 +9,6 @@ responses carry `Set-Cookie` and what they say.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,23 +20,17 @@ from typing import Any
 import httpx
 import pytest
 from memcached_fixtures import MemcachedProcess
+from ports import free_port
 
 pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
 FOLDER = Path(__file__).parent.parent / "examples" / "sessions_service"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Service:
     """One uvicorn process serving the example app from its own folder."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         command = [sys.executable, "-m", "uvicorn", "app:create_app", "--factory", "--loop", "asyncio"]
         self.proc = subprocess.Popen(
             [*command, "--port", str(self.port), "--log-level", "warning"],

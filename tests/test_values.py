@@ -376,17 +376,28 @@ def two_caches(backend_url: str) -> Iterator[tuple[memo.Cache, memo.Cache]]:
 def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(fn()))
+    FILLING.clear()
     thread.start()
     return thread, out
+
+
+#: Set by `slow` once a fill computes (its lease is held): the test acts then, not after a guess.
+FILLING = threading.Event()
 
 
 def slow(value: Any, calls: list[Any], seconds: float = 0.3) -> Callable[[], Any]:
     def compute() -> Any:
         calls.append(value)
+        FILLING.set()
         time.sleep(seconds)
         return value
 
     return compute
+
+
+def filling() -> None:
+    """Wait until the fill started by `slow` in another thread computes."""
+    assert FILLING.wait(10)
 
 
 def test_one_process_computes_the_others_wait(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
@@ -395,7 +406,7 @@ def test_one_process_computes_the_others_wait(two_caches: tuple[memo.Cache, memo
     b.on_event = events.append
     calls: list[Any] = []
     thread, out = in_thread(lambda: a.get_or_set("k", slow([1], calls)))
-    time.sleep(0.1)
+    filling()
     assert b.get_or_set("k", slow([2], calls)) == [1]
     thread.join()
     assert out == [[1]] and calls == [[1]]
@@ -408,7 +419,7 @@ def test_a_delete_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) 
     events: list[memo.Event] = []
     a.on_event = events.append
     thread, out = in_thread(lambda: a.get_or_set("k", slow("old", [])))
-    time.sleep(0.1)
+    filling()
     b.delete("k")  # the source changed: whatever the fill read is stale
     thread.join()
     assert out == ["old"]  # the caller still gets what it computed...
@@ -420,7 +431,7 @@ def test_a_delete_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) 
 def test_a_write_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
     a, b = two_caches
     thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", [])))
-    time.sleep(0.1)
+    filling()
     b.set("k", "new")
     thread.join()
     assert a.get("k") == "new"
@@ -429,12 +440,12 @@ def test_a_write_during_a_fill_wins(two_caches: tuple[memo.Cache, memo.Cache]) -
 def test_a_clear_during_a_fill_stores_nothing(two_caches: tuple[memo.Cache, memo.Cache]) -> None:
     a, b = two_caches
     thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", []), ns="n"))
-    time.sleep(0.1)
+    filling()
     b.clear("n")  # another process: the fill stores under the old generation, unreachable
     thread.join()
     assert a.get("k", ns="n") is None and b.get("k", ns="n") is None
     thread, _ = in_thread(lambda: a.get_or_set("k", slow("old", []), ns="n"))
-    time.sleep(0.1)
+    filling()
     a.clear("n")  # this process: the fill sees it and leaves nothing behind
     thread.join()
     assert a.get("k", ns="n") is None
@@ -512,7 +523,7 @@ def test_a_slow_holder_is_waited_for_lease_wait_then_computed_around(
     a, b = two_caches
     b.lease_wait = 0.2
     thread, out = in_thread(lambda: a.get_or_set("k", slow("holder", [], seconds=1.0)))
-    time.sleep(0.1)
+    filling()
     started = time.monotonic()
     assert b.get_or_set("k", lambda: "impatient") == "impatient"
     assert 0.15 < time.monotonic() - started < 0.9

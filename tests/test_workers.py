@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memcached_fixtures import _free_port
+from ports import free_port
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -85,7 +85,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Service] = []
 
     def start(**variables: str) -> Service:
-        port = _free_port()
+        port = free_port()
         source = tmp_path / f"source-{uuid.uuid4().hex[:8]}"
         source.write_text("initial")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMCACHED_", "MEMO_", "WEB_"))}
