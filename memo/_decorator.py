@@ -806,6 +806,19 @@ class _Controls:
         """The original function, bypassing the cache."""
         return self._target()[1]
 
+    # A memoized function is a function for copy and pickle: copies are itself, and it
+    # pickles by reference (as functools.lru_cache's wrappers do), so unpickled in a
+    # process pool's worker it is that process's own decorated function.
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__reduce__()
+
 
 class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
     def _target(self) -> tuple[Memo, Callable[..., Any], Any]:
@@ -818,6 +831,14 @@ class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
         else:
             instance = self._self_instance
         return memo, self.__wrapped__, instance
+
+    def __reduce__(self) -> Any:
+        # As a bound method pickles: the attribute of what it was bound to.
+        if self._self_binding == "classmethod":
+            holder = getattr(self.__wrapped__, "__self__", None)
+        else:
+            holder = self._self_instance if self._self_binding == "function" else None
+        return getattr, (self._self_owner if holder is None else holder, self.__name__)
 
 
 class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
@@ -835,6 +856,10 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
 
     def __repr__(self) -> str:
         return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+    def __reduce__(self) -> Any:
+        # A global name, found by pickle as `__module__` + `__qualname__` (those of the function).
+        return self.__qualname__
 
 
 def _classmethod_owner(wrapper: _CachedFunction) -> type | None:
@@ -887,6 +912,8 @@ class Decorator:
     """What `cached(...)` returns: apply it to a sync or async function."""
 
     def __init__(self, cache: Cache | None, ns: str, ttl: Any, **options: Any) -> None:
+        if callable(ns):  # `@cached` without parentheses: refused here, not at the first call
+            raise _bare_form(cache, ns)
         if ttl is not NOT_GIVEN:
             check_ttl(ttl)
         if "on_error" in options and options["on_error"] is not None:
@@ -900,3 +927,14 @@ class Decorator:
     def __call__(self, fn: Any) -> Any:
         memo = Memo(self._cache, fn, self._ns, self._ttl, **self._options)
         return _CachedFunction(fn, memo)
+
+
+def _bare_form(cache: Cache | None, fn: Callable[..., Any]) -> ConfigurationError:
+    # Not supported on purpose: the first argument is the namespace (what `clear(ns)` drops),
+    # and a decorator whose first argument is sometimes a function hides typos from type checkers.
+    door = "memo.cached" if cache is None else "cache.cached"
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return ConfigurationError(
+        f"@{door} needs parentheses (above {name}): write @{door}() for the defaults "
+        f'(namespace "default", the Cache\'s ttl), or @{door}(ns="...", ttl=60)'
+    )
