@@ -175,6 +175,14 @@ def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]
         "routing ≤ 2 µs per key at 64 servers", sixty_four.median_us if sixty_four else None, 2.0, unit=" µs"
     )
     target("routing at 64 servers ≤ 2× its cost at 8", ratio(sixty_four, eight), 2.0)
+    target(
+        "clear(ns) with 8,000 namespaces ≤ 2× its cost with 10",
+        ratio(
+            find(groups, "clear-many-namespaces", "memo clear(ns), 8,000 namespaces"),
+            find(groups, "clear-many-namespaces", "memo clear(ns), 10 namespaces"),
+        ),
+        2.0,
+    )
     for group, flavour, raw_get in (
         ("langgraph-batch-100", "sync", "pymemcache get_many"),
         ("langgraph-batch-100-async", "async", "aiomcache multi_get"),
