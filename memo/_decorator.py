@@ -799,7 +799,9 @@ class _Controls:
 
     def cache_info(self) -> dict[str, int]:
         """This function's counters in this process (hits, misses, sets, stale, lease_lost, ...)."""
-        return self._target()[0]._stats.as_dict()
+        memo = self._target()[0]
+        memo.bound_cache()  # the counters of the Cache in use now (memo.configure, memo_cache)
+        return memo._stats.as_dict()
 
     @property
     def uncached(self) -> Callable[..., Any]:
