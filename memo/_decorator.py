@@ -139,6 +139,15 @@ class Cached(Protocol[P, R_co]):
     def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, R_co]: ...
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+
+    if TYPE_CHECKING:  # a class body cannot define these at run time; wrapt's proxy has them
+
+        @property
+        def __name__(self) -> str: ...
+        @property
+        def __qualname__(self) -> str: ...
 
     # Accessed on an instance, a memoized method is bound like a function: `self` leaves P.
     @overload
@@ -147,6 +156,10 @@ class Cached(Protocol[P, R_co]):
     def __get__(
         self: Cached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
     ) -> Cached[_P2, R_co]: ...
+    @overload
+    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
+        self, instance: Any, owner: type[Any] | None = None
+    ) -> Cached[P, R_co]: ...
 
 
 class AsyncCached(Protocol[P, R_co]):
@@ -165,6 +178,15 @@ class AsyncCached(Protocol[P, R_co]):
     def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+
+    if TYPE_CHECKING:
+
+        @property
+        def __name__(self) -> str: ...
+        @property
+        def __qualname__(self) -> str: ...
 
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...
@@ -172,6 +194,10 @@ class AsyncCached(Protocol[P, R_co]):
     def __get__(
         self: AsyncCached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
     ) -> AsyncCached[_P2, R_co]: ...
+    @overload
+    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
+        self, instance: Any, owner: type[Any] | None = None
+    ) -> AsyncCached[P, R_co]: ...
 
 
 class Memo:

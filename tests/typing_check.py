@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from typing_extensions import assert_type
@@ -87,3 +88,30 @@ def check_decorated_callables_and_key_types() -> None:
     bound = cache.cached(ns="m")(Repo().get)
     assert_type(bound(1), str)
     assert_type(memo.register_key_type(Repo, lambda r: 1), None)
+
+
+class Shop:
+    """A property over a memoized method; statics above @cached."""
+
+    @property
+    @cache.cached(ns="shop")
+    def total(self) -> int:
+        return 1
+
+    def __cache_key__(self) -> int:
+        return 1
+
+
+def check_method_forms() -> None:
+    assert_type(Shop().total, int)
+    Shop().total = 2  # type: ignore[misc]
+
+
+def check_function_attributes() -> None:
+    assert_type(get_user.__name__, str)
+    assert_type(get_user.__qualname__, str)
+    assert_type(aget_user.__qualname__, str)
+    plain: Callable[[int], dict[str, int]] = get_user.__wrapped__
+    coroutine: Callable[[int], Coroutine[Any, Any, list[str]]] = aget_user.__wrapped__
+    assert_type(plain(1), dict[str, int])
+    del coroutine
