@@ -58,6 +58,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
+_C_co = TypeVar("_C_co", covariant=True)
 _P2 = ParamSpec("_P2")
 _HIT: Any = object()
 _STALE: Any = object()
@@ -198,6 +199,21 @@ class AsyncCached(Protocol[P, R_co]):
     def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
         self, instance: Any, owner: type[Any] | None = None
     ) -> AsyncCached[P, R_co]: ...
+
+
+class CachedClassMethod(Cached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
+    """`@cached` above `@classmethod`: type checkers hand the decorator the function with `cls`.
+
+    Accessed on the class or an instance, the class is bound, as `classmethod` binds it.
+    """
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Cached[P, R_co]: ...  # type: ignore[override]
+
+
+class AsyncCachedClassMethod(AsyncCached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
+    """`@cached` above `@classmethod` on an `async def`."""
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...  # type: ignore[override]
 
 
 class Memo:
@@ -948,6 +964,17 @@ class Decorator:
             check_on_error(options["on_error"])
         self._cache, self._ns, self._ttl, self._options = cache, ns, ttl, options
 
+    # Async first (an async function also matches `Callable[P, R]`); a first parameter typed
+    # `type[...]` is a classmethod's `cls` (what type checkers pass above `@classmethod`), and
+    # a partial's `(*args: Any)` is none.
+    @overload
+    def __call__(self, fn: partial[R]) -> Cached[..., R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[type[_S], P], Coroutine[Any, Any, R]]
+    ) -> AsyncCachedClassMethod[_S, P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[type[_S], P], R]) -> CachedClassMethod[_S, P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCached[P, R]: ...  # type: ignore[overload-overlap]
     @overload

@@ -91,7 +91,17 @@ def check_decorated_callables_and_key_types() -> None:
 
 
 class Shop:
-    """A property over a memoized method; statics above @cached."""
+    """Classmethods under @cached (the form the README recommends) and a property over one."""
+
+    @cache.cached(ns="shop")
+    @classmethod
+    def create(cls, name: str) -> str:
+        return name
+
+    @cache.cached(ns="shop")
+    @classmethod
+    async def acreate(cls, name: str) -> int:
+        return 1
 
     @property
     @cache.cached(ns="shop")
@@ -102,7 +112,15 @@ class Shop:
         return 1
 
 
-def check_method_forms() -> None:
+async def check_method_forms() -> None:
+    assert_type(Shop.create("a"), str)
+    assert_type(Shop().create("a"), str)
+    assert_type(Shop.create.invalidate("a"), bool)
+    assert_type(Shop.create.key_for("a"), str)
+    assert_type(await Shop.acreate("a"), int)
+    assert_type(await Shop().acreate.arefresh("a"), int)
+    Shop.create(1)  # type: ignore[arg-type]
+    Shop.create("a", "b")  # type: ignore[call-arg]
     assert_type(Shop().total, int)
     Shop().total = 2  # type: ignore[misc]
 
