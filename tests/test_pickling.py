@@ -22,8 +22,6 @@ from pickled_functions import acube, fill, run_async, square
 
 import memo
 
-pytestmark = pytest.mark.memcached
-
 
 @pytest.fixture
 def shared_default(memcached_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[memo.Cache]:
@@ -61,6 +59,7 @@ def test_copies_are_the_function_itself(fn: Any) -> None:
     assert copied["handlers"][1][0] is fn
 
 
+@pytest.mark.memcached
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pool_map(shared_default: memo.Cache, method: str) -> None:
     with multiprocessing.get_context(method).Pool(2) as pool:
@@ -71,6 +70,7 @@ def test_pool_map(shared_default: memo.Cache, method: str) -> None:
     assert square.cache_info()["hits"] == 4
 
 
+@pytest.mark.memcached
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_process_pool_executor(shared_default: memo.Cache, method: str) -> None:
     context = multiprocessing.get_context(method)
@@ -83,6 +83,7 @@ def test_process_pool_executor(shared_default: memo.Cache, method: str) -> None:
     assert square.cache_info()["hits"] == 4
 
 
+@pytest.mark.memcached
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_process_target(shared_default: memo.Cache, method: str) -> None:
     process = multiprocessing.get_context(method).Process(target=fill, args=(square, [7, 8]))
