@@ -360,6 +360,12 @@ TARGETS: list[Target] = [
         1.2,
         pending=_CODEC,
     ),
+    # -- many tenants -------------------------------------------------------------------------
+    Target(
+        "clear(ns) with 8,000 namespaces ≤ 2× its cost with 10",
+        ratio("clear-many-namespaces", "memo clear(ns), 8,000 namespaces", "memo clear(ns), 10 namespaces"),
+        2.0,
+    ),
     # -- tags and batch memoization ---------------------------------------------------------
     Target(
         "hit with one tag ≤ 1.3× a hit without tags",

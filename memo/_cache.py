@@ -5,8 +5,10 @@ How clearing works, and why a clear is never undone: memo/_generations.py.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -137,7 +139,10 @@ class Cache:
         #: scope -> (generation, trusted until); read directly by the hit paths.
         self.known_generations = self._generations = self._gens.known
         self._stats: dict[str, Stats] = {}
-        self._functions: dict[str, list[Stats]] = {}
+        #: ns -> the live counters of its decorated functions, by id.
+        self._functions: dict[str, dict[int, Stats]] = {}
+        #: (ns, counters) of functions that were collected, not yet folded into their namespace.
+        self._retired: collections.deque[tuple[str, Stats]] = collections.deque()
         self._stats_lock = threading.Lock()
         self._errors = ErrorLog(logger)
 
@@ -371,19 +376,44 @@ class Cache:
                 stats = self._stats.setdefault(ns, Stats())
         return stats
 
-    def function_stats(self, ns: str) -> Stats:
+    def function_stats(self, ns: str, owner: object | None = None) -> Stats:
         """Return new live counters for one decorated function in namespace `ns`.
 
         They count in `stats(ns)` too: a namespace's figures are its own plus its functions'.
+        With `owner` (the function's engine), they go with it: once it is collected, its
+        counts move into the namespace's own and nothing of it stays here (a bound method
+        decorated per instance leaves nothing behind).
         """
         stats = Stats()
         with self._stats_lock:
-            self._functions.setdefault(ns, []).append(stats)
+            self._fold_retired()
+            self._functions.setdefault(ns, {})[id(stats)] = stats
+        if owner is not None:
+            # Only a deque append at collection time: the collector may run while this
+            # thread holds the lock, so the folding waits for the next look at the counters.
+            finalizer = weakref.finalize(owner, self._retired.append, (ns, stats))
+            finalizer.atexit = False
         return stats
 
+    def _fold_retired(self) -> None:
+        # Caller holds the lock.
+        while self._retired:
+            ns, stats = self._retired.popleft()
+            functions = self._functions.get(ns, {})
+            if functions.pop(id(stats), None) is None:
+                continue
+            if not functions:
+                del self._functions[ns]
+            into = self._stats.setdefault(ns, Stats())
+            for name in Stats.__slots__:
+                setattr(into, name, getattr(into, name) + getattr(stats, name))
+
     def _ns_totals(self, ns: str) -> dict[str, int]:
+        if self._retired:
+            with self._stats_lock:
+                self._fold_retired()
         total = self.ns_stats(ns).as_dict()
-        for stats in list(self._functions.get(ns, ())):
+        for stats in list(self._functions.get(ns, {}).values()):
             for name in Stats.__slots__:
                 total[name] += getattr(stats, name)
         return total
@@ -402,6 +432,8 @@ class Cache:
         """
         if ns is not None:
             return self._ns_totals(ns)
+        with self._stats_lock:
+            self._fold_retired()
         per_ns = {name: self._ns_totals(name) for name in dict.fromkeys([*self._stats, *self._functions])}
         total = dict.fromkeys(Stats.__slots__, 0)
         for counters in per_ns.values():

@@ -88,8 +88,12 @@ class Context(Protocol):
     def ns_stats(self, ns: str) -> Stats:
         """The live counters of namespace `ns`."""
 
-    def function_stats(self, ns: str) -> Stats:
-        """New live counters for one function of namespace `ns` (counted in `ns` too)."""
+    def function_stats(self, ns: str, owner: object = None) -> Stats:
+        """New live counters for one function of namespace `ns` (counted in `ns` too).
+
+        `owner`: the function's engine; its counters are folded into the namespace's
+        when it is collected (a method decorated per instance leaves nothing behind).
+        """
 
     def record_error(
         self, ns: str, what: str, exc: Any, on_error: OnError | None = None, stats: Stats | None = None

@@ -12,6 +12,7 @@ import inspect
 import sys
 import types
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
@@ -31,6 +32,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
+_C_co = TypeVar("_C_co", covariant=True)
 _P2 = ParamSpec("_P2")
 
 
@@ -52,6 +54,15 @@ class Cached(Protocol[P, R_co]):
     def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, R_co]: ...
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+
+    if TYPE_CHECKING:  # a class body cannot define these at run time; wrapt's proxy has them
+
+        @property
+        def __name__(self) -> str: ...
+        @property
+        def __qualname__(self) -> str: ...
 
     # Accessed on an instance, a memoized method is bound like a function: `self` leaves P.
     @overload
@@ -60,6 +71,10 @@ class Cached(Protocol[P, R_co]):
     def __get__(
         self: Cached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
     ) -> Cached[_P2, R_co]: ...
+    @overload
+    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
+        self, instance: Any, owner: type[Any] | None = None
+    ) -> Cached[P, R_co]: ...
 
 
 class AsyncCached(Protocol[P, R_co]):
@@ -78,6 +93,15 @@ class AsyncCached(Protocol[P, R_co]):
     def cache_info(self) -> dict[str, int]: ...
     @property
     def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
+
+    if TYPE_CHECKING:
+
+        @property
+        def __name__(self) -> str: ...
+        @property
+        def __qualname__(self) -> str: ...
 
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...
@@ -85,6 +109,25 @@ class AsyncCached(Protocol[P, R_co]):
     def __get__(
         self: AsyncCached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
     ) -> AsyncCached[_P2, R_co]: ...
+    @overload
+    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
+        self, instance: Any, owner: type[Any] | None = None
+    ) -> AsyncCached[P, R_co]: ...
+
+
+class CachedClassMethod(Cached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
+    """`@cached` above `@classmethod`: type checkers hand the decorator the function with `cls`.
+
+    Accessed on the class or an instance, the class is bound, as `classmethod` binds it.
+    """
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Cached[P, R_co]: ...  # type: ignore[override]
+
+
+class AsyncCachedClassMethod(AsyncCached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
+    """`@cached` above `@classmethod` on an `async def`."""
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...  # type: ignore[override]
 
 
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
@@ -181,12 +224,27 @@ class _Controls:
 
     def cache_info(self) -> dict[str, int]:
         """This function's counters in this process (hits, misses, sets, stale, lease_lost, ...)."""
-        return self._target()[0]._stats.as_dict()
+        memo = self._target()[0]
+        memo.bound_cache()  # the counters of the Cache in use now (memo.configure, memo_cache)
+        return memo._stats.as_dict()
 
     @property
     def uncached(self) -> Callable[..., Any]:
         """The original function, bypassing the cache."""
         return self._target()[1]
+
+    # A memoized function is a function for copy and pickle: copies are itself, and it
+    # pickles by reference (as functools.lru_cache's wrappers do), so unpickled in a
+    # process pool's worker it is that process's own decorated function.
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__reduce__()
 
 
 class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
@@ -200,6 +258,14 @@ class _BoundCachedFunction(_Controls, wrapt.BoundFunctionWrapper[..., Any]):
         else:
             instance = self._self_instance
         return memo, self.__wrapped__, instance
+
+    def __reduce__(self) -> Any:
+        # As a bound method pickles: the attribute of what it was bound to.
+        if self._self_binding == "classmethod":
+            holder = getattr(self.__wrapped__, "__self__", None)
+        else:
+            holder = self._self_instance if self._self_binding == "function" else None
+        return getattr, (self._self_owner if holder is None else holder, self.__name__)
 
 
 class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
@@ -217,6 +283,10 @@ class _CachedFunction(_Controls, wrapt.FunctionWrapper[..., Any]):
 
     def __repr__(self) -> str:
         return f"<memoized {self._self_memo.name} ns={self._self_memo.ns!r}>"
+
+    def __reduce__(self) -> Any:
+        # A global name, found by pickle as `__module__` + `__qualname__` (those of the function).
+        return self.__qualname__
 
 
 def _tagged(memo: Memo) -> TaggedMemo:
@@ -275,12 +345,25 @@ class Decorator:
     """What `cached(...)` returns: apply it to a sync or async function."""
 
     def __init__(self, cache: Context | None, ns: str, ttl: Any, **options: Any) -> None:
+        if callable(ns):  # `@cached` without parentheses: refused here, not at the first call
+            raise _bare_form(cache, ns)
         if ttl is not NOT_GIVEN:
             check_ttl(ttl)
         if "on_error" in options and options["on_error"] is not None:
             check_on_error(options["on_error"])
         self._cache, self._ns, self._ttl, self._options = cache, ns, ttl, options
 
+    # Async first (an async function also matches `Callable[P, R]`); a first parameter typed
+    # `type[...]` is a classmethod's `cls` (what type checkers pass above `@classmethod`), and
+    # a partial's `(*args: Any)` is none.
+    @overload
+    def __call__(self, fn: partial[R]) -> Cached[..., R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[type[_S], P], Coroutine[Any, Any, R]]
+    ) -> AsyncCachedClassMethod[_S, P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[type[_S], P], R]) -> CachedClassMethod[_S, P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCached[P, R]: ...  # type: ignore[overload-overlap]
     @overload
@@ -301,3 +384,14 @@ class Decorator:
         else:
             memo = TaggedMemo(self._cache, fn, self._ns, self._ttl, tags=tags, **options)
         return _CachedFunction(fn, memo)
+
+
+def _bare_form(cache: Context | None, fn: Callable[..., Any]) -> ConfigurationError:
+    # Not supported on purpose: the first argument is the namespace (what `clear(ns)` drops),
+    # and a decorator whose first argument is sometimes a function hides typos from type checkers.
+    door = "memo.cached" if cache is None else "cache.cached"
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return ConfigurationError(
+        f"@{door} needs parentheses (above {name}): write @{door}() for the defaults "
+        f'(namespace "default", the Cache\'s ttl), or @{door}(ns="...", ttl=60)'
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendProtocolError",
@@ -15,7 +17,23 @@ __all__ = [
 
 
 class MemoError(Exception):
-    """Root of every error memo raises on purpose."""
+    """Root of every error memo raises on purpose.
+
+    Every memo error pickles with its fields (`PartialFailure.result`, ...), so one
+    raised in a process-pool worker reaches the caller as itself.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls `cls(*self.args)`, which fails for a subclass
+        # whose __init__ takes other arguments (PartialFailure): rebuild without __init__.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[MemoError], args: tuple[Any, ...], state: dict[str, Any]) -> MemoError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(MemoError, ValueError):

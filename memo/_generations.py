@@ -127,6 +127,10 @@ class Generations:
         self.known: dict[str, tuple[str, float]] = {}
         #: record key -> the newest token this process has seen there (never goes back).
         self._tokens: dict[str, str] = {}
+        #: namespace -> the names in `known` that are made of its record: itself and
+        #: its functions' scopes. A clear(ns) touches these alone, so its cost does not
+        #: grow with the number of namespaces the process knows (many tenants).
+        self._members: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         _ALL.add(self)
 
@@ -198,7 +202,7 @@ class Generations:
             for name, record in records.items():
                 token = ".".join([self._keep(key, newest[key]) for key in record])
                 generation = generation_of(root, token)
-                self.known[name] = (generation, until)
+                self._install(name, (generation, until))
                 out[name] = generation
         return out
 
@@ -242,16 +246,35 @@ class Generations:
             self._keep(key, token)
             root = self._tokens.get(self.root_key)
             until = _monotonic() + self.ns_refresh
-            names = list(self.known) if ns is None or ns in self.known else [*self.known, ns]
+            if ns is None:
+                names: Iterable[str] = list(self.known)  # the root: every generation changes
+            elif SCOPE in ns:
+                names = (ns,)  # one function's own record: only its scope
+            else:
+                names = {ns, *self._members.get(ns, ())}
             for name in names:
                 record = self.record_keys(name)
                 if key != self.root_key and key not in record:
                     continue
                 tokens = [self._tokens.get(k) for k in record]
                 if root is None or None in tokens:
-                    self.known.pop(name, None)
+                    self._forget(name)
                 else:
-                    self.known[name] = (generation_of(root, ".".join(tokens)), until)  # type: ignore[arg-type]
+                    self._install(name, (generation_of(root, ".".join(tokens)), until))  # type: ignore[arg-type]
+
+    def _install(self, name: str, entry: tuple[str, float]) -> None:
+        # Caller holds the lock.
+        self.known[name] = entry
+        self._members.setdefault(name.partition(SCOPE)[0], set()).add(name)
+
+    def _forget(self, name: str) -> None:
+        # Caller holds the lock.
+        if self.known.pop(name, None) is not None:
+            ns = name.partition(SCOPE)[0]
+            members = self._members[ns]
+            members.discard(name)
+            if not members:
+                del self._members[ns]
 
     def _settle(
         self, key: str, raws: list[bytes | None], errors: list[BackendError]

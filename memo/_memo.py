@@ -247,7 +247,7 @@ class Memo:
 
     def _bind(self, cache: Context) -> Context:
         self._static = f"{cache.prefix}{self.keys.readable}:"
-        self._stats = cache.function_stats(self.ns)
+        self._stats = cache.function_stats(self.ns, owner=self)
         self._ttl = ttl = cache.ttl if self.ttl is NOT_GIVEN else self.ttl
         # memcached keeps an entry one second past its exact expiry plus the stale
         # window (its clock ticks in whole seconds); the header says when it expires.

@@ -19,6 +19,13 @@ same namespace just before the next block:
 Top-level `await` is allowed; a page's blocks share one event loop. What a
 page changes in the process (environment variables, registered key types, the
 default Cache) is undone after it.
+
+Top-level `await` is allowed; a page's blocks share one event loop.
+
+A `print(...)` line with a comment shows its output: the comment is checked
+against what the line printed, `<name>` standing for a run of letters and digits
+that changes between runs (a generation, a digest). Keys shown elsewhere (the
+command line examples) are checked against the layout of a key memo builds.
 """
 
 from __future__ import annotations
@@ -141,6 +148,9 @@ def test_page_samples_run(
     previous_default = _defaults._default
     saved_environ = dict(os.environ)
     saved_key_types = dict(_canonical._CANON), dict(_canonical._REGISTERED)
+
+    printed: list[str] = []  # what the page's print() calls wrote, block by block
+    namespace["print"] = lambda *args, **kwargs: printed.append(" ".join(map(str, args)))
     try:
         for block in found:
             if block.marker == "skip":
@@ -153,9 +163,11 @@ def test_page_samples_run(
                 flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
                 dont_inherit=True,  # not this file's `from __future__ import annotations`
             )
+            printed.clear()
             result = eval(compiled, namespace)
             if asyncio.iscoroutine(result):
                 loop.run_until_complete(result)
+            check_printed(page, block, printed)
     finally:
         for value in {id(c): c for c in [*made, *namespace.values(), _defaults._default]}.values():
             if isinstance(value, memo.Cache):  # the samples' connections, closed like a program would
@@ -169,6 +181,51 @@ def test_page_samples_run(
             registry.clear()
             registry.update(saved)  # type: ignore[attr-defined]
         del sys.modules[module.__name__]
+
+
+_SHOWN = re.compile(r"^\s*print\(.*\)\s+# (?P<shown>.+?)\s*$", re.M)
+_PLACEHOLDER = re.compile(r"<[a-z_]+>")
+
+
+def shown_pattern(shown: str) -> re.Pattern[str]:
+    """`shown` as a pattern: each `<name>` stands for a run of letters and digits."""
+    parts = _PLACEHOLDER.split(shown)
+    return re.compile("[0-9A-Za-z]+".join(map(re.escape, parts)))
+
+
+def check_printed(page: Path, block: Block, printed: list[str]) -> None:
+    shown = [m.group("shown") for m in _SHOWN.finditer(block.code)]
+    if not shown:
+        return
+    assert len(printed) == len(shown), (page.name, block.line, printed)
+    for text, comment in zip(printed, shown, strict=True):
+        assert shown_pattern(comment).fullmatch(text), (
+            f"{page.name}:{block.line}: printed {text!r}, shows {comment!r}"
+        )
+
+
+def test_shown_output_is_checked() -> None:
+    assert shown_pattern("app:users:get_user:<generation>:<digest>").fullmatch("app:users:get_user:0af3:9e")
+    assert not shown_pattern("app:users:<generation>").fullmatch("app:users:app.get_user:0af3")
+    assert [m.group("shown") for m in _SHOWN.finditer("print(k)     # a:<b>\nprint(1)\n")] == ["a:<b>"]
+
+
+_KEYED = memo.Cache("memory://", prefix="app:")
+
+
+@_KEYED.cached(ns="users")
+def get_user(user_id: int) -> dict[str, int]:
+    """The function of the command line examples (`memo key app.users:get_user 42`)."""
+    return {"id": user_id}
+
+
+def test_keys_in_command_line_examples_have_memo_s_layout() -> None:
+    real = get_user.key_for(42)
+    layout = re.compile(re.sub(r"[0-9a-f]{16}:[0-9a-f]{32}$", "[0-9a-f]{16}:[0-9a-f]{32}", re.escape(real)))
+    shown = re.findall(r"memo inspect \S+ '([^']+)'", (DOCS / "operations.md").read_text())
+    assert shown
+    for key in shown:
+        assert layout.fullmatch(key), f"{key!r} is not laid out as memo's keys are ({real!r})"
 
 
 def test_the_site_builds_strictly(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_prometheus_counters_and_histograms() -> None:
     assert sample("memo_operation_duration_seconds_sum", "hit", "users") > 0
 
 
-def test_prometheus_prefix_and_default_registry_refuses_a_duplicate() -> None:
+def test_prometheus_prefix_and_a_second_instance_shares_the_metrics() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from memo.prometheus import PrometheusMetrics
@@ -56,8 +56,31 @@ def test_prometheus_prefix_and_default_registry_refuses_a_duplicate() -> None:
     assert (
         'app_cache_events_total{kind="hit",ns="n",source="cached"} 1.0' in generate_latest(registry).decode()
     )
-    with pytest.raises(ValueError, match="Duplicated"):
-        PrometheusMetrics(registry, prefix="app_cache")
+    # Two Caches each built with its own PrometheusMetrics (an app factory called twice).
+    second = PrometheusMetrics(registry, prefix="app_cache")
+    exercise(memo.Cache(on_event=second))
+    exercise(memo.Cache(on_event=PrometheusMetrics(registry, prefix="app_cache")))
+    text = generate_latest(registry).decode()
+    assert 'app_cache_events_total{kind="hit",ns="n",source="cached"} 1.0' in text
+    assert 'app_cache_events_total{kind="hit",ns="users",source="values"} 4.0' in text
+    with pytest.raises(memo.ConfigurationError, match="share that one instance"):
+        PrometheusMetrics(registry, prefix="app_cache", buckets=(0.1, 1.0))
+
+
+def test_prometheus_names_taken_by_another_collector_are_a_configuration_error() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from memo.prometheus import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    Counter("taken_events", "not memo's", registry=registry)
+    with pytest.raises(memo.ConfigurationError, match=r"taken_\* are already registered .* another prefix="):
+        PrometheusMetrics(registry, prefix="taken")
+    Counter("half_operation_duration_seconds", "not memo's", registry=registry)
+    with pytest.raises(memo.ConfigurationError, match="half_"):
+        PrometheusMetrics(registry, prefix="half")
+    # Nothing of the refused instance stays registered.
+    assert "half_events" not in {m.name for m in registry.collect()}
 
 
 def test_opentelemetry_counters_and_histograms() -> None:

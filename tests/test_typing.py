@@ -1,10 +1,13 @@
-"""mypy --strict sees decorated functions' parameters and return types."""
+"""mypy --strict and pyright see decorated functions' parameters, return types and attributes."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -28,9 +31,27 @@ def run_mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_pyright(*paths: Path) -> subprocess.CompletedProcess[str]:
+    pyright = shutil.which("pyright", path=str(Path(sys.executable).parent))
+    if pyright is None:
+        pytest.fail("pyright is not installed (it is in the dev dependency group)")
+    return subprocess.run(
+        [pyright, "--pythonpath", sys.executable, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
 def test_decorated_functions_keep_their_signatures() -> None:
     result = run_mypy(HERE / "typing_check.py")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pyright_agrees() -> None:
+    result = run_pyright(HERE / "typing_check.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 errors" in result.stdout
 
 
 def test_the_typing_check_is_not_vacuous(tmp_path: Path) -> None:
@@ -45,3 +66,6 @@ def test_the_typing_check_is_not_vacuous(tmp_path: Path) -> None:
     result = run_mypy(path)
     assert result.returncode == 1
     assert result.stdout.count("[assert-type]") == 2, result.stdout
+    result = run_pyright(path)
+    assert result.returncode == 1
+    assert result.stdout.count("reportAssertTypeFailure") == 2, result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from typing_extensions import assert_type
@@ -87,3 +88,48 @@ def check_decorated_callables_and_key_types() -> None:
     bound = cache.cached(ns="m")(Repo().get)
     assert_type(bound(1), str)
     assert_type(memo.register_key_type(Repo, lambda r: 1), None)
+
+
+class Shop:
+    """Classmethods under @cached (the form the README recommends) and a property over one."""
+
+    @cache.cached(ns="shop")
+    @classmethod
+    def create(cls, name: str) -> str:
+        return name
+
+    @cache.cached(ns="shop")
+    @classmethod
+    async def acreate(cls, name: str) -> int:
+        return 1
+
+    @property
+    @cache.cached(ns="shop")
+    def total(self) -> int:
+        return 1
+
+    def __cache_key__(self) -> int:
+        return 1
+
+
+async def check_method_forms() -> None:
+    assert_type(Shop.create("a"), str)
+    assert_type(Shop().create("a"), str)
+    assert_type(Shop.create.invalidate("a"), bool)
+    assert_type(Shop.create.key_for("a"), str)
+    assert_type(await Shop.acreate("a"), int)
+    assert_type(await Shop().acreate.arefresh("a"), int)
+    Shop.create(1)  # type: ignore[arg-type]
+    Shop.create("a", "b")  # type: ignore[call-arg]
+    assert_type(Shop().total, int)
+    Shop().total = 2  # type: ignore[misc]
+
+
+def check_function_attributes() -> None:
+    assert_type(get_user.__name__, str)
+    assert_type(get_user.__qualname__, str)
+    assert_type(aget_user.__qualname__, str)
+    plain: Callable[[int], dict[str, int]] = get_user.__wrapped__
+    coroutine: Callable[[int], Coroutine[Any, Any, list[str]]] = aget_user.__wrapped__
+    assert_type(plain(1), dict[str, int])
+    del coroutine
