@@ -99,6 +99,9 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         "retry_after": float,
         "discovery_interval": float,
         "proxy": str,
+        # A gutter pool for down servers' keys (`_gutter.GutterBackend`).
+        "gutter": str,
+        "gutter_ttl": float,
     }
 
     def __init__(
@@ -233,6 +236,12 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         specs = parts.netloc.split(",")
         servers = [parse_server(spec, url) for spec in specs]
         options = dict(options)
+        if cls is MemcachedBackend and ("gutter" in options or "gutter_ttl" in options):
+            if not options.get("gutter"):
+                raise ConfigurationError(f"gutter_ttl needs gutter=host:port[,host:port...] in {url!r}")
+            from ._gutter import GutterBackend  # a subclass: imported here, not at the top
+
+            return GutterBackend.from_url(parts, options)
         tls_context = options.pop("tls_context", None)
         if scheme.endswith("+tls"):
             if tls_context is None:

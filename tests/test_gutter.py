@@ -1,0 +1,320 @@
+"""The gutter pool: a down server's keys go to short-lived copies elsewhere, and come back.
+
+Every test runs real memcached processes: a main pool, a gutter pool, and
+SIGKILL for the server that fails.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from memcached_fixtures import MemcachedProcess, _start_or_skip
+
+import memo
+from memo._backend import backend_from_url
+from memo._memcached import GutterBackend, MemcachedBackend
+from memo._memcached._gutter import GUTTER_UNIQUE
+from memo.testing import BackendContract
+from memo.testing import BackendOps as Ops
+
+Servers = Callable[..., list[MemcachedProcess]]
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _url(main: list[MemcachedProcess], gutter: list[MemcachedProcess], **query: Any) -> str:
+    extra = "".join(f"&{k}={v}" for k, v in query.items())
+    return (
+        "memcached://"
+        + ",".join(p.address for p in main)
+        + "?gutter="
+        + ",".join(p.address for p in gutter)
+        + extra
+    )
+
+
+def _key_on(backend: MemcachedBackend, server: str) -> str:
+    """A fresh key that routes to `server`."""
+    while True:
+        key = f"g:{uuid.uuid4().hex}"
+        if backend.server_for(key) == server:
+            return key
+
+
+def _raw(process: MemcachedProcess, line: bytes) -> bytes:
+    """One meta/classic request straight to a process; the reply's first line."""
+    with socket.create_connection(("127.0.0.1", process.port), timeout=2) as sock:
+        sock.sendall(line + b"\r\n")
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def _mark_down(ops: Ops, key: str) -> None:
+    """Fail enough calls for the key's server to open its breaker (threshold 1 in these tests)."""
+    with pytest.raises(memo.BackendUnavailable):
+        MemcachedBackend.get(ops.backend, key)
+
+
+@pytest.fixture(scope="module")
+def healthy_pools() -> Iterator[list[MemcachedProcess]]:
+    processes = [_start_or_skip(), _start_or_skip()]
+    yield processes
+    for process in processes:
+        process.cleanup()
+
+
+class TestHealthyGutterPoolKeepsTheContract(BackendContract):
+    """With every server up, a gutter-configured backend is an ordinary backend."""
+
+    @pytest.fixture
+    def make_backend(self, memcached_server: MemcachedProcess, healthy_pools: list[MemcachedProcess]) -> Any:
+        return backend_from_url(_url([memcached_server, healthy_pools[0]], healthy_pools[1:]), {})
+
+
+def test_url_builds_a_gutter_backend_and_bad_options_are_configuration_errors() -> None:
+    backend = backend_from_url("memcached://127.0.0.1:1,127.0.0.1:2?gutter=127.0.0.1:3,127.0.0.1:4", {})
+    assert isinstance(backend, GutterBackend)
+    assert backend.gutter_servers == ("127.0.0.1:3", "127.0.0.1:4")
+    assert backend.gutter_ttl == 10.0
+    assert backend_from_url("memcached://127.0.0.1:1?gutter=127.0.0.1:3&gutter_ttl=4", {}).gutter_ttl == 4.0
+    assert (
+        repr(backend)
+        == "GutterBackend(['127.0.0.1:1', '127.0.0.1:2'], gutter=['127.0.0.1:3', '127.0.0.1:4'])"
+    )
+    with pytest.raises(memo.ConfigurationError, match="gutter_ttl needs gutter"):
+        backend_from_url("memcached://127.0.0.1:1?gutter_ttl=4", {})
+    with pytest.raises(memo.ConfigurationError, match="gutter_ttl must be"):
+        backend_from_url("memcached://127.0.0.1:1?gutter=127.0.0.1:3&gutter_ttl=0.5", {})
+    with pytest.raises(memo.ConfigurationError, match="must not be in the main pool"):
+        backend_from_url("memcached://127.0.0.1:1,127.0.0.1:2?gutter=127.0.0.1:2", {})
+    with pytest.raises(memo.ConfigurationError, match="gutter needs at least one"):
+        GutterBackend(["127.0.0.1:1"], gutter="")
+    assert type(backend_from_url("memcached://127.0.0.1:1", {})) is MemcachedBackend
+
+
+@pytest.mark.memcached
+def test_down_servers_keys_go_to_the_gutter_with_a_short_ttl_and_come_back(
+    memcached_servers: Servers, flavour: str
+) -> None:
+    main = memcached_servers(3)
+    (gutter,) = memcached_servers(1)
+    url = _url(main, [gutter], gutter_ttl=5, failure_threshold=1, retry_after=0.3)
+    ops = Ops(backend_from_url(url, {}), flavour)
+    try:
+        backend = ops.backend
+        victim = main[1]
+        key, other = _key_on(backend, victim.address), _key_on(backend, main[0].address)
+        assert ops.set(other, b"stays", 300)
+        victim.kill()
+        _mark_down(ops, key)
+        assert ops.get(key) is None  # a gutter miss, not an error
+        assert ops.set(key, b"v1", 300)
+        assert ops.get(key) == b"v1"
+        assert _raw(gutter, b"mg " + key.encode() + b" t v").startswith(b"VA 2 t5")  # ttl cut to 5
+        assert _raw(gutter, b"mg " + other.encode() + b" v") == b"EN"  # up servers' keys stay home
+        assert ops.get_many([key, other]) == {key: b"v1", other: b"stays"}
+        assert ops.set_many([(key, b"v2", None), (other, b"two", 300)]) == []
+        assert ops.get_many([key, other]) == {key: b"v2", other: b"two"}
+        assert _raw(gutter, b"mg " + key.encode() + b" t v").startswith(b"VA 2 t5")  # never-expiring too
+        # An invalidate while the server is down reaches the gutter's copy.
+        assert ops.delete(key)
+        assert ops.get(key) is None
+        ops.set(key, b"v3", 60)
+        ops.delete_many([key, other])
+        assert ops.get_many([key, other]) == {}
+        # The server comes back: once its breaker closes, its keys are read from it again.
+        ops.set(key, b"gutter copy", 60)
+        victim.start()
+        time.sleep(0.35)  # retry_after: the next call probes the server and closes the breaker
+        assert ops.get(key) is None
+        assert ops.set(key, b"home", 60)
+        assert _raw(victim, b"mg " + key.encode() + b" v") == b"VA 4"
+        assert ops.get(key) == b"home"
+    finally:
+        ops.close()
+
+
+@pytest.mark.memcached
+def test_a_lease_is_never_redeemed_in_the_other_pool(memcached_servers: Servers, flavour: str) -> None:
+    main = memcached_servers(2)
+    (gutter,) = memcached_servers(1)
+    ops = Ops(backend_from_url(_url(main, [gutter], failure_threshold=1, retry_after=0.3), {}), flavour)
+    try:
+        victim = main[0]
+        key = _key_on(ops.backend, victim.address)
+        # Taken at the key's server, which then dies: the store is refused, not sent to the gutter.
+        added, (marker, unique) = ops.lease(key, b"marker-1", 10)
+        assert added and marker == b"marker-1" and unique < GUTTER_UNIQUE
+        victim.kill()
+        _mark_down(ops, key)
+        assert ops.cas(key, b"late", 60, unique) is False
+        assert ops.get(key) is None
+        # Taken in the gutter: works there, with leases' usual meaning ...
+        added, (marker, unique) = ops.lease(key, b"marker-2", 10)
+        assert added and unique >= GUTTER_UNIQUE
+        added_again, (held, _) = ops.lease(key, b"marker-3", 10)
+        assert not added_again and held == b"marker-2"
+        assert ops.cas(key, b"filled", 60, unique) is True
+        assert ops.get(key) == b"filled"
+        assert ops.gets(key)[1] >= GUTTER_UNIQUE
+        # ... and an invalidate during the fill voids the store.
+        ops.delete(key)
+        added, (_, unique) = ops.lease(key, b"marker-4", 10)
+        ops.delete(key)
+        assert ops.cas(key, b"stale", 60, unique) is False
+        # Taken in the gutter, redeemed after the server came back: refused.
+        added, (_, unique) = ops.lease(key, b"marker-5", 10)
+        victim.start()
+        time.sleep(0.35)
+        assert ops.get(key) is None  # the probe succeeds: routed home again
+        assert ops.cas(key, b"cross", 60, unique) is False
+        assert ops.get(key) is None
+    finally:
+        ops.close()
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_no_value_invalidated_before_a_failure_is_served(memcached_servers: Servers, use_async: bool) -> None:
+    """Two outages of one server: the gutter's copy from the first is voided by an invalidate in between."""
+    import asyncio
+
+    main = memcached_servers(3)
+    (gutter,) = memcached_servers(1)
+    cache = memo.Cache(
+        _url(main, [gutter], failure_threshold=1, retry_after=0.3), prefix=f"t{uuid.uuid4().hex[:6]}:"
+    )
+    source = {"n": 1}
+
+    @cache.cached(ns="gut", ttl=300)
+    def read(i: int) -> tuple[int, int]:
+        return (i, source["n"])
+
+    @cache.cached(ns="gut", ttl=300)
+    async def aread(i: int) -> tuple[int, int]:
+        return (i, source["n"])
+
+    loop = asyncio.new_event_loop()
+
+    def call(i: int) -> tuple[int, int]:
+        return loop.run_until_complete(aread(i)) if use_async else read(i)
+
+    def invalidate(i: int) -> None:
+        loop.run_until_complete(aread.ainvalidate(i)) if use_async else read.invalidate(i)
+
+    fn = aread if use_async else read
+    victim = main[2]
+    i = next(
+        i
+        for i in range(10_000)
+        if cache.backend.server_for(_key_for(loop, fn, i, use_async)) == victim.address
+    )
+    try:
+        assert call(i) == (i, 1)
+        # First outage: the value is filled into the gutter.
+        victim.kill()
+        _fail_once(cache, _key_for(loop, fn, i, use_async))
+        source["n"] = 2
+        assert call(i) == (i, 2)
+        assert call(i) == (i, 2)  # a gutter hit
+        source["n"] = 3
+        assert call(i) == (i, 2)  # still the gutter's copy, as expected of a cache
+        victim.start()
+        time.sleep(0.35)
+        assert call(i) == (i, 3)  # back home (an empty restarted server)
+        # Invalidated while everything is up ...
+        source["n"] = 4
+        invalidate(i)
+        # ... then the server fails again within the gutter's TTL: its old copy must not come back.
+        victim.kill()
+        _fail_once(cache, _key_for(loop, fn, i, use_async))
+        assert call(i) == (i, 4)
+        # An invalidate while the server is down reaches the gutter's copy.
+        source["n"] = 5
+        invalidate(i)
+        assert call(i) == (i, 5)
+    finally:
+        cache.close()
+        loop.run_until_complete(cache.aclose())
+        loop.close()
+
+
+def _key_for(loop: Any, fn: Any, i: int, use_async: bool) -> str:
+    return str(loop.run_until_complete(fn.akey_for(i)) if use_async else fn.key_for(i))
+
+
+def _fail_once(cache: memo.Cache, key: str) -> None:
+    with pytest.raises(memo.BackendUnavailable):
+        MemcachedBackend.get(cache.backend, key)  # type: ignore[arg-type]
+
+
+def _hit_rate_after_a_kill(main: list[MemcachedProcess], url: str) -> tuple[float, float]:
+    """Four threads read 600 keys at random; one of 3 servers is SIGKILLed; hit rates before and after.
+
+    "After" is measured from one second past the kill (the gutter warms) for two seconds.
+    """
+    cache = memo.Cache(url, prefix=f"t{uuid.uuid4().hex[:6]}:")
+    computed = [0]
+
+    @cache.cached(ns="load", ttl=300)
+    def value(i: int) -> int:
+        computed[0] += 1
+        return i * 2
+
+    for i in range(600):
+        value(i)
+    calls = [0]
+    stop = threading.Event()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            i = rng.randrange(600)
+            assert value(i) == i * 2
+            calls[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+
+    def window(seconds: float) -> float:
+        calls[0] = computed[0] = 0
+        time.sleep(seconds)
+        return 1 - computed[0] / max(calls[0], 1)
+
+    try:
+        before = window(1.0)
+        main[1].kill()
+        time.sleep(1.0)
+        after = window(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        cache.close()
+    return before, after
+
+
+@pytest.mark.memcached
+def test_hit_rate_stays_above_80_percent_with_one_of_three_servers_killed(memcached_servers: Servers) -> None:
+    main = memcached_servers(3)
+    gutter = memcached_servers(2)
+    before, after = _hit_rate_after_a_kill(main, _url(main, gutter))
+    print(f"\ngutter: hit rate {before:.1%} before the kill, {after:.1%} after")
+    assert before > 0.99
+    assert after > 0.80
+    # The same load without a gutter: the dead server's keys simply miss.
+    main = memcached_servers(3)
+    before, after = _hit_rate_after_a_kill(main, "memcached://" + ",".join(p.address for p in main))
+    print(f"no gutter: hit rate {before:.1%} before the kill, {after:.1%} after")
+    assert before > 0.99
+    assert after < 0.80
