@@ -17,6 +17,7 @@ from .._errors import ConfigurationError
 from ._async import AsyncOps
 from ._discovery import ClusterConfig, ClusterDiscovery
 from ._fork import live_backends
+from ._leasing import ManyLeases
 from ._parking import Parking
 from ._pools import LoopPools
 from ._resolve import BoundedResolver, ResolverSocketModule
@@ -32,7 +33,7 @@ PROXIES = ("twemproxy",)
 _SCHEMES = ("memcached", "memcached+tls", "memcached+discovery", "memcached+discovery+tls")
 
 
-class MemcachedBackend(SyncOps, AsyncOps, Backend):
+class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
     """Memcached servers for sync and async callers, failing fast when one is down.
 
     Args:

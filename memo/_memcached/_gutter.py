@@ -44,7 +44,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-from .._backend import SetItem
+from .._backend import Backend, CasItem, LeaseResult, SetItem
 from .._errors import BackendError, BackendUnavailable, ConfigurationError
 from ._backend import MemcachedBackend
 from ._plan import any_down, combine, is_down, split_down, split_items
@@ -238,6 +238,16 @@ class GutterBackend(MemcachedBackend):
         added, found = self._gutter.lease(key, marker, self._ttl(ttl))
         return added, self._tagged(found)
 
+    def lease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
+        if any_down(self._topology):
+            return Backend.lease_many(self, items)  # key by key, each routed like `lease`
+        return super().lease_many(items)
+
+    def cas_many(self, items: Sequence[CasItem]) -> list[str]:
+        if any_down(self._topology) or any(item[3] >= GUTTER_UNIQUE for item in items):
+            return Backend.cas_many(self, items)
+        return super().cas_many(items)
+
     def close(self) -> None:
         super().close()
         self._gutter.close()
@@ -346,6 +356,12 @@ class GutterBackend(MemcachedBackend):
                 raise
         added, found = await self._gutter.alease(key, marker, self._ttl(ttl))
         return added, self._tagged(found)
+
+    async def alease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
+        return await super().alease_many(items)  # key by key already (`alease`)
+
+    async def acas_many(self, items: Sequence[CasItem]) -> list[str]:
+        return await super().acas_many(items)
 
     async def aclose(self) -> None:
         await super().aclose()
