@@ -38,17 +38,30 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+import orjson
 import wrapt
 
 from . import _leases as leases
 from ._backend import PartialFailure
 from ._binding import call_target
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
+from ._codec import (
+    EXPIRES,
+    GLOBAL_TYPES,
+    MAGIC,
+    PLAIN,
+    VERSION,
+    Codec,
+    DecodeError,
+    TypeRegistry,
+    expires_ms,
+    is_lease,
+)
 from ._drive import Op, Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
 from ._generations import SCOPE, scope_of
@@ -64,7 +77,9 @@ __all__ = ["AsyncCachedMany", "BatchDecorator", "CachedMany", "together"]
 P = ParamSpec("P")
 K = TypeVar("K")
 V = TypeVar("V")
-_time = __import__("time").time
+_time = time.time
+_loads = orjson.loads
+_PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _ABSENT: Any = object()
 
 # -- running many keys' steps side by side ------------------------------------------------
@@ -267,22 +282,61 @@ class Batch:
         static = f"{self._static}{gen}:"
         return {static + digest: item for digest, item in zip(digests, items, strict=True)}
 
-    def read(self, raw: bytes | None) -> Any:
-        """A stored entry's item value, `_ABSENT` (cached as absent), or None-wrapped miss."""
-        if raw is None or is_lease(raw):
+    def read(self, raw: bytes | None) -> list[Any] | None:
+        """A stored entry: `[value]`, `[_ABSENT]` (cached as absent), or None (a miss)."""
+        if raw is None:
             return None
-        expires = expires_ms(raw)
-        if expires is not None and expires <= _time() * 1000.0:
-            return None
-        try:
-            box = self.codec.decode(raw)
-        except DecodeError:
-            self._stats.decode_errors += 1
-            return None
+        if raw.startswith(_PLAIN_EXPIRES) and raw[-1:] == b"\n":
+            # The common entry, inlined: plain JSON with an exact expiry.
+            if int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
+                return None
+            try:
+                box = _loads(raw[11:])
+            except ValueError:
+                box = None
+        else:
+            if is_lease(raw):
+                return None
+            expires = expires_ms(raw)
+            if expires is not None and expires <= _time() * 1000.0:
+                return None
+            try:
+                box = self.codec.decode(raw)
+            except DecodeError:
+                box = None
         if type(box) is not list or len(box) > 1:
             self._stats.decode_errors += 1
             return None
-        return [box[0]] if box else [_ABSENT]
+        return box if box else [_ABSENT]
+
+    def _read_all(
+        self, keys: dict[str, Any], raws: dict[str, bytes], values: dict[Any, Any], missing: dict[str, Any]
+    ) -> None:
+        """Sort a multi-get's entries into `values` (item: value) and `missing` (key: what was read).
+
+        The common entry (plain JSON, an exact expiry not yet passed) is read
+        inline; anything else goes through `read`. Each body is decoded on its
+        own: bodies joined into one JSON array would let a corrupt body shift
+        its neighbours' values.
+        """
+        # Big-endian milliseconds compare as bytes: expiry > floor(now) iff expiry > now.
+        now = int(_time() * 1000.0).to_bytes(8, "big")
+        get, header, loads, read = raws.get, _PLAIN_EXPIRES, _loads, self.read
+        for key, item in keys.items():
+            raw = get(key)
+            if raw is not None and raw[:3] == header and raw[3:11] > now and raw[-1:] == b"\n":
+                try:
+                    box = loads(raw[11:])
+                except ValueError:
+                    box = None
+                if type(box) is list and len(box) == 1:
+                    values[item] = box[0]
+                    continue
+            box = read(raw)
+            if box is None:
+                missing[key] = raw
+            else:
+                values[item] = box[0]
 
     def encode(self, value: Any) -> bytes | None:
         """The entry for an item's value (`_ABSENT`: cached as absent), or None: not stored."""
@@ -331,13 +385,7 @@ class Batch:
             computed = yield ("compute", (compute, list(keys.values())))
             return self._results(computed, list(keys.values()))
         missing: dict[str, bytes | None] = {}
-        for key, item in keys.items():
-            raw = raws.get(key)
-            box = self.read(raw)
-            if box is None:
-                missing[key] = raw
-            else:
-                values[item] = box[0]
+        self._read_all(keys, raws, values, missing)
         self._stats.hits += len(values)
         self._stats.misses += len(missing)
         if missing:

@@ -198,15 +198,16 @@ class KeyMaker:
         """
         values = list(self._binder.bind(args, kwargs))
         at = self._names.index(name)
+        values[at] = None  # the items' slot: filled in for each item below
         try:
             fixed = [v if type(v) in _PLAIN else canonical(v) for v in values]
         except (Unkeyable, RecursionError):
             raise self._refusal(self._names, tuple(values)) from None
-        base, dumps = self._base, orjson.dumps
+        base, dumps, plain = self._base, orjson.dumps, _PLAIN
         out: list[str] = []
         for item in items:
             try:
-                fixed[at] = item if type(item) in _PLAIN else canonical(item)
+                fixed[at] = item if type(item) in plain else canonical(item)
                 payload = dumps(fixed)
             except (Unkeyable, RecursionError):
                 values[at] = item
