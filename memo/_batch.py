@@ -81,6 +81,8 @@ _time = time.time
 _loads = orjson.loads
 _PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _ABSENT: Any = object()
+#: Item digests remembered per function before the memory is dropped and rebuilt.
+_KNOWN_MAX = 10_000
 
 # -- running many keys' steps side by side ------------------------------------------------
 
@@ -245,6 +247,8 @@ class Batch:
         self.codec = Codec(registry)
         self.scope = scope_of(ns, self.keys.function_id)
         self._bound: Cache | None = None
+        #: Digests of recent int and str items (`KeyMaker.each_digests`), at most `_KNOWN_MAX`.
+        self._known: dict[Any, str] = {}
 
     def bound_cache(self) -> Cache:
         cache = self.cache or self.default_cache()
@@ -278,7 +282,10 @@ class Batch:
 
     def item_keys(self, gen: str, bound: inspect.BoundArguments, items: list[Any]) -> dict[str, Any]:
         """`{key: item}` for the items of a bound call."""
-        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items)
+        known = self._known
+        if len(known) > _KNOWN_MAX:
+            known.clear()
+        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items, known)
         static = f"{self._static}{gen}:"
         return {static + digest: item for digest, item in zip(digests, items, strict=True)}
 

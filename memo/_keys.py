@@ -189,12 +189,20 @@ class KeyMaker:
         return h.hexdigest()
 
     def each_digests(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, items: list[Any]
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str,
+        items: list[Any],
+        known: dict[Any, str] | None = None,
     ) -> list[str]:
         """Digests of one call per item: exactly `digest` of the call with parameter `name` set to it.
 
         The other arguments are bound and made canonical once (`cached_many`
-        keys a hundred items for about the cost of a hundred hashes).
+        keys a hundred items for about the cost of a hundred hashes). `known`,
+        if given, remembers the digests of `int` and `str` items by (the other
+        arguments, exact type, item), so hot items are not hashed again; the
+        caller bounds its size.
         """
         values = list(self._binder.bind(args, kwargs))
         at = self._names.index(name)
@@ -205,7 +213,14 @@ class KeyMaker:
             raise self._refusal(self._names, tuple(values)) from None
         base, dumps, plain = self._base, orjson.dumps, _PLAIN
         out: list[str] = []
+        context = dumps(fixed) if known is not None else b""
         for item in items:
+            kind = type(item)
+            if known is not None and (kind is int or kind is str):
+                found = known.get((context, kind, item))
+                if found is not None:
+                    out.append(found)
+                    continue
             try:
                 fixed[at] = item if type(item) in plain else canonical(item)
                 payload = dumps(fixed)
@@ -217,7 +232,10 @@ class KeyMaker:
                 payload = dumps([canonical(v) for v in values])
             h = base.copy()
             h.update(payload)
-            out.append(h.hexdigest())
+            digest = h.hexdigest()
+            if known is not None and (kind is int or kind is str):
+                known[(context, kind, item)] = digest
+            out.append(digest)
         return out
 
     @staticmethod

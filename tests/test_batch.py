@@ -144,6 +144,13 @@ def test_item_keys_are_those_of_a_call_with_the_item_and_type_exact() -> None:
     digests = maker.each_digests((["ignored"], 2.5), {"tag": "t"}, "ids", items)
     assert digests == [maker.digest((item, 2.5), {"tag": "t"}) for item in items]
     assert len(set(digests)) == len(items)
+    # Remembered digests are the same, per exact type and per other arguments.
+    known: dict[Any, str] = {}
+    for _ in range(2):
+        assert maker.each_digests(([], 2.5), {"tag": "t"}, "ids", items, known) == digests
+    assert len(known) == 4  # 1, "1", 2**70 and "\\ud800": int and str items only
+    other = maker.each_digests(([], 3.5), {"tag": "t"}, "ids", [1, True, "1"], known)
+    assert other == [maker.digest((item, 3.5), {"tag": "t"}) for item in (1, True, "1")]
     with pytest.raises(memo.UnkeyableArgumentError, match="ids"):
         maker.each_digests(([], 2.5), {}, "ids", [object()])
 
