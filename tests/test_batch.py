@@ -368,3 +368,27 @@ def test_undecodable_or_foreign_entries_are_misses(users: Users) -> None:
     assert users.fn.cache_info()["decode_errors"] == 3
     assert users([1, 2, 3]) == {1: user(1), 2: user(2), 3: user(3)}
     assert len(users.calls) == 2
+
+
+def test_a_cancelled_async_call_releases_its_leases(cache: memo.Cache) -> None:
+    started = asyncio.Event()
+
+    @cache.cached_many(ns="cancel", ttl=60, each="ids")
+    async def forever(ids: list[int]) -> dict[int, int]:
+        started.set()
+        await asyncio.sleep(3600)
+        return {}
+
+    async def scenario() -> list[bytes | None]:
+        task = asyncio.ensure_future(forever([1, 2]))
+        await started.wait()
+        keys = await forever.akey_for(ids=[1, 2])
+        assert all([await cache.backend.aget(key) is not None for key in keys])  # the leases, held
+        task.cancel()
+        await asyncio.wait([task])
+        assert task.cancelled()
+        found = [await cache.backend.aget(key) for key in keys]
+        await cache.aclose()
+        return found
+
+    assert asyncio.run(scenario()) == [None, None]
