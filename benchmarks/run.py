@@ -241,6 +241,14 @@ def targets(groups: dict[str, list[Case]]) -> list[tuple[str, str, bool | None]]
         ratio(find(groups, "miss-store", "memo, leases on"), find(groups, "miss-store", "memo, leases off")),
         1.3,
     )
+    target(
+        "cached_many, 100 ids with 10 missing, leases ≤ 1.5× raw get_many of 100 + set_many of 10",
+        ratio(
+            find(groups, "batch-100-10-missing", "memo cached_many, leases on"),
+            find(groups, "batch-100-10-missing", "pymemcache get_many 100 + set_many 10"),
+        ),
+        1.5,
+    )
     releases = groups.get("hit-vs-previous-release", [])
     before = next((c for c in releases if c.role == "baseline"), None)
     target(
