@@ -318,3 +318,60 @@ def test_hit_rate_stays_above_80_percent_with_one_of_three_servers_killed(memcac
     print(f"no gutter: hit rate {before:.1%} before the kill, {after:.1%} after")
     assert before > 0.99
     assert after < 0.80
+
+
+@pytest.mark.memcached
+def test_batches_of_leases_and_stores_route_each_key(memcached_servers: Servers, flavour: str) -> None:
+    main = memcached_servers(2)
+    (gutter,) = memcached_servers(1)
+    ops = Ops(backend_from_url(_url(main, [gutter], failure_threshold=1, retry_after=30), {}), flavour)
+    try:
+        home, away = _key_on(ops.backend, main[0].address), _key_on(ops.backend, main[1].address)
+        main[1].kill()
+        _mark_down(ops, away)
+        leased = ops.lease_many([(home, b"m-home", 10), (away, b"m-away", 10)])
+        assert leased[home][0] and leased[home][1][1] < GUTTER_UNIQUE
+        assert leased[away][0] and leased[away][1][1] >= GUTTER_UNIQUE
+        assert _raw(gutter, b"mg " + away.encode() + b" v") == b"VA 6"  # the marker, in the gutter
+        items = [(home, b"v-home", 60, leased[home][1][1]), (away, b"v-away", 60, leased[away][1][1])]
+        assert ops.cas_many(items) == []
+        assert ops.get_many([home, away]) == {home: b"v-home", away: b"v-away"}
+        # A unique from the other pool is refused, key by key.
+        swapped = [(home, b"x", 60, leased[away][1][1]), (away, b"y", 60, leased[home][1][1])]
+        assert sorted(ops.cas_many(swapped)) == sorted([home, away])
+    finally:
+        ops.close()
+
+
+@pytest.mark.memcached
+def test_cached_many_over_a_gutter_pool(memcached_servers: Servers) -> None:
+    main = memcached_servers(3)
+    (gutter,) = memcached_servers(1)
+    cache = memo.Cache(_url(main, [gutter], failure_threshold=1, retry_after=30), prefix="cm:")
+    calls: list[list[int]] = []
+
+    @cache.cached_many(ns="u", ttl=60, each="ids")
+    def double(ids: list[int]) -> dict[int, int]:
+        calls.append(sorted(ids))
+        return {i: 2 * i for i in ids}
+
+    try:
+        ids = list(range(30))
+        assert double(ids) == {i: 2 * i for i in ids}
+        main[0].kill()
+        on_dead = [
+            i
+            for i, key in zip(ids, double.key_for(ids=ids), strict=True)
+            if cache.backend.server_for(key) == main[0].address
+        ]
+        assert on_dead
+        _fail_once(cache, double.key_for(ids=on_dead[:1])[0])
+        assert double(ids) == {i: 2 * i for i in ids}
+        assert calls[-1] == on_dead  # only the dead server's items, then from the gutter
+        assert double(ids) == {i: 2 * i for i in ids}
+        assert len(calls) == 2
+        assert double.invalidate(ids=on_dead[:1])
+        assert double(ids) == {i: 2 * i for i in ids}
+        assert calls[-1] == on_dead[:1]
+    finally:
+        cache.close()
