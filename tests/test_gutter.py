@@ -96,6 +96,9 @@ def test_url_builds_a_gutter_backend_and_bad_options_are_configuration_errors() 
         backend_from_url("memcached://127.0.0.1:1?gutter=127.0.0.1:3&gutter_ttl=0.5", {})
     with pytest.raises(memo.ConfigurationError, match="must not be in the main pool"):
         backend_from_url("memcached://127.0.0.1:1,127.0.0.1:2?gutter=127.0.0.1:2", {})
+    with pytest.raises(memo.ConfigurationError, match="must not be in the main pool"):
+        GutterBackend("127.0.0.1:5", gutter=[("127.0.0.1", 5)])
+    assert GutterBackend("127.0.0.1:5", gutter="127.0.0.1:6").servers == ("127.0.0.1:5",)
     with pytest.raises(memo.ConfigurationError, match="gutter needs at least one"):
         GutterBackend(["127.0.0.1:1"], gutter="")
     assert type(backend_from_url("memcached://127.0.0.1:1", {})) is MemcachedBackend

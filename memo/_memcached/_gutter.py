@@ -95,6 +95,8 @@ class GutterBackend(MemcachedBackend):
                 f"gutter_ttl must be a number of seconds, at least 1, got {gutter_ttl!r}"
             )
         addresses = parse_gutter(gutter)
+        if isinstance(servers, str):
+            servers = [servers]
         main = [parse_server(s, s) if isinstance(s, str) else (s[0], int(s[1])) for s in servers]
         shared = set(addresses) & set(main)
         if shared:
