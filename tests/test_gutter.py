@@ -378,3 +378,29 @@ def test_cached_many_over_a_gutter_pool(memcached_servers: Servers) -> None:
         assert calls[-1] == on_dead[:1]
     finally:
         cache.close()
+
+
+@pytest.mark.memcached
+def test_an_invalidate_failing_before_the_server_is_marked_down_still_voids_the_gutter_copy(
+    memcached_servers: Servers, flavour: str
+) -> None:
+    main = memcached_servers(2)
+    (gutter,) = memcached_servers(1)
+    ops = Ops(backend_from_url(_url(main, [gutter], failure_threshold=2, retry_after=0.3), {}), flavour)
+    try:
+        victim = main[0]
+        key = _key_on(ops.backend, victim.address)
+        victim.kill()
+        for _ in range(2):
+            _mark_down(ops, key)
+        assert ops.set(key, b"old", 60)  # a copy in the gutter, from this first outage
+        victim.start()
+        time.sleep(0.35)
+        assert ops.get(key) is None  # the probe succeeds: routed home again
+        victim.kill()
+        with pytest.raises(memo.BackendUnavailable):
+            ops.delete(key)  # the first failure of two: not marked down yet
+        _mark_down(ops, key)  # the second: marked down, its keys read from the gutter
+        assert ops.get(key) is None
+    finally:
+        ops.close()

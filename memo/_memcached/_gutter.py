@@ -157,10 +157,11 @@ class GutterBackend(MemcachedBackend):
     def set(self, key: str, value: bytes, ttl: float | None) -> bool:
         try:
             stored = super().set(key, value, ttl)
-        except BackendUnavailable:
-            if not self._down(key):
-                raise
-            return self._gutter.set(key, value, self._ttl(ttl))
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable) and self._down(key):
+                return self._gutter.set(key, value, self._ttl(ttl))
+            _quietly(self._gutter.delete, key)  # the write failed; the old copy must not stay
+            raise
         _quietly(self._gutter.delete, key)
         return stored
 
@@ -185,17 +186,22 @@ class GutterBackend(MemcachedBackend):
     def delete(self, key: str) -> bool:
         try:
             deleted = super().delete(key)
-        except BackendUnavailable:
-            if not self._down(key):
-                raise
-            return self._gutter.delete(key)
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable) and self._down(key):
+                return self._gutter.delete(key)
+            _quietly(self._gutter.delete, key)  # failing, not yet marked down: void the copy anyway
+            raise
         _quietly(self._gutter.delete, key)
         return deleted
 
     def delete_many(self, keys: Sequence[str]) -> None:
         split = self._split(keys)
         if split is None:
-            super().delete_many(keys)
+            try:
+                super().delete_many(keys)
+            except BackendError:
+                _quietly(self._gutter.delete_many, keys)
+                raise
             _quietly(self._gutter.delete_many, keys)
             return
         up, down = split
@@ -275,10 +281,11 @@ class GutterBackend(MemcachedBackend):
     async def aset(self, key: str, value: bytes, ttl: float | None) -> bool:
         try:
             stored = await super().aset(key, value, ttl)
-        except BackendUnavailable:
-            if not self._down(key):
-                raise
-            return await self._gutter.aset(key, value, self._ttl(ttl))
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable) and self._down(key):
+                return await self._gutter.aset(key, value, self._ttl(ttl))
+            await _aquietly(self._gutter.adelete, key)
+            raise
         await _aquietly(self._gutter.adelete, key)
         return stored
 
@@ -302,17 +309,22 @@ class GutterBackend(MemcachedBackend):
     async def adelete(self, key: str) -> bool:
         try:
             deleted = await super().adelete(key)
-        except BackendUnavailable:
-            if not self._down(key):
-                raise
-            return await self._gutter.adelete(key)
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable) and self._down(key):
+                return await self._gutter.adelete(key)
+            await _aquietly(self._gutter.adelete, key)
+            raise
         await _aquietly(self._gutter.adelete, key)
         return deleted
 
     async def adelete_many(self, keys: Sequence[str]) -> None:
         split = self._split(keys)
         if split is None:
-            await super().adelete_many(keys)
+            try:
+                await super().adelete_many(keys)
+            except BackendError:
+                await _aquietly(self._gutter.adelete_many, keys)
+                raise
             await _aquietly(self._gutter.adelete_many, keys)
             return
         up, down = split
