@@ -154,12 +154,13 @@ def _batched(name: str, ops: dict[str, tuple[Any, ...]]) -> Steps[dict[str, Any]
         return {key: found.get(key) for key in keys}
     if name == "lease":
         try:
-            leased = yield ("lease_many", ([ops[key] for key in keys],))
+            leased: dict[str, Any] = yield ("lease_many", ([ops[key] for key in keys],))
         except PartialFailure as exc:
-            leased, error = exc.result, exc.errors[0]
-        else:
-            error = BackendUnavailable("lease_many left a key out")
-        return {key: leased.get(key, error) for key in keys}
+            leased = exc.result
+            if len(leased) < len(keys):
+                # The keys of the servers that failed: their error is thrown into their steps.
+                return {key: leased.get(key) or exc.errors[0] for key in keys}
+        return leased
     if name == "cas":
         try:
             refused = yield ("cas_many", ([ops[key] for key in keys],))

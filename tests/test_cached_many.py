@@ -314,6 +314,18 @@ def test_together_batches_the_same_step_of_many_keys() -> None:
     with pytest.raises(StopIteration) as stop:
         runner.throw(memo.BackendUnavailable("down"))
     assert isinstance(stop.value.value["a"], memo.BackendUnavailable)
+    # Leases of several servers, one of them failing: only its keys get the error.
+    runner = together({k: (yield_lease(k)) for k in ("a", "b")})
+    assert next(runner) == ("lease_many", ([("a", b"m", 1), ("b", b"m", 1)],))
+    error = memo.BackendUnavailable("server of b down")
+    with pytest.raises(StopIteration) as stop:
+        runner.throw(memo.PartialFailure("lease_many", {"a": (True, (b"m", 5))}, [error]))
+    assert stop.value.value == {"a": (True, (b"m", 5)), "b": error}
+
+
+def yield_lease(key: str) -> Any:
+    got = yield ("lease", (key, b"m", 1))
+    return got
 
 
 _WORKER = """
