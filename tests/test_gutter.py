@@ -404,3 +404,47 @@ def test_an_invalidate_failing_before_the_server_is_marked_down_still_voids_the_
         assert ops.get(key) is None
     finally:
         ops.close()
+
+
+_READER = """
+import sys, memo
+url, prefix, item, source = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+cache = memo.Cache(url, prefix=prefix)
+
+@cache.cached(ns="x", ttl=300, ignore=("source",))
+def read(i, source):
+    return source
+
+if source.startswith("find:"):  # the first item whose key routes to that server
+    print(next(i for i in range(10_000) if cache.backend.server_for(read.key_for(i, "")) == source[5:]))
+elif source == "invalidate":
+    print(read.invalidate(item, source))
+else:
+    print(read(item, source))
+cache.close()
+"""
+
+
+@pytest.mark.memcached
+def test_an_invalidate_in_one_process_reaches_the_gutter_copy_another_process_filled(
+    memcached_servers: Servers,
+) -> None:
+    import subprocess
+    import sys
+
+    main = memcached_servers(3)
+    (gutter,) = memcached_servers(1)
+    url = _url(main, [gutter], failure_threshold=1, retry_after=30)
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+
+    def in_another_process(item: int, source: str) -> str:
+        args = [sys.executable, "-c", _READER, url, prefix, str(item), source]
+        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+    victim = main[1]
+    item = int(in_another_process(0, f"find:{victim.address}"))
+    victim.kill()
+    assert in_another_process(item, "v1") == "v1"  # filled into the gutter by one process
+    assert in_another_process(item, "v2") == "v1"  # and read from it by the next
+    assert in_another_process(item, "invalidate") == "True"  # a third: reaches the gutter's copy
+    assert in_another_process(item, "v3") == "v3"
