@@ -11,11 +11,12 @@ Everything public is re-exported here; the modules behind it are private.
 """
 
 from ._backend import Backend, Capability, PartialFailure
+from ._batch import AsyncCachedMany, CachedMany
 from ._cache import Cache
 from ._canonical import register_key_type
 from ._codec import Codec, DecodeError, register_type
 from ._decorator import AsyncCached, Cached
-from ._defaults import cached, configure, default_cache
+from ._defaults import cached, cached_many, configure, default_cache
 from ._errors import (
     BackendError,
     BackendProtocolError,
@@ -34,6 +35,7 @@ from ._sentinels import NOT_GIVEN as UNSET  # the name users know for "not given
 __all__ = [
     "Cache",
     "cached",
+    "cached_many",
     "configure",
     "default_cache",
     "lifespan",
@@ -41,6 +43,8 @@ __all__ = [
     "Lifespan",
     "Cached",
     "AsyncCached",
+    "CachedMany",
+    "AsyncCachedMany",
     "Codec",
     "DecodeError",
     "register_type",

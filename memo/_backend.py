@@ -23,10 +23,23 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from ._errors import BackendError, ConfigurationError
 
-__all__ = ["Backend", "Capability", "PartialFailure", "SetItem", "backend_from_url", "register_backend"]
+__all__ = [
+    "Backend",
+    "Capability",
+    "CasItem",
+    "LeaseResult",
+    "PartialFailure",
+    "SetItem",
+    "backend_from_url",
+    "register_backend",
+]
 
 #: One write: (key, value, ttl in seconds or None for "never expires").
 SetItem = tuple[str, bytes, "float | None"]
+#: One store against a version: (key, value, ttl, cas unique).
+CasItem = tuple[str, bytes, "float | None", int]
+#: What a lease returns: (added, (value, cas unique) stored now, or None).
+LeaseResult = tuple[bool, "tuple[bytes, int] | None"]
 
 
 class PartialFailure(BackendError):
@@ -134,6 +147,41 @@ class Backend(abc.ABC):
         added = self.add(key, marker, ttl)
         return added, self.gets(key)
 
+    def lease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
+        """`lease` of several keys, `items` being (key, marker, ttl): `{key: (added, found)}`.
+
+        Keys whose lease failed are left out; raises the first error when all
+        failed, `PartialFailure` (its `result` the dict) when some did. Backends
+        that can should send one round trip per server (memcached pipelines them).
+        """
+        found: dict[str, LeaseResult] = {}
+        errors: list[BaseException] = []
+        for key, marker, ttl in items:
+            try:
+                found[key] = self.lease(key, marker, ttl)
+            except BackendError as exc:
+                errors.append(exc)
+        _finish_many("lease_many", found, errors, len(items))
+        return found
+
+    def cas_many(self, items: Sequence[CasItem]) -> list[str]:
+        """`cas` of several keys; return the keys not stored (refused or failed).
+
+        Raises the first error when all failed, `PartialFailure` (its `result`
+        the list) when some did.
+        """
+        not_stored: list[str] = []
+        errors: list[BaseException] = []
+        for key, value, ttl, unique in items:
+            try:
+                if not self.cas(key, value, ttl, unique):
+                    not_stored.append(key)
+            except BackendError as exc:
+                not_stored.append(key)
+                errors.append(exc)
+        _finish_many("cas_many", not_stored, errors, len(items))
+        return not_stored
+
     def get_all(self, key: str) -> dict[str, bytes | None]:
         """Read a small control record from every server: `{server: value or None}`.
 
@@ -228,6 +276,32 @@ class Backend(abc.ABC):
         added = await self.aadd(key, marker, ttl)
         return added, await self.agets(key)
 
+    async def alease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
+        """Async `lease_many`."""
+        found: dict[str, LeaseResult] = {}
+        errors: list[BaseException] = []
+        for key, marker, ttl in items:
+            try:
+                found[key] = await self.alease(key, marker, ttl)
+            except BackendError as exc:
+                errors.append(exc)
+        _finish_many("lease_many", found, errors, len(items))
+        return found
+
+    async def acas_many(self, items: Sequence[CasItem]) -> list[str]:
+        """Async `cas_many`."""
+        not_stored: list[str] = []
+        errors: list[BaseException] = []
+        for key, value, ttl, unique in items:
+            try:
+                if not await self.acas(key, value, ttl, unique):
+                    not_stored.append(key)
+            except BackendError as exc:
+                not_stored.append(key)
+                errors.append(exc)
+        _finish_many("cas_many", not_stored, errors, len(items))
+        return not_stored
+
     async def aget_all(self, key: str) -> dict[str, bytes | None]:
         """Async `get_all`."""
         return {"default": await self.aget(key)}
@@ -273,6 +347,17 @@ _REGISTRY: dict[str, str] = {
     "memcached+discovery": "memo._memcached:MemcachedBackend",
     "memcached+discovery+tls": "memo._memcached:MemcachedBackend",
 }
+
+
+def _finish_many(operation: str, result: Any, errors: Sequence[BaseException], attempted: int) -> None:
+    """Raise the first error when every key failed, `PartialFailure` when some did."""
+    if not errors:
+        return
+    if len(errors) == attempted:
+        raise errors[0]
+    raise PartialFailure(
+        f"{operation}: {len(errors)} of {attempted} keys failed: {errors[0]}", result, errors
+    )
 
 
 def register_backend(scheme: str, target: str) -> None:

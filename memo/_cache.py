@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _health, _touch
 from ._backend import Backend, Capability, PartialFailure, SetItem, backend_from_url
+from ._batch import BatchDecorator
 from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
@@ -209,6 +210,44 @@ class Cache:
         """
         options = {name: value for name, value in locals().items() if name not in ("self", "ns", "ttl")}
         return Decorator(self, ns, ttl, **options)
+
+    def cached_many(
+        self,
+        ns: str = "default",
+        ttl: float | None = NOT_GIVEN,
+        *,
+        each: str,
+        version: str | int | None = None,
+        ignore: Iterable[str] = (),
+        scope: Callable[..., Any] | None = None,
+        types: Iterable[type] = (),
+        strict: bool | None = None,
+        on_error: OnError | None = None,
+        lease_ttl: float | None = None,
+        lease_wait: float | None = None,
+        cache_absent: bool = False,
+    ) -> BatchDecorator:
+        """Memoize a function of many items item by item, computing only the missing ones.
+
+        `each` names the parameter taking the items (a list of ids); the function
+        returns `{item: value}`. Other arguments as `cached`; `cache_absent=True`
+        caches items the function did not return as absent. See docs/batches.md.
+        """
+        return BatchDecorator(
+            self,
+            ns,
+            ttl,
+            each=each,
+            version=version,
+            ignore=ignore,
+            scope=scope,
+            types=types,
+            strict=strict,
+            on_error=on_error,
+            lease_ttl=lease_ttl,
+            lease_wait=lease_wait,
+            cache_absent=cache_absent,
+        )
 
     # -- events --------------------------------------------------------------
 

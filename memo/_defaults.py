@@ -12,12 +12,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._batch import BatchDecorator
 from ._cache import Cache
 from ._decorator import Decorator
 from ._policy import OnError
 from ._sentinels import NOT_GIVEN
 
-__all__ = ["cached", "configure", "default_cache"]
+__all__ = ["cached", "cached_many", "configure", "default_cache"]
 
 _default: Cache | None = None
 _default_lock = threading.Lock()
@@ -86,5 +87,42 @@ def cached(
         cache_if=cache_if,
         tags=tags,
         local_ttl=local_ttl,
+        default_cache=default_cache,
+    )
+
+
+def cached_many(
+    ns: str = "default",
+    ttl: float | None = NOT_GIVEN,
+    *,
+    each: str,
+    version: str | int | None = None,
+    ignore: Iterable[str] = (),
+    scope: Callable[..., Any] | None = None,
+    types: Iterable[type] = (),
+    strict: bool | None = None,
+    on_error: OnError | None = None,
+    lease_ttl: float | None = None,
+    lease_wait: float | None = None,
+    cache_absent: bool = False,
+) -> BatchDecorator:
+    """Memoize a function of many items, item by item, in the default Cache.
+
+    Arguments as `Cache.cached_many`; the default Cache is looked up at each call.
+    """
+    return BatchDecorator(
+        None,
+        ns,
+        ttl,
+        each=each,
+        version=version,
+        ignore=ignore,
+        scope=scope,
+        types=types,
+        strict=strict,
+        on_error=on_error,
+        lease_ttl=lease_ttl,
+        lease_wait=lease_wait,
+        cache_absent=cache_absent,
         default_cache=default_cache,
     )

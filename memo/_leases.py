@@ -215,7 +215,7 @@ def wait(key: str, deadline: float, usable: Callable[[bytes], bool]) -> Steps[by
 
 
 def acquire_or_wait(
-    lease: Lease,
+    lease: Lease | str,
     lease_ttl: float,
     lease_wait: float,
     usable: Callable[[bytes], bool],
@@ -228,6 +228,8 @@ def acquire_or_wait(
     `lease_wait` seconds, so compute without storing and leave its lease alone.
     `on_wait()` is called once, when this caller starts waiting.
     """
+    if isinstance(lease, str):
+        lease = Lease(lease)
     outcome = yield from acquire(lease, lease_ttl, usable)
     deadline = 0.0
     while outcome is HELD:

@@ -96,6 +96,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "door",
         (
             "memo",
+            "memo._batch",
             "memo._cache",
             "memo._decorator",
             "memo._defaults",

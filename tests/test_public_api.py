@@ -12,6 +12,7 @@ import memo
 PUBLIC = {
     "Cache",
     "cached",
+    "cached_many",
     "configure",
     "default_cache",
     "lifespan",
@@ -19,6 +20,8 @@ PUBLIC = {
     "Lifespan",
     "Cached",
     "AsyncCached",
+    "CachedMany",
+    "AsyncCachedMany",
     "Codec",
     "DecodeError",
     "register_type",

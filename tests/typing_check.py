@@ -133,3 +133,25 @@ def check_function_attributes() -> None:
     coroutine: Callable[[int], Coroutine[Any, Any, list[str]]] = aget_user.__wrapped__
     assert_type(plain(1), dict[str, int])
     del coroutine
+
+
+@cache.cached_many(ns="users", ttl=60, each="ids")
+def get_users(ids: list[int], *, full: bool = False) -> dict[int, str]:
+    return {i: str(i) for i in ids}
+
+
+@memo.cached_many(ns="users", each="ids")
+async def aget_users(ids: list[int]) -> dict[int, bytes]:
+    return {}
+
+
+async def check_batches() -> None:
+    assert_type(get_users([1, 2]), dict[int, str])
+    assert_type(get_users([1], full=True), dict[int, str])
+    assert_type(get_users.invalidate(ids=[2]), bool)
+    assert_type(get_users.key_for(ids=[2]), list[str])
+    assert_type(await aget_users([1]), dict[int, bytes])
+    assert_type(await aget_users.ainvalidate([1]), bool)
+    assert_type(aget_users.cache_info(), dict[str, int])
+    get_users(["x"])  # type: ignore[list-item]
+    get_users([1], fully=True)  # type: ignore[call-arg]

@@ -20,9 +20,11 @@ The modules, one job each:
 * `_discovery`: ElastiCache auto-discovery (configuration endpoint, background thread).
 * `_fork`: forgetting inherited connections in a forked child.
 * `_backend`: `MemcachedBackend`, the façade over all of them.
+* `_gutter`: `GutterBackend`, a main pool whose down servers' keys go to a gutter pool.
 """
 
 from ._backend import PROXIES, MemcachedBackend
+from ._gutter import GutterBackend
 from ._server import ServerState
 
-__all__ = ["PROXIES", "MemcachedBackend", "ServerState"]
+__all__ = ["PROXIES", "GutterBackend", "MemcachedBackend", "ServerState"]

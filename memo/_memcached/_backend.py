@@ -18,6 +18,7 @@ from ._async import AsyncOps
 from ._checks import check_options, check_servers
 from ._discovery import ClusterConfig, ClusterDiscovery, Node
 from ._fork import live_backends
+from ._leasing import ManyLeases
 from ._parking import Parking
 from ._pools import LoopPools
 from ._resolve import BoundedResolver, ResolverSocketModule
@@ -33,7 +34,7 @@ PROXIES = ("twemproxy",)
 _SCHEMES = ("memcached", "memcached+tls", "memcached+discovery", "memcached+discovery+tls")
 
 
-class MemcachedBackend(SyncOps, AsyncOps, Backend):
+class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
     """Memcached servers for sync and async callers, failing fast when one is down.
 
     Args:
@@ -101,6 +102,9 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         "retry_after": float,
         "discovery_interval": float,
         "proxy": str,
+        # A gutter pool for down servers' keys (`_gutter.GutterBackend`).
+        "gutter": str,
+        "gutter_ttl": float,
     }
 
     def __init__(
@@ -230,6 +234,12 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         specs = parts.netloc.split(",")
         servers = [parse_server(spec, url) for spec in specs]
         options = dict(options)
+        if cls is MemcachedBackend and ("gutter" in options or "gutter_ttl" in options):
+            if not options.get("gutter"):
+                raise ConfigurationError(f"gutter_ttl needs gutter=host:port[,host:port...] in {url!r}")
+            from ._gutter import GutterBackend  # a subclass: imported here, not at the top
+
+            return GutterBackend.from_url(parts, options)
         tls_context = options.pop("tls_context", None)
         if scheme.endswith("+tls"):
             if tls_context is None:

@@ -14,6 +14,7 @@ cannot misdirect it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,6 +27,11 @@ from ._wire import ServerError, expiry, key_bytes
 __all__ = [
     "KeyGroups",
     "all_outcome",
+    "any_down",
+    "combine",
+    "is_down",
+    "split_down",
+    "split_items",
     "WriteGroups",
     "finish",
     "group_items",
@@ -147,3 +153,66 @@ def all_outcome(servers: Sequence[Server], outcomes: Sequence[Any]) -> list[tupl
     if outcomes and all(isinstance(o, BackendError) for o in outcomes):
         raise outcomes[0]
     return [(s, o) for s, o in zip(servers, outcomes, strict=True) if not isinstance(o, BaseException)]
+
+
+# -- the gutter pool's plan (`_gutter`) ------------------------------------------------
+
+_monotonic = time.monotonic
+
+
+def is_down(server: Server) -> bool:
+    """Whether a server's breaker is open now (a half-open one is up: the next call probes it)."""
+    until = server.blocked_until
+    return bool(until) and _monotonic() < until
+
+
+def any_down(topology: Topology) -> bool:
+    """Whether some server of the topology is marked down (a batch must then be split)."""
+    return any(is_down(server) for server in topology.servers)
+
+
+def split_down(topology: Topology, keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split keys into those whose server is up and those whose server is marked down."""
+    up: list[str] = []
+    down: list[str] = []
+    servers, index = topology.servers, topology.index
+    for key in keys:
+        (down if is_down(servers[index(key_bytes(key))]) else up).append(key)
+    return up, down
+
+
+def split_items(topology: Topology, items: Iterable[SetItem]) -> tuple[list[SetItem], list[SetItem]]:
+    """`split_down` for writes."""
+    up: list[SetItem] = []
+    down: list[SetItem] = []
+    servers, index = topology.servers, topology.index
+    for item in items:
+        (down if is_down(servers[index(key_bytes(item[0]))]) else up).append(item)
+    return up, down
+
+
+def combine(operation: str, outcomes: Sequence[Any], empty: Any) -> Any:
+    """Merge the outcomes of one batch sent to two pools (each a result or the error it raised).
+
+    Results are dicts (merged) or lists (concatenated); a `PartialFailure`
+    contributes what arrived. Raises like `finish`: the first error when every
+    part failed, `PartialFailure` with the merged result when some did.
+    """
+    result = empty
+    errors: list[BaseException] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            errors.append(outcome)
+            if not isinstance(outcome, PartialFailure):
+                continue
+            outcome = outcome.result
+        if outcome:
+            if isinstance(result, dict):
+                result.update(outcome)
+            else:
+                result += outcome
+    if errors and all(not isinstance(e, PartialFailure) for e in errors) and len(errors) == len(outcomes):
+        raise errors[0]
+    if errors:
+        raise PartialFailure(f"{operation}: {errors[0]}", result, errors)
+    return result
