@@ -59,9 +59,13 @@ def test_batch_baseline_raw_get_many_and_set_many(benchmark: Any, server: Memcac
     cache.close()
 
 
-@pytest.mark.parametrize("leases", [True, False], ids=["leases", "no-leases"])
-def test_batch_cached_many(benchmark: Any, server: MemcachedProcess, leases: bool) -> None:
-    role(benchmark, "subject", f"memo cached_many, leases {'on' if leases else 'off'}")
+@pytest.mark.parametrize(
+    ("leases", "label"),
+    [(True, "memo cached_many, leases on"), (False, "memo cached_many, leases off")],
+    ids=["leases", "no-leases"],
+)
+def test_batch_cached_many(benchmark: Any, server: MemcachedProcess, leases: bool, label: str) -> None:
+    role(benchmark, "subject", label)
     benchmark.group = GROUP
     cache = _cache(server, leases=leases)
     calls: list[int] = []

@@ -9,8 +9,8 @@ from memo._null import NullBackend
 def test_every_sync_operation_answers_as_an_empty_store() -> None:
     b = NullBackend()
     assert repr(b) == "NullBackend()"
-    assert b.set("k", b"v", 60) is True and b.get("k") is None
-    assert b.set_many([("k", b"v", 60)]) == [] and b.get_many(["k"]) == {}
+    assert b.set("k", b"v", 60) is False and b.get("k") is None  # nothing is stored
+    assert b.set_many([("k", b"v", 60)]) == ["k"] and b.get_many(["k"]) == {}  # none stored
     assert b.add("k", b"v", None) is True and b.gets("k") is None
     assert b.cas("k", b"v", 60, 1) is False
     assert b.touch("k", 60) is False
@@ -22,8 +22,8 @@ def test_every_sync_operation_answers_as_an_empty_store() -> None:
 
 async def test_every_async_operation_answers_as_an_empty_store() -> None:
     b = NullBackend()
-    assert await b.aset("k", b"v", 60) is True and await b.aget("k") is None
-    assert await b.aset_many([("k", b"v", 60)]) == [] and await b.aget_many(["k"]) == {}
+    assert await b.aset("k", b"v", 60) is False and await b.aget("k") is None
+    assert await b.aset_many([("k", b"v", 60)]) == ["k"] and await b.aget_many(["k"]) == {}
     assert await b.aadd("k", b"v", None) is True and await b.agets("k") is None
     assert await b.acas("k", b"v", 60, 1) is False
     assert await b.atouch("k", 60) is False
