@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import SplitResult
 
-from pymemcache.client.base import Client as _PymemcacheClient
-
 from .._backend import Backend
 from .._errors import ConfigurationError
 from ._async import AsyncOps
@@ -298,14 +296,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         """
         out: dict[str, dict[str, str]] = {}
         for server in self._topology.servers:
-            if self._proxy:
-                out[server.id] = {}
-                continue
-            got = self._attempt(server, _PymemcacheClient.stats)
-            if isinstance(got, BaseException):
-                out[server.id] = {}
-                continue
-            out[server.id] = {_text(k): _text(v) for k, v in got.items()}
+            out[server.id] = {} if self._proxy else self._server_stats(server)
         return out
 
     def close(self) -> None:
@@ -314,7 +305,3 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             self._discovery.close()
         self._parking.close()
         super().close()
-
-
-def _text(value: Any) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)

@@ -40,6 +40,8 @@ class Core:
     #: Idle async sockets kept between event loops (`_parking`).
     _parking: Parking
     _apools_lock: threading.RLock
+    #: Held while auto-discovery swaps `_topology`.
+    _topology_lock: threading.Lock
 
     def _every_server(self, kb: bytes) -> Sequence[Server]:
         """The servers `get_all`/`set_all` talk to.
