@@ -72,7 +72,10 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
     Batches (`get_many`, `set_many`, `delete_many`) cost one round trip per
     server involved: one multi-key `get`, or pipelined `set`/`delete` commands
     (`_plan`). The async flavour runs the servers' round trips concurrently;
-    the sync one asks them in turn. When some servers answer and others fail,
+    the sync one asks them in turn. An async read of many large values is
+    cut into several gets, each small enough for its reply to arrive within
+    `timeout` (sized by the bytes per key the server has cost lately), and a
+    part that fails fails only its own keys. When some servers answer and others fail,
     `PartialFailure` carries what arrived; when all fail, the first server's
     error is raised.
 

@@ -55,6 +55,12 @@ class Core:
             return (topology.server_for(kb),)
         return topology.servers
 
+    @staticmethod
+    def _note_writes(groups: dict[Server, list[tuple[str, bytes, bytes, int]]]) -> None:
+        """Let each server learn what a key costs from the values written to it (see `Server.read_size`)."""
+        for server, entries in groups.items():
+            server.note_size(sum(len(entry[2]) for entry in entries) / len(entries))
+
     def _store_id(self, server: Server) -> str:
         """The name a `get_all` reply gives a server: behind proxies, the one store's (the first proxy)."""
         return self._topology.servers[0].id if self._proxy else server.id

@@ -244,6 +244,7 @@ class SyncOps(Core):
         if len(value) > self.max_value_size:
             return False
         server = self._topology.server_for(kb)
+        server.note_size(len(value))
         try:
             return bool(self._call(server, ops.store, verb, kb, bytes(value), expiry(ttl)))
         except ServerError:
@@ -252,6 +253,7 @@ class SyncOps(Core):
     def set_many(self, items: Iterable[SetItem]) -> list[str]:
         not_stored: list[str] = []
         groups = group_items(self._topology, items, self.max_value_size, not_stored)
+        self._note_writes(groups)
         outcomes = [self._attempt(server, ops.set_many, entries) for server, entries in groups.items()]
         errors = merge_not_stored(groups, outcomes, not_stored)
         finish("set_many", not_stored, errors, len(groups))
