@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from cluster_fixtures import ConfigEndpoint
 from memcached_fixtures import MemcachedProcess
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
 import memo
 from memo._memcached import MemcachedBackend
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.usefixtures("protocol")]
 
 Servers = Callable[..., list[MemcachedProcess]]
 Endpoints = Callable[..., ConfigEndpoint]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from memcached_fixtures import MemcachedProcess
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
 from memo._backend import PartialFailure
 from memo._errors import BackendTimeout
@@ -23,7 +24,7 @@ from memo._memcached._async import FIRST_CHUNK, MAX_BATCH_KEYS, READ_RATE, chunk
 
 Servers = Any
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.usefixtures("protocol")]
 
 VALUE_SIZE = 900_000
 

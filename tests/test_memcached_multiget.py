@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
 from memo._errors import BackendError, BackendProtocolError
 from memo._memcached import MemcachedBackend
@@ -36,6 +37,7 @@ TRICKY = [
 
 
 @pytest.mark.memcached
+@pytest.mark.usefixtures("protocol")
 def test_values_of_every_shape_come_back_exactly(memcached_url: str) -> None:
     backend = MemcachedBackend.from_url(urlsplit(memcached_url), {})
     prefix = f"mg{uuid.uuid4().hex[:8]}:"

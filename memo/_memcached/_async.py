@@ -28,7 +28,7 @@ from ._core import Core
 from ._ops import meta_value, one_meta
 from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, merge_found, merge_not_stored
 from ._pools import LoopPools, Slots, current_loop, expire_waiter
-from ._proto import Fetch, mg
+from ._proto import MN, Fetch, Probe, mg
 from ._protocol import Connection
 from ._server import BREAKER_FAILURES, Server
 from ._wire import ServerError, expiry, key_bytes
@@ -84,8 +84,28 @@ class AsyncOps(Core):
         return pools, slots
 
     async def _connect(self, server: Server, loop: asyncio.AbstractEventLoop) -> Connection:
+        """A new connection; the first one to a server asks whether it speaks meta (see `_open_sync`)."""
         if self._discovery is not None:
             self._discovery.ensure_running()
+        conn = await self._adial(server, loop)
+        if server.meta is None:
+            try:
+                speaks = bool(await conn.request(MN, Probe(), timeout=self._timeout))
+            except (ServerError, BackendUnavailable):  # ERROR, garbage, or the connection closed
+                speaks = False
+            except BaseException:
+                conn.abort()
+                raise
+            if not speaks:
+                conn.abort()
+                self._settle(server, False)
+                conn = await self._adial(server, loop)
+            else:
+                self._settle(server, True)
+        conn.meta = bool(server.meta)
+        return conn
+
+    async def _adial(self, server: Server, loop: asyncio.AbstractEventLoop) -> Connection:
         tls = self._tls
         if tls is None:
             parked = self._parking.take(server.id)

@@ -23,10 +23,12 @@ from ._sync import SyncOps
 from ._topology import Topology
 from ._wire import key_bytes, parse_server
 
-__all__ = ["PROXIES", "MemcachedBackend"]
+__all__ = ["PROTOCOLS", "PROXIES", "MemcachedBackend"]
 
 #: Proxies memo knows how to degrade for (`proxy=` option, `?proxy=` in URLs).
 PROXIES = ("twemproxy",)
+#: `protocol=` values: ask each server (`auto`), or insist on one.
+PROTOCOLS = ("auto", "meta", "classic")
 _SCHEMES = ("memcached", "memcached+tls", "memcached+discovery", "memcached+discovery+tls")
 
 
@@ -68,6 +70,12 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         proxy: "twemproxy" when the servers are proxies in front of a pool:
             `get_all`/`set_all` then treat them as one store, and
             `server_stats` sends nothing (the proxy would drop the connection).
+        protocol: "auto" (default): each server is asked once, on its first
+            connection, whether it speaks the meta protocol (`mn`, answered
+            `MN`); those that do get `mg`/`ms`/`md`, the others (memcached
+            before 1.6, proxies) the classic commands. "meta" insists: a server
+            that does not speak it is a `ConfigurationError` at first use.
+            "classic" never asks. Behind `proxy=` it is always classic.
 
     Batches (`get_many`, `set_many`, `delete_many`) cost one round trip per
     server involved: one multi-key `get`, or pipelined `set`/`delete` commands
@@ -100,6 +108,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         "retry_after": float,
         "discovery_interval": float,
         "proxy": str,
+        "protocol": str,
     }
 
     def __init__(
@@ -116,29 +125,18 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         discovery: str | tuple[str, int] | None = None,
         discovery_interval: float = 60.0,
         proxy: str = "",
+        protocol: str = "auto",
     ) -> None:
-        if isinstance(servers, str):
-            servers = [servers]
-        addresses = [parse_server(s, s) if isinstance(s, str) else (s[0], int(s[1])) for s in servers]
-        if not addresses and discovery is None:
-            raise ConfigurationError("MemcachedBackend needs at least one server")
-        if addresses and discovery is not None:
-            raise ConfigurationError("give either servers or a discovery endpoint, not both")
-        for name, seconds in (
-            ("connect_timeout", connect_timeout),
-            ("timeout", timeout),
-            ("discovery_interval", discovery_interval),
-        ):
-            if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {seconds!r}")
-        if not (isinstance(retry_after, (int, float)) and 0 <= retry_after < math.inf):
-            raise ConfigurationError(f"retry_after must be a non-negative number, got {retry_after!r}")
-        if pool_size < 1:
-            raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
-        if failure_threshold < 1:
-            raise ConfigurationError(f"failure_threshold must be at least 1, got {failure_threshold}")
-        if max_value_size < 0:
-            raise ConfigurationError(f"max_value_size must not be negative, got {max_value_size}")
+        addresses = _addresses(servers, discovery)
+        _check_numbers(
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            discovery_interval=discovery_interval,
+            retry_after=retry_after,
+            pool_size=pool_size,
+            failure_threshold=failure_threshold,
+            max_value_size=max_value_size,
+        )
         if tls_context is not None and not isinstance(tls_context, ssl.SSLContext):
             raise ConfigurationError(
                 f"tls_context must be an ssl.SSLContext, got {type(tls_context).__name__}"
@@ -146,6 +144,10 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         proxy = "" if proxy in ("", "none") else proxy
         if proxy and proxy not in PROXIES:
             raise ConfigurationError(f"proxy must be one of {', '.join(PROXIES)} or none, got {proxy!r}")
+        if protocol not in PROTOCOLS:
+            raise ConfigurationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if proxy and protocol == "meta":
+            raise ConfigurationError(f"protocol=meta with proxy={proxy}: it speaks only the classic protocol")
 
         self._connect_timeout = float(connect_timeout)
         self._timeout = float(timeout)
@@ -155,6 +157,8 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         self._failure_threshold = failure_threshold
         self._retry_after = float(retry_after)
         self._proxy = proxy
+        # Behind a proxy, classic without asking: twemproxy drops the connection on `mn`.
+        self._protocol = "classic" if proxy else protocol
         self._socket_module = ResolverSocketModule(BoundedResolver(), self._connect_timeout)
         self._apools: dict[asyncio.AbstractEventLoop, LoopPools] = {}
         self._apools_lock = threading.RLock()
@@ -186,6 +190,8 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
     def _new_server(self, host: str, port: int, server_id: str | None = None) -> Server:
         server = Server(host, port, self._failure_threshold, self._retry_after, server_id=server_id)
         server.keep = self._pool_size
+        if self._protocol == "classic":
+            server.meta = False
         return server
 
     def _apply_cluster(self, config: ClusterConfig) -> None:
@@ -285,6 +291,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             "failure_threshold": self._failure_threshold,
             "retry_after": self._retry_after,
             "proxy": self._proxy,
+            "protocol": self._protocol,
         }
 
     def discovery_stats(self) -> dict[str, Any] | None:
@@ -308,3 +315,43 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
             self._discovery.close()
         self._parking.close()
         super().close()
+
+
+def _addresses(
+    servers: Sequence[str | tuple[str, int]], discovery: str | tuple[str, int] | None
+) -> list[tuple[str, int]]:
+    if isinstance(servers, str):
+        servers = [servers]
+    addresses = [parse_server(s, s) if isinstance(s, str) else (s[0], int(s[1])) for s in servers]
+    if not addresses and discovery is None:
+        raise ConfigurationError("MemcachedBackend needs at least one server")
+    if addresses and discovery is not None:
+        raise ConfigurationError("give either servers or a discovery endpoint, not both")
+    return addresses
+
+
+def _check_numbers(
+    *,
+    connect_timeout: float,
+    timeout: float,
+    discovery_interval: float,
+    retry_after: float,
+    pool_size: int,
+    failure_threshold: int,
+    max_value_size: int,
+) -> None:
+    for name, seconds in (
+        ("connect_timeout", connect_timeout),
+        ("timeout", timeout),
+        ("discovery_interval", discovery_interval),
+    ):
+        if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
+            raise ConfigurationError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    if not (isinstance(retry_after, (int, float)) and 0 <= retry_after < math.inf):
+        raise ConfigurationError(f"retry_after must be a non-negative number, got {retry_after!r}")
+    if pool_size < 1:
+        raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
+    if failure_threshold < 1:
+        raise ConfigurationError(f"failure_threshold must be at least 1, got {failure_threshold}")
+    if max_value_size < 0:
+        raise ConfigurationError(f"max_value_size must not be negative, got {max_value_size}")

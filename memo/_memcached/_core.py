@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .._errors import ConfigurationError
 from ._server import Server
 from ._topology import Topology
 
@@ -34,6 +35,8 @@ class Core:
     _retry_after: float
     #: The proxy the URL names ("twemproxy"), or "" for plain memcached servers.
     _proxy: str
+    #: "auto", "meta" or "classic" (`protocol=`).
+    _protocol: str
     _socket_module: ResolverSocketModule
     _discovery: ClusterDiscovery | None
     _apools: dict[asyncio.AbstractEventLoop, LoopPools]
@@ -42,6 +45,15 @@ class Core:
     _apools_lock: threading.RLock
     #: Held while auto-discovery swaps `_topology`.
     _topology_lock: threading.Lock
+
+    def _settle(self, server: Server, speaks_meta: bool) -> None:
+        """Record what the first connection to `server` learned; refuse a server that cannot speak meta."""
+        if not speaks_meta and self._protocol == "meta":
+            raise ConfigurationError(
+                f"protocol=meta, but memcached {server.id} does not speak the meta protocol "
+                "(memcached 1.6 or later does; use protocol=auto or protocol=classic)"
+            )
+        server.meta = speaks_meta
 
     def _every_server(self, kb: bytes) -> Sequence[Server]:
         """The servers `get_all`/`set_all` talk to.

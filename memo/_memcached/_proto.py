@@ -38,6 +38,7 @@ __all__ = [
     "Meta",
     "MetaFetch",
     "MetaLines",
+    "Probe",
     "ProtocolViolation",
     "Reader",
     "Stats",
@@ -410,6 +411,18 @@ class MetaFetch:
             if event.code != b"VA" or key is None or key not in self.wanted or event.data is None:
                 raise ProtocolViolation(repr(event)[:120])
             found[key] = event.data
+
+
+class Probe:
+    """The reply to `mn`: True for `MN` (the server speaks meta), False for any other reply line."""
+
+    __slots__ = ()
+
+    def collect(self, reader: Reader) -> Any:
+        event = reader.next_event()
+        if event is NEED_DATA:
+            return NEED_DATA
+        return type(event) is Meta and event.code == b"MN" and not reader.pending
 
 
 def whole_get(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:

@@ -50,6 +50,7 @@ class Server:
         "id",
         "keep",
         "lock",
+        "meta",
         "port",
         "read_size",
         "retry_after",
@@ -80,6 +81,8 @@ class Server:
         # Bytes a key read from this server has cost lately (-1: nothing read
         # yet): how async batches are split so each reply fits its timeout.
         self.read_size = -1.0
+        # Speaks the meta protocol: None until the first connection asked (`mn`).
+        self.meta: bool | None = None
 
     def admit(self) -> None:
         """Let a call through a breaker that was open, or raise BackendUnavailable.

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
-from .._errors import BackendError, BackendTimeout, BackendUnavailable
+from .._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
 from . import _ops as ops
 from ._core import Core
 from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, merge_found, merge_not_stored
-from ._proto import NEED_DATA, Fetch, ProtocolViolation, Reader, lean_meta_value, lean_value
+from ._proto import MN, NEED_DATA, Fetch, Probe, ProtocolViolation, Reader, lean_meta_value, lean_value
 from ._server import Server
 from ._wire import ServerError, expiry, key_bytes
 
@@ -144,17 +144,42 @@ class SyncOps(Core):
             self._discovery.ensure_running()
         return self._open_sync(server)
 
-    def _open_sync(self, server: Server) -> SyncConnection:
+    def _dial(self, server: Server) -> SyncConnection:
         sock = open_socket(
             server.host, server.port, self._socket_module, self._connect_timeout, self._timeout, self._tls
         )
         return SyncConnection(sock)
 
+    def _open_sync(self, server: Server) -> SyncConnection:
+        """A new connection; the first one to a server asks whether it speaks meta (`mn`).
+
+        `MN` means meta. `ERROR`, any other reply, or the connection closing
+        (twemproxy drops it) means classic, on a fresh connection: the first
+        may be out of step, or gone.
+        """
+        conn = self._dial(server)
+        if server.meta is None:
+            try:
+                speaks = bool(conn.run(MN, Probe()))
+            except (Closed, ConnectionResetError, ProtocolViolation):
+                speaks = False
+            except BaseException:
+                conn.close()
+                raise
+            if not speaks:
+                conn.close()
+                self._settle(server, False)
+                conn = self._dial(server)
+            else:
+                self._settle(server, True)
+        conn.meta = bool(server.meta)
+        return conn
+
     def _sync_error(self, server: Server, client: SyncConnection | None, exc: BaseException) -> NoReturn:
         """Close the connection of a failed call, count the failure, raise a memo error."""
         if client is not None:
             client.close()
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or isinstance(exc, ConfigurationError):
             raise exc  # KeyboardInterrupt and friends: the socket is closed, pass it on
         if isinstance(exc, BackendError) and not isinstance(exc, (BackendTimeout, BackendUnavailable)):
             raise exc  # an error reply: the server is alive
