@@ -248,7 +248,9 @@ def test_removing_a_server_loses_only_its_share(memcached_servers: Servers) -> N
 
 
 def test_batches_cost_one_round_trip_per_server(
-    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch, protocol: str
+    memcached_servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,  # noqa: F811 - the fixture
 ) -> None:
     procs = memcached_servers(3, verbose=True)
     keys = [f"rt:{i}" for i in range(300)]
@@ -286,7 +288,9 @@ def test_batches_cost_one_round_trip_per_server(
 
 
 async def test_async_batches_cost_one_round_trip_per_server(
-    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch, protocol: str
+    memcached_servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,  # noqa: F811 - the fixture
 ) -> None:
     procs = memcached_servers(3, verbose=True)
     keys = [f"rt:{i}" for i in range(300)]
