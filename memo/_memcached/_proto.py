@@ -170,7 +170,7 @@ class Reader:
             data = bytes(buf[self._pos : need - 2])
             self._header = None
             self._advance(need)
-            return header._replace(data=data)
+            return _with_data(header, data)
         pos = self._pos
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
@@ -190,10 +190,14 @@ class Reader:
     def _line_event(self, line: bytes) -> Event | _NeedData:
         if line.startswith(b"VALUE "):
             fields = line[6:].split(b" ")
-            if len(fields) not in (3, 4) or not all(f.isdigit() for f in fields[1:]):
+            n = len(fields)
+            if not (
+                (n == 3 or (n == 4 and fields[3].isdigit())) and fields[1].isdigit() and fields[2].isdigit()
+            ):
                 raise _bad(line)
-            cas = int(fields[3]) if len(fields) == 4 else None
-            return self._block(Value(fields[0], int(fields[1]), b"", cas), int(fields[2]))
+            return self._block(
+                Value(fields[0], int(fields[1]), b"", int(fields[3]) if n == 4 else None), fields[2]
+            )
         code = line[:2]
         if code in META_CODES and (len(line) == 2 or line[2:3] == b" "):
             tokens = line[3:].split(b" ")
@@ -201,7 +205,7 @@ class Reader:
                 return Meta(code, meta_flags(tokens), None)
             if not tokens[0].isdigit():
                 raise _bad(line)
-            return self._block(Meta(code, meta_flags(tokens[1:]), b""), int(tokens[0]))
+            return self._block(Meta(code, meta_flags(tokens[1:]), b""), tokens[0])
         if line.startswith(_ERRORS):
             kind, _, message = line.partition(b" ")
             if kind in _ERRORS:
@@ -210,10 +214,25 @@ class Reader:
             raise _bad(line)
         return Status(line)
 
-    def _block(self, header: Value | Meta, size: int) -> Event | _NeedData:
+    def _block(self, header: Value | Meta, size: bytes) -> Event | _NeedData:
+        start = self._pos
+        need = start + int(size) + 2
+        buf = self._buf
+        if len(buf) >= need:  # the usual case: the whole block is here already
+            if buf[need - 2 : need] != b"\r\n":
+                raise ProtocolViolation("data block not followed by CRLF")
+            data = bytes(buf[start : need - 2])
+            self._advance(need)
+            return _with_data(header, data)
         self._header = header
-        self._need = self._pos + size + 2
-        return self.next_event()
+        self._need = need
+        return NEED_DATA
+
+
+def _with_data(header: Value | Meta, data: bytes) -> Value | Meta:
+    if type(header) is Value:
+        return Value(header.key, header.flags, data, header.cas)
+    return Meta(header.code, header.flags, data)  # type: ignore[union-attr,arg-type]
 
 
 # -- reply plans: what one request's reply means ---------------------------------------

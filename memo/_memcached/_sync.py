@@ -35,7 +35,8 @@ from ._wire import ServerError, expiry, key_bytes
 __all__ = ["Closed", "SyncConnection", "SyncOps"]
 
 KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
-_RECV_SIZE = 256 * 1024
+# recv(n) allocates n bytes before it shrinks them: above ~128 KiB that is an mmap per call.
+_RECV_SIZE = 65536
 
 
 class Closed(Exception):
