@@ -157,8 +157,7 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         self._failure_threshold = failure_threshold
         self._retry_after = float(retry_after)
         self._proxy = proxy
-        # Behind a proxy, classic without asking: twemproxy drops the connection on `mn`.
-        self._protocol = "classic" if proxy else protocol
+        self._protocol = "classic" if proxy else protocol  # twemproxy drops a connection on `mn`
         self._socket_module = ResolverSocketModule(BoundedResolver(), self._connect_timeout)
         self._apools: dict[asyncio.AbstractEventLoop, LoopPools] = {}
         self._apools_lock = threading.RLock()
@@ -171,21 +170,25 @@ class MemcachedBackend(SyncOps, AsyncOps, Backend):
         self._discovery: ClusterDiscovery | None = None
         live_backends.add(self)
         if discovery is not None:
-            host, port = parse_server(discovery, discovery) if isinstance(discovery, str) else discovery
-            self._topology = Topology(
-                [], empty_reason=f"no node list from the configuration endpoint {host}:{port} yet"
-            )
-            self._discovery = ClusterDiscovery(
-                host,
-                port,
-                self._apply_cluster,
-                interval=float(discovery_interval),
-                tls_context=tls_context,
-                connect_timeout=self._connect_timeout,
-                timeout=self._timeout,
-            )
-            self._discovery.ensure_running()
-            self._discovery.first_attempt.wait(self._connect_timeout + self._timeout)
+            self._start_discovery(discovery, float(discovery_interval))
+
+    def _start_discovery(self, endpoint: str | tuple[str, int], interval: float) -> None:
+        """Ask the configuration endpoint for the nodes, waiting briefly for the first answer."""
+        host, port = parse_server(endpoint, endpoint) if isinstance(endpoint, str) else endpoint
+        self._topology = Topology(
+            [], empty_reason=f"no node list from the configuration endpoint {host}:{port} yet"
+        )
+        self._discovery = ClusterDiscovery(
+            host,
+            port,
+            self._apply_cluster,
+            interval=interval,
+            tls_context=self._tls,
+            connect_timeout=self._connect_timeout,
+            timeout=self._timeout,
+        )
+        self._discovery.ensure_running()
+        self._discovery.first_attempt.wait(self._connect_timeout + self._timeout)
 
     def _new_server(self, host: str, port: int, server_id: str | None = None) -> Server:
         server = Server(host, port, self._failure_threshold, self._retry_after, server_id=server_id)
