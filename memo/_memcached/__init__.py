@@ -3,10 +3,9 @@
 Both flavours speak the classic text protocol (`get`, `gets`, `set`, `add`,
 `cas`, `touch`, `delete`), or the meta protocol (`mg`, `ms`, `md`) where a
 server answers `mn` with `MN` (`protocol=auto`, the default), through one
-reader and encoder (`_proto`), route
-every key with the same consistent hash (`memo._routing`), write flags 0 and
-accept any flags on read, so an entry written by one flavour is read
-byte-for-byte by the other.
+reader and encoder (`_proto`), route every key with the same consistent hash
+(`memo._routing`), write flags 0 and accept any flags on read, so an entry
+written by one flavour or protocol is read byte-for-byte by the other.
 
 The modules, one job each:
 
