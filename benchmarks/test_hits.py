@@ -74,6 +74,41 @@ def test_hit_sync_memo(benchmark: Any, memo_cache: memo.Cache) -> None:
     assert memo_cache.stats("bench")["hits"] >= 1
 
 
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+def test_hit_sync_protocol(benchmark: Any, server: MemcachedProcess, protocol: str) -> None:
+    """memo's sync hit per protocol: `get k` or `mg k v`."""
+    role(benchmark, "subject", f"memo, {protocol}")
+    benchmark.group = "hit-sync-protocol"
+    cache = memo.Cache(server.url, protocol=protocol, prefix=f"h{uuid.uuid4().hex[:8]}:")
+
+    @cache.cached(ns="bench", ttl=600)
+    def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    get_user(42)
+    assert benchmark(get_user, 42) == SMALL
+    cache.close()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+def test_hit_async_protocol(
+    benchmark: Any, server: MemcachedProcess, loop: asyncio.AbstractEventLoop, protocol: str
+) -> None:
+    """memo's async hit per protocol."""
+    role(benchmark, "subject", f"memo, {protocol}")
+    benchmark.group = "hit-async-protocol"
+    cache = memo.Cache(server.url, protocol=protocol, prefix=f"h{uuid.uuid4().hex[:8]}:")
+
+    @cache.cached(ns="bench", ttl=600)
+    async def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    assert loop.run_until_complete(get_user(42)) == SMALL
+    assert bench_async(benchmark, loop, lambda: get_user(42)) == SMALL
+    loop.run_until_complete(cache.aclose())
+    cache.close()
+
+
 def test_hit_sync_dogpile(benchmark: Any, server: MemcachedProcess) -> None:
     """dogpile.cache with its pymemcache backend; its default keys have spaces, so sha1 them."""
     from dogpile.cache import make_region

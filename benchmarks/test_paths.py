@@ -53,6 +53,49 @@ def test_miss_store_memo(benchmark: Any, memo_cache: memo.Cache) -> None:
     assert stats["hits"] == 0 and stats["sets"] == stats["misses"]
 
 
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+def test_miss_fill_protocol(benchmark: Any, server: MemcachedProcess, protocol: str) -> None:
+    """A miss filled under a lease, per protocol; the round trips of one miss + fill are recorded."""
+    role(benchmark, "subject", f"memo, {protocol}")
+    benchmark.group = "miss-fill-protocol"
+    cache = memo.Cache(server.url, protocol=protocol, prefix=f"b{uuid.uuid4().hex[:8]}:")
+
+    @cache.cached(ns="miss", ttl=60)
+    def get_user(user_id: int) -> dict[str, Any]:
+        return SMALL
+
+    counter = itertools.count()
+    get_user(next(counter))  # the connection is open and the protocol known
+    benchmark.extra_info["round_trips"] = _round_trips(lambda: get_user(next(counter)))
+    assert benchmark(lambda: get_user(next(counter))) == SMALL
+    assert cache.stats("miss")["sets"] == cache.stats("miss")["misses"]
+    cache.close()
+
+
+def _round_trips(call: Any) -> int:
+    """How many requests memo's sync connections send during `call()` (each is one round trip)."""
+    from memo._memcached._sync import SyncConnection
+
+    sent = 0
+    real_run, real_get = SyncConnection.run, SyncConnection.get
+
+    def run(self: SyncConnection, *args: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return real_run(self, *args)
+
+    def get(self: SyncConnection, *args: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return real_get(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SyncConnection, "run", run)
+        patch.setattr(SyncConnection, "get", get)
+        call()
+    return sent
+
+
 def test_invalidate_raw(benchmark: Any, server: MemcachedProcess) -> None:
     from pymemcache.client.base import Client
 

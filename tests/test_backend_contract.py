@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
 from memo._backend import Backend, backend_from_url
 from memo._memory import MemoryBackend
@@ -16,6 +17,7 @@ class TestMemoryBackend(BackendContract):
 
 
 @pytest.mark.memcached
+@pytest.mark.usefixtures("protocol")
 class TestMemcachedBackend(BackendContract):
     @pytest.fixture
     def make_backend(self, memcached_url: str) -> Backend:

@@ -22,9 +22,11 @@ def flavour(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def ops(backend_url: str, flavour: str) -> Any:
-    made = Ops(backend_from_url(backend_url, {}), flavour)
+@pytest.fixture(params=["classic", "meta"])
+def ops(backend_url: str, flavour: str, request: pytest.FixtureRequest) -> Any:
+    # memory:// has no protocol: it runs twice, the same.
+    options = {"protocol": request.param} if backend_url.startswith("memcached") else {}
+    made = Ops(backend_from_url(backend_url, options), flavour)
     yield made
     made.close()
 

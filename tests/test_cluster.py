@@ -14,11 +14,12 @@ import pytest
 from cluster_fixtures import ConfigEndpoint
 from memcached_fixtures import MemcachedProcess
 from ports import refused_url
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
 import memo
 from memo._memcached import MemcachedBackend
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.usefixtures("protocol")]
 
 Servers = Callable[..., list[MemcachedProcess]]
 Endpoints = Callable[..., ConfigEndpoint]

@@ -132,8 +132,6 @@ ALLOWED_UPWARD: dict[tuple[str, str, str], str] = {}
 ALLOWED_CYCLE_EDGES: dict[tuple[str, str, str], str] = {
     # Cache builds the health check, which takes the Cache back (typed).
     ("memo._health", "memo._cache", "typing"): "health() takes a Cache",
-    # The fork hook resets the live backends it is handed; the backend registers with it.
-    ("memo._memcached._fork", "memo._memcached._backend", "typing"): "live_backends() holds backends",
 }
 
 MODES = ("runtime", "typing")

@@ -308,7 +308,8 @@ def test_a_killed_lease_holder_delays_others_by_at_most_lease_ttl(memcached_url:
 @pytest.mark.memcached
 def test_followers_in_one_process_share_one_wait(memcached_servers: Any) -> None:
     (server,) = memcached_servers(1, verbose=True)
-    cache = memo.Cache(server.url, lease_wait=0.5)
+    # Classic, so that each poll is one `get` line in the server's log.
+    cache = memo.Cache(server.url, lease_wait=0.5, protocol="classic")
     holder = memo.Cache(server.url)
 
     @cache.cached(ns="w", ttl=60)

@@ -22,6 +22,7 @@ import pymemcache.client.base
 import pytest
 from memcached_fixtures import MemcachedProcess
 from ports import refused_address
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 from pymemcache.client.base import Client as RawClient
 
 from memo._backend import PartialFailure, backend_from_url
@@ -32,7 +33,7 @@ from memo._memcached._protocol import Connection
 from memo._memcached._wire import expiry
 from memo._routing import Router
 
-pytestmark = pytest.mark.memcached
+pytestmark = [pytest.mark.memcached, pytest.mark.usefixtures("protocol")]
 
 Servers = Callable[..., list[MemcachedProcess]]
 
@@ -248,7 +249,9 @@ def test_removing_a_server_loses_only_its_share(memcached_servers: Servers) -> N
 
 
 def test_batches_cost_one_round_trip_per_server(
-    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+    memcached_servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,  # noqa: F811 - the fixture
 ) -> None:
     procs = memcached_servers(3, verbose=True)
     keys = [f"rt:{i}" for i in range(300)]
@@ -256,7 +259,8 @@ def test_batches_cost_one_round_trip_per_server(
     real_sendall = socket.socket.sendall
 
     def counting_sendall(sock: socket.socket, data: Any, *args: Any) -> None:
-        sends[sock.getpeername()[1]] += 1
+        if data != b"mn\r\n":  # the question a first connection asks (meta or classic?) is no batch
+            sends[sock.getpeername()[1]] += 1
         real_sendall(sock, data, *args)
 
     with sync_backend([p.address for p in procs]) as b:
@@ -272,25 +276,32 @@ def test_batches_cost_one_round_trip_per_server(
         b.delete_many(keys[:100])
         assert sends == {port: 1 for port in involved}
         monkeypatch.undo()
-    # The servers agree: one multi-key get each, covering exactly that server's keys.
+    # The servers agree: one multi-key get each (meta: quiet `mg`s), covering exactly that server's keys.
     for proc in procs:
-        gets = proc.commands("get")
-        assert len(gets) == 1
-        asked = set(gets[0].split()[1:])
+        if protocol == "meta":
+            asked = {line.split()[1] for line in proc.commands("mg")}
+            assert not proc.commands("get")
+        else:
+            gets = proc.commands("get")
+            assert len(gets) == 1
+            asked = set(gets[0].split()[1:])
         assert asked == {k for k in keys if b.server_for(k) == proc.address}
 
 
 async def test_async_batches_cost_one_round_trip_per_server(
-    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+    memcached_servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,  # noqa: F811 - the fixture
 ) -> None:
     procs = memcached_servers(3, verbose=True)
     keys = [f"rt:{i}" for i in range(300)]
     requests: collections.Counter[str] = collections.Counter()
     real_request = Connection.request
 
-    def counting_request(self: Connection, *args: Any, **kwargs: Any) -> Any:
-        requests[self.server_id] += 1
-        return real_request(self, *args, **kwargs)
+    def counting_request(self: Connection, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        if data != b"mn\r\n":  # the question a first connection asks (meta or classic?) is no batch
+            requests[self.server_id] += 1
+        return real_request(self, data, *args, **kwargs)
 
     monkeypatch.setattr(Connection, "request", counting_request)
     async with async_backend([p.address for p in procs]) as b:
@@ -304,7 +315,7 @@ async def test_async_batches_cost_one_round_trip_per_server(
         await b.adelete_many(keys)
         assert requests == every
     for proc in procs:
-        assert len(proc.commands("get")) == 1
+        assert len(proc.commands("mn" if protocol == "meta" else "get")) == (2 if protocol == "meta" else 1)
 
 
 # -- cancellation and interruption -----------------------------------------------------
@@ -926,7 +937,8 @@ def test_protocol_garbage_is_an_unavailable_server() -> None:
         address = f"127.0.0.1:{listener.getsockname()[1]}"
 
         async def both() -> None:
-            async with async_backend([address], failure_threshold=100) as b:
+            # protocol=meta would refuse the server at once: it does not answer `mn` with `MN`.
+            async with async_backend([address], failure_threshold=100, protocol="auto") as b:
                 with pytest.raises(BackendUnavailable):
                     b.get("mine")
                 with pytest.raises(BackendUnavailable):

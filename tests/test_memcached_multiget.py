@@ -16,18 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pymemcache.exceptions import (
-    MemcacheClientError,
-    MemcacheServerError,
-    MemcacheUnexpectedCloseError,
-    MemcacheUnknownError,
-)
+from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
 
-from memo._errors import BackendError
+from memo._errors import BackendError, BackendProtocolError
 from memo._memcached import MemcachedBackend
-from memo._memcached._protocol import FETCH as _FETCH
+from memo._memcached._ops import get_many
+from memo._memcached._proto import Fetch, ProtocolViolation
 from memo._memcached._protocol import Connection as _Connection
-from memo._memcached._sync import get_many_sync as _get_many_sync
+from memo._memcached._sync import Closed, SyncConnection
 
 TRICKY = [
     b"",
@@ -41,6 +37,7 @@ TRICKY = [
 
 
 @pytest.mark.memcached
+@pytest.mark.usefixtures("protocol")
 def test_values_of_every_shape_come_back_exactly(memcached_url: str) -> None:
     backend = MemcachedBackend.from_url(urlsplit(memcached_url), {})
     prefix = f"mg{uuid.uuid4().hex[:8]}:"
@@ -79,12 +76,16 @@ class Replies:
         return self.chunks.pop(0) if self.chunks else b""
 
 
-class FakeClient:
-    def __init__(self, *chunks: bytes) -> None:
-        self.sock: Any = Replies(*chunks)
+def FakeClient(*chunks: bytes) -> SyncConnection:
+    return SyncConnection(Replies(*chunks))
 
 
 KEYS = [b"a", b"b"]
+
+
+def _get_many_sync(client: SyncConnection, kbs: list[bytes]) -> dict[bytes, bytes]:
+    request = get_many(kbs, "test:11211", meta=False)
+    return client.run(request.data, request.plan)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -115,17 +116,17 @@ def test_a_value_ending_like_a_reply_is_read_to_the_real_end() -> None:
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
-        (b"VALUE c 0 1\r\nc\r\nEND\r\n", MemcacheUnknownError),  # a key not asked for
-        (b"VALUE a 0 2\r\n1\r\nEND\r\n", MemcacheUnknownError),  # shorter than its header says
-        (b"VALUE a 0 -2\r\n\r\nEND\r\n", MemcacheUnknownError),
-        (b"VALUE a 0 x\r\n1\r\nEND\r\n", MemcacheUnknownError),
-        (b"VALUE a 0\r\n1\r\nEND\r\n", MemcacheUnknownError),
-        (b"VALUE a 0 1\r\n1\r\nEND\r\nVALUE b 0 1\r\nb\r\nEND\r\n", MemcacheUnknownError),  # after END
-        (b"SERVER_ERROR out of memory\r\n", MemcacheServerError),
-        (b"CLIENT_ERROR bad command line format\r\n", MemcacheClientError),
-        (b"ERROR\r\n", MemcacheClientError),
-        (b"STORED\r\n", MemcacheUnknownError),
-        (b"VALUE a 0 1\r\n1", MemcacheUnexpectedCloseError),  # closed mid-reply
+        (b"VALUE c 0 1\r\nc\r\nEND\r\n", ProtocolViolation),  # a key not asked for
+        (b"VALUE a 0 2\r\n1\r\nEND\r\n", ProtocolViolation),  # shorter than its header says
+        (b"VALUE a 0 -2\r\n\r\nEND\r\n", ProtocolViolation),
+        (b"VALUE a 0 x\r\n1\r\nEND\r\n", ProtocolViolation),
+        (b"VALUE a 0\r\n1\r\nEND\r\n", ProtocolViolation),
+        (b"VALUE a 0 1\r\n1\r\nEND\r\nVALUE b 0 1\r\nb\r\nEND\r\n", ProtocolViolation),  # after END
+        (b"SERVER_ERROR out of memory\r\n", BackendProtocolError),
+        (b"CLIENT_ERROR bad command line format\r\n", BackendProtocolError),
+        (b"ERROR\r\n", BackendProtocolError),
+        (b"STORED\r\n", ProtocolViolation),
+        (b"VALUE a 0 1\r\n1", Closed),  # closed mid-reply
     ],
 )
 def test_replies_that_do_not_answer_the_request_raise(reply: bytes, error: type[Exception]) -> None:
@@ -154,7 +155,7 @@ async def fetch_async(*chunks: bytes) -> Any:
     conn = _Connection(asyncio.get_running_loop(), "test:11211")
     conn.connection_made(Transport())
     wanted = frozenset({b"a", b"b"})
-    future = conn.request(b"get a b\r\n", _FETCH, wanted=wanted, timeout=5)
+    future = conn.request(b"get a b\r\n", Fetch(wanted, "test:11211"), timeout=5)
     for chunk in chunks:
         if not future.done():
             conn.data_received(chunk)

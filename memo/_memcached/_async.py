@@ -18,19 +18,40 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from .._backend import SetItem
 from .._errors import BackendError, BackendTimeout, BackendUnavailable
+from . import _ops as ops
 from ._core import Core
+from ._ops import meta_value, one_meta
 from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, merge_found, merge_not_stored
 from ._pools import LoopPools, Slots, current_loop, expire_waiter
-from ._protocol import FETCH, GETS, LINE_GETS, LINES, Connection
+from ._proto import MN, Fetch, Probe, mg
+from ._protocol import Connection
 from ._server import BREAKER_FAILURES, Server
-from ._wire import ServerError, deleted, error_line, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes
 
-__all__ = ["AsyncOps", "run_groups"]
+__all__ = ["FIRST_CHUNK", "MAX_BATCH_KEYS", "READ_RATE", "AsyncOps", "chunk_size", "run_groups"]
+
+#: The most keys one multi-key get asks for.
+MAX_BATCH_KEYS = 1000
+#: Keys in the first chunk of a batch, while what a key costs on the server is not known.
+FIRST_CHUNK = 4
+#: Bytes per second a reply is assumed to arrive at, at least, when batches are split to fit the
+#: timeout (a conservative figure: loopback delivers 1-2 GB/s, a 1 Gbit/s link 125 MB/s).
+READ_RATE = 20_000_000
+
+
+def chunk_size(read_size: float, timeout: float) -> int:
+    """Keys per multi-key get so that its reply can arrive within `timeout`."""
+    if read_size < 0:
+        return FIRST_CHUNK
+    if not read_size:
+        return MAX_BATCH_KEYS
+    return max(1, min(MAX_BATCH_KEYS, int(timeout * READ_RATE / read_size)))
+
 
 _get_running_loop = asyncio.get_running_loop
 _timeout_ctx: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -63,8 +84,28 @@ class AsyncOps(Core):
         return pools, slots
 
     async def _connect(self, server: Server, loop: asyncio.AbstractEventLoop) -> Connection:
+        """A new connection; the first one to a server asks whether it speaks meta (see `_open_sync`)."""
         if self._discovery is not None:
             self._discovery.ensure_running()
+        conn = await self._adial(server, loop)
+        if server.meta is None:
+            try:
+                speaks = bool(await conn.request(MN, Probe(), timeout=self._timeout))
+            except (ServerError, BackendUnavailable):  # ERROR, garbage, or the connection closed
+                speaks = False
+            except BaseException:
+                conn.abort()
+                raise
+            if not speaks:
+                conn.abort()
+                self._settle(server, False)
+                conn = await self._adial(server, loop)
+            else:
+                self._settle(server, True)
+        conn.meta = bool(server.meta)
+        return conn
+
+    async def _adial(self, server: Server, loop: asyncio.AbstractEventLoop) -> Connection:
         tls = self._tls
         if tls is None:
             parked = self._parking.take(server.id)
@@ -138,10 +179,8 @@ class AsyncOps(Core):
             if server.blocked_until:
                 server.admit()
 
-    async def _request(
-        self, server: Server, data: bytes, mode: int, *, wanted: Any = (), expect: int = 0
-    ) -> Any:
-        """Send one request to `server` on a pooled connection and return its parsed reply."""
+    async def _request(self, server: Server, build: Callable[..., ops.Request], *args: Any) -> Any:
+        """Run the request `build(*args, server id, meta)` on a pooled connection of `server`."""
         if server.blocked_until:
             server.admit()
         pools, slots = self._pool_of(server, _get_running_loop())
@@ -149,7 +188,8 @@ class AsyncOps(Core):
         if conn is None:
             conn = await self._acquire(server, slots)
         try:
-            reply = await conn.request(data, mode, wanted=wanted, expect=expect, timeout=self._timeout)
+            request = build(*args, server.id, conn.meta)
+            reply = await conn.request(request.data, request.plan, timeout=self._timeout)
         except BaseException as exc:
             # Cancelled, timed out or failed between request and reply: the
             # reply may still arrive, so this connection is closed, never reused.
@@ -157,13 +197,13 @@ class AsyncOps(Core):
             if type(exc) in BREAKER_FAILURES:
                 server.failed()
             raise
-        if pools._closed:
+        if pools._closed or conn.broken:
             slots.discard(conn)
         else:
             slots.release(conn)
         if server.failures:
             server.succeeded()
-        return reply
+        return request.finish(reply, server.id)
 
     async def aget(self, key: str) -> bytes | None:
         """Get one key; concurrent gets to one server from one loop share a request.
@@ -191,9 +231,15 @@ class AsyncOps(Core):
             if conn is None:
                 conn = await self._acquire(server, slots)
             try:
-                found: dict[bytes, bytes] = await conn.request(
-                    b"get " + kb + b"\r\n", FETCH, wanted=(kb,), timeout=self._timeout
-                )
+                if conn.meta:
+                    value = meta_value(
+                        await conn.request(mg(kb, b"v"), one_meta(server.id), timeout=self._timeout)
+                    )
+                else:
+                    found: dict[bytes, bytes] = await conn.request(
+                        b"get " + kb + b"\r\n", Fetch((kb,), server.id), timeout=self._timeout
+                    )
+                    value = found.get(kb)
             except BaseException as exc:
                 slots.discard(conn)  # the reply may still come: never reuse this connection
                 if type(exc) in BREAKER_FAILURES:
@@ -207,7 +253,12 @@ class AsyncOps(Core):
             slots.release(conn)
         if server.failures:
             server.succeeded()
-        return found.get(kb)
+        if value is not None:
+            if len(value) > server.read_size:
+                server.read_size = len(value)
+        elif server.read_size < 0:
+            server.read_size = 0.0
+        return value
 
     def _aget_coalesced(
         self, server: Server, slots: Slots, kb: bytes, loop: asyncio.AbstractEventLoop
@@ -233,59 +284,91 @@ class AsyncOps(Core):
     async def _send_gets(
         self, server: Server, slots: Slots, batch: dict[bytes, list[asyncio.Future[bytes | None]]]
     ) -> None:
+        """Send the coalesced keys in chunks whose replies fit the timeout; each answers its own callers."""
         slots.gets_in_flight += 1
+        kbs = list(batch)
         try:
-            found: dict[bytes, bytes] = await self._request(
-                server, b"get " + b" ".join(batch) + b"\r\n", FETCH, wanted=batch
-            )
-        except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
+            async for chunk, got in self._chunks(server, kbs):
+                for kb in chunk:
+                    for fut in batch[kb]:
+                        if fut.done():
+                            continue
+                        if isinstance(got, BaseException):
+                            fut.set_exception(got)
+                        else:
+                            fut.set_result(got.get(kb))
+        except BaseException:
             for waiting in batch.values():
                 for fut in waiting:
-                    if fut.done():
-                        continue
-                    if cancelled:
-                        fut.cancel()
-                    else:
-                        fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+                    fut.cancel()  # cancelled (or the loop is closing): so are the callers still waiting
+            raise
         finally:
             slots.gets_in_flight -= 1
-        get = found.get
-        for kb, waiting in batch.items():
-            value = get(kb)
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_result(value)
 
-    async def _aget_group(self, server: Server, pairs: list[tuple[str, bytes]]) -> dict[bytes, bytes]:
-        kbs = [kb for _, kb in pairs]
-        found: dict[bytes, bytes] = await self._request(
-            server, b"get " + b" ".join(kbs) + b"\r\n", FETCH, wanted=frozenset(kbs)
-        )
-        return found
+    async def _chunks(
+        self, server: Server, kbs: list[bytes]
+    ) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes] | BackendError]]:
+        """Multi-key gets of `kbs`, one chunk at a time: each chunk and what it found, or its error.
+
+        One reply must arrive within `timeout`, so a chunk holds as many keys
+        as the server's recent bytes per key (`Server.read_size`) let arrive
+        at `READ_RATE` within it, at most `MAX_BATCH_KEYS`; while that is not
+        known yet, `FIRST_CHUNK` keys go first to learn it. A chunk that fails
+        fails only its own keys.
+        """
+        start = 0
+        while start < len(kbs):
+            n = chunk_size(server.read_size, self._timeout)
+            chunk = kbs[start : start + n]
+            start += n
+            try:
+                got: dict[bytes, bytes] = await self._request(server, ops.get_many, chunk)
+            except BackendError as exc:
+                yield chunk, exc
+                continue
+            server.note_read(len(chunk), got)
+            yield chunk, got
+
+    async def _aget_group(self, server: Server, pairs: list[tuple[str, bytes]]) -> Any:
+        """One server's part of a batch: `{key bytes: value}`, or `(found, errors)` when chunks failed."""
+        found: dict[bytes, bytes] = {}
+        errors: list[BackendError] = []
+        chunks = 0
+        async for _, got in self._chunks(server, [kb for _, kb in pairs]):
+            chunks += 1
+            if isinstance(got, BackendError):
+                errors.append(got)
+            else:
+                found.update(got)
+        if len(errors) == chunks:
+            raise errors[0]  # every chunk failed: so did this server
+        return (found, errors) if errors else found
 
     async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         groups = group_keys(self._topology, keys)
         if not groups:
             return {}
         outcomes = await run_groups([self._aget_group(server, pairs) for server, pairs in groups.items()])
+        chunk_errors: list[BaseException] = []
+        for i, outcome in enumerate(outcomes):
+            if type(outcome) is tuple:  # some chunks of this server failed: what the others found counts
+                outcomes[i], failed = outcome
+                chunk_errors += failed
         found, errors = merge_found(groups, outcomes)
-        finish("get_many", found, errors, len(groups))
+        errors += chunk_errors
+        finish("get_many", found, errors, len(groups) + len(chunk_errors))
         return found
 
     async def _astore(self, verb: bytes, key: str, value: bytes, ttl: float | None) -> bool:
         kb = key_bytes(key)
         if len(value) > self.max_value_size:
             return False
-        data = b"%b %b 0 %d %d\r\n%b\r\n" % (verb, kb, expiry(ttl), len(value), value)
+        server = self._topology.server_for(kb)
+        server.note_size(len(value))
         try:
-            lines: list[bytes] = await self._request(self._topology.server_for(kb), data, LINES, expect=1)
+            return bool(await self._request(server, ops.store, verb, kb, bytes(value), expiry(ttl)))
         except ServerError:
             return False
-        return lines[0] == b"STORED"
 
     async def aset(self, key: str, value: bytes, ttl: float | None) -> bool:
         return await self._astore(b"set", key, value, ttl)
@@ -293,137 +376,95 @@ class AsyncOps(Core):
     async def aadd(self, key: str, value: bytes, ttl: float | None) -> bool:
         return await self._astore(b"add", key, value, ttl)
 
-    async def _aset_group(self, server: Server, entries: list[tuple[str, bytes, bytes, int]]) -> list[str]:
-        data = b"".join(
-            [b"set %b 0 %d %d\r\n%b\r\n" % (kb, exp, len(value), value) for _, kb, value, exp in entries]
-        )
-        lines: list[bytes] = await self._request(server, data, LINES, expect=len(entries))
-        return [entry[0] for entry, line in zip(entries, lines, strict=True) if line != b"STORED"]
-
     async def aset_many(self, items: Iterable[SetItem]) -> list[str]:
         not_stored: list[str] = []
         groups = group_items(self._topology, items, self.max_value_size, not_stored)
         if not groups:
             return not_stored
-        outcomes = await run_groups([self._aset_group(server, entries) for server, entries in groups.items()])
+        self._note_writes(groups)
+        outcomes = await run_groups(
+            [self._request(server, ops.set_many, entries) for server, entries in groups.items()]
+        )
         errors = merge_not_stored(groups, outcomes, not_stored)
         finish("set_many", not_stored, errors, len(groups))
         return not_stored
 
     async def adelete(self, key: str) -> bool:
         kb = key_bytes(key)
-        server = self._topology.server_for(kb)
-        lines: list[bytes] = await self._request(server, b"delete " + kb + b"\r\n", LINES, expect=1)
-        return deleted(lines[0], server.id)
-
-    async def _adelete_group(self, server: Server, pairs: list[tuple[str, bytes]]) -> None:
-        data = b"".join([b"delete " + kb + b"\r\n" for _, kb in pairs])
-        lines: list[bytes] = await self._request(server, data, LINES, expect=len(pairs))
-        for line in lines:
-            deleted(line, server.id)
+        return bool(await self._request(self._topology.server_for(kb), ops.delete, kb))
 
     async def adelete_many(self, keys: Sequence[str]) -> None:
         groups = group_keys(self._topology, keys)
         if not groups:
             return
-        outcomes = await run_groups([self._adelete_group(server, pairs) for server, pairs in groups.items()])
+        outcomes = await run_groups(
+            [
+                self._request(server, ops.delete_many, [kb for _, kb in pairs])
+                for server, pairs in groups.items()
+            ]
+        )
         unconfirmed, errors = merge_deleted(groups, outcomes)
         finish("delete_many", unconfirmed, errors, len(groups))
 
     async def agets(self, key: str) -> tuple[bytes, int] | None:
         kb = key_bytes(key)
-        found: dict[bytes, tuple[bytes, int]] = await self._request(
-            self._topology.server_for(kb), b"gets " + kb + b"\r\n", GETS, wanted=(kb,)
-        )
-        return found.get(kb)
+        return await self._request(self._topology.server_for(kb), ops.gets, kb)  # type: ignore[no-any-return]
 
     async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
         kb = key_bytes(key)
         if len(value) > self.max_value_size:
             return False
-        data = b"cas %b 0 %d %d %d\r\n%b\r\n" % (kb, expiry(ttl), len(value), unique, value)
+        server = self._topology.server_for(kb)
         try:
-            lines: list[bytes] = await self._request(self._topology.server_for(kb), data, LINES, expect=1)
+            return await self._request(server, ops.cas, kb, bytes(value), expiry(ttl), unique) is True
         except ServerError:
             return False
-        return lines[0] == b"STORED"
 
     async def atouch(self, key: str, ttl: float | None) -> bool:
         kb = key_bytes(key)
-        server = self._topology.server_for(kb)
-        data = b"touch %b %d\r\n" % (kb, expiry(ttl))
-        lines: list[bytes] = await self._request(server, data, LINES, expect=1)
-        if lines[0] == b"TOUCHED":
-            return True
-        if lines[0] == b"NOT_FOUND":
-            return False
-        raise error_line(lines[0], server.id)
+        return bool(await self._request(self._topology.server_for(kb), ops.touch, kb, expiry(ttl)))
 
     async def alease(
         self, key: str, marker: bytes, ttl: float | None
     ) -> tuple[bool, tuple[bytes, int] | None]:
         kb = key_bytes(key)
-        data = b"add %b 0 %d %d\r\n%b\r\ngets %b\r\n" % (kb, expiry(ttl), len(marker), marker, kb)
-        line, found = await self._request(self._topology.server_for(kb), data, LINE_GETS, wanted=(kb,))
-        return line == b"STORED", found.get(kb)
-
-    async def _aget_one(self, server: Server, kb: bytes) -> bytes | None:
-        found: dict[bytes, bytes] = await self._request(server, b"get " + kb + b"\r\n", FETCH, wanted=(kb,))
-        return found.get(kb)
-
-    async def _aset_one(self, server: Server, kb: bytes, value: bytes, exp: int) -> bool:
-        data = b"set %b 0 %d %d\r\n%b\r\n" % (kb, exp, len(value), value)
-        lines: list[bytes] = await self._request(server, data, LINES, expect=1)
-        return lines[0] == b"STORED"
+        server = self._topology.server_for(kb)
+        return await self._request(server, ops.lease, kb, marker, expiry(ttl))  # type: ignore[no-any-return]
 
     async def aget_all(self, key: str) -> dict[str, bytes | None]:
         kb = key_bytes(key)
         servers = self._every_server(kb)
-        outcomes = await run_groups([self._aget_one(server, kb) for server in servers])
+        outcomes = await run_groups([self._request(server, ops.get_one, kb) for server in servers])
         return {self._store_id(server): value for server, value in all_outcome(servers, outcomes)}
 
     async def aget_all_many(self, keys: Sequence[str]) -> dict[str, dict[str, bytes]]:
         if self._proxy:  # one store behind the proxies: a plain batch
             return {self._topology.servers[0].id: await self.aget_many(keys)}
         kbs = {key_bytes(key): key for key in keys}
-        request = b"get " + b" ".join(kbs) + b"\r\n"
-        wanted = frozenset(kbs)
         servers = self._topology.servers
-        outcomes = await run_groups(
-            [self._request(server, request, FETCH, wanted=wanted) for server in servers]
-        )
+        outcomes = await run_groups([self._request(server, ops.get_many, list(kbs)) for server in servers])
         return {
             server.id: {kbs[kb]: value for kb, value in got.items()}
             for server, got in all_outcome(servers, outcomes)
         }
 
     async def aset_all(self, key: str, value: bytes, ttl: float | None) -> int:
-        return await self._astore_everywhere(self._aset_one, key, value, ttl)
+        return await self._astore_everywhere(ops.set_one, key, value, ttl)
+
+    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
+        return await self._astore_everywhere(ops.add_or_append, key, value, ttl)
 
     async def _astore_everywhere(
-        self,
-        store_one: Callable[[Server, bytes, bytes, int], Awaitable[bool]],
-        key: str,
-        value: bytes,
-        ttl: float | None,
+        self, build: Callable[..., ops.Request], key: str, value: bytes, ttl: float | None
     ) -> int:
         """Run one store per server concurrently; return how many stored. Raises if all failed."""
         kb = key_bytes(key)
         servers = self._every_server(kb)
         exp = expiry(ttl)
-        outcomes = await run_groups([store_one(server, kb, value, exp) for server in servers])
+        outcomes = await run_groups(
+            [self._request(server, build, kb, bytes(value), exp) for server in servers]
+        )
         return sum(stored is True for _, stored in all_outcome(servers, outcomes))
-
-    async def _aappend_one(self, server: Server, kb: bytes, value: bytes, exp: int) -> bool:
-        # Both in one round trip: where `add` stored, the `append` doubles the value,
-        # which records that only grow (generation tokens) read the same.
-        n = len(value)
-        data = b"add %b 0 %d %d\r\n%b\r\nappend %b 0 0 %d\r\n%b\r\n" % (kb, exp, n, value, kb, n, value)
-        lines: list[bytes] = await self._request(server, data, LINES, expect=2)
-        return b"STORED" in lines
-
-    async def aappend_all(self, key: str, value: bytes, ttl: float | None) -> int:
-        return await self._astore_everywhere(self._aappend_one, key, value, ttl)
 
     async def aclose(self) -> None:
         """Close the async connections of every event loop this backend has used.

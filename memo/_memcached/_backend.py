@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import SplitResult
 
-from pymemcache.client.base import Client as _PymemcacheClient
-
 from .._backend import Backend, Capability
 from .._errors import ConfigurationError
 from .._settings import warn_if_slow
@@ -27,10 +25,12 @@ from ._sync import SyncOps
 from ._topology import Topology
 from ._wire import key_bytes, parse_server
 
-__all__ = ["PROXIES", "MemcachedBackend"]
+__all__ = ["PROTOCOLS", "PROXIES", "MemcachedBackend"]
 
 #: Proxies memo knows how to degrade for (`proxy=` option, `?proxy=` in URLs).
 PROXIES = ("twemproxy",)
+#: `protocol=` values: ask each server (`auto`), or insist on one.
+PROTOCOLS = ("auto", "meta", "classic")
 _SCHEMES = ("memcached", "memcached+tls", "memcached+discovery", "memcached+discovery+tls")
 
 
@@ -72,11 +72,20 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         proxy: "twemproxy" when the servers are proxies in front of a pool:
             `get_all`/`set_all` then treat them as one store, and
             `server_stats` sends nothing (the proxy would drop the connection).
+        protocol: "auto" (default): each server is asked once, on its first
+            connection, whether it speaks the meta protocol (`mn`, answered
+            `MN`); those that do get `mg`/`ms`/`md`, the others (memcached
+            before 1.6, proxies) the classic commands. "meta" insists: a server
+            that does not speak it is a `ConfigurationError` at first use.
+            "classic" never asks. Behind `proxy=` it is always classic.
 
     Batches (`get_many`, `set_many`, `delete_many`) cost one round trip per
     server involved: one multi-key `get`, or pipelined `set`/`delete` commands
     (`_plan`). The async flavour runs the servers' round trips concurrently;
-    the sync one asks them in turn. When some servers answer and others fail,
+    the sync one asks them in turn. An async read of many large values is
+    cut into several gets, each small enough for its reply to arrive within
+    `timeout` (sized by the bytes per key the server has cost lately), and a
+    part that fails fails only its own keys. When some servers answer and others fail,
     `PartialFailure` carries what arrived; when all fail, the first server's
     error is raised.
 
@@ -105,6 +114,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         # A gutter pool for down servers' keys (`_gutter.GutterBackend`).
         "gutter": str,
         "gutter_ttl": float,
+        "protocol": str,
     }
 
     def __init__(
@@ -121,6 +131,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         discovery: str | tuple[str, int] | None = None,
         discovery_interval: float = 60.0,
         proxy: str = "",
+        protocol: str = "auto",
     ) -> None:
         addresses = check_servers(servers)
         if not addresses and discovery is None:
@@ -139,6 +150,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
             proxy=proxy,
             proxies=PROXIES,
         )
+        _check_protocol(protocol, proxy)
         if discovery is not None:
             (discovery,) = check_servers([discovery])
         warn_if_slow(connect_timeout, timeout)
@@ -151,6 +163,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         self._failure_threshold = failure_threshold
         self._retry_after = float(retry_after)
         self._proxy = proxy
+        self._protocol = "classic" if proxy else protocol  # twemproxy drops a connection on `mn`
         self._socket_module = ResolverSocketModule(BoundedResolver(), self._connect_timeout)
         self._apools: dict[asyncio.AbstractEventLoop, LoopPools] = {}
         self._apools_lock = threading.RLock()
@@ -164,25 +177,31 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         self._nodes: dict[str, Node] = {}  # the discovered nodes the servers were made for
         live_backends.add(self)
         if discovery is not None:
-            host, port = discovery
-            self._topology = Topology(
-                [], empty_reason=f"no node list from the configuration endpoint {host}:{port} yet"
-            )
-            self._discovery = ClusterDiscovery(
-                host,
-                port,
-                self._apply_cluster,
-                interval=float(discovery_interval),
-                tls_context=tls_context,
-                connect_timeout=self._connect_timeout,
-                timeout=self._timeout,
-            )
-            self._discovery.ensure_running()
-            self._discovery.first_attempt.wait(self._connect_timeout + self._timeout)
+            self._start_discovery(discovery, float(discovery_interval))
+
+    def _start_discovery(self, endpoint: str | tuple[str, int], interval: float) -> None:
+        """Ask the configuration endpoint for the nodes, waiting briefly for the first answer."""
+        host, port = parse_server(endpoint, endpoint) if isinstance(endpoint, str) else endpoint
+        self._topology = Topology(
+            [], empty_reason=f"no node list from the configuration endpoint {host}:{port} yet"
+        )
+        self._discovery = ClusterDiscovery(
+            host,
+            port,
+            self._apply_cluster,
+            interval=interval,
+            tls_context=self._tls,
+            connect_timeout=self._connect_timeout,
+            timeout=self._timeout,
+        )
+        self._discovery.ensure_running()
+        self._discovery.first_attempt.wait(self._connect_timeout + self._timeout)
 
     def _new_server(self, host: str, port: int, server_id: str | None = None) -> Server:
         server = Server(host, port, self._failure_threshold, self._retry_after, server_id=server_id)
         server.keep = self._pool_size
+        if self._protocol == "classic":
+            server.meta = False
         return server
 
     def _apply_cluster(self, config: ClusterConfig) -> None:
@@ -291,6 +310,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
             "failure_threshold": self._failure_threshold,
             "retry_after": self._retry_after,
             "proxy": self._proxy,
+            "protocol": self._protocol,
         }
 
     def discovery_stats(self) -> dict[str, Any] | None:
@@ -305,14 +325,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         """
         out: dict[str, dict[str, str]] = {}
         for server in self._topology.servers:
-            if self._proxy:
-                out[server.id] = {}
-                continue
-            got = self._attempt(server, _PymemcacheClient.stats)
-            if isinstance(got, BaseException):
-                out[server.id] = {}
-                continue
-            out[server.id] = {_text(k): _text(v) for k, v in got.items()}
+            out[server.id] = {} if self._proxy else self._server_stats(server)
         return out
 
     def close(self) -> None:
@@ -323,5 +336,8 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         super().close()
 
 
-def _text(value: Any) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+def _check_protocol(protocol: Any, proxy: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ConfigurationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if proxy and protocol == "meta":
+        raise ConfigurationError(f"protocol=meta with proxy={proxy}: it speaks only the classic protocol")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._backend import MemcachedBackend
+from ._core import Core
 
 __all__ = ["live_backends"]
 
-live_backends: weakref.WeakSet[MemcachedBackend] = weakref.WeakSet()
+# Typed by what the child resets (`Core`), not by `MemcachedBackend`, which registers
+# itself here: this module imports nothing that imports it back.
+live_backends: weakref.WeakSet[Core] = weakref.WeakSet()
 
 
 def forget_connections_after_fork() -> None:

@@ -13,79 +13,73 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
-from pymemcache.client.base import _readline, _readvalue
-from pymemcache.exceptions import MemcacheUnknownError
-
 from .._backend import CasItem, LeaseResult, SetItem
 from .._errors import BackendError
+from . import _proto as p
 from ._core import Core
+from ._ops import Request
 from ._plan import finish, group_items, merge_not_stored
-from ._sync import _socket
 from ._wire import expiry, key_bytes
 
-__all__ = ["ManyLeases", "cas_many_sync", "lease_many_sync"]
+__all__ = ["ManyLeases", "cas_many_request", "lease_many_request"]
 
 
-def lease_many_sync(client: Any, entries: list[tuple[str, bytes, bytes, int]]) -> dict[str, LeaseResult]:
+class LinesThenFetch:
+    """`count` status lines (the `add`s), then one multi-key `gets` reply: `(lines, {key: (data, cas)})`."""
+
+    __slots__ = ("count", "fetch", "lines", "server_id")
+
+    def __init__(self, count: int, wanted: list[bytes], server_id: str) -> None:
+        self.count = count
+        self.server_id = server_id
+        self.lines: list[bytes] = []
+        self.fetch = p.Fetch(wanted, server_id, cas=True)
+
+    def collect(self, reader: p.Reader) -> Any:
+        while len(self.lines) < self.count:
+            event = reader.next_event()
+            if event is p.NEED_DATA:
+                return p.NEED_DATA
+            if type(event) is not p.Status or event.line not in (b"STORED", b"NOT_STORED"):
+                raise p.ProtocolViolation(repr(event)[:120])
+            self.lines.append(event.line)
+        found = self.fetch.collect(reader)
+        return p.NEED_DATA if found is p.NEED_DATA else (self.lines, found)
+
+
+def lease_many_request(entries: list[tuple[str, bytes, bytes, int]], server_id: str, meta: bool) -> Request:
     """`add` each (key, key bytes, marker, exptime), then one `gets` of all the keys, in one send.
 
     One multi-key `gets` after the adds, not an `add` + `gets` pair per key:
     memcached flushes its reply after each `get`-family command of a pipeline,
     so pairs cost a reply packet (and on a shared CPU a context switch) each;
-    this layout measured 2.5x faster for ten keys.
+    this layout measured 2.5x faster for ten keys. Classic commands: every
+    memcached speaks them, meta servers included.
     """
-    sock = _socket(client)
-    adds = [b"add %b 0 %d %d\r\n%b\r\n" % (kb, exp, len(marker), marker) for _, kb, marker, exp in entries]
-    sock.sendall(b"".join(adds) + b"gets " + b" ".join([kb for _, kb, _, _ in entries]) + b"\r\n")
-    buf = b""
-    added: list[bool] = []
-    for _ in entries:
-        buf, line = _readline(sock, buf)
-        if line not in (b"STORED", b"NOT_STORED"):
-            raise MemcacheUnknownError(line[:80])
-        added.append(line == b"STORED")
-    wanted = {kb: key for key, kb, _, _ in entries}
-    found: dict[str, tuple[bytes, int]] = {}
-    while True:
-        buf, line = _readline(sock, buf)
-        if line == b"END":
-            break
-        fields = line.split()
-        if len(fields) != 5 or fields[0] != b"VALUE" or fields[1] not in wanted:
-            raise MemcacheUnknownError(line[:80])
-        buf, value = _readvalue(sock, buf, int(fields[3]))
-        found[wanted[fields[1]]] = (value, int(fields[4]))
-    if buf:
-        raise MemcacheUnknownError(b"more reply lines than requests")
-    return {
-        key: (was_added, found.get(key)) for (key, _, _, _), was_added in zip(entries, added, strict=True)
-    }
+    adds = [p.store(b"add", kb, marker, exp) for _, kb, marker, exp in entries]
+    kbs = [kb for _, kb, _, _ in entries]
+    data = b"".join(adds) + b"gets " + b" ".join(kbs) + b"\r\n"
+
+    def done(reply: Any, server_id: str) -> dict[str, LeaseResult]:
+        lines, found = reply
+        return {
+            key: (line == b"STORED", found.get(kb))
+            for (key, kb, _, _), line in zip(entries, lines, strict=True)
+        }
+
+    return Request(data, LinesThenFetch(len(entries), kbs, server_id), done)
 
 
-def cas_many_sync(client: Any, entries: list[tuple[str, bytes, bytes, int, int]]) -> list[str]:
-    """Pipeline a `cas` for each (key, key bytes, value, exptime, unique); return the keys not stored."""
-    sock = _socket(client)
-    sock.sendall(
-        b"".join(
-            [
-                b"cas %b 0 %d %d %d\r\n%b\r\n" % (kb, exp, len(value), unique, value)
-                for _, kb, value, exp, unique in entries
-            ]
-        )
-    )
-    buf = b""
-    refused: list[str] = []
-    for key, _, _, _, _ in entries:
-        buf, line = _readline(sock, buf)
-        if line == b"STORED":
-            continue
-        if line in (b"EXISTS", b"NOT_FOUND") or line.startswith(b"SERVER_ERROR"):
-            refused.append(key)
-            continue
-        raise MemcacheUnknownError(line[:80])  # out of step: the connection is closed
-    if buf:
-        raise MemcacheUnknownError(b"more reply lines than requests")
-    return refused
+def cas_many_request(
+    entries: list[tuple[str, bytes, bytes, int, int]], server_id: str, meta: bool
+) -> Request:
+    """Pipeline a `cas` for each (key, key bytes, value, exptime, unique); the keys not stored."""
+    data = b"".join(p.cas(kb, value, exp, unique) for _, kb, value, exp, unique in entries)
+
+    def done(lines: list[bytes], server_id: str) -> list[str]:
+        return [key for (key, _, _, _, _), line in zip(entries, lines, strict=True) if line != b"STORED"]
+
+    return Request(data, p.Lines(len(entries)), done)
 
 
 class ManyLeases(Core):
@@ -103,7 +97,7 @@ class ManyLeases(Core):
         found: dict[str, LeaseResult] = {}
         errors: list[BaseException] = []
         for server, entries in groups.items():
-            outcome = self._attempt(server, lease_many_sync, entries)
+            outcome = self._attempt(server, lease_many_request, entries)
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
             else:
@@ -119,7 +113,9 @@ class ManyLeases(Core):
             self._topology, [(k, v, t) for k, v, t, _ in items], self.max_value_size, not_stored
         )
         outcomes = [
-            self._attempt(server, cas_many_sync, [(k, kb, v, exp, uniques[k]) for k, kb, v, exp in entries])
+            self._attempt(
+                server, cas_many_request, [(k, kb, v, exp, uniques[k]) for k, kb, v, exp in entries]
+            )
             for server, entries in groups.items()
         ]
         errors = merge_not_stored(groups, outcomes, not_stored)

@@ -1,4 +1,4 @@
-"""The async side's connection: one `asyncio.Protocol` per socket, its reply parsed as it arrives."""
+"""The async side's connection: one `asyncio.Protocol` per socket, its bytes fed to `_proto`."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ import contextlib
 from typing import Any, cast
 
 from .._errors import BackendTimeout, BackendUnavailable
-from ._wire import ERROR_PREFIXES, STATUS_LINES, ServerError, error_line, whole_reply
+from ._proto import NEED_DATA, ProtocolViolation, Reader
+from ._wire import ServerError
 
-__all__ = ["FETCH", "GETS", "IDLE", "LINES", "LINE_GETS", "Connection", "ProtocolViolation"]
-
-# -- async: one connection --------------------------------------------------------
-
-IDLE, FETCH, LINES, GETS, LINE_GETS = 0, 1, 2, 3, 4
-
-
-class ProtocolViolation(Exception):
-    """The bytes on the wire are not a memcached reply to what was asked."""
+__all__ = ["Connection", "ProtocolViolation"]
 
 
 class Connection(asyncio.Protocol):
@@ -48,16 +41,10 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout = 0.0
         self._deadline = 0.0
-        self._mode = IDLE
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
-        self._need = 0
-        self._key = b""
-        self._wanted: Any = ()
-        self._values: dict[bytes, Any] = {}
-        self._lines: list[bytes] = []
-        self._expect = 0
-        self._cas = 0
+        self._plan: Any = None
+        self.reader = Reader()
+        #: The server speaks the meta protocol (negotiated when the connection opened).
+        self.meta = False
 
     # -- asyncio.Protocol
 
@@ -83,20 +70,10 @@ class Connection(asyncio.Protocol):
             # timed out), or bytes nobody asked for: this connection is out of step.
             self.abort()
             return
-        buf = self._buf
-        if buf:
-            assert isinstance(buf, bytearray)
-            buf += data
-        else:
-            buf = data
+        reader = self.reader
+        reader.feed(data)
         try:
-            mode = self._mode
-            if mode in (FETCH, GETS):
-                complete = self._parse_fetch(buf)
-            elif mode == LINES:
-                complete = self._parse_lines(buf)
-            else:
-                complete = self._parse_line_then_fetch(buf)
+            result = self._plan.collect(reader)
         except ProtocolViolation as exc:
             self._fail_protocol(str(exc))
             return
@@ -104,33 +81,18 @@ class Connection(asyncio.Protocol):
             self.abort()
             self._finish_error(exc)
             return
-        if not complete:
-            if buf is data:
-                self._buf = bytearray(data)
+        if result is NEED_DATA:
             return
-        self._buf = b""
-        self._pos = self._need = 0
+        if not getattr(self._plan, "in_step", True):
+            self.broken = True  # ERROR / CLIENT_ERROR: what follows may be out of step
         self._waiter = None
-        mode, self._mode = self._mode, IDLE
-        if mode in (FETCH, GETS):
-            waiter.set_result(self._values)
-        elif mode == LINES:
-            waiter.set_result(self._lines)
-        else:
-            waiter.set_result((self._lines[0], self._values))
+        self._plan = None
+        waiter.set_result(result)
 
     # -- requests
 
-    def request(
-        self, data: bytes, mode: int, *, wanted: Any = (), expect: int = 0, timeout: float
-    ) -> asyncio.Future[Any]:
-        """Send `data` and return the future of its reply.
-
-        `mode` FETCH collects `VALUE` items up to `END` into a dict (keys must
-        be in `wanted`); GETS does the same with `(value, cas unique)` items;
-        LINES collects `expect` reply lines into a list; LINE_GETS reads one
-        reply line, then a `gets` reply: `(line, {key: (value, cas)})`.
-        """
+    def request(self, data: bytes, plan: Any, *, timeout: float) -> asyncio.Future[Any]:
+        """Send `data` and return the future of what the reply plan `plan` (`_proto`) collects."""
         fut = self.loop.create_future()
         transport = self.transport
         if self.broken or transport is None or transport.is_closing():
@@ -138,14 +100,7 @@ class Connection(asyncio.Protocol):
             fut.set_exception(BackendUnavailable(f"memcached {self.server_id} closed the connection"))
             return fut
         self._waiter = fut
-        self._mode = mode
-        if mode != LINES:
-            self._values = {}
-            self._wanted = wanted
-            self._cas = 0
-        if mode in (LINES, LINE_GETS):
-            self._lines = []
-            self._expect = expect or 1
+        self._plan = plan
         self._timeout = timeout
         loop = self.loop
         self._deadline = deadline = loop.time() + timeout
@@ -187,105 +142,10 @@ class Connection(asyncio.Protocol):
             self._timer = None
         waiter = self._waiter
         self._waiter = None
-        self._mode = IDLE
+        self._plan = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
     def _fail_protocol(self, what: str) -> None:
         self.abort()
         self._finish_error(BackendUnavailable(f"unexpected reply from memcached {self.server_id}: {what}"))
-
-    # -- reply parsing. Positions index into the whole buffer of this reply.
-
-    def _parse_fetch(self, buf: bytes | bytearray) -> bool:
-        """Parse `VALUE <key> <flags> <bytes> [<cas>]\\r\\n<data>\\r\\n`... `END\\r\\n`."""
-        if self._mode == FETCH and type(buf) is bytes and not self._pos and buf.endswith(b"END\r\n"):
-            # A reply that arrived whole (the usual case): cut it at CRLF in one call.
-            whole = whole_reply(buf, self._wanted)
-            if whole is not None:
-                self._values = whole
-                return True
-        pos = self._pos
-        end = len(buf)
-        values = self._values
-        while True:
-            need = self._need
-            if need:
-                if end < need:
-                    break
-                if buf[need - 2 : need] != b"\r\n":
-                    raise ProtocolViolation("value not followed by CRLF")
-                value = bytes(buf[pos : need - 2])
-                values[self._key] = value if self._mode == FETCH else (value, self._cas)
-                pos = need
-                self._need = 0
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            if buf.startswith(b"VALUE ", pos):
-                fields = buf[pos + 6 : eol].split(b" ")
-                if len(fields) not in (3, 4):
-                    raise ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
-                key = bytes(fields[0])
-                if key not in self._wanted:
-                    raise ProtocolViolation(f"value for key {key[:80]!r} that was not asked for")
-                try:
-                    size = int(fields[2])
-                except ValueError:
-                    raise ProtocolViolation(repr(bytes(buf[pos:eol])[:80])) from None
-                if size < 0:
-                    raise ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
-                if self._mode != FETCH:
-                    if len(fields) != 4 or not fields[3].isdigit():
-                        raise ProtocolViolation(repr(bytes(buf[pos:eol])[:80]))
-                    self._cas = int(fields[3])
-                self._key = key
-                pos = eol + 2
-                self._need = pos + size + 2
-                continue
-            if eol - pos == 3 and buf.startswith(b"END", pos):
-                if eol + 2 != end:
-                    raise ProtocolViolation("bytes after END")
-                return True
-            line = bytes(buf[pos:eol])
-            if line.startswith(ERROR_PREFIXES):
-                raise error_line(line, self.server_id)
-            raise ProtocolViolation(repr(line[:80]))
-        self._pos = pos
-        return False
-
-    def _parse_line_then_fetch(self, buf: bytes | bytearray) -> bool:
-        """Parse one status line (e.g. the reply to `add`), then a `gets` reply."""
-        if not self._lines:
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                return False
-            line = bytes(buf[:eol])
-            if line not in STATUS_LINES:
-                if line.startswith(ERROR_PREFIXES):
-                    raise error_line(line, self.server_id)
-                raise ProtocolViolation(repr(line[:80]))
-            self._lines.append(line)
-            self._pos = eol + 2
-        return self._parse_fetch(buf)
-
-    def _parse_lines(self, buf: bytes | bytearray) -> bool:
-        pos = self._pos
-        lines = self._lines
-        expect = self._expect
-        while len(lines) < expect:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                self._pos = pos
-                return False
-            line = bytes(buf[pos:eol])
-            if line not in STATUS_LINES and not line.startswith(b"SERVER_ERROR"):
-                # ERROR / CLIENT_ERROR (the server did not understand us) or
-                # something stranger: what follows may be out of step, so the
-                # connection is not reused.
-                self.broken = True
-            lines.append(line)
-            pos = eol + 2
-        if pos != len(buf):
-            raise ProtocolViolation("more reply lines than requests")
-        return True

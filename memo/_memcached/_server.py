@@ -50,7 +50,9 @@ class Server:
         "id",
         "keep",
         "lock",
+        "meta",
         "port",
+        "read_size",
         "retry_after",
         "threshold",
     )
@@ -76,6 +78,11 @@ class Server:
         # once the server has left the cluster (`retire`).
         self.free: list[Any] = []
         self.keep = 0
+        # Bytes a key read from this server has cost lately (-1: nothing read
+        # yet): how async batches are split so each reply fits its timeout.
+        self.read_size = -1.0
+        # Speaks the meta protocol: None until the first connection asked (`mn`).
+        self.meta: bool | None = None
 
     def admit(self) -> None:
         """Let a call through a breaker that was open, or raise BackendUnavailable.
@@ -116,6 +123,14 @@ class Server:
             return ServerState("closed", failures, 0.0)
         left = until - _monotonic()
         return ServerState("open", failures, left) if left > 0 else ServerState("half-open", failures, 0.0)
+
+    def note_size(self, size: float) -> None:
+        """Learn what a key costs: rise at once to a larger size, halve the gap to a smaller one."""
+        self.read_size = size if size >= self.read_size else (self.read_size + size) / 2
+
+    def note_read(self, keys: int, found: dict[bytes, bytes]) -> None:
+        """Learn from a multi-key get: the bytes of its reply per key asked."""
+        self.note_size(sum(map(len, found.values())) / keys if keys else 0.0)
 
     def retire(self) -> None:
         """The server left the cluster: close idle clients now, and those in use when they return."""

@@ -1,4 +1,4 @@
-"""The wire format: keys, expiries, server addresses, and reply lines.
+"""The wire format's values: keys, expiries and server addresses (requests and replies are `_proto`).
 
 Pure functions and constants shared by the sync and async sides; no I/O.
 """
@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection
 
-from .._errors import BackendError, BackendProtocolError, BackendUnavailable, ConfigurationError
+from .._errors import BackendProtocolError, ConfigurationError
 
 __all__ = [
     "DEFAULT_PORT",
-    "ERROR_PREFIXES",
-    "STATUS_LINES",
     "ServerError",
-    "deleted",
-    "error_line",
     "expiry",
     "format_server_id",
     "key_bytes",
     "parse_server",
-    "whole_reply",
 ]
 
 DEFAULT_PORT = 11211
@@ -94,50 +88,3 @@ def parse_server(spec: str, url: str) -> tuple[str, int]:
 
 def format_server_id(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-ERROR_PREFIXES = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
-# One-line replies to set/add/delete that leave the connection in step.
-# SERVER_ERROR does too: memcached reads (and drops) the refused value first.
-STATUS_LINES = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
-
-
-def error_line(line: bytes, server_id: str) -> BackendError:
-    """The error for a reply line that is not the expected answer."""
-    text = line[:200].decode("ascii", "replace")
-    if line.startswith(ERROR_PREFIXES):
-        return ServerError(f"memcached {server_id} answered {text!r}")
-    return BackendUnavailable(f"unexpected reply from memcached {server_id}: {text!r}")
-
-
-def deleted(line: bytes, server_id: str) -> bool:
-    if line == b"DELETED":
-        return True
-    if line == b"NOT_FOUND":
-        return False
-    raise error_line(line, server_id)
-
-
-def whole_reply(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | None:
-    """Parse a complete `VALUE ... END` reply, or return None when it is not one plainly.
-
-    Splitting at CRLF loses nothing, so when every header names a key asked
-    for and every value piece has exactly the length its header gives, and
-    `END` is the last line, the pieces are exactly what `_read_reply` would cut.
-    Any doubt (a value containing CRLF, a reply still incomplete) is None.
-    """
-    parts = buf.split(b"\r\n")
-    last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
-    found: dict[bytes, bytes] = {}
-    i = 0
-    try:
-        while i < last:
-            verb, key, _flags, size = parts[i].split(b" ")
-            value = parts[i + 1]
-            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
-                return None
-            found[key] = value
-            i += 2
-    except (ValueError, IndexError):
-        return None
-    return found if i == last and parts[i] == b"END" else None

@@ -1,0 +1,248 @@
+"""The backend's operations as requests: what to send, how to read the reply, what it means.
+
+Each function returns a `Request`: the bytes to send, a fresh reply plan
+(`_proto`) and `finish(reply, server_id)`, which turns the collected reply
+into the operation's result. The sync and async drivers only run requests on
+a connection, so each operation is written here once, for both flavours and
+both protocols: `meta=True` for a server that speaks the meta protocol
+(`mg`/`ms`/`md`), False for the classic text protocol. Results are the same
+either way; that is the contract the tests hold both protocols to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import _proto as p
+from ._wire import ServerError
+
+__all__ = [
+    "Request",
+    "add_or_append",
+    "cas",
+    "delete",
+    "delete_many",
+    "get_many",
+    "get_one",
+    "meta_value",
+    "one_meta",
+    "set_one",
+    "gets",
+    "lease",
+    "set_many",
+    "stats",
+    "store",
+    "touch",
+]
+
+
+class Request(NamedTuple):
+    data: bytes
+    plan: Any  # a reply plan of `_proto`: `collect(reader)`
+    finish: Callable[[Any, str], Any]
+
+
+def _same(reply: Any, server_id: str) -> Any:
+    return reply
+
+
+def _stored_line(lines: list[bytes], server_id: str) -> bool:
+    # NOT_STORED, EXISTS, NOT_FOUND and error lines (SERVER_ERROR "object too large") all mean "not stored".
+    return lines[0] == b"STORED"
+
+
+def _hd(replies: list[Any], server_id: str) -> bool:
+    return type(replies[0]) is p.Meta and replies[0].code == b"HD"
+
+
+def _ttl(exp: int) -> bytes:
+    return b" T%d" % exp if exp else b""
+
+
+def get_many(kbs: list[bytes], server_id: str, meta: bool) -> Request:
+    """`{key: value}` of the hits among `kbs`."""
+    wanted = frozenset(kbs)
+    if meta:
+        return Request(p.mg_batch(kbs), p.MetaFetch(wanted, server_id), _same)
+    return Request(p.get(kbs), p.Fetch(wanted, server_id), _same)
+
+
+def one_meta(server_id: str) -> p.MetaLines:
+    return p.MetaLines(1, server_id)
+
+
+def meta_value(replies: list[Any], server_id: str = "") -> bytes | None:
+    """The value of an `mg <key> v` reply; None on a miss."""
+    reply = replies[0]
+    if reply.code == b"EN":
+        return None
+    if reply.code != b"VA" or reply.data is None:
+        raise p.ProtocolViolation(repr(reply)[:120])
+    return reply.data  # type: ignore[no-any-return]
+
+
+def get_one(kb: bytes, server_id: str, meta: bool) -> Request:
+    """One key's value, or None."""
+    if meta:
+        return Request(p.mg(kb, b"v"), p.MetaLines(1, server_id), meta_value)
+    return Request(p.get((kb,)), p.Fetch((kb,), server_id), _classic_get(kb))
+
+
+def _classic_get(kb: bytes) -> Callable[[Any, str], Any]:
+    return lambda found, server_id: found.get(kb)
+
+
+def set_one(kb: bytes, value: bytes, exp: int, server_id: str, meta: bool) -> Request:
+    return store(b"set", kb, value, exp, server_id, meta)
+
+
+def store(verb: bytes, kb: bytes, value: bytes, exp: int, server_id: str, meta: bool) -> Request:
+    """`set` or `add`: True when stored."""
+    if meta:
+        mode = b" ME" if verb == b"add" else b""
+        return Request(p.ms(kb, value, b"F0" + _ttl(exp) + mode), p.MetaLines(1, server_id), _hd)
+    return Request(p.store(verb, kb, value, exp), p.Lines(1), _stored_line)
+
+
+def cas(kb: bytes, value: bytes, exp: int, unique: int, server_id: str, meta: bool) -> Request:
+    """Store only if unchanged since `unique` was read: True when stored."""
+    if meta:
+        return Request(p.ms(kb, value, b"F0%b C%d" % (_ttl(exp), unique)), p.MetaLines(1, server_id), _hd)
+    return Request(p.cas(kb, value, exp, unique), p.Lines(1), _stored_line)
+
+
+def _deleted(line: bytes, server_id: str) -> bool:
+    if line in (b"DELETED", b"HD"):
+        return True
+    if line in (b"NOT_FOUND", b"NF"):
+        return False
+    raise ServerError(f"memcached {server_id} answered {line[:200].decode('ascii', 'replace')!r}")
+
+
+def _code(reply: Any) -> bytes:
+    """A classic reply line as it is; a meta reply's code; an error reply's line."""
+    if type(reply) is bytes:
+        return reply
+    return reply.code if type(reply) is p.Meta else reply.kind + b" " + reply.message
+
+
+def _deleted_one(replies: list[Any], server_id: str) -> bool:
+    return _deleted(_code(replies[0]), server_id)
+
+
+def delete(kb: bytes, server_id: str, meta: bool) -> Request:
+    """True when the key was there; an error reply raises `ServerError`."""
+    if meta:
+        return Request(p.md(kb), p.MetaLines(1, server_id), _deleted_one)
+    return Request(p.delete(kb), p.Lines(1), _deleted_one)
+
+
+def _all_deleted(replies: list[Any], server_id: str) -> None:
+    for reply in replies:
+        _deleted(_code(reply), server_id)
+
+
+def delete_many(kbs: list[bytes], server_id: str, meta: bool) -> Request:
+    """Pipelined deletes of one server; an error reply raises `ServerError`."""
+    if meta:
+        return Request(b"".join(p.md(kb) for kb in kbs), p.MetaLines(len(kbs), server_id), _all_deleted)
+    return Request(b"".join(p.delete(kb) for kb in kbs), p.Lines(len(kbs)), _all_deleted)
+
+
+def _touched(replies: list[Any], server_id: str) -> bool:
+    line = _code(replies[0])
+    if line in (b"TOUCHED", b"HD"):
+        return True
+    if line in (b"NOT_FOUND", b"EN"):
+        return False
+    raise ServerError(f"memcached {server_id} answered {line[:200].decode('ascii', 'replace')!r}")
+
+
+def touch(kb: bytes, exp: int, server_id: str, meta: bool) -> Request:
+    """Set a key's expiry: True when the key was there."""
+    if meta:
+        return Request(p.mg(kb, b"T%d" % exp), p.MetaLines(1, server_id), _touched)
+    return Request(p.touch(kb, exp), p.Lines(1), _touched)
+
+
+def _meta_found(reply: Any) -> tuple[bytes, int] | None:
+    if type(reply) is not p.Meta or reply.code == b"EN":
+        return None
+    cas_token = reply.flags.get(b"c", b"")
+    if reply.code != b"VA" or reply.data is None or not cas_token.isdigit():
+        raise p.ProtocolViolation(repr(reply)[:120])
+    return reply.data, int(cas_token)
+
+
+def _meta_gets(replies: list[Any], server_id: str) -> tuple[bytes, int] | None:
+    return _meta_found(replies[0])
+
+
+def gets(kb: bytes, server_id: str, meta: bool) -> Request:
+    """`(value, cas unique)`, or None on a miss."""
+    if meta:
+        return Request(p.mg(kb, b"v c"), p.MetaLines(1, server_id), _meta_gets)
+    return Request(p.gets(kb), p.Fetch((kb,), server_id, cas=True), _classic_get(kb))
+
+
+def _meta_lease(replies: list[Any], server_id: str) -> tuple[bool, tuple[bytes, int] | None]:
+    added, got = replies
+    return type(added) is p.Meta and added.code == b"HD", _meta_found(got)
+
+
+def _classic_lease(kb: bytes) -> Callable[[Any, str], Any]:
+    return lambda reply, server_id: (reply[0] == b"STORED", reply[1].get(kb))
+
+
+def lease(kb: bytes, marker: bytes, exp: int, server_id: str, meta: bool) -> Request:
+    """`add` the marker and read the key with its cas, in one round trip: `(added, (value, cas) | None)`."""
+    if meta:
+        data = p.ms(kb, marker, b"F0" + _ttl(exp) + b" ME") + p.mg(kb, b"v c")
+        return Request(data, p.MetaLines(2, server_id), _meta_lease)
+    return Request(p.lease(kb, marker, exp), p.LineThenFetch(kb, server_id), _classic_lease(kb))
+
+
+def _not_stored(entries: list[tuple[str, bytes, bytes, int]]) -> Callable[[Any, str], Any]:
+    def finish(replies: list[Any], server_id: str) -> list[str]:
+        return [
+            entry[0]
+            for entry, reply in zip(entries, replies, strict=True)
+            if reply != b"STORED" and not (type(reply) is p.Meta and reply.code == b"HD")
+        ]
+
+    return finish
+
+
+def set_many(entries: list[tuple[str, bytes, bytes, int]], server_id: str, meta: bool) -> Request:
+    """Pipelined sets of one server, any mix of TTLs: the keys not stored.
+
+    Every reply is read: `SERVER_ERROR` (a value above the server's `-I`:
+    memcached reads and drops it) marks only its own key not stored.
+    """
+    if meta:
+        data = b"".join([p.ms(kb, value, b"F0" + _ttl(exp)) for _, kb, value, exp in entries])
+        return Request(data, p.MetaLines(len(entries), server_id, errors=True), _not_stored(entries))
+    data = b"".join([p.store(b"set", kb, value, exp) for _, kb, value, exp in entries])
+    return Request(data, p.Lines(len(entries)), _not_stored(entries))
+
+
+def _any_stored(replies: list[Any], server_id: str) -> bool:
+    return any(r == b"STORED" or (type(r) is p.Meta and r.code == b"HD") for r in replies)
+
+
+def add_or_append(kb: bytes, value: bytes, exp: int, server_id: str, meta: bool) -> Request:
+    """`add`, else `append`, in one round trip: True when either stored.
+
+    Where `add` stored, the `append` doubles the value, which records that
+    only grow (generation tokens) read the same.
+    """
+    if meta:
+        data = p.ms(kb, value, b"F0" + _ttl(exp) + b" ME") + p.ms(kb, value, b"MA")
+        return Request(data, p.MetaLines(2, server_id, errors=True), _any_stored)
+    return Request(p.add_or_append(kb, value, exp), p.Lines(2), _any_stored)
+
+
+def stats(server_id: str, meta: bool) -> Request:
+    """The server's `stats`, name to value."""
+    return Request(p.STATS, p.Stats(server_id), _same)

@@ -1,0 +1,299 @@
+"""The memcached protocol without sockets: scripted byte streams in, replies out, requests encoded.
+
+Every reply memo reads is fed whole, split at every byte boundary, and one
+byte at a time; each must give exactly the same result. Replies that do not
+answer the request (garbage, keys not asked for, bytes after the end, error
+lines) must raise, never yield a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from memo._errors import BackendProtocolError
+from memo._memcached import _ops as ops
+from memo._memcached import _proto as p
+
+SID = "test:11211"
+
+
+def collect(plan: Any, *chunks: bytes) -> Any:
+    """Feed `chunks` one by one; the reply must complete with the last one, not before."""
+    reader = p.Reader()
+    result: Any = p.NEED_DATA
+    for i, chunk in enumerate(chunks):
+        assert result is p.NEED_DATA, f"complete before chunk {i}"
+        reader.feed(chunk)
+        result = plan.collect(reader)
+    assert result is not p.NEED_DATA, "incomplete after the last chunk"
+    return result
+
+
+def every_split(reply: bytes) -> list[list[bytes]]:
+    """The reply whole, cut once at every boundary, cut twice at some, and one byte at a time."""
+    cuts = [[reply]]
+    cuts += [[reply[:i], reply[i:]] for i in range(1, len(reply))]
+    cuts += [[reply[:i], reply[i : i + 3], reply[i + 3 :]] for i in range(1, len(reply) - 3, 2)]
+    cuts.append([reply[i : i + 1] for i in range(len(reply))])
+    return cuts
+
+
+# (request builder, reply bytes, expected result), for both protocols
+CASES: list[tuple[str, Callable[[], ops.Request], bytes, Any]] = [
+    ("get hit", lambda: ops.get_one(b"k", SID, False), b"VALUE k 0 3\r\nabc\r\nEND\r\n", b"abc"),
+    ("get miss", lambda: ops.get_one(b"k", SID, False), b"END\r\n", None),
+    (
+        "get CRLF in value",
+        lambda: ops.get_one(b"k", SID, False),
+        b"VALUE k 5 4\r\n\r\nEN\r\nEND\r\n",
+        b"\r\nEN",
+    ),
+    (
+        "multi-get",
+        lambda: ops.get_many([b"a", b"b", b"c"], SID, False),
+        b"VALUE a 0 1\r\n1\r\nVALUE c 7 2\r\n22\r\nEND\r\n",
+        {b"a": b"1", b"c": b"22"},
+    ),
+    ("gets", lambda: ops.gets(b"k", SID, False), b"VALUE k 0 2\r\nhi\r\nEND\r\n", "bad"),
+    ("gets cas", lambda: ops.gets(b"k", SID, False), b"VALUE k 0 2 99\r\nhi\r\nEND\r\n", (b"hi", 99)),
+    ("gets miss", lambda: ops.gets(b"k", SID, False), b"END\r\n", None),
+    ("set", lambda: ops.store(b"set", b"k", b"v", 0, SID, False), b"STORED\r\n", True),
+    ("add refused", lambda: ops.store(b"add", b"k", b"v", 5, SID, False), b"NOT_STORED\r\n", False),
+    (
+        "set too large",
+        lambda: ops.store(b"set", b"k", b"v", 5, SID, False),
+        b"SERVER_ERROR too large\r\n",
+        False,
+    ),
+    ("cas", lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"STORED\r\n", True),
+    ("cas exists", lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"EXISTS\r\n", False),
+    ("cas gone", lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"NOT_FOUND\r\n", False),
+    ("delete", lambda: ops.delete(b"k", SID, False), b"DELETED\r\n", True),
+    ("delete miss", lambda: ops.delete(b"k", SID, False), b"NOT_FOUND\r\n", False),
+    ("touch", lambda: ops.touch(b"k", 9, SID, False), b"TOUCHED\r\n", True),
+    ("touch miss", lambda: ops.touch(b"k", 9, SID, False), b"NOT_FOUND\r\n", False),
+    (
+        "lease won",
+        lambda: ops.lease(b"k", b"m", 5, SID, False),
+        b"STORED\r\nVALUE k 0 1 12\r\nm\r\nEND\r\n",
+        (True, (b"m", 12)),
+    ),
+    ("lease lost", lambda: ops.lease(b"k", b"m", 5, SID, False), b"NOT_STORED\r\nEND\r\n", (False, None)),
+    (
+        "set_many",
+        lambda: ops.set_many([("a", b"a", b"1", 0), ("b", b"b", b"2", 0), ("c", b"c", b"3", 0)], SID, False),
+        b"STORED\r\nSERVER_ERROR object too large for cache\r\nNOT_STORED\r\n",
+        ["b", "c"],
+    ),
+    ("delete_many", lambda: ops.delete_many([b"a", b"b"], SID, False), b"DELETED\r\nNOT_FOUND\r\n", None),
+    (
+        "add_or_append",
+        lambda: ops.add_or_append(b"k", b"v", 0, SID, False),
+        b"NOT_STORED\r\nSTORED\r\n",
+        True,
+    ),
+    (
+        "stats",
+        lambda: ops.stats(SID, False),
+        b"STAT pid 12\r\nSTAT version 1.6.18\r\nEND\r\n",
+        {"pid": "12", "version": "1.6.18"},
+    ),
+    # meta
+    ("mg hit", lambda: ops.get_one(b"k", SID, True), b"VA 3\r\nabc\r\n", b"abc"),
+    ("mg miss", lambda: ops.get_one(b"k", SID, True), b"EN\r\n", None),
+    (
+        "mg batch",
+        lambda: ops.get_many([b"a", b"b", b"c"], SID, True),
+        b"VA 1 ka\r\n1\r\nVA 4 kc\r\n\r\n\r\n\r\nMN\r\n",
+        {b"a": b"1", b"c": b"\r\n\r\n"},
+    ),
+    ("mg batch all miss", lambda: ops.get_many([b"a", b"b"], SID, True), b"MN\r\n", {}),
+    ("mg gets", lambda: ops.gets(b"k", SID, True), b"VA 2 c99\r\nhi\r\n", (b"hi", 99)),
+    ("mg gets miss", lambda: ops.gets(b"k", SID, True), b"EN\r\n", None),
+    ("ms", lambda: ops.store(b"set", b"k", b"v", 0, SID, True), b"HD\r\n", True),
+    ("ms add refused", lambda: ops.store(b"add", b"k", b"v", 0, SID, True), b"NS\r\n", False),
+    ("ms cas exists", lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"EX\r\n", False),
+    ("ms cas gone", lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"NF\r\n", False),
+    ("md", lambda: ops.delete(b"k", SID, True), b"HD\r\n", True),
+    ("md miss", lambda: ops.delete(b"k", SID, True), b"NF\r\n", False),
+    ("mg touch", lambda: ops.touch(b"k", 9, SID, True), b"HD\r\n", True),
+    ("mg touch miss", lambda: ops.touch(b"k", 9, SID, True), b"EN\r\n", False),
+    (
+        "meta lease won",
+        lambda: ops.lease(b"k", b"m", 5, SID, True),
+        b"HD\r\nVA 1 c12\r\nm\r\n",
+        (True, (b"m", 12)),
+    ),
+    ("meta lease lost", lambda: ops.lease(b"k", b"m", 5, SID, True), b"NS\r\nEN\r\n", (False, None)),
+    (
+        "meta set_many",
+        lambda: ops.set_many([("a", b"a", b"1", 0), ("b", b"b", b"2", 0)], SID, True),
+        b"HD\r\nSERVER_ERROR object too large for cache\r\n",
+        ["b"],
+    ),
+    ("meta add_or_append", lambda: ops.add_or_append(b"k", b"v", 0, SID, True), b"NS\r\nHD\r\n", True),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "reply", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_every_reply_split_at_every_byte(
+    name: str, build: Callable[[], ops.Request], reply: bytes, expected: Any
+) -> None:
+    for chunks in every_split(reply):
+        request = build()
+        if expected == "bad":
+            with pytest.raises(p.ProtocolViolation):
+                collect(request.plan, *chunks)
+            continue
+        assert request.finish(collect(request.plan, *chunks), SID) == expected, chunks
+
+
+def test_a_value_of_a_megabyte_in_many_reads() -> None:
+    value = bytes(range(256)) * 4096
+    reply = b"VALUE k 0 %d\r\n%b\r\nEND\r\n" % (len(value), value)
+    chunks = [reply[i : i + 65536] for i in range(0, len(reply), 65536)]
+    request = ops.get_one(b"k", SID, False)
+    assert request.finish(collect(request.plan, *chunks), SID) == value
+    meta = b"VA %d\r\n%b\r\n" % (len(value), value)
+    request = ops.get_one(b"k", SID, True)
+    assert request.finish(
+        collect(request.plan, *[meta[i : i + 9999] for i in range(0, len(meta), 9999)]), SID
+    ) == (value)
+
+
+def test_reader_events() -> None:
+    reader = p.Reader()
+    reader.feed(b"VALUE k 3 2 7\r\nhi\r\nEND\r\nSTORED\r\nVA 1 c5 t-1 W\r\nx\r\nHD k\x01\r\n")
+    reader.feed(b"SERVER_ERROR out of memory\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\n42\r\nMN\r\n")
+    events = []
+    while (event := reader.next_event()) is not p.NEED_DATA:
+        events.append(event)
+    assert events == [
+        p.Value(b"k", 3, b"hi", 7),
+        p.END,
+        p.Status(b"STORED"),
+        p.Meta(b"VA", {b"c": b"5", b"t": b"-1", b"W": b""}, b"x"),
+        p.Meta(b"HD", {b"k": b"\x01"}, None),
+        p.ErrorReply(b"SERVER_ERROR", b"out of memory"),
+        p.ErrorReply(b"CLIENT_ERROR", b"bad data chunk"),
+        p.ErrorReply(b"ERROR", b""),
+        p.Status(b"42"),
+        p.Meta(b"MN", {}, None),
+    ]
+    assert reader.pending == 0
+    assert events[5].in_step and not events[6].in_step and not events[7].in_step
+
+
+GARBAGE = [
+    b"VALUE c 0 1\r\nc\r\nEND\r\n",  # a key not asked for
+    b"VALUE a 0 2\r\n1\r\nEND\r\n",  # shorter than its header says
+    b"VALUE a 0 -2\r\n\r\nEND\r\n",
+    b"VALUE a 0 x\r\n1\r\nEND\r\n",
+    b"VALUE a 0\r\n1\r\nEND\r\n",
+    b"VALUE a 0 1\r\n1\r\nEND\r\nVALUE b 0 1\r\nb\r\nEND\r\n",  # bytes after END
+    b"STORED\r\n",
+    b"HD\r\n",
+    b"\xff\xfe\r\n",
+    b"\r\n",
+    b"x" * 9000,  # a line that never ends
+]
+
+
+@pytest.mark.parametrize("reply", GARBAGE)
+def test_garbage_is_out_of_step(reply: bytes) -> None:
+    for chunks in ([reply], [reply[:5], reply[5:]]):
+        with pytest.raises(p.ProtocolViolation):
+            collect(ops.get_many([b"a", b"b"], SID, False).plan, *chunks)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"VA 1 kz\r\nz\r\nMN\r\n",
+        b"VA 1\r\nz\r\nMN\r\n",
+        b"EN\r\nMN\r\n",
+        b"MN\r\nHD\r\n",
+        b"END\r\n",
+        b"VA x\r\n",
+    ],
+)
+def test_meta_garbage_is_out_of_step(reply: bytes) -> None:
+    with pytest.raises(p.ProtocolViolation):
+        collect(ops.get_many([b"a", b"b"], SID, True).plan, reply)
+
+
+ERRORS = [b"ERROR\r\n", b"CLIENT_ERROR bad command line format\r\n", b"SERVER_ERROR out of memory\r\n"]
+
+
+@pytest.mark.parametrize("reply", ERRORS)
+@pytest.mark.parametrize("meta", [False, True])
+def test_error_replies(reply: bytes, meta: bool) -> None:
+    # A read has no way to report an error: it raises, naming the server and the reply.
+    for build in (
+        lambda: ops.get_many([b"a"], SID, meta),
+        lambda: ops.get_one(b"a", SID, meta),
+        lambda: ops.gets(b"a", SID, meta),
+        lambda: ops.lease(b"a", b"m", 1, SID, meta),
+    ):
+        with pytest.raises(BackendProtocolError, match=f"{SID}.*{reply.split()[0].decode()}"):
+            request = build()
+            request.finish(collect(request.plan, reply), SID)
+    # A store reports "not stored"; the connection is reusable after SERVER_ERROR only.
+    request = ops.store(b"set", b"a", b"v", 0, SID, meta)
+    if meta:
+        request = ops.set_many([("a", b"a", b"v", 0)], SID, meta)
+        assert request.finish(collect(request.plan, reply), SID) == ["a"]
+    else:
+        assert request.finish(collect(request.plan, reply), SID) is False
+    assert request.plan.in_step is reply.startswith(b"SERVER_ERROR")
+    # A delete or touch must say whether the key was there: an error reply raises.
+    for build in (lambda: ops.delete(b"a", SID, meta), lambda: ops.touch(b"a", 1, SID, meta)):
+        with pytest.raises(BackendProtocolError):
+            request = build()
+            request.finish(collect(request.plan, reply), SID)
+
+
+def test_more_replies_than_requests() -> None:
+    with pytest.raises(p.ProtocolViolation):
+        collect(ops.store(b"set", b"k", b"v", 0, SID, False).plan, b"STORED\r\nSTORED\r\n")
+    with pytest.raises(p.ProtocolViolation):
+        collect(ops.store(b"set", b"k", b"v", 0, SID, True).plan, b"HD\r\nHD\r\n")
+
+
+def test_lean_hit_paths() -> None:
+    assert p.lean_value(b"VALUE k 0 2\r\nhi\r\nEND\r\n", b"k") == b"hi"
+    assert p.lean_value(b"END\r\n", b"k") is None
+    for doubtful in (
+        b"VALUE k 0 2\r\nhi\r\nEN",
+        b"VALUE j 0 2\r\nhi\r\nEND\r\n",
+        b"VALUE k 0 2 5\r\nhi\r\nEND\r\n",
+    ):
+        assert p.lean_value(doubtful, b"k") is p.NEED_DATA
+    assert p.lean_meta_value(b"VA 2\r\nhi\r\n") == b"hi"
+    assert p.lean_meta_value(b"EN\r\n") is None
+    for doubtful in (b"VA 2\r\nh", b"VA 2 f0\r\nhi\r\n", b"HD\r\n", b"SERVER_ERROR x\r\n"):
+        assert p.lean_meta_value(doubtful) is p.NEED_DATA
+
+
+def test_requests_on_the_wire() -> None:
+    assert ops.get_many([b"a", b"b"], SID, False).data == b"get a b\r\n"
+    assert ops.get_many([b"a", b"b"], SID, True).data == b"mg a v k q\r\nmg b v k q\r\nmn\r\n"
+    assert ops.store(b"set", b"k", b"vv", 30, SID, False).data == b"set k 0 30 2\r\nvv\r\n"
+    assert ops.store(b"add", b"k", b"vv", 30, SID, True).data == b"ms k 2 F0 T30 ME\r\nvv\r\n"
+    assert ops.store(b"set", b"k", b"vv", 0, SID, True).data == b"ms k 2 F0\r\nvv\r\n"
+    assert ops.cas(b"k", b"v", 3, 77, SID, False).data == b"cas k 0 3 1 77\r\nv\r\n"
+    assert ops.cas(b"k", b"v", 3, 77, SID, True).data == b"ms k 1 F0 T3 C77\r\nv\r\n"
+    assert ops.delete(b"k", SID, False).data == b"delete k\r\n"
+    assert ops.delete(b"k", SID, True).data == b"md k\r\n"
+    assert ops.touch(b"k", 4, SID, False).data == b"touch k 4\r\n"
+    assert ops.touch(b"k", 4, SID, True).data == b"mg k T4\r\n"
+    assert ops.gets(b"k", SID, True).data == b"mg k v c\r\n"
+    assert ops.lease(b"k", b"m", 5, SID, False).data == b"add k 0 5 1\r\nm\r\ngets k\r\n"
+    assert ops.lease(b"k", b"m", 5, SID, True).data == b"ms k 1 F0 T5 ME\r\nm\r\nmg k v c\r\n"
+    assert ops.add_or_append(b"k", b"v", 5, SID, False).data == b"add k 0 5 1\r\nv\r\nappend k 0 0 1\r\nv\r\n"
+    assert ops.delete_many([b"a", b"b"], SID, False).data == b"delete a\r\ndelete b\r\n"
+    assert ops.stats(SID, False).data == b"stats\r\n"
+    assert p.MN == b"mn\r\n"

@@ -1,0 +1,303 @@
+"""The protocols on the wire: negotiation per server, and the commands each operation sends.
+
+A small recording relay sits between memo and a real memcached and keeps every
+byte memo sent, so each test can show exactly which commands an operation
+costs under each protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cluster_fixtures import NutcrackerProcess
+from memcached_fixtures import MemcachedProcess
+
+from memo import ConfigurationError
+from memo._backend import backend_from_url
+from memo._errors import BackendProtocolError
+from memo._memcached import MemcachedBackend
+
+pytestmark = pytest.mark.memcached
+
+Servers = Callable[..., list[MemcachedProcess]]
+
+
+class Relay:
+    """Forward TCP connections to `target`, recording what clients send; or answer with `reply`."""
+
+    def __init__(self, target: tuple[str, int] | None = None, reply: bytes | None = None) -> None:
+        self.target = target
+        self.reply = reply
+        self.sent: list[bytes] = []  # one entry per chunk received from a client
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            self._sockets.append(client)
+            if self.target is None:
+                self._spawn(self._answer, client)
+            else:
+                upstream = socket.create_connection(self.target)
+                self._sockets.append(upstream)
+                self._spawn(self._pump, client, upstream, True)
+                self._spawn(self._pump, upstream, client, False)
+
+    def _answer(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                self._record(data)
+                if self.reply is not None:
+                    client.sendall(self.reply)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if record:
+                    self._record(data)
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _record(self, data: bytes) -> None:
+        with self._lock:
+            self.sent.append(data)
+
+    def take(self) -> list[bytes]:
+        """The request lines sent since the last call (data blocks included as lines)."""
+        with self._lock:
+            data, self.sent = b"".join(self.sent), []
+        return data.split(b"\r\n")[:-1]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._threads[0].join()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads[1:]:
+            thread.join(timeout=2)
+        self._listener.close()
+
+
+@pytest.fixture
+def relay(memcached_servers: Servers) -> Iterator[Relay]:
+    (process,) = memcached_servers(1)
+    made = Relay((process.host, process.port))
+    yield made
+    made.close()
+
+
+def _backend(address: str, protocol: str) -> MemcachedBackend:
+    return MemcachedBackend([address], protocol=protocol, timeout=2.0)
+
+
+WIRE: dict[str, list[tuple[Callable[[MemcachedBackend], Any], Any, list[bytes]]]] = {
+    "classic": [
+        (lambda b: b.set("k", b"v1", 60), True, [b"set k 0 60 2", b"v1"]),
+        (lambda b: b.get("k"), b"v1", [b"get k"]),
+        (lambda b: b.add("k", b"v2", None), False, [b"add k 0 0 2", b"v2"]),
+        (lambda b: b.get_many(["k", "x"]), {"k": b"v1"}, [b"get k x"]),
+        (
+            lambda b: b.set_many([("a", b"1", None), ("b", b"2", 5)]),
+            [],
+            [b"set a 0 0 1", b"1", b"set b 0 5 1", b"2"],
+        ),
+        (lambda b: b.gets("k")[0], b"v1", [b"gets k"]),
+        (lambda b: b.touch("k", 30), True, [b"touch k 30"]),
+        (lambda b: b.lease("m", b"L", 5)[0], True, [b"add m 0 5 1", b"L", b"gets m"]),
+        (lambda b: b.cas("m", b"V", 60, b.gets("m")[1]), True, [b"gets m", b"cas m 0 60 1 *", b"V"]),
+        (lambda b: b.delete("k"), True, [b"delete k"]),
+        (lambda b: b.delete_many(["a", "b"]), None, [b"delete a", b"delete b"]),
+        (lambda b: b.append_all("g", b"t", None), 1, [b"add g 0 0 1", b"t", b"append g 0 0 1", b"t"]),
+    ],
+    "meta": [
+        (lambda b: b.set("k", b"v1", 60), True, [b"ms k 2 F0 T60", b"v1"]),
+        (lambda b: b.get("k"), b"v1", [b"mg k v"]),
+        (lambda b: b.add("k", b"v2", None), False, [b"ms k 2 F0 ME", b"v2"]),
+        (lambda b: b.get_many(["k", "x"]), {"k": b"v1"}, [b"mg k v k q", b"mg x v k q", b"mn"]),
+        (
+            lambda b: b.set_many([("a", b"1", None), ("b", b"2", 5)]),
+            [],
+            [b"ms a 1 F0", b"1", b"ms b 1 F0 T5", b"2"],
+        ),
+        (lambda b: b.gets("k")[0], b"v1", [b"mg k v c"]),
+        (lambda b: b.touch("k", 30), True, [b"mg k T30"]),
+        (lambda b: b.lease("m", b"L", 5)[0], True, [b"ms m 1 F0 T5 ME", b"L", b"mg m v c"]),
+        (lambda b: b.cas("m", b"V", 60, b.gets("m")[1]), True, [b"mg m v c", b"ms m 1 F0 T60 C*", b"V"]),
+        (lambda b: b.delete("k"), True, [b"md k"]),
+        (lambda b: b.delete_many(["a", "b"]), None, [b"md a", b"md b"]),
+        (lambda b: b.append_all("g", b"t", None), 1, [b"ms g 1 F0 ME", b"t", b"ms g 1 MA", b"t"]),
+    ],
+}
+
+
+def _matches(lines: list[bytes], expected: list[bytes]) -> bool:
+    """Lines equal, where an expected line ending in `*` matches any line with that prefix."""
+    return len(lines) == len(expected) and all(
+        line.startswith(want[:-1]) if want.endswith(b"*") else line == want
+        for line, want in zip(lines, expected, strict=True)
+    )
+
+
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+def test_the_commands_of_each_operation(relay: Relay, protocol: str) -> None:
+    backend = _backend(relay.address, protocol)
+    try:
+        assert backend.get("warm") is None
+        first = relay.take()
+        # meta asks first, on the first connection; classic never asks.
+        assert first == ([b"mn", b"mg warm v"] if protocol == "meta" else [b"get warm"])
+        for operation, result, expected in WIRE[protocol]:
+            assert operation(backend) == result
+            lines = relay.take()
+            assert _matches(lines, expected), (lines, expected)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+async def test_the_async_commands_are_the_same(relay: Relay, protocol: str) -> None:
+    backend = _backend(relay.address, protocol)
+    try:
+        assert await backend.aset("k", b"v1", 60)
+        assert relay.take()[-2:] == WIRE[protocol][0][2]
+        assert await backend.aget("k") == b"v1"
+        assert relay.take() == WIRE[protocol][1][2]
+        assert await backend.aget_many(["k", "x"]) == {"k": b"v1"}
+        assert relay.take() == WIRE[protocol][3][2]
+        assert (await backend.alease("m", b"L", 5))[0] is True
+        assert relay.take() == WIRE[protocol][7][2]
+        assert await backend.adelete("k") is True
+        assert relay.take() == WIRE[protocol][9][2]
+    finally:
+        await backend.aclose()
+        backend.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_auto_picks_meta_where_the_server_answers_mn(relay: Relay, flavour: str) -> None:
+    backend = _backend(relay.address, "auto")
+    try:
+        if flavour == "sync":
+            assert backend.set("k", b"v", None)
+            assert backend.get("k") == b"v"
+        else:
+
+            async def run() -> None:
+                assert await backend.aset("k", b"v", None)
+                assert await backend.aget("k") == b"v"
+                await backend.aclose()
+
+            asyncio.run(run())
+        assert relay.take() == [b"mn", b"ms k 1 F0", b"v", b"mg k v"]
+        assert relay.connections == 1
+        assert backend._servers[0].meta is True
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_auto_falls_back_to_classic_on_a_fresh_connection_when_mn_is_an_error(flavour: str) -> None:
+    # memcached before 1.6 answers an unknown command with ERROR (this one answers everything so).
+    old = Relay(reply=b"ERROR\r\n")
+    backend = MemcachedBackend([old.address], protocol="auto", timeout=1.0)
+    try:
+        if flavour == "sync":
+            with pytest.raises(BackendProtocolError, match="ERROR"):
+                backend.delete("k")
+        else:
+
+            async def run() -> None:
+                with pytest.raises(BackendProtocolError, match="ERROR"):
+                    await backend.adelete("k")
+                await backend.aclose()
+
+            asyncio.run(run())
+    finally:
+        backend.close()
+        old.close()
+    assert old.take() == [b"mn", b"delete k"]
+    assert old.connections == 2  # the probe's connection was dropped; classic went on a fresh one
+    assert backend._servers[0].meta is False
+
+
+def test_auto_through_twemproxy_is_classic(
+    memcached_servers: Servers, nutcracker: Callable[..., NutcrackerProcess]
+) -> None:
+    proxy = nutcracker(memcached_servers(2))
+    # No proxy= option: memo finds out by asking. twemproxy drops the connection on `mn`.
+    backend = MemcachedBackend([f"{proxy.host}:{proxy.port}"], protocol="auto")
+    try:
+        assert backend.set("k", b"v", None)
+        assert backend.get("k") == b"v"
+        assert backend.get_many(["k", "nope"]) == {"k": b"v"}
+        assert backend._servers[0].meta is False
+
+        async def run() -> None:
+            assert await backend.aget("k") == b"v"
+            assert await backend.alease("lease", b"m", 5) == (True, (b"m", (await backend.agets("lease"))[1]))
+            await backend.aclose()
+
+        asyncio.run(run())
+    finally:
+        backend.close()
+
+
+def test_forcing_meta_where_the_server_cannot_is_a_clear_error_at_first_use(
+    memcached_servers: Servers, nutcracker: Callable[..., NutcrackerProcess]
+) -> None:
+    proxy = nutcracker(memcached_servers(1))
+    backend = MemcachedBackend([f"{proxy.host}:{proxy.port}"], protocol="meta")  # nothing asked yet
+    try:
+        with pytest.raises(ConfigurationError, match="does not speak the meta protocol"):
+            backend.get("k")
+
+        async def run() -> None:
+            with pytest.raises(ConfigurationError, match="does not speak the meta protocol"):
+                await backend.aget("k")
+            await backend.aclose()
+
+        asyncio.run(run())
+    finally:
+        backend.close()
+
+
+def test_the_protocol_option_in_urls_and_arguments() -> None:
+    for value in ("auto", "meta", "classic"):
+        backend = backend_from_url(f"memcached://127.0.0.1:1?protocol={value}", {})
+        assert isinstance(backend, MemcachedBackend) and backend._options()["protocol"] == value
+        backend.close()
+    assert backend_from_url("memcached://127.0.0.1:1", {})._options()["protocol"] == "auto"  # type: ignore[attr-defined]
+    # Behind a proxy: classic, without asking.
+    proxied = MemcachedBackend(["127.0.0.1:1"], proxy="twemproxy")
+    assert proxied._options()["protocol"] == "classic" and proxied._servers[0].meta is False
+    for bad in ("memcached://h?protocol=binary", "memcached://h?protocol=META"):
+        with pytest.raises(ConfigurationError, match="protocol must be one of auto, meta, classic"):
+            backend_from_url(bad, {})
+    with pytest.raises(ConfigurationError, match="protocol=meta with proxy=twemproxy"):
+        MemcachedBackend(["h"], protocol="meta", proxy="twemproxy")
