@@ -133,11 +133,7 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
         proxy: str = "",
         protocol: str = "auto",
     ) -> None:
-        addresses = check_servers(servers)
-        if not addresses and discovery is None:
-            raise ConfigurationError("MemcachedBackend needs at least one server")
-        if addresses and discovery is not None:
-            raise ConfigurationError("give either servers or a discovery endpoint, not both")
+        addresses = _servers_or_discovery(servers, discovery)
         proxy = check_options(
             connect_timeout=connect_timeout,
             timeout=timeout,
@@ -334,6 +330,15 @@ class MemcachedBackend(SyncOps, AsyncOps, ManyLeases, Backend):
             self._discovery.close()
         self._parking.close()
         super().close()
+
+
+def _servers_or_discovery(servers: Any, discovery: Any) -> list[tuple[str, int]]:
+    addresses = check_servers(servers)
+    if not addresses and discovery is None:
+        raise ConfigurationError("MemcachedBackend needs at least one server")
+    if addresses and discovery is not None:
+        raise ConfigurationError("give either servers or a discovery endpoint, not both")
+    return addresses
 
 
 def _check_protocol(protocol: Any, proxy: str) -> None:
