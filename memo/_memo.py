@@ -592,13 +592,19 @@ class Memo:
         return value
 
     def _local(self, cache: Context, key: str, t0: float) -> Any:
-        """A hit from the near-cache, or `MISS`."""
+        """A hit from the near-cache, or `MISS`. Flat like the hit paths: it is one."""
         kept = self._near.get(key)  # type: ignore[union-attr]
         if kept is None:
             return MISS
-        state, value = self._classify(kept)
-        if state is not _HIT:
-            return MISS
+        head = kept[:3]
+        if head == _PLAIN or (
+            head == _PLAIN_EXPIRES and int.from_bytes(kept[3:11], "big") > _clock.time() * 1000.0
+        ):
+            value = _loads(kept[3 if head == _PLAIN else 11 :])  # decoded once already when kept
+        else:
+            state, value = self._classify(kept)
+            if state is not _HIT:
+                return MISS
         self._stats.hits += 1
         self._stats.local_hits += 1
         if t0:

@@ -104,13 +104,6 @@ CASES: list[tuple[str, Callable[[], ops.Request], bytes, Any]] = [
     # meta
     ("mg hit", lambda: ops.get_one(b"k", SID, True), b"VA 3\r\nabc\r\n", b"abc"),
     ("mg miss", lambda: ops.get_one(b"k", SID, True), b"EN\r\n", None),
-    (
-        "mg batch",
-        lambda: ops.get_many([b"a", b"b", b"c"], SID, True),
-        b"VA 1 ka\r\n1\r\nVA 4 kc\r\n\r\n\r\n\r\nMN\r\n",
-        {b"a": b"1", b"c": b"\r\n\r\n"},
-    ),
-    ("mg batch all miss", lambda: ops.get_many([b"a", b"b"], SID, True), b"MN\r\n", {}),
     ("mg gets", lambda: ops.gets(b"k", SID, True), b"VA 2 c99\r\nhi\r\n", (b"hi", 99)),
     ("mg gets miss", lambda: ops.gets(b"k", SID, True), b"EN\r\n", None),
     ("ms", lambda: ops.store(b"set", b"k", b"v", 0, SID, True), b"HD\r\n", True),
@@ -222,7 +215,7 @@ def test_garbage_is_out_of_step(reply: bytes) -> None:
 )
 def test_meta_garbage_is_out_of_step(reply: bytes) -> None:
     with pytest.raises(p.ProtocolViolation):
-        collect(ops.get_many([b"a", b"b"], SID, True).plan, reply)
+        collect(ops.get_one(b"a", SID, True).plan, reply)
 
 
 ERRORS = [b"ERROR\r\n", b"CLIENT_ERROR bad command line format\r\n", b"SERVER_ERROR out of memory\r\n"]
@@ -280,7 +273,7 @@ def test_lean_hit_paths() -> None:
 
 def test_requests_on_the_wire() -> None:
     assert ops.get_many([b"a", b"b"], SID, False).data == b"get a b\r\n"
-    assert ops.get_many([b"a", b"b"], SID, True).data == b"mg a v k q\r\nmg b v k q\r\nmn\r\n"
+    assert ops.get_many([b"a", b"b"], SID, True).data == b"get a b\r\n"  # batches stay classic
     assert ops.store(b"set", b"k", b"vv", 30, SID, False).data == b"set k 0 30 2\r\nvv\r\n"
     assert ops.store(b"add", b"k", b"vv", 30, SID, True).data == b"ms k 2 F0 T30 ME\r\nvv\r\n"
     assert ops.store(b"set", b"k", b"vv", 0, SID, True).data == b"ms k 2 F0\r\nvv\r\n"

@@ -139,7 +139,8 @@ WIRE: dict[str, list[tuple[Callable[[MemcachedBackend], Any], Any, list[bytes]]]
         (lambda b: b.set("k", b"v1", 60), True, [b"ms k 2 F0 T60", b"v1"]),
         (lambda b: b.get("k"), b"v1", [b"mg k v"]),
         (lambda b: b.add("k", b"v2", None), False, [b"ms k 2 F0 ME", b"v2"]),
-        (lambda b: b.get_many(["k", "x"]), {"k": b"v1"}, [b"mg k v k q", b"mg x v k q", b"mn"]),
+        # Batches stay classic on meta servers: cheaper to read (see _ops.get_many).
+        (lambda b: b.get_many(["k", "x"]), {"k": b"v1"}, [b"get k x"]),
         (
             lambda b: b.set_many([("a", b"1", None), ("b", b"2", 5)]),
             [],

@@ -11,7 +11,7 @@ data block is announced by its header's length.
 What one request's reply means is a *reply plan*: an object with `collect(reader)`
 that consumes events and returns the request's result, or `NEED_DATA` until
 the whole reply is in (`Fetch`, `Lines`, `LineThenFetch`, `Stats`,
-`MetaFetch`, `MetaLines`). The functions at the end encode requests. The sync
+`MetaLines`). The functions at the end encode requests. The sync
 and async connections only move bytes between a socket and these objects, so
 the protocol is written, and tested with scripted byte streams, once.
 
@@ -36,7 +36,6 @@ __all__ = [
     "LineThenFetch",
     "Lines",
     "Meta",
-    "MetaFetch",
     "MetaLines",
     "Probe",
     "ProtocolViolation",
@@ -404,34 +403,6 @@ class MetaLines:
         return replies
 
 
-class MetaFetch:
-    """Quiet `mg <key> v k q` requests ended by `mn`: the hits' `{key: data}` up to `MN`."""
-
-    __slots__ = ("found", "server_id", "wanted")
-
-    def __init__(self, wanted: Collection[bytes], server_id: str) -> None:
-        self.wanted = wanted
-        self.server_id = server_id
-        self.found: dict[bytes, bytes] = {}
-
-    def collect(self, reader: Reader) -> Any:
-        found = self.found
-        while True:
-            event = reader.next_event()
-            if event is NEED_DATA:
-                return NEED_DATA
-            if type(event) is not Meta:
-                raise _unexpected(event, self.server_id)  # type: ignore[arg-type]
-            if event.code == b"MN":
-                if reader.pending:
-                    raise ProtocolViolation("bytes after MN")
-                return found
-            key = event.flags.get(b"k")
-            if event.code != b"VA" or key is None or key not in self.wanted or event.data is None:
-                raise ProtocolViolation(repr(event)[:120])
-            found[key] = event.data
-
-
 class Probe:
     """The reply to `mn`: True for `MN` (the server speaks meta), False for any other reply line."""
 
@@ -550,11 +521,6 @@ MN: Final = b"mn\r\n"
 def mg(kb: bytes, flags: bytes) -> bytes:
     """`mg <key> <flags>`: `VA <size> <flags>` + data, `HD <flags>`, or `EN` on a miss (`MetaLines`)."""
     return b"mg " + kb + b" " + flags + b"\r\n"
-
-
-def mg_batch(kbs: Iterable[bytes]) -> bytes:
-    """Quiet `mg <key> v k q` for each key, ended by `mn` (`MetaFetch`): misses send nothing."""
-    return b"".join([b"mg " + kb + b" v k q\r\n" for kb in kbs]) + MN
 
 
 def ms(kb: bytes, value: bytes, flags: bytes) -> bytes:
