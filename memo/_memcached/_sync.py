@@ -28,7 +28,20 @@ from .._errors import BackendError, BackendTimeout, BackendUnavailable, Configur
 from . import _ops as ops
 from ._core import Core
 from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, merge_found, merge_not_stored
-from ._proto import MN, NEED_DATA, Fetch, Probe, ProtocolViolation, Reader, lean_meta_value, lean_value
+from ._proto import (
+    MN,
+    NEED_DATA,
+    Fetch,
+    Probe,
+    ProtocolViolation,
+    Reader,
+    lean_meta_value,
+    lean_value,
+    whole_get,
+)
+from ._proto import (
+    get as encode_get,
+)
 from ._server import Server
 from ._wire import ServerError, expiry, key_bytes
 
@@ -135,6 +148,20 @@ class SyncConnection:
             return ops.meta_value(self.read(ops.one_meta(server_id)))
         found: dict[bytes, bytes] = self.read(Fetch((kb,), server_id))
         return found.get(kb)
+
+    def get_many(self, kbs: list[bytes], server_id: str) -> dict[bytes, bytes]:
+        """One classic multi-key `get`; the usual reply, whole in one read, is cut in place."""
+        self.sock.sendall(encode_get(kbs))
+        buf = self.sock.recv(_RECV_SIZE)
+        wanted = frozenset(kbs)
+        if buf.endswith(b"END\r\n"):
+            found = whole_get(buf, wanted)
+            if found is not None:
+                return found
+        if not buf:
+            raise Closed()
+        self.reader.feed(buf)
+        return self.read(Fetch(wanted, server_id))  # type: ignore[no-any-return]
 
 
 class SyncOps(Core):
@@ -252,11 +279,35 @@ class SyncOps(Core):
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         groups = group_keys(self._topology, keys)
+        if len(groups) == 1:
+            # One server (the usual batch of a tagged hit, a session and its generation):
+            # run on a pooled connection directly, as `get` does.
+            ((server, pairs),) = groups.items()
+            got = self._get_many_on(server, [kb for _, kb in pairs])
+            return {key: got[kb] for key, kb in pairs if kb in got}
         outcomes = [
             self._attempt(server, ops.get_many, [kb for _, kb in pairs]) for server, pairs in groups.items()
         ]
         found, errors = merge_found(groups, outcomes)
         finish("get_many", found, errors, len(groups))
+        return found
+
+    def _get_many_on(self, server: Server, kbs: list[bytes]) -> dict[bytes, bytes]:
+        if server.blocked_until:
+            server.admit()
+        free = server.free
+        client = None
+        try:
+            client = free.pop() if free else self._new_client(server)
+            found = client.get_many(kbs, server.id)
+        except BaseException as exc:
+            self._sync_error(server, client, exc)
+        if server.failures:
+            server.succeeded()
+        if len(free) < server.keep:
+            free.append(client)
+        else:
+            client.close()
         return found
 
     def set(self, key: str, value: bytes, ttl: float | None) -> bool:
