@@ -128,7 +128,7 @@ class Cache:
         self.local_ttl = None if local_ttl is None else check_seconds(local_ttl, "local_ttl")
         self.local_max_entries = check_size(local_max_entries, "local_max_entries") or 1
         # One near-cache per set of servers: memcached URLs name them; any other backend is its own.
-        self.near_name = servers_of(url) if url.startswith("memcached") else f"backend#{id(self.backend)}"
+        self.near_owner: object = servers_of(url) if url.startswith("memcached") else self.backend
         # A backend without add/gets/cas cannot hold a lease: fills are plain `set`s there.
         self.leases = self.leases and Capability.LEASES in self.backend.capabilities
         self._events = Emitter(combine_hooks(on_event))

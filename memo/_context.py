@@ -53,10 +53,10 @@ class Context(Protocol):
     lease_ttl: float
     lease_wait: float
     #: The near-cache: default seconds a hit is kept in this process (None: off), its bound,
-    #: and what names the servers it copies (one near-cache per set of servers).
+    #: and whose it is (a memcached server list, or the backend object itself).
     local_ttl: float | None
     local_max_entries: int
-    near_name: str
+    near_owner: object
     #: scope -> (generation, monotonic time it is trusted until); read by the hit paths.
     known_generations: dict[str, tuple[str, float]]
 

@@ -263,7 +263,7 @@ class Memo:
         self._lease_wait = cache.lease_wait if self.lease_wait is None else self.lease_wait
         self.refresher.retry_after = self._lease_ttl
         self._local_ttl = cache.local_ttl if self.local_ttl is None else self.local_ttl
-        self._near = near_for(cache.near_name, cache.local_max_entries) if self._local_ttl else None
+        self._near = near_for(cache.near_owner, cache.local_max_entries) if self._local_ttl else None
         self.codec.compress_threshold = cache.compress_threshold
         self._bound = cache
         return cache

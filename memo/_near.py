@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import _clock
@@ -80,8 +82,10 @@ class NearCache:
             self._items.clear()
 
 
-#: One near-cache per set of servers in this process.
+#: One near-cache per set of servers in this process (memcached URLs name them) ...
 _NEAR: dict[str, NearCache] = {}
+#: ... and one per backend object for the others (memory://, a backend of your own).
+_NEAR_OF: weakref.WeakKeyDictionary[Any, NearCache] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -92,12 +96,13 @@ def servers_of(url: str) -> str:
     return f"{parts.scheme}://{hosts}"
 
 
-def near_for(name: str, max_entries: int) -> NearCache:
-    """The near-cache of the servers `name` says (`servers_of`), created on first use."""
+def near_for(owner: Any, max_entries: int) -> NearCache:
+    """The near-cache of `owner`: the servers a `servers_of` string names, or a backend object."""
     with _LOCK:
-        near = _NEAR.get(name)
+        table: Any = _NEAR if isinstance(owner, str) else _NEAR_OF
+        near: NearCache | None = table.get(owner)
         if near is None:
-            near = _NEAR[name] = NearCache(max_entries)
+            near = table[owner] = NearCache(max_entries)
         else:
             near.max_entries = max(near.max_entries, max_entries)
         return near
@@ -107,7 +112,7 @@ def _forget_all() -> None:
     # A forked child starts with fresh locks; the copies it inherited are dropped.
     global _LOCK
     _LOCK = threading.Lock()
-    for near in _NEAR.values():
+    for near in [*_NEAR.values(), *_NEAR_OF.values()]:
         near._lock = threading.Lock()
         near._items.clear()
 

@@ -176,3 +176,20 @@ def test_bad_options_are_refused() -> None:
         memo.Cache("memory://", local_max_entries="many")
     with pytest.raises(memo.ConfigurationError, match="local_ttl"):
         memo.Cache("memory://").cached(ns="x", ttl=5, local_ttl="1s")(lambda x: x)
+
+
+def test_each_in_process_store_has_its_own_near_cache() -> None:
+    """Two memory:// Caches are two stores: a copy from one is never served by the other."""
+    first, second = memo.Cache("memory://", local_ttl=60), memo.Cache("memory://", local_ttl=60)
+    answers = {id(first): 1, id(second): 2}
+
+    def decorate(cache: memo.Cache) -> Any:
+        @cache.cached(ns="near", ttl=60, ignore=("answers",))
+        def which() -> int:
+            return answers[id(cache)]
+
+        return which
+
+    one, two = decorate(first), decorate(second)
+    assert one() == one() == 1
+    assert two() == two() == 2
