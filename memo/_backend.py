@@ -131,8 +131,13 @@ class Backend(abc.ABC):
         """Return `(value, cas unique)` stored under `key`, or None when absent. (`Capability.LEASES`)"""
         raise _lacks(self, Capability.LEASES, "gets")
 
-    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
-        """Store `value` only if `key` still holds the version `unique` names (`Capability.LEASES`)."""
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
+        """Store `value` only if `key` still holds the version `unique` names (`Capability.LEASES`).
+
+        True when stored. A backend may return None instead of False when the server
+        refused the value itself (too large): the engine then counts it as not stored,
+        not as a lost lease.
+        """
         raise _lacks(self, Capability.LEASES, "cas")
 
     def touch(self, key: str, ttl: float | None) -> bool:
@@ -261,7 +266,7 @@ class Backend(abc.ABC):
         """Async `gets`."""
         raise _lacks(self, Capability.LEASES, "agets")
 
-    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
         """Async `cas`."""
         raise _lacks(self, Capability.LEASES, "acas")
 

@@ -489,7 +489,7 @@ class Batch:
             with contextlib.suppress(BackendError):
                 yield from together({key: leases.invalidate(key) for key in held})
             raise
-        stores: dict[str, Steps[bool]] = {}
+        stores: dict[str, Steps[bool | None]] = {}
         release: list[str] = []
         current = self._current(cache, gen)
         for key in held:

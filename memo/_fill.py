@@ -159,13 +159,16 @@ def _settle(lease: leases.Lease, unique: int, data: bytes | None, target: FillTa
             outcome = Outcome.NOT_STORED
         elif not target.current():
             outcome = Outcome.LOST  # cleared while computing: the key is unreachable now
-        elif (yield from leases.store(lease.key, data, target.ttl, unique)):
-            target.report(Outcome.STORED)
-            return Outcome.STORED
         else:
-            # Refused: either another writer replaced our marker (lost), or the
-            # server would not take the value and our marker is still there.
-            outcome = Outcome.NOT_STORED if (yield from leases.release(lease, target.keep)) else Outcome.LOST
+            stored = yield from leases.store(lease.key, data, target.ttl, unique)
+            if stored:
+                target.report(Outcome.STORED)
+                return Outcome.STORED
+            # Not stored: the server refused the value (None: an error reply; memcached
+            # may drop our marker itself then), or our marker is still there (a refusal
+            # without a reason), or another writer replaced it (lost).
+            released = yield from leases.release(lease, target.keep)
+            outcome = Outcome.NOT_STORED if stored is None or released else Outcome.LOST
             target.report(outcome)
             return outcome
     except BackendError as exc:

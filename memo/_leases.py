@@ -191,9 +191,10 @@ def release(lease: Lease, keep: tuple[bytes, float] | None = None) -> Steps[bool
     return deleted
 
 
-def store(key: str, data: bytes, ttl: float | None, unique: int) -> Steps[bool]:
-    """Replace the lease marker with the value; False when the lease was lost or the store refused."""
-    stored: bool = yield (Verb.CAS, (key, data, ttl, unique))
+def store(key: str, data: bytes, ttl: float | None, unique: int) -> Steps[bool | None]:
+    """Replace the lease marker with the value: True; False when the lease was lost or the store
+    refused; None when the backend says the server refused the value (`Backend.cas`)."""
+    stored: bool | None = yield (Verb.CAS, (key, data, ttl, unique))
     return stored
 
 

@@ -327,7 +327,10 @@ def test_hit_rate_stays_above_80_percent_with_one_of_three_servers_killed(memcac
 def test_batches_of_leases_and_stores_route_each_key(memcached_servers: Servers, flavour: str) -> None:
     main = memcached_servers(2)
     (gutter,) = memcached_servers(1)
-    ops = Ops(backend_from_url(_url(main, [gutter], failure_threshold=1, retry_after=30), {}), flavour)
+    ops = Ops(
+        backend_from_url(_url(main, [gutter], failure_threshold=1, retry_after=30, connect_timeout=2), {}),
+        flavour,
+    )
     try:
         home, away = _key_on(ops.backend, main[0].address), _key_on(ops.backend, main[1].address)
         main[1].kill()

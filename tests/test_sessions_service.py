@@ -255,7 +255,9 @@ def test_memcached_down_or_hung_falls_back_to_postgresql(
         assert one.call("GET", "/me", other).status_code == 401
         assert one.call("POST", "/logout-everywhere", sid).json() == {"revoked": 1}
         assert two.call("GET", "/me", sid).status_code == 401
-        assert max(durations) < 0.5, durations
+        # Each request pays at most its timeouts until the servers' breakers open (three
+        # failures); from then on the store answers alone, well under the 200 ms fallback target.
+        assert max(durations) < 1.5 and max(durations[3:]) < 0.2, durations
         assert two.metrics()["bypassed"] >= 10
     finally:
         if trouble == "hung":

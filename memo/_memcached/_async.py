@@ -410,15 +410,16 @@ class AsyncOps(Core):
         kb = key_bytes(key)
         return await self._request(self._topology.server_for(kb), ops.gets, kb)  # type: ignore[no-any-return]
 
-    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
         kb = key_bytes(key)
         if len(value) > self.max_value_size:
             return False
         server = self._topology.server_for(kb)
         try:
-            return await self._request(server, ops.cas, kb, bytes(value), expiry(ttl), unique) is True
+            stored: bool | None = await self._request(server, ops.cas, kb, bytes(value), expiry(ttl), unique)
         except ServerError:
-            return False
+            return None  # the server refused the value (see Backend.cas)
+        return stored
 
     async def atouch(self, key: str, ttl: float | None) -> bool:
         kb = key_bytes(key)

@@ -217,7 +217,7 @@ class GutterBackend(MemcachedBackend):
                 raise
         return self._tagged(self._gutter.gets(key))
 
-    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
         if unique < GUTTER_UNIQUE:
             try:
                 return super().cas(key, value, ttl, unique)
@@ -340,7 +340,7 @@ class GutterBackend(MemcachedBackend):
                 raise
         return self._tagged(await self._gutter.agets(key))
 
-    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+    async def acas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
         if unique < GUTTER_UNIQUE:
             try:
                 return await super().acas(key, value, ttl, unique)

@@ -111,8 +111,25 @@ def store(verb: bytes, kb: bytes, value: bytes, exp: int, server_id: str, meta: 
 def cas(kb: bytes, value: bytes, exp: int, unique: int, server_id: str, meta: bool) -> Request:
     """Store only if unchanged since `unique` was read: True when stored."""
     if meta:
-        return Request(p.ms(kb, value, b"F0%b C%d" % (_ttl(exp), unique)), p.MetaLines(1, server_id), _hd)
-    return Request(p.cas(kb, value, exp, unique), p.Lines(1), _stored_line)
+        data = p.ms(kb, value, b"F0%b C%d" % (_ttl(exp), unique))
+        return Request(data, p.MetaLines(1, server_id, errors=True), _cas_meta)
+    return Request(p.cas(kb, value, exp, unique), p.Lines(1), _cas_line)
+
+
+def _cas_line(lines: list[bytes], server_id: str) -> bool | None:
+    """True: stored; False: the key changed or went (another writer); None: the server refused it
+    (`SERVER_ERROR`, e.g. larger than its item size; memcached may drop the old item then)."""
+    line = lines[0]
+    return True if line == b"STORED" else None if line.startswith(b"SERVER_ERROR") else False
+
+
+def _cas_meta(replies: list[Any], server_id: str) -> bool | None:
+    reply = replies[0]
+    if type(reply) is p.ErrorReply:
+        if not reply.in_step:
+            raise ServerError(f"memcached {server_id} answered {reply.kind.decode()} to a cas")
+        return None
+    return bool(reply.code == b"HD")
 
 
 def _deleted(line: bytes, server_id: str) -> bool:

@@ -353,15 +353,16 @@ class SyncOps(Core):
         kb = key_bytes(key)
         return self._call(self._topology.server_for(kb), ops.gets, kb)  # type: ignore[no-any-return]
 
-    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool:
+    def cas(self, key: str, value: bytes, ttl: float | None, unique: int) -> bool | None:
         kb = key_bytes(key)
         if len(value) > self.max_value_size:
             return False
         server = self._topology.server_for(kb)
         try:
-            return self._call(server, ops.cas, kb, bytes(value), expiry(ttl), unique) is True
+            stored: bool | None = self._call(server, ops.cas, kb, bytes(value), expiry(ttl), unique)
         except ServerError:
-            return False
+            return None  # the server refused the value (see Backend.cas)
+        return stored
 
     def touch(self, key: str, ttl: float | None) -> bool:
         kb = key_bytes(key)
