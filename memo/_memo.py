@@ -436,8 +436,11 @@ class Memo:
         data = self.encode(value, cache)
         if data is not None and not self._too_big(cache, data):
             started = _perf()
-            if (yield from leases.store(key, data, self._hard_ttl, unique)):
+            stored = yield from leases.store(key, data, self._hard_ttl, unique)
+            if stored:
                 self._count(cache, "sets", "set", started)
+            elif stored is None:
+                self._count(cache, "not_stored", "not_stored")  # the server refused the value
             else:
                 self._count(cache, "lease_lost", "lease_lost")
 
@@ -495,9 +498,10 @@ class Memo:
         try:
             if data is not None and unique is not None and not self._too_big(cache, data):
                 started = _perf()
-                if (yield from leases.store(key, data, self._hard_ttl, unique)):
+                stored = yield from leases.store(key, data, self._hard_ttl, unique)
+                if stored:
                     self._count(cache, "sets", "set", started)
-                elif (yield from leases.release(lease)):
+                elif (yield from leases.release(lease)) or stored is None:
                     self._count(cache, "not_stored", "not_stored")  # refused; our marker dropped
                 else:
                     self._count(cache, "lease_lost", "lease_lost")  # another writer came after

@@ -238,7 +238,7 @@ class Values:
 
         `bad`: what the read found and could not use, if anything.
         """
-        target = _Fill(self, ns, gen, bad, ttl)
+        target = _ValueFill(self, ns, gen, bad, ttl)
         if not self.cache.leases:
             return (yield from fill_plain(key, target, bad))
         return (yield from fill(key, target))
@@ -420,7 +420,7 @@ async def _call_maybe_async(fn: Callable[[], Any]) -> Any:
     return result
 
 
-class _Fill:
+class _ValueFill:
     """The value API's side of `leases.fill`: what is usable, how to store, what to count."""
 
     __slots__ = (
