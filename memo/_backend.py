@@ -60,6 +60,9 @@ class Capability(str, enum.Enum):
     LEASES = "leases"
     #: `touch`: give a key a new lifetime without reading it.
     TOUCH = "touch"
+    #: `get_or_lease`: a read that takes the key's lease when it misses, in the same round
+    #: trip (memcached's meta `mg <key> N<ttl>`), so a miss and its fill cost two round trips.
+    LEASED_READS = "leased_reads"
 
 
 class Backend(abc.ABC):
@@ -143,6 +146,16 @@ class Backend(abc.ABC):
     def touch(self, key: str, ttl: float | None) -> bool:
         """Give `key` a new lifetime without reading it; True if it existed. (`Capability.TOUCH`)"""
         raise _lacks(self, Capability.TOUCH, "touch")
+
+    def get_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        """`get`, taking the key's lease for `lease_ttl` seconds when it misses. (`Capability.LEASED_READS`)
+
+        Returns the stored bytes; a `Won` (this caller took the lease: store the value
+        with `cas(key, ..., won.unique)`, or release it); `NATIVE_LEASE` when another
+        caller holds it; None for a miss with no lease taken (a server that speaks
+        only the classic commands: lease with `lease`).
+        """
+        raise _lacks(self, Capability.LEASED_READS, "get_or_lease")
 
     def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
         """`add` the marker under `key`, then `gets` it: `(added, what is stored now)`.
@@ -273,6 +286,10 @@ class Backend(abc.ABC):
     async def atouch(self, key: str, ttl: float | None) -> bool:
         """Async `touch`."""
         raise _lacks(self, Capability.TOUCH, "atouch")
+
+    async def aget_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        """Async `get_or_lease`."""
+        raise _lacks(self, Capability.LEASED_READS, "aget_or_lease")
 
     async def alease(
         self, key: str, marker: bytes, ttl: float | None

@@ -546,3 +546,29 @@ def lease_marker(token: str) -> bytes:
 def is_lease(data: bytes) -> bool:
     """Tell whether stored bytes are a lease marker rather than a value."""
     return data.startswith(_LEASE_HEADER)
+
+
+#: What a backend's read returns for a key whose lease another caller took with the
+#: server's own lease (memcached's meta `mg … N`: an empty item flagged `Z`): a lease
+#: marker owned by nobody in particular, so every reader treats it as one.
+NATIVE_LEASE = lease_marker("native")
+
+
+class Won(bytes):
+    """A leased read's answer to the caller that took the key's lease (meta `W`).
+
+    Its bytes are `NATIVE_LEASE`, so code that reads it as stored bytes sees a
+    lease marker (a miss, never a value); `unique` is the cas of the placeholder
+    the server created, which the value's store (`cas`) and the lease's release
+    compare against.
+    """
+
+    unique: int
+
+    def __new__(cls, unique: int) -> Won:
+        won = super().__new__(cls, NATIVE_LEASE)
+        won.unique = unique
+        return won
+
+    def __repr__(self) -> str:
+        return f"Won({self.unique})"

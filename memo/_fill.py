@@ -19,9 +19,18 @@ asked for until the fill ends, and every way out gives it back:
 | backend error taking the lease        | its value, not stored   | `errors`        | release tried    |
 | the holder is slow (`lease_wait`)     | its value, not stored   | `lease_waits`   | (none taken)     |
 | a value appeared meanwhile            | that value              |                 | (none taken)     |
+| granted by the read, but another      | the leader's value      |                 | released before  |
+| thread of this process leads the key  |                         |                 | following        |
+| cancelled while a leased read is on   | the interruption        |                 | unknown: expires |
+| the wire (meta `mg … N`)              |                         |                 | after lease_ttl  |
 
 An interruption's clean-up is finished by the driver even when the caller can
 no longer await (`memo._drive`).
+
+On a server with its own leases (memcached's meta protocol), the hit path's read
+takes the lease when it misses (`Backend.get_or_lease` answers `Won`), and `fill`
+starts from it: a miss and its fill cost two round trips. That lease is the
+server's placeholder, whose cas is the owner's proof; `leases.release` compares it.
 
 `Filled.outcome` tells followers in this process (single flight) whether the
 leader's value is still the truth: after `LOST` they must do what a caller
@@ -37,6 +46,7 @@ import enum
 from typing import Any, NamedTuple, Protocol
 
 from . import _leases as leases
+from ._codec import Won
 from ._drive import Steps, Verb
 from ._errors import BackendError
 
@@ -115,9 +125,34 @@ class FillTarget(Protocol):
         """Count an outcome (`LEASE_FAILED` and `WRITE_FAILED` come with their error)."""
 
 
-def fill(key: str, target: FillTarget) -> Steps[Filled]:
-    """The miss path under a lease: compute once across processes and store (see the table above)."""
+def fill(key: str, target: FillTarget, won: Won | None = None) -> Steps[Filled]:
+    """The miss path under a lease: compute once across processes and store (see the table above).
+
+    `won`: the lease a leased read granted already (`Backend.get_or_lease`); else it is asked for.
+    """
     lease = leases.Lease(key)
+    if won is None:
+        got = yield from _take(lease, target)
+        if isinstance(got, Filled):
+            return got
+    else:
+        got = leases.adopt(lease, won)
+    target.report(Outcome.ACQUIRED)
+    leases.hold(lease, target.backend)
+    try:
+        value = yield (Verb.COMPUTE, ())
+        data = target.encode(value)
+        outcome = yield from _settle(lease, got.unique, data, target)
+    except BaseException:
+        yield from _release_quietly(lease, target.keep)
+        raise
+    finally:
+        leases.drop(lease)
+    return Filled(value, data, outcome)
+
+
+def _take(lease: leases.Lease, target: FillTarget) -> Steps[leases.Acquired | Filled]:
+    """Ask for the lease: `Acquired`, or the fill's end when it is not to be had."""
     try:
         got = yield from leases.acquire_or_wait(
             lease, target.lease_ttl, target.lease_wait, target.usable, lambda: target.report(Outcome.WAITING)
@@ -136,18 +171,7 @@ def fill(key: str, target: FillTarget) -> Steps[Filled]:
         return Filled(value, target.encode(value), Outcome.UNLEASED)
     if isinstance(got, leases.Found):
         return Filled(target.found[-1], got.raw, Outcome.FOUND)
-    target.report(Outcome.ACQUIRED)
-    leases.hold(lease, target.backend)
-    try:
-        value = yield (Verb.COMPUTE, ())
-        data = target.encode(value)
-        outcome = yield from _settle(lease, got.unique, data, target)
-    except BaseException:
-        yield from _release_quietly(lease, target.keep)
-        raise
-    finally:
-        leases.drop(lease)
-    return Filled(value, data, outcome)
+    return got
 
 
 def _settle(lease: leases.Lease, unique: int, data: bytes | None, target: FillTarget) -> Steps[Outcome]:

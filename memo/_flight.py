@@ -70,12 +70,18 @@ class Flight(Generic[T]):
         self._calls = {}
 
     def run(
-        self, key: Hashable, compute: Callable[[], T], alone: Callable[[], T] | None = None
+        self,
+        key: Hashable,
+        compute: Callable[[], T],
+        alone: Callable[[], T] | None = None,
+        on_follow: Callable[[], object] | None = None,
     ) -> tuple[T, bool]:
         """Return `(result, led)`: `led` is True for the caller that ran `compute`.
 
         `alone` is what a re-entrant call runs instead of `compute` (default: `compute`):
-        the outer computation holds whatever `compute` would wait for.
+        the outer computation holds whatever `compute` would wait for. `on_follow` runs
+        once before a caller starts waiting for another's computation (to give back
+        what it took for a computation of its own, which the leader may be waiting for).
         """
         mine = (id(self), key)
         leading = _leading.get()
@@ -89,6 +95,9 @@ class Flight(Generic[T]):
                     call = self._calls[key] = _Call()
             if leader:
                 break
+            if on_follow is not None:
+                on_follow()
+                on_follow = None
             call.done.wait()
             if call.error is None:
                 return call.result, False  # type: ignore[return-value]
@@ -134,10 +143,12 @@ class AsyncFlight(Generic[T]):
         key: Hashable,
         compute: Callable[[], Awaitable[T]],
         alone: Callable[[], Awaitable[T]] | None = None,
+        on_follow: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[T, bool]:
         """Return `(result, led)`; `led` is True for the caller whose task started `compute`.
 
-        `alone` is what a re-entrant call awaits instead of `compute` (default: `compute`).
+        `alone` is what a re-entrant call awaits instead of `compute` (default: `compute`);
+        `on_follow` is awaited before a caller joins another's computation (see `Flight.run`).
         """
         mine = (id(self), key)
         leading = _leading.get()
@@ -147,6 +158,10 @@ class AsyncFlight(Generic[T]):
         slot = (id(loop), key)
         entry = self._calls.get(slot)
         leader = entry is None or entry.task.done()
+        if not leader and on_follow is not None:
+            await on_follow()
+            entry = self._calls.get(slot)  # the computation may have ended meanwhile
+            leader = entry is None or entry.task.done()
         if leader:
             # The task runs in a copy of this context that also says it leads `key`.
             context = contextvars.copy_context()

@@ -32,12 +32,13 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _clock
-from ._codec import is_lease, lease_marker
+from ._codec import NATIVE_LEASE, Won, is_lease, lease_marker
 from ._drive import Steps, Verb
 
 __all__ = [
     "HELD",
     "Acquired",
+    "adopt",
     "Found",
     "Held",
     "Lease",
@@ -70,12 +71,15 @@ class Lease:
     marker and nobody else's.
     """
 
-    __slots__ = ("key", "marker")
+    __slots__ = ("key", "marker", "unique")
 
     def __init__(self, key: str) -> None:
         self.key = key
         #: The marker this caller last tried to put under `key` (None: it never tried).
         self.marker: bytes | None = None
+        #: The cas unique the lease must still have to be this caller's: set for a lease
+        #: the server granted itself (`adopt`), whose marker every such lease shares.
+        self.unique: int | None = None
 
     def __repr__(self) -> str:
         return f"Lease({self.key!r})"
@@ -171,6 +175,16 @@ def acquire(
     return HELD
 
 
+def adopt(lease: Lease, won: Won) -> Acquired:
+    """Make `lease` the one a leased read granted (`Backend.get_or_lease`): no request needed.
+
+    The server's placeholder reads as `NATIVE_LEASE` for everyone; this caller's is
+    the one still carrying `won.unique`.
+    """
+    lease.marker, lease.unique = NATIVE_LEASE, won.unique
+    return Acquired(won.unique)
+
+
 def release(lease: Lease, keep: tuple[bytes, float] | None = None) -> Steps[bool]:
     """Remove this caller's marker if it is still there; True if it was.
 
@@ -182,7 +196,7 @@ def release(lease: Lease, keep: tuple[bytes, float] | None = None) -> Steps[bool
     if lease.marker is None:
         return False
     got: tuple[bytes, int] | None = yield (Verb.GETS, (lease.key,))
-    if got is None or got[0] != lease.marker:
+    if got is None or got[0] != lease.marker or (lease.unique is not None and got[1] != lease.unique):
         return False
     if keep is not None:
         restored: bool = yield (Verb.CAS, (lease.key, keep[0], keep[1], got[1]))

@@ -19,7 +19,7 @@ import inspect
 import logging
 import time
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -38,6 +38,7 @@ from ._codec import (
     Codec,
     DecodeError,
     TypeRegistry,
+    Won,
     expires_ms,
     is_lease,
     lease_marker,
@@ -147,6 +148,43 @@ class _Fill:
             cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
         else:
             memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
+
+
+class _Granted:
+    """What the hit path read, holding the lease a leased read granted (`Won`) until it is used.
+
+    A caller granted the lease may still find another thread or task of this process
+    leading the key's fill (and waiting for that very lease): it gives the lease back
+    before following, and a fill it leads later asks for a lease afresh.
+    """
+
+    __slots__ = ("raw", "won")
+
+    def __init__(self, raw: bytes | None) -> None:
+        self.raw = raw
+        self.won = raw if type(raw) is Won else None
+
+    def on_follow(self, backend: Any, key: str) -> Callable[[], object]:
+        def give_back() -> None:
+            lease, self.raw = self._lease(key), None
+            with contextlib.suppress(BackendError):
+                run_sync(backend, leases.release(lease))
+
+        return give_back
+
+    def aon_follow(self, backend: Any, key: str) -> Callable[[], Awaitable[object]]:
+        async def give_back() -> None:
+            lease, self.raw = self._lease(key), None
+            with contextlib.suppress(BackendError):
+                await run_async(backend, leases.release(lease))
+
+        return give_back
+
+    def _lease(self, key: str) -> leases.Lease:
+        lease = leases.Lease(key)
+        assert self.won is not None
+        leases.adopt(lease, self.won)
+        return lease
 
 
 #: The Stats counter of each fill outcome that is counted.
@@ -265,6 +303,13 @@ class Memo:
         self._local_ttl = cache.local_ttl if self.local_ttl is None else self.local_ttl
         self._near = near_for(cache.near_owner, cache.local_max_entries) if self._local_ttl else None
         self.codec.compress_threshold = cache.compress_threshold
+        backend = cache.backend
+        # The hit path's read: on servers with their own leases it takes the lease on a miss.
+        self._read: Callable[[str], bytes | None] = backend.get
+        self._aread: Callable[[str], Awaitable[bytes | None]] = backend.aget
+        if cache.leased_reads:
+            self._read = partial(backend.get_or_lease, lease_ttl=self._lease_ttl)
+            self._aread = partial(backend.aget_or_lease, lease_ttl=self._lease_ttl)
         self._bound = cache
         return cache
 
@@ -403,7 +448,7 @@ class Memo:
         target = _Fill(self, cache, key, bad, keep)
         if not self._leases:
             return (yield from fill_plain(key, target, bad))
-        return (yield from fill(key, target))
+        return (yield from fill(key, target, bad if type(bad) is Won else None))
 
     def _revalidate(self, cache: Context, key: str) -> Steps[None]:
         """Recompute a stale entry, by one caller across processes, under the refresh lease.
@@ -539,7 +584,7 @@ class Memo:
         if self._near is not None:
             return self._call_near(cache, key, t0, wrapped, args, kwargs)
         try:
-            raw = cache.backend.get(key)
+            raw = self._read(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
@@ -686,10 +731,12 @@ class Memo:
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
+        granted = _Granted(raw)
         filled, led = self.flight.run(
             (key, self._epoch),
-            partial(run_sync, cache.backend, steps(raw), compute),
+            lambda: run_sync(cache.backend, steps(granted.raw), compute),
             alone,
+            granted.on_follow(cache.backend, key) if granted.won else None,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
@@ -776,7 +823,7 @@ class Memo:
         if self._near is not None:
             return await self._acall_near(cache, key, t0, wrapped, args, kwargs)
         try:
-            raw = await cache.backend.aget(key)
+            raw = await self._aread(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
@@ -886,10 +933,12 @@ class Memo:
         """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
         compute = partial(wrapped, *args, **kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
+        granted = _Granted(raw)
         filled, led = await self.flight.run(
             (key, self._epoch),
-            partial(run_async, cache.backend, steps(raw), compute),
+            lambda: run_async(cache.backend, steps(granted.raw), compute),
             alone,
+            granted.aon_follow(cache.backend, key) if granted.won else None,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):

@@ -49,7 +49,7 @@ class MemoryBackend(Backend):
         "max_value_size": int,
         "max_records": int,
     }
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LEASES, Capability.TOUCH})
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ class NullBackend(Backend):
     """A store of size zero: writes store nothing (and say so); every read misses."""
 
     OPTIONS: ClassVar[dict[str, type]] = {}
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LEASES, Capability.TOUCH})
     max_value_size = 1024 * 1024 - 512
 
     def __repr__(self) -> str:

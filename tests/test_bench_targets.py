@@ -110,7 +110,7 @@ def test_check_passes_when_every_measured_target_is_met(
     assert status == 0
     assert "PASS         sync hit ≤ 1.25× raw pymemcache `Client.get` + orjson: measured 1.10×" in out
     assert "NOT MEASURED routing ≤ 2 µs per key at 8 servers" in out
-    assert "PENDING      miss + fill on a meta server ≤ 1.3× pymemcache get + set: measured –" in out
+    assert "PENDING      memory:// hit ≤ 2× a dict lookup + orjson decode: measured –" in out
 
 
 def test_without_check_a_miss_is_reported_but_does_not_fail(

@@ -115,6 +115,22 @@ def test_an_undeclared_capability_says_so() -> None:
         CoreOnly().gets("k")
 
 
-def test_the_shipped_backends_declare_every_capability() -> None:
+def test_the_in_process_backends_declare_leases_and_touch() -> None:
     for url in ("memory://", "null://"):
-        assert memo.Cache(url).backend.capabilities == frozenset(memo.Capability)
+        assert memo.Cache(url).backend.capabilities == {memo.Capability.LEASES, memo.Capability.TOUCH}
+
+
+def test_a_leased_read_is_used_only_where_it_is_declared_and_implemented() -> None:
+    """A backend written before leased reads existed may declare `frozenset(Capability)`."""
+
+    class EveryCapability(CoreOnly):
+        capabilities = frozenset(memo.Capability)
+
+    class Leasing(EveryCapability):
+        def get_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+            return self.get(key)
+
+    assert memo.Cache(backend=EveryCapability()).leased_reads is False
+    assert memo.Cache(backend=Leasing()).leased_reads is True
+    assert memo.Cache(backend=Leasing(), leases=False).leased_reads is False
+    assert memo.Cache("memcached://127.0.0.1:1").leased_reads is True

@@ -177,8 +177,13 @@ async def test_cancelled_while_holding_the_lease(make_cache: Any) -> None:
 
 @pytest.mark.memcached
 async def test_cancelled_while_asking_for_the_lease(memcached_url: str) -> None:
-    """The lease request reached the server, its reply had not come back: the marker is still removed."""
-    cache = memo.Cache(memcached_url, prefix=f"x{uuid.uuid4().hex[:8]}:", lease_wait=LEASE_WAIT)
+    """The lease request reached the server, its reply had not come back: the marker is still removed.
+
+    Classic leases (`lease`: add + gets); the meta protocol's leased read is
+    tested in test_native_leases.py.
+    """
+    url = f"{memcached_url}?protocol=classic"
+    cache = memo.Cache(url, prefix=f"x{uuid.uuid4().hex[:8]}:", lease_wait=LEASE_WAIT)
     backend: Any = cache.backend
     asked = asyncio.Event()
     real_alease = backend.alease

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,8 +19,10 @@ import pytest
 from cluster_fixtures import NutcrackerProcess
 from memcached_fixtures import MemcachedProcess
 
+import memo
 from memo import ConfigurationError
 from memo._backend import backend_from_url
+from memo._codec import NATIVE_LEASE
 from memo._errors import BackendProtocolError
 from memo._memcached import MemcachedBackend
 
@@ -33,6 +36,7 @@ class Relay:
 
     def __init__(self, target: tuple[str, int] | None = None, reply: bytes | None = None) -> None:
         self.target = target
+        self.target_address = f"{target[0]}:{target[1]}" if target else ""
         self.reply = reply
         self.sent: list[bytes] = []  # one entry per chunk received from a client
         self.connections = 0
@@ -41,6 +45,8 @@ class Relay:
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        #: While set, replies are held back (requests still reach the server).
+        self.holding = threading.Event()
         self._sockets: list[socket.socket] = []
         self._spawn(self._accept)
 
@@ -78,6 +84,8 @@ class Relay:
             while data := source.recv(65536):
                 if record:
                     self._record(data)
+                while not record and self.holding.is_set() and not self._stop.is_set():
+                    self._stop.wait(0.005)
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
@@ -302,3 +310,113 @@ def test_the_protocol_option_in_urls_and_arguments() -> None:
             backend_from_url(bad, {})
     with pytest.raises(ConfigurationError, match="protocol=meta with proxy=twemproxy"):
         MemcachedBackend(["h"], protocol="meta", proxy="twemproxy")
+
+
+def _decorated(address: str, protocol: str, **options: Any) -> tuple[memo.Cache, Any]:
+    cache = memo.Cache(f"memcached://{address}?protocol={protocol}", prefix="w:", **options)
+
+    def f(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    async def af(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    return cache, (cache.cached(ns="n", ttl=60)(f), cache.cached(ns="a", ttl=60)(af))
+
+
+#: A miss, its fill and a hit of a decorated function, as commands (the generation's read aside).
+FILL_AND_HIT = {
+    # The read takes the lease when it misses; the value replaces the placeholder: 2 round trips.
+    "meta": [b"mg w:*", b"ms w:*", b"*", b"mg w:*"],
+    # get; add + gets (one round trip); cas: 3 round trips.
+    "classic": [b"get w:*", b"add w:*", b"*", b"gets w:*", b"cas w:*", b"*", b"get w:*"],
+}
+
+
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_decorated_miss_fill_and_hit_on_the_wire(relay: Relay, protocol: str, flavour: str) -> None:
+    cache, (f, af) = _decorated(relay.address, protocol)
+    try:
+        if flavour == "sync":
+            f.key_for(1)  # reads the namespace's generation
+            relay.take()
+            assert f(1) == {"x": 1}
+            assert f(1) == {"x": 1}
+        else:
+
+            async def run() -> None:
+                await af.akey_for(1)
+                relay.take()
+                assert await af(1) == {"x": 1}
+                assert await af(1) == {"x": 1}
+                await cache.aclose()
+
+            asyncio.run(run())
+        lines = relay.take()
+        assert _matches(lines, FILL_AND_HIT[protocol]), lines
+        if protocol == "meta":
+            assert lines[0].endswith(b" v c N10") and lines[-1].endswith(b" v c N10")
+            assert b" F0 T61 C" in lines[1]  # stored against the placeholder's cas
+    finally:
+        cache.close()
+
+
+async def test_a_leased_read_cancelled_on_the_wire_leaves_no_lease_behind(relay: Relay) -> None:
+    """The server granted the lease in a reply nobody will read: the placeholder is deleted."""
+    cache, (_, af) = _decorated(relay.address, "meta", lease_wait=5.0)
+    direct = MemcachedBackend([relay.target_address], protocol="meta")
+    try:
+        key = await af.akey_for(1)
+        relay.holding.set()
+        task = asyncio.ensure_future(af(1))
+        for _ in range(200):
+            got = direct.gets(key)
+            if got is not None:
+                break
+            await asyncio.sleep(0.005)
+        assert got is not None and got[0] == NATIVE_LEASE  # the lease is on the server
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        relay.holding.clear()
+        for _ in range(200):
+            if direct.gets(key) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert direct.gets(key) is None
+        assert await af(1) == {"x": 1}  # at once: nobody's lease to wait for
+        assert cache.stats()["a"]["lease_waits"] == 0
+    finally:
+        relay.holding.clear()
+        await cache.aclose()
+        cache.close()
+        direct.close()
+
+
+def test_a_leased_read_that_times_out_leaves_no_lease_behind(relay: Relay) -> None:
+    cache = memo.Cache(f"memcached://{relay.address}?protocol=meta&timeout=0.3", prefix="w:", lease_wait=5.0)
+    direct = MemcachedBackend([relay.target_address], protocol="meta")
+    calls: list[int] = []
+
+    @cache.cached(ns="t", ttl=60)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    try:
+        key = f.key_for(1)
+        relay.holding.set()
+        assert f(1) == 2  # fails open: computed, not stored
+        relay.holding.clear()
+        for _ in range(200):
+            if direct.gets(key) is None:
+                break
+            time.sleep(0.01)
+        assert direct.gets(key) is None
+        assert f(1) == 2 and calls == [1, 1]
+        assert direct.get(key) is not None and cache.stats()["t"]["lease_waits"] == 0
+    finally:
+        relay.holding.clear()
+        cache.close()
+        direct.close()

@@ -17,11 +17,13 @@ Not aiomcache, although aiomcache is what a reader would expect here. Three reas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from .._backend import SetItem
+from .._codec import NATIVE_LEASE
 from .._errors import BackendError, BackendTimeout, BackendUnavailable
 from . import _ops as ops
 from ._core import Core
@@ -54,6 +56,8 @@ def chunk_size(read_size: float, timeout: float) -> int:
 
 
 _get_running_loop = asyncio.get_running_loop
+#: Clean-ups of leased reads that failed mid-way, kept referenced until they end.
+_DROPPING: set[asyncio.Task[None]] = set()
 _timeout_ctx: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
@@ -206,7 +210,10 @@ class AsyncOps(Core):
         return request.finish(reply, server.id)
 
     async def aget(self, key: str) -> bytes | None:
-        """Get one key; concurrent gets to one server from one loop share a request.
+        return await self.aget_or_lease(key, 0.0)
+
+    async def aget_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        """Get one key (`lease_ttl` > 0: `Backend.get_or_lease`); concurrent gets share a request.
 
         The DataLoader pattern, made free for a lone caller: when no get to the
         server is on the wire from this loop, the request goes out at once, as a
@@ -214,13 +221,14 @@ class AsyncOps(Core):
         together as one multi-key `get` on the next turn of the loop (each
         caller keeps its own future, so cancelling one never cancels another).
         Under load that turns N sends, N receives and N parser runs into one
-        each.
+        each. `lease_ttl`: the leased read of `Backend.get_or_lease` (meta servers;
+        never coalesced, each caller gets its own answer).
         """
         kb = key_bytes(key)
         server = self._topology.server_for(kb)
         loop = _get_running_loop()
         pools, slots = self._pool_of(server, loop)
-        if slots.gets_in_flight:
+        if slots.gets_in_flight and not lease_ttl:
             return await self._aget_coalesced(server, slots, kb, loop)
         # `_request` inlined: this is the hit path.
         if server.blocked_until:
@@ -231,7 +239,11 @@ class AsyncOps(Core):
             if conn is None:
                 conn = await self._acquire(server, slots)
             try:
-                if conn.meta:
+                if conn.meta and lease_ttl:
+                    request = ops.get_or_lease(kb, ops.lease_seconds(lease_ttl), server.id, True)
+                    reply = await conn.request(request.data, request.plan, timeout=self._timeout)
+                    value = request.finish(reply, server.id)
+                elif conn.meta:
                     value = meta_value(
                         await conn.request(mg(kb, b"v"), one_meta(server.id), timeout=self._timeout)
                     )
@@ -244,6 +256,9 @@ class AsyncOps(Core):
                 slots.discard(conn)  # the reply may still come: never reuse this connection
                 if type(exc) in BREAKER_FAILURES:
                     server.failed()
+                if lease_ttl and conn.meta:
+                    # The server may have granted the lease in a reply nobody will read.
+                    self._adrop_native_lease(server, kb, loop)
                 raise
         finally:
             slots.gets_in_flight -= 1
@@ -258,7 +273,20 @@ class AsyncOps(Core):
                 server.read_size = len(value)
         elif server.read_size < 0:
             server.read_size = 0.0
-        return value
+        return value  # type: ignore[no-any-return]
+
+    def _adrop_native_lease(self, server: Server, kb: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        """Delete the lease placeholder under `kb` in the background, if there is one (see the sync side)."""
+
+        async def drop() -> None:
+            with contextlib.suppress(Exception):
+                got = await self._request(server, ops.gets, kb)
+                if got is not None and got[0] == NATIVE_LEASE:
+                    await self._request(server, ops.delete_if, kb, got[1])
+
+        task = loop.create_task(drop())
+        _DROPPING.add(task)
+        task.add_done_callback(_DROPPING.discard)
 
     def _aget_coalesced(
         self, server: Server, slots: Slots, kb: bytes, loop: asyncio.AbstractEventLoop

@@ -44,7 +44,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-from .._backend import Backend, CasItem, LeaseResult, SetItem
+from .._backend import Backend, Capability, CasItem, LeaseResult, SetItem
 from .._errors import BackendError, BackendUnavailable, ConfigurationError
 from ._backend import MemcachedBackend
 from ._plan import any_down, combine, is_down, split_down, split_items
@@ -81,6 +81,9 @@ class GutterBackend(MemcachedBackend):
     """
 
     OPTIONS: ClassVar[dict[str, type]] = {**MemcachedBackend.OPTIONS, "gutter": str, "gutter_ttl": float}
+    # A leased read would bypass the gutter's routing of a down server's keys: leases are
+    # taken with `lease`, which the gutter routes.
+    capabilities: ClassVar[frozenset[Capability]] = MemcachedBackend.capabilities - {Capability.LEASED_READS}
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .._codec import NATIVE_LEASE, Won
 from . import _proto as p
 from ._wire import ServerError
 
@@ -22,9 +23,13 @@ __all__ = [
     "add_or_append",
     "cas",
     "delete",
+    "delete_if",
     "delete_many",
     "get_many",
     "get_one",
+    "get_or_lease",
+    "lease_seconds",
+    "leased_value",
     "meta_value",
     "one_meta",
     "set_one",
@@ -76,13 +81,54 @@ def one_meta(server_id: str) -> p.MetaLines:
 
 
 def meta_value(replies: list[Any], server_id: str = "") -> bytes | None:
-    """The value of an `mg <key> v` reply; None on a miss."""
+    """The value of an `mg <key> v` reply; None on a miss; `NATIVE_LEASE` for another's lease."""
     reply = replies[0]
     if reply.code == b"EN":
         return None
     if reply.code != b"VA" or reply.data is None:
         raise p.ProtocolViolation(repr(reply)[:120])
+    if b"Z" in reply.flags and not reply.data:
+        return NATIVE_LEASE  # the empty placeholder of a lease taken with `mg ... N`
     return reply.data  # type: ignore[no-any-return]
+
+
+def lease_seconds(lease_ttl: float) -> int:
+    """memcached's whole seconds for a lease of `lease_ttl` (rounded up, at least 1)."""
+    return max(1, -int(-lease_ttl // 1))
+
+
+def leased_value(data: bytes, flags: list[bytes]) -> bytes:
+    """What an `mg <key> v c N<ttl>` reply means: the value; `Won` for the caller that took
+    the lease (`W`); `NATIVE_LEASE` while another holds it (`Z`). `flags`: the return flags."""
+    if len(flags) == 1:
+        return data  # `c<cas>` alone: a plain hit
+    if b"W" in flags:
+        cas_token = next((flag[1:] for flag in flags if flag[:1] == b"c"), b"")
+        if not cas_token.isdigit():
+            raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
+        return Won(int(cas_token))
+    if b"Z" in flags and not data:
+        return NATIVE_LEASE
+    return data
+
+
+def _leased(replies: list[Any], server_id: str) -> bytes:
+    reply = replies[0]
+    if reply.code != b"VA" or reply.data is None:
+        raise p.ProtocolViolation(repr(reply)[:120])
+    flags = [k + v for k, v in reply.flags.items()]
+    return leased_value(reply.data, flags)
+
+
+def get_or_lease(kb: bytes, seconds: int, server_id: str, meta: bool) -> Request:
+    """The value; or, on a meta server, the lease taken on a miss (see `leased_value`).
+
+    A classic server answers a plain `get`: None on a miss, and the caller leases
+    with `lease`.
+    """
+    if meta:
+        return Request(p.mg(kb, b"v c N%d" % seconds), p.MetaLines(1, server_id), _leased)
+    return get_one(kb, server_id, False)
 
 
 def get_one(kb: bytes, server_id: str, meta: bool) -> Request:
@@ -158,6 +204,13 @@ def delete(kb: bytes, server_id: str, meta: bool) -> Request:
     return Request(p.delete(kb), p.Lines(1), _deleted_one)
 
 
+def delete_if(kb: bytes, unique: int, server_id: str, meta: bool) -> Request:
+    """Delete `kb` only while its cas is still `unique` (meta `md <key> C<cas>`): True if deleted."""
+    if not meta:
+        raise p.ProtocolViolation("delete_if needs the meta protocol")
+    return Request(p.md(kb, b"C%d" % unique), p.MetaLines(1, server_id), _deleted_one)
+
+
 def _all_deleted(replies: list[Any], server_id: str) -> None:
     for reply in replies:
         _deleted(_code(reply), server_id)
@@ -192,6 +245,8 @@ def _meta_found(reply: Any) -> tuple[bytes, int] | None:
     cas_token = reply.flags.get(b"c", b"")
     if reply.code != b"VA" or reply.data is None or not cas_token.isdigit():
         raise p.ProtocolViolation(repr(reply)[:120])
+    if b"Z" in reply.flags and not reply.data:
+        return NATIVE_LEASE, int(cas_token)  # the placeholder of a lease taken with `mg ... N`
     return reply.data, int(cas_token)
 
 

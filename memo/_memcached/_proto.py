@@ -474,6 +474,21 @@ def lean_meta_value(buf: bytes) -> bytes | _NeedData | None:
     return NEED_DATA
 
 
+def lean_meta_reply(buf: bytes) -> tuple[bytes, list[bytes]] | _NeedData:
+    """`(data, return flags)` of one `VA <size> <flags>` reply when `buf` is exactly that whole
+    reply (the answer to `mg <key> v c N<ttl>`, which never misses); NEED_DATA when in doubt."""
+    eol = buf.find(b"\r\n")
+    if eol > 3 and buf.startswith(b"VA "):
+        tokens = buf[3:eol].split(b" ")
+        size = tokens[0]
+        if size.isdigit():
+            start = eol + 2
+            end = start + int(size)
+            if len(buf) == end + 2 and buf.endswith(b"\r\n"):
+                return buf[start:end], tokens[1:]
+    return NEED_DATA
+
+
 # -- requests -----------------------------------------------------------------------
 
 

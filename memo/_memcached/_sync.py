@@ -16,14 +16,17 @@ reply that the next call would take for its own.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
+from .._codec import NATIVE_LEASE
 from .._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
 from . import _ops as ops
 from ._core import Core
@@ -35,6 +38,7 @@ from ._proto import (
     Probe,
     ProtocolViolation,
     Reader,
+    lean_meta_reply,
     lean_meta_value,
     lean_value,
     whole_get,
@@ -128,9 +132,14 @@ class SyncConnection:
                 raise Closed()
             reader.feed(chunk)
 
-    def get(self, kb: bytes, server_id: str) -> bytes | None:
-        """`get` one key; the usual reply, whole in one read, is cut in place."""
+    def get(self, kb: bytes, server_id: str, lease_ttl: float = 0.0) -> bytes | None:
+        """`get` one key; the usual reply, whole in one read, is cut in place.
+
+        `lease_ttl`: on a meta server, take the key's lease if it misses (`ops.get_or_lease`).
+        """
         sock = self.sock
+        if lease_ttl and self.meta:
+            return self._get_or_lease(kb, server_id, ops.lease_seconds(lease_ttl))
         if self.meta:
             sock.sendall(b"mg " + kb + b" v\r\n")
             buf = sock.recv(65536)  # a small reply whole; a larger buffer costs an allocation per hit
@@ -148,6 +157,18 @@ class SyncConnection:
             return ops.meta_value(self.read(ops.one_meta(server_id)))
         found: dict[bytes, bytes] = self.read(Fetch((kb,), server_id))
         return found.get(kb)
+
+    def _get_or_lease(self, kb: bytes, server_id: str, seconds: int) -> bytes:
+        request = ops.get_or_lease(kb, seconds, server_id, True)
+        self.sock.sendall(request.data)
+        buf = self.sock.recv(65536)
+        reply = lean_meta_reply(buf)
+        if reply is not NEED_DATA:
+            return ops.leased_value(*reply)  # type: ignore[misc]
+        if not buf:
+            raise Closed()
+        self.reader.feed(buf)
+        return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
 
     def get_many(self, kbs: list[bytes], server_id: str) -> dict[bytes, bytes]:
         """One classic multi-key `get`; the usual reply, whole in one read, is cut in place."""
@@ -229,6 +250,18 @@ class SyncOps(Core):
         server.drain()
         raise error from exc
 
+    def _drop_native_lease(self, server: Server, kb: bytes) -> None:
+        """Delete the lease placeholder under `kb`, if there is one (a leased read failed mid-way).
+
+        Whose it is cannot be told: at worst another caller's lease is voided, and its
+        store is refused (a lost lease, never a wrong value) instead of every reader
+        waiting for a lease nobody holds.
+        """
+        with contextlib.suppress(Exception):
+            got = self._call(server, ops.gets, kb)
+            if got is not None and got[0] == NATIVE_LEASE:
+                self._call(server, ops.delete_if, kb, got[1])
+
     def _call(self, server: Server, build: Callable[..., ops.Request], *args: Any) -> Any:
         """Run the request `build(*args, server id, meta)` on a pooled connection of `server`."""
         if server.blocked_until:
@@ -257,6 +290,10 @@ class SyncOps(Core):
             return exc
 
     def get(self, key: str) -> bytes | None:
+        return self.get_or_lease(key, 0.0)
+
+    def get_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        """`Backend.get_or_lease` on meta servers (`lease_ttl` > 0); on the others, and with 0, `get`."""
         kb = key_bytes(key)
         server = self._topology.server_for(kb)
         # `_call` inlined, and the reply cut in place: this is the hit path.
@@ -266,8 +303,11 @@ class SyncOps(Core):
         client = None
         try:
             client = free.pop() if free else self._new_client(server)
-            value = client.get(kb, server.id)
+            value = client.get(kb, server.id, lease_ttl)
         except BaseException as exc:
+            if lease_ttl and client is not None and client.meta:
+                # The server may have granted the lease in a reply nobody will read.
+                threading.Thread(target=self._drop_native_lease, args=(server, kb), daemon=True).start()
             self._sync_error(server, client, exc)
         if server.failures:
             server.succeeded()

@@ -1,0 +1,210 @@
+"""Leases the server grants in the read that missed (memcached's meta `mg <key> v c N<ttl>`).
+
+On a meta server the hit path's read takes the lease when the key is missing
+(`Backend.get_or_lease` answers `Won`), and the fill starts from it: every exit
+of that fill is tested here, as `test_fill_exits.py` tests the classic ones.
+The commands on the wire, and a read cut off while its reply is on the way,
+are in `test_proto_wire.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+import memo
+from memo import _clock
+from memo._codec import NATIVE_LEASE, Won
+from memo.testing import record_events
+
+pytestmark = pytest.mark.memcached
+
+
+def _cache(url: str, **options: Any) -> memo.Cache:
+    return memo.Cache(url, prefix=f"n{uuid.uuid4().hex[:8]}:", **options)
+
+
+def _held(cache: memo.Cache, key: str) -> bool:
+    got = cache.backend.gets(key)
+    return got is not None and got[0] == NATIVE_LEASE
+
+
+def test_meta_servers_take_the_lease_in_the_read_and_classic_ones_do_not(memcached_url: str) -> None:
+    meta, classic = _cache(memcached_url), _cache(f"{memcached_url}?protocol=classic")
+    assert meta.leased_reads is True and classic.leased_reads is True  # both may; the server decides
+    key = meta.prefix + "k"
+    won = meta.backend.get_or_lease(key, 10)
+    assert type(won) is Won and won == NATIVE_LEASE and won.unique == meta.backend.gets(key)[1]
+    # Everyone else, on either protocol's reads, sees somebody's lease.
+    assert meta.backend.get_or_lease(key, 10) == NATIVE_LEASE
+    assert meta.backend.get(key) == NATIVE_LEASE
+    key2 = classic.prefix + "k"
+    assert classic.backend.get_or_lease(key2, 10) is None  # a classic read: a plain miss
+    assert memo.Cache(memcached_url, leases=False).leased_reads is False
+    assert memo.Cache("memory://").leased_reads is False
+    meta.close()
+    classic.close()
+
+
+def test_a_miss_is_filled_from_the_lease_its_read_took(memcached_url: str) -> None:
+    cache = _cache(memcached_url)
+    reads: list[bytes | None] = []
+    real = cache.backend.get_or_lease
+
+    def spy(key: str, lease_ttl: float) -> bytes | None:
+        reads.append(real(key, lease_ttl))
+        return reads[-1]
+
+    cache.backend.get_or_lease = spy  # type: ignore[method-assign]
+
+    @cache.cached(ns="n", ttl=60)
+    def f(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    with record_events(cache) as events:
+        assert f(1) == {"x": 1}
+        assert f(1) == {"x": 1}
+    assert events.kinds == ["miss", "lease_acquired", "set", "hit"]
+    assert [type(raw) for raw in reads] == [Won, bytes]
+    assert cache.backend.get(f.key_for(1)) == reads[1]
+    cache.close()
+
+
+def test_the_function_raising_gives_the_lease_back(memcached_url: str) -> None:
+    cache = _cache(memcached_url, lease_wait=5.0)
+    fail = [True]
+
+    @cache.cached(ns="n", ttl=60)
+    def f(x: int) -> int:
+        if fail[0]:
+            raise ValueError(x)
+        return x + 1
+
+    key = f.key_for(1)
+    with pytest.raises(ValueError):
+        f(1)
+    assert cache.backend.gets(key) is None
+    fail[0] = False
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert f(1) == 2
+    assert clock.slept == 0.0  # nobody's lease to wait for
+    cache.close()
+
+
+def test_a_value_not_to_be_stored_gives_the_lease_back(memcached_url: str) -> None:
+    cache = _cache(memcached_url)
+
+    @cache.cached(ns="n", ttl=60, cache_if=lambda value: value > 10)
+    def f(x: int) -> int:
+        return x
+
+    assert f(1) == 1
+    assert cache.backend.gets(f.key_for(1)) is None
+    cache.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_an_invalidate_while_computing_wins_over_the_fill(memcached_url: str, flavour: str) -> None:
+    cache = _cache(memcached_url)
+    source = {"v": 1}
+
+    def compute_then_invalidate(key: str) -> int:
+        value = source["v"]
+        assert _held(cache, key)
+        if value == 1:
+            source["v"] = 2
+            cache.backend.delete(key)  # another process changed the source and invalidated
+        return value
+
+    if flavour == "sync":
+
+        @cache.cached(ns="n", ttl=60)
+        def f(x: int) -> int:
+            return compute_then_invalidate(f.key_for(x))
+
+        assert f(1) == 1  # this caller gets what it computed ...
+        assert cache.backend.get(f.key_for(1)) is None  # ... but it is not stored
+        assert f(1) == 2
+    else:
+
+        @cache.cached(ns="n", ttl=60)
+        async def g(x: int) -> int:
+            return compute_then_invalidate(await g.akey_for(x))
+
+        async def run() -> None:
+            assert await g(1) == 1
+            assert cache.backend.get(await g.akey_for(1)) is None
+            assert await g(1) == 2
+            await cache.aclose()
+
+        asyncio.run(run())
+    assert cache.stats()["n"]["lease_lost"] == 1
+    cache.close()
+
+
+def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(memcached_url: str) -> None:
+    """Thread A's read took the lease; thread B, which read A's placeholder, already leads the
+    key's fill in this process (and waits for A's lease). A gives its lease back before it
+    follows, so B takes the lease at once instead of waiting out `lease_wait`."""
+    a_read, b_leads = threading.Event(), threading.Event()
+
+    def on_event(event: Any) -> None:
+        if event.kind == "lease_wait":
+            b_leads.set()  # B found A's placeholder and waits for it, as leader of the flight
+
+    cache = _cache(memcached_url, lease_wait=30.0, on_event=on_event)
+    real = cache.backend.get_or_lease
+    calls: list[str] = []
+
+    def read(key: str, lease_ttl: float) -> bytes | None:
+        got = real(key, lease_ttl)
+        if threading.current_thread().name == "A":
+            a_read.set()
+            assert b_leads.wait(10)  # A reaches the single flight only once B leads it
+        return got
+
+    cache.backend.get_or_lease = read  # type: ignore[method-assign]
+
+    @cache.cached(ns="n", ttl=60)
+    def f(x: int) -> str:
+        calls.append(threading.current_thread().name)
+        return "v"
+
+    results: dict[str, str] = {}
+
+    def run(name: str) -> None:
+        results[name] = f(1)
+
+    a = threading.Thread(target=run, args=("A",), name="A")
+    a.start()
+    assert a_read.wait(10)
+    b = threading.Thread(target=run, args=("B",), name="B")
+    b.start()
+    a.join(20)
+    b.join(20)
+    assert results == {"A": "v", "B": "v"}
+    assert calls == ["B"]  # one computation, by the thread that led
+    stats = cache.stats()["n"]
+    assert stats["lease_waits"] == 1 and stats["sets"] == 1
+    cache.close()
+
+
+async def test_async_tasks_compute_once_across_a_granted_lease(memcached_url: str) -> None:
+    cache = _cache(memcached_url)
+    calls: list[int] = []
+
+    @cache.cached(ns="n", ttl=60)
+    async def f(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return x * 3
+
+    assert await asyncio.gather(*[f(2) for _ in range(8)]) == [6] * 8
+    assert calls == [2]
+    assert cache.backend.get(await f.akey_for(2)) is not None
+    await cache.aclose()
+    cache.close()
