@@ -251,13 +251,13 @@ def describe(raw: bytes, preview: int = 200) -> dict[str, Any]:
         return info
     if is_lease(raw):
         info["note"] = "a lease marker: a caller is computing this entry"
-        info["lease_owner"] = raw[header.body :].decode("ascii", "replace").strip()
+        info["lease_owner"] = raw[header.body_start :].decode("ascii", "replace").strip()
         return info
     expires = header.expires_ms
     if expires is not None:
         info["expires"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires / 1000))
         info["expires_in_s"] = round(expires / 1000 - time.time(), 3)
-    body = raw[header.body :]
+    body = raw[header.body_start :]
     info["compressed"] = bool(flags & ZLIB)
     try:
         if flags & ZLIB:

@@ -554,7 +554,7 @@ class Header(NamedTuple):
     #: The exact expiry, Unix time in ms; None when none is stored (or its bytes are cut short).
     expires_ms: int | None
     #: Where the body starts: `BODY_START`, or `BODY_START_EXPIRES` for a version 2 `EXPIRES`.
-    body: int
+    body_start: int
 
 
 def read_header(data: bytes) -> Header | None:
@@ -587,7 +587,7 @@ def with_expiry(data: bytes, expires_ms: int | None) -> bytes | None:
         or (header.flags & EXPIRES and header.expires_ms is None)
     ):
         return None
-    flags, body = header.flags & ~EXPIRES, data[header.body :]
+    flags, body = header.flags & ~EXPIRES, data[header.body_start :]
     if expires_ms is None:
         return MAGIC + bytes([VERSION, flags]) + body
     return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body

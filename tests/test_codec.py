@@ -320,7 +320,7 @@ def test_the_header_constants_are_the_wire_bytes() -> None:
 
 def test_read_header_gives_flags_expiry_and_body_offset() -> None:
     codec = Codec()
-    assert read_header(codec.encode([1])) == Header(version=2, flags=1, expires_ms=None, body=3)
+    assert read_header(codec.encode([1])) == Header(version=2, flags=1, expires_ms=None, body_start=3)
     assert read_header(codec.encode([1], expires_ms=1_800_000_000_123)) == Header(2, 5, 1_800_000_000_123, 11)
     assert read_header(codec.encode((1,), expires_ms=7)) == Header(2, 4, 7, 11)  # typed: not plain
     assert read_header(lease_marker("abc")) == Header(2, 8, None, 3)
