@@ -51,11 +51,8 @@ from . import _leases as leases
 from ._backend import PartialFailure
 from ._binding import call_target
 from ._codec import (
-    EXPIRES,
     GLOBAL_TYPES,
-    MAGIC,
-    PLAIN,
-    VERSION,
+    PLAIN_EXPIRES_HEADER,
     Codec,
     DecodeError,
     TypeRegistry,
@@ -79,7 +76,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 _time = time.time
 _loads = orjson.loads
-_PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _ABSENT: Any = object()
 #: Item digests remembered per function before the memory is dropped and rebuilt.
 _KNOWN_MAX = 10_000
@@ -294,24 +290,15 @@ class Batch:
         """A stored entry: `[value]`, `[_ABSENT]` (cached as absent), or None (a miss)."""
         if raw is None:
             return None
-        if raw.startswith(_PLAIN_EXPIRES) and raw[-1:] == b"\n":
-            # The common entry, inlined: plain JSON with an exact expiry.
-            if int.from_bytes(raw[3:11], "big") <= _time() * 1000.0:
-                return None
-            try:
-                box = _loads(raw[11:])
-            except ValueError:
-                box = None
-        else:
-            if is_lease(raw):
-                return None
-            expires = expires_ms(raw)
-            if expires is not None and expires <= _time() * 1000.0:
-                return None
-            try:
-                box = self.codec.decode(raw)
-            except DecodeError:
-                box = None
+        if is_lease(raw):
+            return None
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _time() * 1000.0:
+            return None
+        try:
+            box = self.codec.decode(raw)
+        except DecodeError:
+            box = None
         if type(box) is not list or len(box) > 1:
             self._stats.decode_errors += 1
             return None
@@ -329,7 +316,8 @@ class Batch:
         """
         # Big-endian milliseconds compare as bytes: expiry > floor(now) iff expiry > now.
         now = int(_time() * 1000.0).to_bytes(8, "big")
-        get, header, loads, read = raws.get, _PLAIN_EXPIRES, _loads, self.read
+        # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec.
+        get, header, loads, read = raws.get, PLAIN_EXPIRES_HEADER, _loads, self.read
         for key, item in keys.items():
             raw = get(key)
             if raw is not None and raw[:3] == header and raw[3:11] > now and raw[-1:] == b"\n":

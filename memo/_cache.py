@@ -141,11 +141,11 @@ class Cache:
         self._events = Emitter(combine_hooks(on_event))
         #: Deliver one event to the `on_event` hook; does nothing when there is none.
         #: The engine calls it as `cache.emit(kind, ns, function, duration, error, source)`.
-        self.emit = self._emit = self._events.emit
+        self.emit = self._events.emit
         self._values_api: Values | None = None
         self._gens = Generations(self.prefix, ns_refresh)
         #: scope -> (generation, trusted until); read directly by the hit paths.
-        self.known_generations = self._generations = self._gens.known
+        self.known_generations = self._gens.known
         self._stats: dict[str, Stats] = {}
         #: ns -> the live counters of its decorated functions, by id.
         self._functions: dict[str, dict[int, Stats]] = {}
@@ -560,7 +560,7 @@ class Cache:
         # (a function's scope counts in its namespace, and its events say "cached").
         if errors:
             name, scoped, _ = ns.partition(SCOPE)
-            self._emit("error", name, None, None, errors[0], "cached" if scoped else "values")
+            self.emit("error", name, None, None, errors[0], "cached" if scoped else "values")
             self.record_error(name, what, errors[0], on_error)
 
     def clear(self, ns: str | None = None) -> None:
@@ -594,40 +594,50 @@ class Cache:
         await run_async(self.backend, self._gens.clear(name, errors))
         self._record_errors(name or "default", "clearing a namespace on some servers", errors)
 
-    # -- guarded backend access (fail open) ------------------------------------
+    # -- stored bytes in batches (fail open) ------------------------------------
 
-    def _get_many(
+    def get_many_bytes(
         self, keys: Sequence[str], ns: str, on_error: OnError | None = None, source: str = "values"
     ) -> dict[str, bytes]:
-        """Read several keys; on failure count it and return what arrived."""
+        """Return `{key: stored bytes}` for the backend keys found: one batch read, no codec.
+
+        For integrations that keep their own format under keys they build (the LangGraph
+        cache). Fails open: a backend failure is counted against `ns`, reported to
+        `on_event` (with `source`) and handled by `on_error` (default: the Cache's);
+        what the healthy servers answered is still returned.
+        """
         try:
             return self.backend.get_many(keys)
         except BackendError as exc:
             return self._batch_failed(exc, ns, "a batch read", on_error, {}, source)  # type: ignore[no-any-return]
 
-    async def _aget_many(
+    async def aget_many_bytes(
         self, keys: Sequence[str], ns: str, on_error: OnError | None = None, source: str = "values"
     ) -> dict[str, bytes]:
-        """Async `_get_many`."""
+        """Async `get_many_bytes`."""
         try:
             return await self.backend.aget_many(keys)
         except BackendError as exc:
             return self._batch_failed(exc, ns, "a batch read", on_error, {}, source)  # type: ignore[no-any-return]
 
-    def _set_many(
+    def set_many_bytes(
         self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None, source: str = "values"
     ) -> int:
-        """Write several items; return how many were stored (failures counted)."""
+        """Store `(key, bytes, ttl)` items in one batch write, no codec; return how many were stored.
+
+        The counterpart of `get_many_bytes`: sets and refusals are counted against
+        `ns` and reported to `on_event`; a failure is handled as there.
+        """
         try:
             failed = self.backend.set_many(items)
         except BackendError as exc:
             failed = self._batch_failed(exc, ns, "a batch write", on_error, None, source)
         return self._count_writes(ns, len(items), failed, source)
 
-    async def _aset_many(
+    async def aset_many_bytes(
         self, items: Sequence[SetItem], ns: str, on_error: OnError | None = None, source: str = "values"
     ) -> int:
-        """Async `_set_many`."""
+        """Async `set_many_bytes`."""
         try:
             failed = await self.backend.aset_many(items)
         except BackendError as exc:
@@ -638,7 +648,7 @@ class Cache:
         self, exc: BackendError, ns: str, what: str, on_error: OnError | None, nothing: Any, source: str
     ) -> Any:
         # A partial failure still carries what the healthy servers answered.
-        self._emit("error", ns, None, None, exc, source)
+        self.emit("error", ns, None, None, exc, source)
         self.record_error(ns, what, exc, on_error)
         return exc.result if isinstance(exc, PartialFailure) else nothing
 
@@ -651,7 +661,7 @@ class Cache:
         if self._events.hook is not None:
             for kind, n in (("set", attempted - len(failed)), ("not_stored", len(failed))):
                 for _ in range(n):
-                    self._emit(kind, ns, None, None, None, source)
+                    self.emit(kind, ns, None, None, None, source)
         return attempted - len(failed)
 
     # -- lifecycle -------------------------------------------------------------

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ._backend import backend_from_url
-from ._codec import EXPIRES, LEASE, MAGIC, PLAIN, VERSION, ZLIB, expires_ms, is_lease
+from ._codec import EXPIRES, LEASE, PLAIN, READ_VERSIONS, ZLIB, is_lease, read_header
 from ._errors import ConfigurationError, MemoError
 
 __all__ = ["main"]
@@ -239,25 +239,25 @@ def describe(raw: bytes, preview: int = 200) -> dict[str, Any]:
     rebuilt value: no class is imported or built.
     """
     info: dict[str, Any] = {"size": len(raw)}
-    if len(raw) < 3 or raw[:1] != MAGIC:
+    header = read_header(raw)
+    if header is None:
         info.update(memo_value=False, preview=_cut(raw.decode("utf-8", "replace"), preview))
         return info
-    version, flags = raw[1], raw[2]
+    version, flags = header.version, header.flags
     info.update(memo_value=True, format_version=version, flags=_flag_names(flags))
-    if version not in (1, VERSION):
-        info["note"] = f"format version {version} is not one this memo reads (1, {VERSION}): a miss"
+    if version not in READ_VERSIONS:
+        readable = ", ".join(map(str, READ_VERSIONS))
+        info["note"] = f"format version {version} is not one this memo reads ({readable}): a miss"
         return info
     if is_lease(raw):
         info["note"] = "a lease marker: a caller is computing this entry"
-        info["lease_owner"] = raw[3:].decode("ascii", "replace").strip()
+        info["lease_owner"] = raw[header.body_start :].decode("ascii", "replace").strip()
         return info
-    start = 3
-    expires = expires_ms(raw)
+    expires = header.expires_ms
     if expires is not None:
         info["expires"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires / 1000))
         info["expires_in_s"] = round(expires / 1000 - time.time(), 3)
-        start = 11
-    body = raw[start:]
+    body = raw[header.body_start :]
     info["compressed"] = bool(flags & ZLIB)
     try:
         if flags & ZLIB:

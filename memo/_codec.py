@@ -5,6 +5,13 @@ Pure: no I/O, no client imports.
 Wire format (all integers big-endian)::
 
     b"m" | version (1 byte, now 2) | flags (1 byte) | [expiry: uint64 Unix time in ms] | body
+    [0]    [1]                        [2]             [3:11], with EXPIRES               [3:] or [11:]
+
+This module is the one place that reads or writes the header: `read_header`
+and `with_expiry` serve code that needs its fields, and the flattened hit
+paths (which compare the first 3 bytes with `PLAIN_HEADER` or
+`PLAIN_EXPIRES_HEADER` and slice the expiry at 3:11 inline, for speed) use
+the constants exported here.
 
 The JSON body always ends with a newline (orjson never writes one inside a
 value), so a truncated body is detected, never decoded as a shorter value.
@@ -43,7 +50,7 @@ import zlib
 import zoneinfo
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -54,11 +61,16 @@ __all__ = ["Codec", "DecodeError", "TypeRegistry", "register_type"]
 
 MAGIC = b"m"
 VERSION = 2
+#: The format versions this reader decodes.
+READ_VERSIONS = (1, VERSION)
 PLAIN, ZLIB, EXPIRES, LEASE = 1, 2, 4, 8
 _KNOWN_FLAGS = PLAIN | ZLIB | EXPIRES
-_PLAIN_HEADER = MAGIC + bytes([VERSION, PLAIN])
-_PLAIN_EXPIRES_HEADER = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
-_LEASE_HEADER = MAGIC + bytes([VERSION, LEASE])
+#: Where a body starts: after magic, version and flags; after the expiry too with `EXPIRES`.
+BODY_START, BODY_START_EXPIRES = 3, 11
+#: The first 3 bytes of the common values: plain JSON, without and with an exact expiry.
+PLAIN_HEADER = MAGIC + bytes([VERSION, PLAIN])
+PLAIN_EXPIRES_HEADER = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
+LEASE_HEADER = MAGIC + bytes([VERSION, LEASE])
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _NUL = "\x00"
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -226,7 +238,7 @@ class Codec:
                 body = packed
         if expires_ms is not None:
             return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body
-        return (_PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
+        return (PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
 
     def decode(self, data: bytes) -> Any:
         """Return the value `data` holds.
@@ -234,19 +246,22 @@ class Codec:
         Raises:
             DecodeError: the bytes are not a value this codec wrote and can rebuild.
         """
-        if data.endswith(b"\n"):  # the hit paths of JSON-shaped results
-            start = (
-                3 if data.startswith(_PLAIN_HEADER) else 11 if data.startswith(_PLAIN_EXPIRES_HEADER) else 0
-            )
+        if data.endswith(b"\n"):  # the hit paths of JSON-shaped results (3, 11: the body starts)
+            start = 3 if data.startswith(PLAIN_HEADER) else 11 if data.startswith(PLAIN_EXPIRES_HEADER) else 0
             if start:
                 try:
                     return orjson.loads(data[start:])
                 except orjson.JSONDecodeError as exc:
                     raise DecodeError(str(exc)) from None
-        if len(data) < 3 or data[:1] != MAGIC or data[1] not in (1, VERSION) or data[2] & ~_KNOWN_FLAGS:
+        if (
+            len(data) < BODY_START
+            or data[:1] != MAGIC
+            or data[1] not in READ_VERSIONS
+            or data[2] & ~_KNOWN_FLAGS
+        ):
             raise DecodeError("not a memo value of a known format version")
         flags = data[2]
-        start = 11 if flags & EXPIRES and data[1] == VERSION else 3
+        start = BODY_START_EXPIRES if flags & EXPIRES and data[1] == VERSION else BODY_START
         if flags & EXPIRES and data[1] != VERSION:
             raise DecodeError("a version 1 value never carried an expiry")
         body = data[start:]
@@ -531,21 +546,68 @@ _DECODERS: dict[str, Callable[[Codec, Any], Any]] = {
 }
 
 
+class Header(NamedTuple):
+    """What the header of stored bytes says (see the wire format above)."""
+
+    version: int
+    flags: int
+    #: The exact expiry, Unix time in ms; None when none is stored (or its bytes are cut short).
+    expires_ms: int | None
+    #: Where the body starts: `BODY_START`, or `BODY_START_EXPIRES` for a version 2 `EXPIRES`.
+    body_start: int
+
+
+def read_header(data: bytes) -> Header | None:
+    """Return the header of stored bytes, or None when they are not memo's (no magic, too short).
+
+    Of a version this reader does not know (not in `READ_VERSIONS`), only `version`
+    and `flags` mean anything. Pure; the body is not looked at.
+    """
+    if len(data) < BODY_START or data[:1] != MAGIC:
+        return None
+    version, flags = data[1], data[2]
+    if flags & EXPIRES and version == VERSION:
+        whole = len(data) >= BODY_START_EXPIRES
+        expires = int.from_bytes(data[BODY_START:BODY_START_EXPIRES], "big") if whole else None
+        return Header(version, flags, expires, BODY_START_EXPIRES)
+    return Header(version, flags, None, BODY_START)
+
+
+def with_expiry(data: bytes, expires_ms: int | None) -> bytes | None:
+    """Return a value's bytes with a new exact expiry (Unix ms; None: none), body and flags kept.
+
+    None when `data` is not a value of the current version (a lease marker, another
+    version, unknown flags, an expiry cut short). Pure.
+    """
+    header = read_header(data)
+    if (
+        header is None
+        or header.version != VERSION
+        or header.flags & ~_KNOWN_FLAGS
+        or (header.flags & EXPIRES and header.expires_ms is None)
+    ):
+        return None
+    flags, body = header.flags & ~EXPIRES, data[header.body_start :]
+    if expires_ms is None:
+        return MAGIC + bytes([VERSION, flags]) + body
+    return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body
+
+
 def expires_ms(data: bytes) -> int | None:
     """Return the exact expiry (Unix time in ms) stored in a value's header, if any."""
-    if len(data) >= 11 and data[1] == VERSION and data[2] & EXPIRES and data[:1] == MAGIC:
-        return int.from_bytes(data[3:11], "big")
+    if len(data) >= BODY_START_EXPIRES and data[1] == VERSION and data[2] & EXPIRES and data[:1] == MAGIC:
+        return int.from_bytes(data[BODY_START:BODY_START_EXPIRES], "big")
     return None
 
 
 def lease_marker(token: str) -> bytes:
     """Return the bytes of a lease marker owned by `token` (never decodes as a value)."""
-    return _LEASE_HEADER + token.encode("ascii") + b"\n"
+    return LEASE_HEADER + token.encode("ascii") + b"\n"
 
 
 def is_lease(data: bytes) -> bool:
     """Tell whether stored bytes are a lease marker rather than a value."""
-    return data.startswith(_LEASE_HEADER)
+    return data.startswith(LEASE_HEADER)
 
 
 #: What a backend's read returns for a key whose lease another caller took with the

@@ -25,6 +25,7 @@ KINDS = (
     "hit",  # a stored value was returned
     "miss",  # nothing usable was stored: the value is computed (or the default returned)
     "stale",  # a value past its soft expiry was returned while it is refreshed
+    "stale_on_error",  # the function raised: a recently expired value was returned instead
     "set",  # a value was stored
     "not_stored",  # the backend refused a value (too large, or a lease was lost before storing)
     "error",  # a backend operation failed (fail open: the call went on without the cache)
@@ -45,8 +46,8 @@ class Event:
 
     Attributes:
         kind: what happened: one of `memo._events.KINDS` ("hit", "miss", "stale",
-            "set", "not_stored", "error", "decode_error", "lease_acquired",
-            "lease_wait", "lease_lost", "forbidden").
+            "stale_on_error", "set", "not_stored", "error", "decode_error",
+            "lease_acquired", "lease_wait", "lease_lost", "forbidden").
         ns: the namespace.
         function: the qualified name of the memoized function; None for
             value-level calls (`cache.get`...) and integrations.

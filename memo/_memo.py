@@ -30,11 +30,9 @@ from . import _leases as leases
 from ._background import Refresher
 from ._canonical import qualified_name
 from ._codec import (
-    EXPIRES,
     GLOBAL_TYPES,
-    MAGIC,
-    PLAIN,
-    VERSION,
+    PLAIN_EXPIRES_HEADER,
+    PLAIN_HEADER,
     Codec,
     DecodeError,
     TypeRegistry,
@@ -61,8 +59,6 @@ logger = logging.getLogger("memo")
 _HIT: Any = object()
 _STALE: Any = object()
 _loads = orjson.loads
-_PLAIN = MAGIC + bytes([VERSION, PLAIN])
-_PLAIN_EXPIRES = MAGIC + bytes([VERSION, PLAIN | EXPIRES])
 _perf = time.perf_counter
 
 
@@ -590,12 +586,13 @@ class Memo:
             return wrapped(*args, **kwargs)
         if raw is not None:
             # The common hits, inlined: plain JSON with an exact expiry (or none).
+            # Header bytes 0:3, expiry 3:11, body from 3 or 11: the layout in memo._codec.
             head = raw[:3]
-            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
-                head == _PLAIN
-            ):
+            if (
+                head == PLAIN_EXPIRES_HEADER and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0
+            ) or head == PLAIN_HEADER:
                 try:
-                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
+                    value = _loads(raw[3 if head == PLAIN_HEADER else 11 :]) if raw[-1:] == b"\n" else MISS
                 except ValueError:
                     value = MISS
                 if value is not MISS:
@@ -645,11 +642,11 @@ class Memo:
         kept = self._near.get(key)  # type: ignore[union-attr]
         if kept is None:
             return MISS
-        head = kept[:3]
-        if head == _PLAIN or (
-            head == _PLAIN_EXPIRES and int.from_bytes(kept[3:11], "big") > _clock.time() * 1000.0
+        head = kept[:3]  # header bytes 0:3, expiry 3:11: the layout in memo._codec
+        if head == PLAIN_HEADER or (
+            head == PLAIN_EXPIRES_HEADER and int.from_bytes(kept[3:11], "big") > _clock.time() * 1000.0
         ):
-            value = _loads(kept[3 if head == _PLAIN else 11 :])  # decoded once already when kept
+            value = _loads(kept[3 if head == PLAIN_HEADER else 11 :])  # decoded once already when kept
         else:
             state, value = self._classify(kept)
             if state is not _HIT:
@@ -828,12 +825,13 @@ class Memo:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
         if raw is not None:
+            # Inlined as in `call`; header bytes 0:3, expiry 3:11: the layout in memo._codec.
             head = raw[:3]
-            if (head == _PLAIN_EXPIRES and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0) or (
-                head == _PLAIN
-            ):
+            if (
+                head == PLAIN_EXPIRES_HEADER and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0
+            ) or head == PLAIN_HEADER:
                 try:
-                    value = _loads(raw[3 if head == _PLAIN else 11 :]) if raw[-1:] == b"\n" else MISS
+                    value = _loads(raw[3 if head == PLAIN_HEADER else 11 :]) if raw[-1:] == b"\n" else MISS
                 except ValueError:
                     value = MISS
                 if value is not MISS:

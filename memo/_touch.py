@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _clock
 from ._backend import Capability
-from ._codec import EXPIRES, MAGIC, VERSION, expires_ms, is_lease
+from ._codec import read_header, with_expiry
 from ._drive import Steps, Verb, run_async, run_sync
 from ._errors import BackendError
 
@@ -39,17 +39,10 @@ def restamp(raw: bytes, ttl: float | None, now: float) -> bytes | None:
 
     None when `raw` is not a live value of this format. Pure.
     """
-    if len(raw) < 3 or raw[:1] != MAGIC or raw[1] != VERSION or is_lease(raw):
+    header = read_header(raw)
+    if header is None or (header.expires_ms is not None and header.expires_ms <= now * 1000.0):
         return None
-    flags = raw[2]
-    expires = expires_ms(raw)
-    if expires is not None and expires <= now * 1000.0:
-        return None
-    body = raw[11:] if flags & EXPIRES else raw[3:]
-    if ttl is None:
-        return MAGIC + bytes([VERSION, flags & ~EXPIRES]) + body
-    stamp = int((now + ttl) * 1000.0).to_bytes(8, "big")
-    return MAGIC + bytes([VERSION, flags | EXPIRES]) + stamp + body
+    return with_expiry(raw, None if ttl is None else int((now + ttl) * 1000.0))
 
 
 def _steps(values: Values, ns: str, key: str, ttl: float | None) -> Steps[bool]:

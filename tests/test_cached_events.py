@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import time
+from pathlib import Path
 
 from ports import refused_url
 
@@ -108,3 +110,30 @@ def test_the_langgraph_cache_reports_its_batches(cache: memo.Cache) -> None:
         assert graph_cache.get(keys) == {keys[0]: {"v": 0}, keys[1]: {"v": 1}}
     assert sorted(e.kind for e in events) == ["hit", "hit", "miss", "set", "set"]
     assert {e.source for e in events} == {"langgraph"}
+
+
+def test_every_kind_and_source_memo_emits_is_declared() -> None:
+    """The literal kinds and sources of `emit(...)` calls in memo's source, and the kinds
+    fills and sessions report, are in `memo._events.KINDS` / `SOURCES` (what `memo.Event`
+    documents)."""
+    from memo._events import KINDS, SOURCES
+    from memo._fill import Outcome
+    from memo._memo import _COUNTERS
+    from memo.sessions._cache import _EVENT_KINDS
+
+    kinds, sources = set(), set()
+    for path in Path(memo.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "emit"
+            ):
+                if node.args and isinstance(node.args[0], ast.Constant):
+                    kinds.add(node.args[0].value)
+                if len(node.args) == 6 and isinstance(node.args[5], ast.Constant):
+                    sources.add(node.args[5].value)
+    assert {"stale_on_error", "error", "decode_error", "hit", "miss"} <= kinds
+    assert sources == set(SOURCES)
+    reported = {o.value for o in (Outcome.ACQUIRED, *_COUNTERS)} | set(_EVENT_KINDS.values())
+    assert kinds | reported <= set(KINDS)

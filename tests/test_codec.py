@@ -19,7 +19,18 @@ from hypothesis import strategies as st
 
 import memo
 from memo import Codec, DecodeError
-from memo._codec import TypeRegistry, expires_ms, is_lease, lease_marker
+from memo._codec import (
+    LEASE_HEADER,
+    PLAIN_EXPIRES_HEADER,
+    PLAIN_HEADER,
+    Header,
+    TypeRegistry,
+    expires_ms,
+    is_lease,
+    lease_marker,
+    read_header,
+    with_expiry,
+)
 
 
 class Role(enum.Enum):
@@ -297,6 +308,50 @@ def test_a_lease_marker_is_never_a_value() -> None:
     assert not is_lease(Codec().encode("abc123"))
     with pytest.raises(DecodeError):
         Codec().decode(marker)
+
+
+def test_the_header_constants_are_the_wire_bytes() -> None:
+    assert PLAIN_HEADER == b"m\x02\x01"
+    assert PLAIN_EXPIRES_HEADER == b"m\x02\x05"
+    assert LEASE_HEADER == b"m\x02\x08"
+    assert Codec().encode([1]) == b"m\x02\x01[1]\n"
+    assert Codec().encode([1], expires_ms=258) == b"m\x02\x05\x00\x00\x00\x00\x00\x00\x01\x02[1]\n"
+
+
+def test_read_header_gives_flags_expiry_and_body_offset() -> None:
+    codec = Codec()
+    assert read_header(codec.encode([1])) == Header(version=2, flags=1, expires_ms=None, body_start=3)
+    assert read_header(codec.encode([1], expires_ms=1_800_000_000_123)) == Header(2, 5, 1_800_000_000_123, 11)
+    assert read_header(codec.encode((1,), expires_ms=7)) == Header(2, 4, 7, 11)  # typed: not plain
+    assert read_header(lease_marker("abc")) == Header(2, 8, None, 3)
+    assert read_header(b"m\x01\x01[1]\n") == Header(1, 1, None, 3)  # version 1 never had an expiry
+    assert read_header(b"m\x01\x05[1]\n") == Header(1, 5, None, 3)
+    assert read_header(b"m\x09\x05") == Header(9, 5, None, 3)  # unknown version: version, flags only
+    assert read_header(b"m\x02\x05\x00\x01") == Header(2, 5, None, 11)  # expiry cut short
+    assert read_header(b"m\x02") is None
+    assert read_header(b"") is None
+    assert read_header(b"x\x02\x01[1]\n") is None
+
+
+def test_with_expiry_rewrites_only_the_expiry() -> None:
+    codec = Codec(compress_threshold=64)
+    plain = codec.encode([1])
+    assert with_expiry(plain, 258) == b"m\x02\x05\x00\x00\x00\x00\x00\x00\x01\x02[1]\n"
+    assert with_expiry(codec.encode([1], expires_ms=5), None) == plain
+    assert with_expiry(codec.encode([1], expires_ms=5), 9) == codec.encode([1], expires_ms=9)
+    packed = codec.encode("y" * 500, expires_ms=5)
+    assert read_header(packed) == Header(2, 1 | 2 | 4, 5, 11)  # plain, zlib, expires
+    moved = with_expiry(packed, 1_800_000_000_123)
+    assert moved is not None and moved[11:] == packed[11:] and expires_ms(moved) == 1_800_000_000_123
+    assert codec.decode(moved) == "y" * 500
+    for refused in (
+        lease_marker("abc"),
+        b"m\x01\x01[1]\n",  # another version
+        b"m\x02\x11[1]\n",  # an unknown flag
+        b"m\x02\x05\x00\x01",  # an expiry cut short
+        b"not memo",
+    ):
+        assert with_expiry(refused, 5) is None
 
 
 def test_version_1_values_are_still_read() -> None:

@@ -95,7 +95,7 @@ class TestClearWinsOverReads:
         assert f(1) == f(1) == 1
         paused = PausedRead(cache.backend)
         cache.backend = paused  # type: ignore[assignment]
-        cache._generations.clear()  # the generation is stale: the next call reads it
+        cache.known_generations.clear()  # the generation is stale: the next call reads it
         paused.armed = True
         reader = threading.Thread(target=cache.generation, args=("n",))
         reader.start()
@@ -117,7 +117,7 @@ class TestClearWinsOverReads:
         assert await f(1) == await f(1) == 1
         paused = PausedRead(cache.backend)
         cache.backend = paused  # type: ignore[assignment]
-        cache._generations.clear()
+        cache.known_generations.clear()
         paused.armed = True
         reader = asyncio.create_task(cache.ageneration("n"))
         await asyncio.wait_for(paused.apaused.wait(), 5)

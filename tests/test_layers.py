@@ -343,3 +343,72 @@ def test_the_allow_lists_only_shrink(
         if imported not in counted:
             stale.append((importer, imported, mode))
     assert stale == [], "these imports are gone: delete their entries"
+
+
+# -- integrations use a Cache's declared surface ------------------------------------------
+
+#: Calls that name an attribute by a string.
+_BY_NAME = {"getattr", "setattr", "hasattr", "delattr"}
+
+
+def _is_cache(node: ast.expr) -> bool:
+    """`cache`, `memo_cache`, `self.cache`, `self._cache`: an expression named as a Cache."""
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return name.lower().endswith("cache")
+
+
+def _private(name: object) -> bool:
+    return isinstance(name, str) and name.startswith("_") and not name.startswith("__")
+
+
+def _reaches_in(node: ast.AST) -> bool:
+    if isinstance(node, ast.Attribute):
+        return _private(node.attr) and _is_cache(node.value)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _BY_NAME
+        and len(node.args) >= 2
+        and _is_cache(node.args[0])
+        and isinstance(node.args[1], ast.Constant)
+        and _private(node.args[1].value)
+    )
+
+
+def private_cache_access(source: str) -> list[str]:
+    """Each `<cache>._name` and `getattr(<cache>, "_name")` in `source`, as `line: expression`, in order."""
+    found = sorted(
+        (node.lineno, node.col_offset, ast.unparse(node))
+        for node in ast.walk(ast.parse(source))
+        if _reaches_in(node)
+    )
+    return [f"{line}: {text}" for line, _, text in found]
+
+
+def test_the_scan_finds_private_cache_access() -> None:
+    source = (
+        "self.cache._get_many(keys)\n"
+        "if cache._events.hook: memo_cache._emit('hit')\n"
+        "emit = getattr(self.cache, '_emit', None)\n"
+        "self._cache.stats(); cache.__class__; cache.emit('hit'); other._x; getattr(cache, 'emit')\n"
+    )
+    assert private_cache_access(source) == [
+        "1: self.cache._get_many",
+        "2: cache._events",
+        "2: memo_cache._emit",
+        "3: getattr(self.cache, '_emit', None)",
+    ]
+
+
+def test_integrations_use_only_the_declared_surface_of_a_cache(modules: dict[str, Module]) -> None:
+    """memo.langgraph, memo.sessions, the CLI, the exporters and the pytest plugin call a Cache
+    through its public methods (`emit`, `event_hook`, `get_many_bytes`, ...), never its
+    underscore attributes: those may change without notice."""
+    integrations = LAYERS.index(next(layer for layer in LAYERS if layer[0] == "integrations"))
+    scanned, reaching = [], []
+    for module in modules.values():
+        if layer_of(module.name) == integrations:
+            scanned.append(module.name)
+            reaching += [f"{module.name}:{hit}" for hit in private_cache_access(module.path.read_text())]
+    assert {"memo.langgraph._cache", "memo.sessions._cache", "memo._cli", "memo.otel"} <= set(scanned)
+    assert reaching == []

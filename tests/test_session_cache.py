@@ -615,7 +615,7 @@ async def test_async_calls_never_block_the_loop_while_memcached_hangs(
 def test_events_reach_the_caches_hook(db: FakeDB) -> None:
     cache = memo.Cache("memory://")
     seen: list[tuple[Any, ...]] = []
-    cache._emit = lambda *event: seen.append(event)  # type: ignore[attr-defined]
+    cache.emit = lambda *event: seen.append(event)
     sessions: SessionCache[Any] = SessionCache(cache, ns="web")
     sid = new(sessions, db)
     sessions.get(sid, user_id="alice", load=db.load)

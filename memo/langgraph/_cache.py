@@ -223,7 +223,9 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
         spaces = self._spaces_of(keys)
         storage = self._storage(keys, spaces, *self._generations(spaces))
         found = (
-            self.cache._get_many(list(storage.values()), self.name, "ignore", "langgraph") if storage else {}
+            self.cache.get_many_bytes(list(storage.values()), self.name, "ignore", "langgraph")
+            if storage
+            else {}
         )
         return self._entries.collect(len(keys), storage, found)
 
@@ -235,7 +237,7 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
         storage = self._storage(pairs, spaces, *self._generations(spaces))
         items = self._entries.items(pairs, storage, self.ttl)
         if items:
-            self.cache._set_many(items, self.name, "ignore", "langgraph")
+            self.cache.set_many_bytes(items, self.name, "ignore", "langgraph")
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop the entries of `namespaces` and of the namespaces nested in them, or, with None, all.
@@ -272,7 +274,7 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
         spaces = self._spaces_of(keys)
         storage = self._storage(keys, spaces, *await self._agenerations(spaces))
         found = (
-            await self.cache._aget_many(list(storage.values()), self.name, "ignore", "langgraph")
+            await self.cache.aget_many_bytes(list(storage.values()), self.name, "ignore", "langgraph")
             if storage
             else {}
         )
@@ -286,7 +288,7 @@ class MemcachedCache(Constructors, BaseCache[ValueT]):
         storage = self._storage(pairs, spaces, *await self._agenerations(spaces))
         items = self._entries.items(pairs, storage, self.ttl)
         if items:
-            await self.cache._aset_many(items, self.name, "ignore", "langgraph")
+            await self.cache.aset_many_bytes(items, self.name, "ignore", "langgraph")
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Async `clear`."""

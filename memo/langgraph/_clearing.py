@@ -71,7 +71,7 @@ class Clears:
         with self._lock:
             self.pending[name] = None
             self._retry_at = time.monotonic() + RETRY_EVERY
-        self.cache._emit("error", self.owner, None, None, exc, "langgraph")
+        self.cache.emit("error", self.owner, None, None, exc, "langgraph")
         self.cache.record_error(
             self.owner, "clearing the graph cache (retried before the next read)", exc, "ignore"
         )

@@ -137,10 +137,10 @@ class Entries:
     def _count(self, asked: int, hits: int) -> None:
         self.stats.hits += hits
         self.stats.misses += asked - hits
-        if self.cache._events.hook is not None:
+        if self.cache.event_hook is not None:
             for kind, n in (("hit", hits), ("miss", asked - hits)):
                 for _ in range(n):
-                    self.cache._emit(kind, self.name, None, None, None, "langgraph")
+                    self.cache.emit(kind, self.name, None, None, None, "langgraph")
 
     def items(
         self,

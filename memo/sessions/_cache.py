@@ -263,10 +263,8 @@ class SessionCache(Generic[S]):
             stats = self._ns_stats
             setattr(stats, shared, getattr(stats, shared) + 1)
         kind = _EVENT_KINDS.get(name)
-        # The Cache's `on_event=` hook, where the Cache has one (`Cache._emit`).
-        emit = getattr(self.cache, "_emit", None)
-        if kind is not None and emit is not None:
-            emit(kind, self.ns, None, None, None, "sessions")
+        if kind is not None:  # to the Cache's `on_event=` hook (nothing when it has none)
+            self.cache.emit(kind, self.ns, None, None, None, "sessions")
 
     def _decode(self, raw: bytes, generation: str | None = None) -> Any:
         """The session cached in `raw`, if installed under `generation` (its user's current one)."""
