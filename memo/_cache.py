@@ -131,13 +131,7 @@ class Cache:
         self.near_owner: object = servers_of(url) if url.startswith("memcached") else self.backend
         # A backend without add/gets/cas cannot hold a lease: fills are plain `set`s there.
         self.leases = self.leases and Capability.LEASES in self.backend.capabilities
-        # Backends written before leased reads existed may declare every Capability
-        # (`frozenset(Capability)`): a leased read is used only where it is implemented too.
-        self.leased_reads = (
-            self.leases
-            and Capability.LEASED_READS in self.backend.capabilities
-            and type(self.backend).get_or_lease is not Backend.get_or_lease
-        )
+        self.leased_reads = self.leases and _reads_lease(self.backend)
         self._events = Emitter(combine_hooks(on_event))
         #: Deliver one event to the `on_event` hook; does nothing when there is none.
         #: The engine calls it as `cache.emit(kind, ns, function, duration, error, source)`.
@@ -742,3 +736,15 @@ def _check_ns(ns: str | None) -> str | None:
     if ns is not None and (not isinstance(ns, str) or SCOPE in ns):
         raise ConfigurationError(f"a namespace is a str without NUL characters, got {ns!r}")
     return ns
+
+
+def _reads_lease(backend: Backend) -> bool:
+    """Whether misses can take their lease in the read (`Capability.LEASED_READS`).
+
+    Backends written before leased reads existed may declare every Capability
+    (`frozenset(Capability)`): a leased read is used only where it is implemented too.
+    """
+    return (
+        Capability.LEASED_READS in backend.capabilities
+        and type(backend).get_or_lease is not Backend.get_or_lease
+    )

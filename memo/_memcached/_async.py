@@ -221,8 +221,7 @@ class AsyncOps(Core):
         together as one multi-key `get` on the next turn of the loop (each
         caller keeps its own future, so cancelling one never cancels another).
         Under load that turns N sends, N receives and N parser runs into one
-        each. `lease_ttl`: the leased read of `Backend.get_or_lease` (meta servers;
-        never coalesced, each caller gets its own answer).
+        each. Leased reads are never coalesced: each caller gets its own answer.
         """
         kb = key_bytes(key)
         server = self._topology.server_for(kb)
@@ -240,9 +239,7 @@ class AsyncOps(Core):
                 conn = await self._acquire(server, slots)
             try:
                 if conn.meta and lease_ttl:
-                    request = ops.get_or_lease(kb, ops.lease_seconds(lease_ttl), server.id, True)
-                    reply = await conn.request(request.data, request.plan, timeout=self._timeout)
-                    value = request.finish(reply, server.id)
+                    value = await self._leased_read(conn, server, kb, lease_ttl)
                 elif conn.meta:
                     value = meta_value(
                         await conn.request(mg(kb, b"v"), one_meta(server.id), timeout=self._timeout)
@@ -274,6 +271,12 @@ class AsyncOps(Core):
         elif server.read_size < 0:
             server.read_size = 0.0
         return value  # type: ignore[no-any-return]
+
+    async def _leased_read(self, conn: Connection, server: Server, kb: bytes, lease_ttl: float) -> Any:
+        request = ops.get_or_lease(kb, ops.lease_seconds(lease_ttl), server.id, True)
+        return request.finish(
+            await conn.request(request.data, request.plan, timeout=self._timeout), server.id
+        )
 
     def _adrop_native_lease(self, server: Server, kb: bytes, loop: asyncio.AbstractEventLoop) -> None:
         """Delete the lease placeholder under `kb` in the background, if there is one (see the sync side)."""
