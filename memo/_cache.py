@@ -172,6 +172,7 @@ class Cache:
         cache_if: Callable[[Any], bool] | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
         local_ttl: float | None = None,
+        early_refresh: float | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -188,8 +189,7 @@ class Cache:
                 LangGraph node by user: `scope=lambda config: config["configurable"]["user_id"]`.
             types: classes the codec may rebuild beyond those the return
                 annotation names.
-            strict: overrides the Cache's `strict` for this function.
-            on_error: overrides the Cache's `on_error` for this function.
+            strict, on_error: override the Cache's for this function.
             stale_ttl: seconds after `ttl` during which an expired entry is still
                 served at once while one caller (across processes) recomputes it
                 in the background (stale-while-revalidate). Needs a `ttl`.
@@ -197,8 +197,7 @@ class Cache:
                 still returned when recomputing it raises (RFC 5861's rule): the
                 caller gets the copy (counted `stale_on_error`) instead of the
                 exception. Exceptions are never cached. Needs a `ttl`.
-            lease_ttl: overrides the Cache's `lease_ttl` for this function.
-            lease_wait: overrides the Cache's `lease_wait` for this function.
+            lease_ttl, lease_wait: override the Cache's for this function.
             cache_if: a predicate on the result; results for which it is false are
                 returned but not stored (empty answers, error payloads).
             tags: what each entry depends on: parameter names (each bound value
@@ -208,6 +207,9 @@ class Cache:
             local_ttl: seconds a hit is kept and served in this process (a near-cache;
                 default: the Cache's): changes made here are seen by the next call,
                 elsewhere within `local_ttl` (see docs/near-cache.md).
+            early_refresh: seconds before its expiry from which a hit is still served
+                but refreshed ahead, in the background, by one caller across processes:
+                a key in steady use never expires for its callers. Needs a `ttl`.
         """
         options = {name: value for name, value in locals().items() if name not in ("self", "ns", "ttl")}
         return Decorator(self, ns, ttl, **options)

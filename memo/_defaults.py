@@ -63,6 +63,7 @@ def cached(
     cache_if: Callable[[Any], bool] | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
     local_ttl: float | None = None,
+    early_refresh: float | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 
@@ -87,6 +88,7 @@ def cached(
         cache_if=cache_if,
         tags=tags,
         local_ttl=local_ttl,
+        early_refresh=early_refresh,
         default_cache=default_cache,
     )
 

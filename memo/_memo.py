@@ -58,6 +58,7 @@ logger = logging.getLogger("memo")
 
 _HIT: Any = object()
 _STALE: Any = object()
+_EARLY: Any = object()  # fresh, but within `early_refresh` of its expiry: served and refreshed ahead
 _loads = orjson.loads
 _perf = time.perf_counter
 
@@ -82,6 +83,14 @@ def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
     if ttl is None:
         raise ConfigurationError(f"{name} needs a ttl: an entry that never expires is never stale")
     return check_seconds(seconds, name)
+
+
+def _check_early(seconds: Any, ttl: Any) -> float | None:
+    """`early_refresh`: seconds > 0 before the expiry, shorter than a ttl there must be."""
+    early = _check_window(seconds, "early_refresh", ttl)
+    if early is not None and isinstance(ttl, (int, float)) and early >= ttl:
+        raise ConfigurationError(f"early_refresh must be shorter than the ttl ({ttl}), got {seconds!r}")
+    return early
 
 
 def _refresh_key(cache: Context, key: str) -> str:
@@ -221,6 +230,7 @@ class Memo:
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         local_ttl: float | None = None,
+        early_refresh: float | None = None,
         default_cache: Callable[[], Context] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
@@ -243,6 +253,7 @@ class Memo:
         self.ttl = ttl if ttl is NOT_GIVEN else check_ttl(ttl)
         self.stale_ttl = _check_window(stale_ttl, "stale_ttl", self.ttl)
         self.stale_if_error = _check_window(stale_if_error, "stale_if_error", self.ttl)
+        self.early_refresh = _check_early(early_refresh, self.ttl)
         self.lease_ttl = None if lease_ttl is None else check_seconds(lease_ttl, "lease_ttl")
         self.local_ttl = None if local_ttl is None else check_seconds(local_ttl, "local_ttl")
         self.lease_wait = None if lease_wait is None else check_seconds(lease_wait, "lease_wait", zero=True)
@@ -288,6 +299,8 @@ class Memo:
         self._ttl_ms = None if ttl is None else ttl * 1000.0
         self._stale_ms = 0.0 if self.stale_ttl is None else self.stale_ttl * 1000.0
         self._spare_ms = 0.0 if self.stale_if_error is None else self.stale_if_error * 1000.0
+        early = self.early_refresh if ttl is not None else None
+        self._early_ms = 0.0 if early is None else early * 1000.0
         kept = max(self.stale_ttl or 0.0, self.stale_if_error or 0.0)
         self._hard_ttl = None if ttl is None else ttl + kept + 1.0
         self._strict = cache.strict if self.strict is None else self.strict
@@ -372,20 +385,26 @@ class Memo:
         found.append(value)
         return True
 
-    def _classify(self, raw: bytes) -> tuple[object, Any]:
-        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | MISS, value)`.
+    def _classify(self, raw: bytes, early: bool = False) -> tuple[object, Any]:
+        """Read stored bytes the inlined hit paths did not: `(_HIT | _STALE | _EARLY | MISS, value)`.
 
         Expired entries are stale while within `stale_ttl` of their expiry;
         lease markers and undecodable bytes are misses (only the latter counted).
+        `early`: a fresh entry within `early_refresh` of its expiry is `_EARLY`.
         """
         expires = expires_ms(raw)
-        if expires is not None and expires <= _clock.time() * 1000.0:
-            if not self._stale_ms or _clock.time() * 1000.0 >= expires + self._stale_ms:
+        now_ms = _clock.time() * 1000.0
+        if expires is not None and expires <= now_ms:
+            if not self._stale_ms or now_ms >= expires + self._stale_ms:
                 return MISS, None
             value = self.decode(raw)
             return (MISS, None) if value is MISS else (_STALE, value)
         value = self.decode(raw)
-        return (MISS, None) if value is MISS else (_HIT, value)
+        if value is MISS:
+            return MISS, None
+        if early and expires is not None and expires <= now_ms + self._early_ms:
+            return _EARLY, value
+        return _HIT, value
 
     def _spare(self, raw: bytes) -> tuple[Any, tuple[bytes, float]] | None:
         """An expired entry still within `stale_if_error`: (its value, what to keep stored), or None."""
@@ -462,7 +481,7 @@ class Memo:
             if not held:
                 return  # another process is refreshing it
             got = yield (Verb.GETS, (key,))
-            if got is not None and not is_lease(got[0]) and not self._usable([], None, got[0]):
+            if got is not None and not is_lease(got[0]) and self._due(got[0]):
                 yield from self._restore(cache, key, got[1])
         except BackendError as exc:
             self._failed(cache, "revalidating a stale entry", exc)
@@ -470,6 +489,14 @@ class Memo:
             if held:
                 with contextlib.suppress(BackendError):
                     yield (Verb.DELETE, (rkey,))
+
+    def _due(self, raw: bytes) -> bool:
+        """Whether stored bytes need the refresh a caller started: expired, undecodable, or
+        within `early_refresh` of their expiry (not a value another caller stored meanwhile)."""
+        expires = expires_ms(raw)
+        if expires is not None and expires <= _clock.time() * 1000.0 + self._early_ms:
+            return True
+        return not self._usable([], None, raw)
 
     def _restore(self, cache: Context, key: str, unique: int) -> Steps[None]:
         """Compute and store over the stale entry read with `unique` (lost if it changed since)."""
@@ -589,7 +616,8 @@ class Memo:
             # Header bytes 0:3, expiry 3:11, body from 3 or 11: the layout in memo._codec.
             head = raw[:3]
             if (
-                head == PLAIN_EXPIRES_HEADER and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0
+                head == PLAIN_EXPIRES_HEADER
+                and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0 + self._early_ms
             ) or head == PLAIN_HEADER:
                 try:
                     value = _loads(raw[3 if head == PLAIN_HEADER else 11 :]) if raw[-1:] == b"\n" else MISS
@@ -604,14 +632,14 @@ class Memo:
                 if t0:
                     self._observed(cache, "decode_error", t0)
             else:
-                state, value = self._classify(raw)
+                state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                if state is _STALE:
-                    return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs)
+                if state is not MISS:
+                    return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs, state)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
@@ -626,16 +654,28 @@ class Memo:
         wrapped: Callable[..., Any],
         args: Any,
         kwargs: Any,
+        state: object = _STALE,
     ) -> Any:
-        """Return a stale value at once; one caller across processes refreshes it in the background."""
-        self._stats.stale += 1
-        if t0:
-            self._observed(cache, "stale", t0)
+        """Return a stale value at once; one caller across processes refreshes it in the background.
+
+        `state` `_EARLY`: the value is fresh, due for its refresh ahead (`early_refresh`): a hit.
+        """
+        self._served(cache, t0, state)
         job = partial(
             run_sync, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
         )
         self.refresher.submit(key, job, partial(cache.backend.delete, _refresh_key(cache, key)))
         return value
+
+    def _served(self, cache: Context, t0: float, state: object) -> None:
+        """Count a value served while its refresh starts: stale, or a hit refreshed ahead."""
+        kind = "stale" if state is _STALE else "hit"
+        if kind == "stale":
+            self._stats.stale += 1
+        else:
+            self._stats.hits += 1
+        if t0:
+            self._observed(cache, kind, t0)
 
     def _local(self, cache: Context, key: str, t0: float) -> Any:
         """A hit from the near-cache, or `MISS`. Flat like the hit paths: it is one."""
@@ -828,7 +868,8 @@ class Memo:
             # Inlined as in `call`; header bytes 0:3, expiry 3:11: the layout in memo._codec.
             head = raw[:3]
             if (
-                head == PLAIN_EXPIRES_HEADER and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0
+                head == PLAIN_EXPIRES_HEADER
+                and int.from_bytes(raw[3:11], "big") > _clock.time() * 1000.0 + self._early_ms
             ) or head == PLAIN_HEADER:
                 try:
                     value = _loads(raw[3 if head == PLAIN_HEADER else 11 :]) if raw[-1:] == b"\n" else MISS
@@ -843,14 +884,14 @@ class Memo:
                 if t0:
                     self._observed(cache, "decode_error", t0)
             else:
-                state, value = self._classify(raw)
+                state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                if state is _STALE:
-                    return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs)
+                if state is not MISS:
+                    return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs, state)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
@@ -865,11 +906,10 @@ class Memo:
         wrapped: Callable[..., Any],
         args: Any,
         kwargs: Any,
+        state: object = _STALE,
     ) -> Any:
         """Async `_serve_stale`: the refresh is a task of the running loop."""
-        self._stats.stale += 1
-        if t0:
-            self._observed(cache, "stale", t0)
+        self._served(cache, t0, state)
         job = partial(
             run_async, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
         )

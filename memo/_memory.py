@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from ._backend import Backend, Capability, SetItem
+from ._codec import NATIVE_LEASE, Won
 from ._errors import ConfigurationError
 from ._policy import check_size
 
@@ -49,7 +50,7 @@ class MemoryBackend(Backend):
         "max_value_size": int,
         "max_records": int,
     }
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LEASES, Capability.TOUCH})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(
         self,
@@ -136,6 +137,17 @@ class MemoryBackend(Backend):
         with self._lock:
             item = self._live(key)
             return self._record(key) if item is None else item[0]
+
+    def get_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        """`get`; on a miss, a lease placeholder for `lease_ttl` seconds, as memcached's `mg … N`."""
+        with self._lock:
+            item = self._live(key)
+            if item is not None:
+                return item[0]
+            record = self._record(key)
+            if record is not None or not self._store(key, NATIVE_LEASE, lease_ttl):
+                return record
+            return Won(self._version)
 
     def gets(self, key: str) -> tuple[bytes, int] | None:
         with self._lock:
@@ -231,6 +243,9 @@ class MemoryBackend(Backend):
 
     async def aget(self, key: str) -> bytes | None:
         return self.get(key)
+
+    async def aget_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
+        return self.get_or_lease(key, lease_ttl)
 
     async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         return self.get_many(keys)

@@ -61,8 +61,8 @@ class TaggedMemo(Memo):
         **options: Any,
     ) -> None:
         super().__init__(cache, fn, ns, ttl, **options)
-        if self.stale_ttl is not None or self.stale_if_error is not None:
-            raise ConfigurationError("tags= does not combine with stale_ttl or stale_if_error")
+        if self.stale_ttl is not None or self.stale_if_error is not None or self.early_refresh is not None:
+            raise ConfigurationError("tags= does not combine with stale_ttl, stale_if_error or early_refresh")
         self._binder = Binder(self.keys.target)
         self._tags_fn: Callable[..., Iterable[str]] | None = None
         self._tag_params: tuple[tuple[str, int], ...] = ()

@@ -115,9 +115,9 @@ def test_an_undeclared_capability_says_so() -> None:
         CoreOnly().gets("k")
 
 
-def test_the_in_process_backends_declare_leases_and_touch() -> None:
-    for url in ("memory://", "null://"):
-        assert memo.Cache(url).backend.capabilities == {memo.Capability.LEASES, memo.Capability.TOUCH}
+def test_the_in_process_backends_declare_what_they_implement() -> None:
+    assert memo.Cache("memory://").backend.capabilities == frozenset(memo.Capability)
+    assert memo.Cache("null://").backend.capabilities == {memo.Capability.LEASES, memo.Capability.TOUCH}
 
 
 def test_a_leased_read_is_used_only_where_it_is_declared_and_implemented() -> None:
@@ -134,3 +134,5 @@ def test_a_leased_read_is_used_only_where_it_is_declared_and_implemented() -> No
     assert memo.Cache(backend=Leasing()).leased_reads is True
     assert memo.Cache(backend=Leasing(), leases=False).leased_reads is False
     assert memo.Cache("memcached://127.0.0.1:1").leased_reads is True
+    assert memo.Cache("memory://").leased_reads is True
+    assert memo.Cache("null://").leased_reads is False

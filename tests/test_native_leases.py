@@ -1,8 +1,9 @@
 """Leases the server grants in the read that missed (memcached's meta `mg <key> v c N<ttl>`).
 
-On a meta server the hit path's read takes the lease when the key is missing
-(`Backend.get_or_lease` answers `Won`), and the fill starts from it: every exit
-of that fill is tested here, as `test_fill_exits.py` tests the classic ones.
+On a meta server (and on memory://, which models it) the hit path's read takes
+the lease when the key is missing (`Backend.get_or_lease` answers `Won`), and the
+fill starts from it: every exit of that fill is tested here, on both, as
+`test_fill_exits.py` tests the classic ones.
 The commands on the wire, and a read cut off while its reply is on the way,
 are in `test_proto_wire.py`.
 """
@@ -21,8 +22,6 @@ from memo import _clock
 from memo._codec import NATIVE_LEASE, Won
 from memo.testing import record_events
 
-pytestmark = pytest.mark.memcached
-
 
 def _cache(url: str, **options: Any) -> memo.Cache:
     return memo.Cache(url, prefix=f"n{uuid.uuid4().hex[:8]}:", **options)
@@ -33,6 +32,7 @@ def _held(cache: memo.Cache, key: str) -> bool:
     return got is not None and got[0] == NATIVE_LEASE
 
 
+@pytest.mark.memcached
 def test_meta_servers_take_the_lease_in_the_read_and_classic_ones_do_not(memcached_url: str) -> None:
     meta, classic = _cache(memcached_url), _cache(f"{memcached_url}?protocol=classic")
     assert meta.leased_reads is True and classic.leased_reads is True  # both may; the server decides
@@ -45,13 +45,12 @@ def test_meta_servers_take_the_lease_in_the_read_and_classic_ones_do_not(memcach
     key2 = classic.prefix + "k"
     assert classic.backend.get_or_lease(key2, 10) is None  # a classic read: a plain miss
     assert memo.Cache(memcached_url, leases=False).leased_reads is False
-    assert memo.Cache("memory://").leased_reads is False
     meta.close()
     classic.close()
 
 
-def test_a_miss_is_filled_from_the_lease_its_read_took(memcached_url: str) -> None:
-    cache = _cache(memcached_url)
+def test_a_miss_is_filled_from_the_lease_its_read_took(backend_url: str) -> None:
+    cache = _cache(backend_url)
     reads: list[bytes | None] = []
     real = cache.backend.get_or_lease
 
@@ -74,8 +73,8 @@ def test_a_miss_is_filled_from_the_lease_its_read_took(memcached_url: str) -> No
     cache.close()
 
 
-def test_the_function_raising_gives_the_lease_back(memcached_url: str) -> None:
-    cache = _cache(memcached_url, lease_wait=5.0)
+def test_the_function_raising_gives_the_lease_back(backend_url: str) -> None:
+    cache = _cache(backend_url, lease_wait=5.0)
     fail = [True]
 
     @cache.cached(ns="n", ttl=60)
@@ -95,8 +94,8 @@ def test_the_function_raising_gives_the_lease_back(memcached_url: str) -> None:
     cache.close()
 
 
-def test_a_value_not_to_be_stored_gives_the_lease_back(memcached_url: str) -> None:
-    cache = _cache(memcached_url)
+def test_a_value_not_to_be_stored_gives_the_lease_back(backend_url: str) -> None:
+    cache = _cache(backend_url)
 
     @cache.cached(ns="n", ttl=60, cache_if=lambda value: value > 10)
     def f(x: int) -> int:
@@ -108,8 +107,8 @@ def test_a_value_not_to_be_stored_gives_the_lease_back(memcached_url: str) -> No
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_an_invalidate_while_computing_wins_over_the_fill(memcached_url: str, flavour: str) -> None:
-    cache = _cache(memcached_url)
+def test_an_invalidate_while_computing_wins_over_the_fill(backend_url: str, flavour: str) -> None:
+    cache = _cache(backend_url)
     source = {"v": 1}
 
     def compute_then_invalidate(key: str) -> int:
@@ -146,7 +145,7 @@ def test_an_invalidate_while_computing_wins_over_the_fill(memcached_url: str, fl
     cache.close()
 
 
-def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(memcached_url: str) -> None:
+def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend_url: str) -> None:
     """Thread A's read took the lease; thread B, which read A's placeholder, already leads the
     key's fill in this process (and waits for A's lease). A gives its lease back before it
     follows, so B takes the lease at once instead of waiting out `lease_wait`."""
@@ -156,7 +155,7 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(memcach
         if event.kind == "lease_wait":
             b_leads.set()  # B found A's placeholder and waits for it, as leader of the flight
 
-    cache = _cache(memcached_url, lease_wait=30.0, on_event=on_event)
+    cache = _cache(backend_url, lease_wait=30.0, on_event=on_event)
     real = cache.backend.get_or_lease
     calls: list[str] = []
 
@@ -193,8 +192,8 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(memcach
     cache.close()
 
 
-async def test_async_tasks_compute_once_across_a_granted_lease(memcached_url: str) -> None:
-    cache = _cache(memcached_url)
+async def test_async_tasks_compute_once_across_a_granted_lease(backend_url: str) -> None:
+    cache = _cache(backend_url)
     calls: list[int] = []
 
     @cache.cached(ns="n", ttl=60)

@@ -30,13 +30,13 @@ def test_clear_touches_only_its_own_namespace(monkeypatch: pytest.MonkeyPatch) -
         return record_keys(self, name)
 
     monkeypatch.setattr(_generations.Generations, "record_keys", counting)
-    before = dict(cache._generations)
+    before = dict(cache.known_generations)
     cache.clear("tenant-0")
     # The namespace and its one function's scope: not the 4,999 other tenants.
     scope = f"tenant-0{_generations.SCOPE}{report._self_memo.keys.function_id}"
     assert sorted(set(looked_at)) == ["tenant-0", scope]
     assert len(looked_at) == 3  # the record to write, then the two generations made of it
-    changed = {name for name, entry in cache._generations.items() if before[name][0] != entry[0]}
+    changed = {name for name, entry in cache.known_generations.items() if before[name][0] != entry[0]}
     assert changed == {"tenant-0", scope}
     assert cache.get("k", ns="tenant-0") is None
     assert cache.get("k", ns="tenant-4999") == 4999

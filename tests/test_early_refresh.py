@@ -1,0 +1,115 @@
+"""`early_refresh=`: a hit within that many seconds of its expiry is served and refreshed ahead.
+
+The value never goes stale for callers of a key in steady use: one caller across
+processes (the refresh lease) recomputes it in the background while everyone
+keeps being served the fresh value; nobody waits, nobody misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import memo
+from memo import _clock
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_hit_near_its_expiry_is_served_and_refreshed_once(make_cache: Callable[..., memo.Cache]) -> None:
+    cache = make_cache()
+    version = {"n": 1}
+    runs: list[int] = []
+    release = threading.Event()
+
+    @cache.cached(ns="early", ttl=60, early_refresh=10)
+    def compute(arg: str) -> str:
+        runs.append(version["n"])
+        if version["n"] > 1:
+            assert release.wait(10)  # the refresh is slow: callers must not wait for it
+        return f"{arg}{version['n']}"
+
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert compute("k") == "k1"
+        clock.advance(45)  # 15 s left: fresh, not yet due
+        assert compute("k") == "k1" and runs == [1]
+        clock.advance(6)  # 9 s left: due
+        version["n"] = 2
+        served = [compute("k") for _ in range(20)]
+        assert served == ["k1"] * 20  # fresh values, at once
+        release.set()
+        _wait_for(lambda: compute("k") == "k2")
+    assert runs == [1, 2]  # one refresh for 20 callers
+    stats = cache.stats("early")
+    assert stats["stale"] == 0 and stats["misses"] == 1 and stats["sets"] == 2
+    assert stats["hits"] >= 22
+
+
+async def test_async_hits_near_expiry_refresh_in_a_task(make_cache: Callable[..., memo.Cache]) -> None:
+    cache = make_cache()
+    version = {"n": 1}
+    runs: list[int] = []
+
+    @cache.cached(ns="early", ttl=60, early_refresh=10)
+    async def compute(arg: str) -> str:
+        runs.append(version["n"])
+        await asyncio.sleep(0.05)
+        return f"{arg}{version['n']}"
+
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert await compute("k") == "k1"
+        clock.advance(55)
+        version["n"] = 2
+        assert await asyncio.gather(*[compute("k") for _ in range(5)]) == ["k1"] * 5
+        for _ in range(500):
+            if await compute("k") == "k2":
+                break
+            await asyncio.sleep(0.01)
+        assert await compute("k") == "k2"
+    assert runs == [1, 2]
+
+
+def test_a_refresh_ahead_is_not_taken_when_the_value_changed_meanwhile(
+    make_cache: Callable[..., memo.Cache],
+) -> None:
+    """The refresh recomputes only what is still due: a value set meanwhile is left alone."""
+    cache = make_cache()
+    runs: list[str] = []
+
+    @cache.cached(ns="early", ttl=60, early_refresh=10)
+    def compute(arg: str) -> str:
+        runs.append(arg)
+        return arg
+
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert compute("k") == "k"
+        clock.advance(55)
+        compute.set("new", "k")  # a write-through lands first: fresh for 60 s
+        assert compute("k") == "new"
+    assert runs == ["k"]
+
+
+def _f(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("bad", [0, -1, "soon", 60, 61])
+def test_early_refresh_is_positive_and_shorter_than_the_ttl(bad: object) -> None:
+    with pytest.raises(memo.ConfigurationError, match="early_refresh"):
+        memo.cached(ns="early", ttl=60, early_refresh=bad)(_f)  # type: ignore[arg-type]
+
+
+def test_early_refresh_needs_a_ttl_and_no_tags() -> None:
+    with pytest.raises(memo.ConfigurationError, match="early_refresh"):
+        memo.cached(ns="early", ttl=None, early_refresh=5)(_f)
+    with pytest.raises(memo.ConfigurationError, match="early_refresh"):
+        memo.cached(ns="early", ttl=60, early_refresh=5, tags=["x"])(_f)
