@@ -85,6 +85,21 @@ def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
     return check_seconds(seconds, name)
 
 
+def _leased_reads(
+    backend: Any, lease_ttl: float
+) -> tuple[Callable[[str], bytes | None], Callable[[str], Awaitable[bytes | None]]]:
+    """The hit path's reads that take the lease on a miss (closures: a third of a partial's cost)."""
+    get_or_lease, aget_or_lease = backend.get_or_lease, backend.aget_or_lease
+
+    def read(key: str) -> bytes | None:
+        return get_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
+
+    def aread(key: str) -> Awaitable[bytes | None]:
+        return aget_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
+
+    return read, aread
+
+
 def _check_early(seconds: Any, ttl: Any) -> float | None:
     """`early_refresh`: seconds > 0 before the expiry, shorter than a ttl there must be."""
     early = _check_window(seconds, "early_refresh", ttl)
@@ -317,8 +332,7 @@ class Memo:
         self._read: Callable[[str], bytes | None] = backend.get
         self._aread: Callable[[str], Awaitable[bytes | None]] = backend.aget
         if cache.leased_reads:
-            self._read = partial(backend.get_or_lease, lease_ttl=self._lease_ttl)
-            self._aread = partial(backend.aget_or_lease, lease_ttl=self._lease_ttl)
+            self._read, self._aread = _leased_reads(backend, self._lease_ttl)
         self._bound = cache
         return cache
 

@@ -16,7 +16,6 @@ reply that the next call would take for its own.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import struct
@@ -185,6 +184,10 @@ class SyncConnection:
         return self.read(Fetch(wanted, server_id))  # type: ignore[no-any-return]
 
 
+def _run(client: SyncConnection, server: Server, request: ops.Request) -> Any:
+    return request.finish(client.run(request.data, request.plan), server.id)
+
+
 class SyncOps(Core):
     """The sync operations of `MemcachedBackend`."""
 
@@ -257,10 +260,17 @@ class SyncOps(Core):
         store is refused (a lost lease, never a wrong value) instead of every reader
         waiting for a lease nobody holds.
         """
-        with contextlib.suppress(Exception):
-            got = self._call(server, ops.gets, kb)
+        client = None
+        try:  # on a connection of its own: the backend may be closed meanwhile
+            client = self._new_client(server)
+            got = _run(client, server, ops.gets(kb, server.id, True))
             if got is not None and got[0] == NATIVE_LEASE:
-                self._call(server, ops.delete_if, kb, got[1])
+                _run(client, server, ops.delete_if(kb, got[1], server.id, True))
+        except Exception:
+            pass  # best effort: the placeholder expires after lease_ttl anyway
+        finally:
+            if client is not None:
+                client.close()
 
     def _call(self, server: Server, build: Callable[..., ops.Request], *args: Any) -> Any:
         """Run the request `build(*args, server id, meta)` on a pooled connection of `server`."""
