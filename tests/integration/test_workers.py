@@ -18,7 +18,7 @@ from ports import free_port
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: A service whose source of truth is a file: /write changes it and invalidates the cached
 #: copy (as a service does after a database write), /read is read-through.

@@ -46,7 +46,7 @@ import pytest
 import memo
 from memo import _canonical, _defaults
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 EXAMPLE_URL = "memcached://127.0.0.1:11211"

@@ -146,7 +146,7 @@ def test_the_readme_table_lists_every_variable_read(prefix: str) -> None:
     environ = Recording()
     settings_from_env(environ, prefix)
     assert environ.asked == {prefix + name for name in VARIABLES}
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = [line for line in readme.splitlines() if line.startswith("| `MEMCACHED_")]
     for name in VARIABLES:
         assert any(f"`MEMCACHED_{name}`, `MEMO_{name}`" in line for line in table), name

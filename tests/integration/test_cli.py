@@ -19,7 +19,7 @@ import memo
 from memo._cli import UsageError, describe, parse_arguments
 from memo._codec import Codec, lease_marker
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 Closing = Callable[[memo.Cache], memo.Cache]

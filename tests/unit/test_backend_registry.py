@@ -12,7 +12,7 @@ import memo
 from memo._backend import _REGISTRY, backend_from_url, register_backend
 from memo._memory import MemoryBackend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_memory_urls_do_not_import_the_memcached_backend() -> None:

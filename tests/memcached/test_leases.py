@@ -21,11 +21,11 @@ import pytest
 import memo
 from memo._codec import is_lease
 
-WORKER = str(Path(__file__).with_name("lease_worker.py"))
+WORKER = str(Path(__file__).resolve().parents[1] / "support" / "lease_worker.py")
 
 
 def _worker_env() -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
 
 

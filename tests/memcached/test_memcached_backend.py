@@ -1,4 +1,4 @@
-"""MemcachedBackend against real memcached processes (started by tests/memcached_fixtures.py)."""
+"""MemcachedBackend against real memcached processes (started by tests/support/memcached_fixtures.py)."""
 
 from __future__ import annotations
 

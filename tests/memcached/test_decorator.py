@@ -372,7 +372,7 @@ class TestNamespaces:
     async def test_stale_generations_of_many_namespaces_are_one_read(self, memcached_servers: Any) -> None:
         (process,) = memcached_servers(1, verbose=True)
         # Classic, so that one batch is one `get` line in the server's log (meta batches are
-        # quiet `mg` lines ended by `mn`: tests/test_proto_wire.py).
+        # quiet `mg` lines ended by `mn`: tests/memcached/test_proto_wire.py).
         cache = memo.Cache(process.url, ns_refresh=0, protocol="classic")
         names = [f"ns{i}" for i in range(5)]
         first = cache.generations(names)

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - the dev group installs them; CI must n
         raise
     pytest.skip("nbclient/nbformat/ipykernel are not installed", allow_module_level=True)
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def execute(path: Path) -> list[str]:

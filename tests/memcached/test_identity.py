@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import memo
 from memo._canonical import function_identity
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Client:

@@ -1,6 +1,6 @@
 """Free TCP ports on loopback, for the servers the suite starts and for addresses nobody serves.
 
-The one place tests and benchmarks get a port from (`pythonpath` puts tests/ on the path of both).
+The one place tests and benchmarks get a port from (`pythonpath` puts tests/support/ on the path of both).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from memcached_fixtures import MemcachedProcess
 from ports import free_port
 
 pytestmark = [pytest.mark.memcached, pytest.mark.postgres]
-FOLDER = Path(__file__).parent.parent / "examples" / "sessions_service"
+FOLDER = Path(__file__).resolve().parents[2] / "examples" / "sessions_service"
 
 
 class Service:

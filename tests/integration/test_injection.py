@@ -21,7 +21,7 @@ from langgraph.types import StreamWriter
 import memo
 from memo._binding import injected_parameters
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclasses.dataclass

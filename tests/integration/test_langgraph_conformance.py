@@ -454,7 +454,7 @@ def test_from_servers(memcached_servers: Callable[..., list[Any]]) -> None:
 def test_a_batch_is_one_request_per_server(memcached_servers: Callable[..., list[Any]]) -> None:
     servers = memcached_servers(2, verbose=True)
     # Classic, so that a batch is one `get` line in each server's log (the meta form, quiet `mg`
-    # lines ended by `mn`, is shown in tests/test_proto_wire.py).
+    # lines ended by `mn`, is shown in tests/memcached/test_proto_wire.py).
     url = "memcached://" + ",".join(server.address for server in servers) + "?protocol=classic"
     with MemcachedCache.from_url(url) as lg:
         keys: list[FullKey] = [(("g", f"node {i % 3}"), f"k{i}") for i in range(100)]

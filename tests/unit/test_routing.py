@@ -84,7 +84,7 @@ def test_same_in_another_process() -> None:
         text=True,
         check=True,
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
-        cwd=str(Path(__file__).resolve().parents[1]),
+        cwd=str(Path(__file__).resolve().parents[2]),
     )
     assert json.loads(out.stdout) == here
 
