@@ -67,6 +67,7 @@ class ConfigEndpoint:
         self.port: int = self._listener.getsockname()[1]
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._connections: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -99,6 +100,7 @@ class ConfigEndpoint:
             except OSError:
                 return
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._connections.append(conn)
             self._threads.append(thread)
             thread.start()
 
@@ -128,10 +130,16 @@ class ConfigEndpoint:
     def stop(self) -> None:
         """Stop listening: the endpoint is unreachable (connections are refused)."""
         self._stopped.set()
+        # Closing a socket does not wake a thread blocked in accept() or recv() on it;
+        # shutting it down does, so the threads end now rather than at a join's timeout.
+        for sock in [self._listener, *self._connections]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(2)
         for thread in self._threads:
             thread.join(2)
+        assert not self._thread.is_alive() and not any(t.is_alive() for t in self._threads)
 
     def __repr__(self) -> str:
         return f"ConfigEndpoint(port={self.port}, version={self.version})"
