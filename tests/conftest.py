@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 import memo
+import memo._memory
+from memo import _clock
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +56,16 @@ def cache(make_cache: object) -> memo.Cache:
 @pytest.fixture
 def memory_cache() -> memo.Cache:
     return memo.Cache("memory://")
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[_clock.FakeClock]:
+    """A clock that moves only when told to (`advance`), read by the engine and by memory://.
+
+    Expiry on memory:// and in values' headers, lease waits and back-offs all follow it, so
+    a test of what happens after a ttl moves the clock past it instead of sleeping. A real
+    memcached keeps its own clock: its halves of such tests still wait.
+    """
+    with _clock.use(_clock.FakeClock()) as clock:
+        monkeypatch.setattr(memo._memory, "_monotonic", clock.monotonic)
+        yield clock

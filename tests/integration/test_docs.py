@@ -38,40 +38,15 @@ import re
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from doc_blocks import DOCS, README, ROOT, Block, blocks
 
 import memo
 from memo import _canonical, _defaults
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
-README = ROOT / "README.md"
 EXAMPLE_URL = "memcached://127.0.0.1:11211"
-_BLOCK = re.compile(
-    r"(?:<!--\s*test:\s*(?P<marker>[a-z]+)(?P<reason>[^>\n]*?)\s*-->\s*\n)?^```python[^\n]*\n(?P<code>.*?)^```\s*$"
-    r"|^<!--\s*test:\s*setup\s*\n(?P<setup>.*?)^-->\s*$",
-    re.S | re.M,
-)
-
-
-@dataclass
-class Block:
-    line: int
-    code: str
-    marker: str | None
-
-
-def blocks(page: Path) -> list[Block]:
-    text = page.read_text()
-    found = []
-    for m in _BLOCK.finditer(text):
-        part = "code" if m.group("code") is not None else "setup"
-        marker = m.group("marker") if part == "code" else "setup"
-        found.append(Block(text.count("\n", 0, m.start(part)) + 1, m.group(part), marker))
-    return found
 
 
 def all_pages() -> list[Path]:
