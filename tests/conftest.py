@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -69,3 +71,30 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[_clock.FakeClock]:
     with _clock.use(_clock.FakeClock()) as clock:
         monkeypatch.setattr(memo._memory, "_monotonic", clock.monotonic)
         yield clock
+
+
+@pytest.fixture
+def elapse(request: pytest.FixtureRequest, backend_url: str) -> Callable[[float], None]:
+    """`elapse(seconds)`: let time pass for the test's backend, past an expiry memo computes.
+
+    On memory:// the `fake_clock` moves (ask for `elapse` before the Cache, so the Cache
+    reads the fake clock from the start); on memcached, whose clock is the server's, a
+    real wait.
+    """
+    if backend_url == "memory://":
+        clock: _clock.FakeClock = request.getfixturevalue("fake_clock")
+        return clock.advance
+    return time.sleep
+
+
+@pytest.fixture
+def aelapse(request: pytest.FixtureRequest, backend_url: str) -> Callable[[float], Awaitable[None]]:
+    """`await aelapse(seconds)`: `elapse` for async tests (the real wait yields to the loop)."""
+    if backend_url == "memory://":
+        clock: _clock.FakeClock = request.getfixturevalue("fake_clock")
+
+        async def advance(seconds: float) -> None:
+            clock.advance(seconds)
+
+        return advance
+    return asyncio.sleep

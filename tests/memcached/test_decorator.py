@@ -421,7 +421,7 @@ class TestNamespaces:
 
 
 class TestTtl:
-    def test_entries_expire(self, cache: memo.Cache) -> None:
+    def test_entries_expire(self, elapse: Callable[[float], None], cache: memo.Cache) -> None:
         seen = Counter()
 
         @cache.cached(ttl=1)
@@ -429,7 +429,7 @@ class TestTtl:
             return seen()
 
         assert f() == f() == 1
-        time.sleep(1.1)  # the value's header expires to the millisecond, whatever memcached's clock
+        elapse(1.1)  # the value's header expires to the millisecond, whatever memcached's clock
         assert f() == 2
 
     def test_long_ttls_are_kept(self, cache: memo.Cache) -> None:
@@ -440,7 +440,7 @@ class TestTtl:
         f()
         assert f.get() == 1
 
-    def test_cache_default_ttl(self, make_cache: Make) -> None:
+    def test_cache_default_ttl(self, elapse: Callable[[float], None], make_cache: Make) -> None:
         cache = make_cache(ttl=1)
         seen = Counter()
 
@@ -449,7 +449,7 @@ class TestTtl:
             return seen()
 
         assert f() == f() == 1
-        time.sleep(1.1)  # the value's header expires to the millisecond, whatever memcached's clock
+        elapse(1.1)  # the value's header expires to the millisecond, whatever memcached's clock
         assert f() == 2
 
     @pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), True, "60"])
