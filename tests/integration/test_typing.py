@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 
 
 def run_mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -21,6 +22,8 @@ def run_mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
             "mypy",
             "--strict",
             "--no-incremental",
+            # no cache written: runs side by side (pytest -n) must not share one
+            f"--cache-dir={os.devnull}",
             "--python-version",
             "3.10",
             *map(str, paths),
