@@ -84,7 +84,9 @@ def test_restamp_keeps_the_body_and_flags() -> None:
         assert int.from_bytes(longer[3:11], "big") == int((now + 60) * 1000)
         forever = restamp(raw, None, now)
         assert forever is not None and codec.decode(forever) == value and len(forever) == len(raw) - 8
-        assert restamp(forever, 10, now) is not None
+        again = restamp(forever, 10, now)
+        assert again is not None and codec.decode(again) == value
+        assert int.from_bytes(again[3:11], "big") == int((now + 10) * 1000)
     assert restamp(codec.encode(1, int((now - 1) * 1000)), 60, now) is None  # expired
     assert restamp(b"not a memo value", 60, now) is None
     assert restamp(lease_marker("t"), 60, now) is None
@@ -97,7 +99,7 @@ def test_touch_fails_open_when_memcached_is_down(memcached_servers: Servers) -> 
     assert cache.set("k", 1) is True
     server.kill()
     assert cache.touch("k", 30) is False
-    assert cache.stats()["total"]["errors"] >= 1
+    assert cache.stats()["total"]["errors"] == 1
     cache.close()
 
 

@@ -182,7 +182,7 @@ async def test_no_list_yet_fails_open(memcached_servers: Servers) -> None:
         return x + 1
 
     assert await f(1) == 2  # computed; the backend error is counted, not raised
-    assert cache.stats("cold")["errors"] >= 1
+    assert cache.stats("cold")["errors"] == 2  # both round trips of the call
     with pytest.raises(memo.BackendUnavailable, match="no node list"):
         await cache.backend.aget("k")
     cache.close()
