@@ -7,11 +7,11 @@ cells print, so a notebook that runs but shows the wrong thing fails too.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from ports import refused_url
 
 import memo
 
@@ -67,9 +67,7 @@ def test_langgraph_cache_notebook(memcached_url: str, monkeypatch: pytest.Monkey
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_langgraph_cache_notebook_without_memcached(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        url = f"memcached://127.0.0.1:{sock.getsockname()[1]}"
+    url = refused_url()  # a port nothing listens on
     setup = check_langgraph_cache_notebook(monkeypatch, url)
     assert setup.splitlines() == [
         f"no memcached answers at {url}: this notebook runs on memory:// instead",
