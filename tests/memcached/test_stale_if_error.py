@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import memo
 from memo.testing import record_events
+
+Elapse = Callable[[float], None]
+AElapse = Callable[[float], Awaitable[None]]
 
 
 class SourceDown(Exception):
@@ -31,10 +34,10 @@ def _flaky(cache: memo.Cache, **options: Any) -> tuple[Any, list[bool]]:
     return price, down
 
 
-def test_a_failing_fill_returns_the_expired_copy_and_keeps_it(cache: memo.Cache) -> None:
+def test_a_failing_fill_returns_the_expired_copy_and_keeps_it(elapse: Elapse, cache: memo.Cache) -> None:
     price, down = _flaky(cache, stale_if_error=60)
     assert price(7) == {"sku": 7, "price": 10}
-    time.sleep(0.15)  # expired
+    elapse(0.15)  # expired
     down[0] = True
     with record_events(cache) as events:
         assert price(7) == {"sku": 7, "price": 10}
@@ -56,25 +59,25 @@ def test_without_a_copy_the_exception_reaches_the_caller(cache: memo.Cache) -> N
     assert price(1) == {"sku": 1, "price": 20}  # exceptions are never cached
 
 
-def test_a_copy_older_than_the_window_is_not_returned(cache: memo.Cache) -> None:
+def test_a_copy_older_than_the_window_is_not_returned(elapse: Elapse, cache: memo.Cache) -> None:
     price, down = _flaky(cache, stale_if_error=0.1)
     assert price(2) == {"sku": 2, "price": 10}
-    time.sleep(0.25)  # past ttl + stale_if_error
+    elapse(0.25)  # past ttl + stale_if_error
     down[0] = True
     with pytest.raises(SourceDown):
         price(2)
 
 
-def test_with_stale_while_revalidate_past_its_window(cache: memo.Cache) -> None:
+def test_with_stale_while_revalidate_past_its_window(elapse: Elapse, cache: memo.Cache) -> None:
     price, down = _flaky(cache, stale_ttl=0.05, stale_if_error=60)
     assert price(3) == {"sku": 3, "price": 10}
-    time.sleep(0.2)  # past ttl + stale_ttl: a miss, but within stale_if_error
+    elapse(0.2)  # past ttl + stale_ttl: a miss, but within stale_if_error
     down[0] = True
     assert price(3) == {"sku": 3, "price": 10}
     assert price.cache_info()["stale_on_error"] == 1
 
 
-async def test_async(cache: memo.Cache) -> None:
+async def test_async(aelapse: AElapse, cache: memo.Cache) -> None:
     down = [False]
 
     @cache.cached(ns="sie", ttl=0.1, stale_if_error=60, ignore=("down",))
@@ -84,7 +87,7 @@ async def test_async(cache: memo.Cache) -> None:
         return 1.25
 
     assert await rate("EURUSD") == 1.25
-    await asyncio.sleep(0.15)
+    await aelapse(0.15)
     down[0] = True
     assert await rate("EURUSD") == 1.25
     assert rate.cache_info()["stale_on_error"] == 1
