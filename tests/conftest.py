@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 import memo
+import memo._memory
+from memo import _clock
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +58,43 @@ def cache(make_cache: object) -> memo.Cache:
 @pytest.fixture
 def memory_cache() -> memo.Cache:
     return memo.Cache("memory://")
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[_clock.FakeClock]:
+    """A clock that moves only when told to (`advance`), read by the engine and by memory://.
+
+    Expiry on memory:// and in values' headers, lease waits and back-offs all follow it, so
+    a test of what happens after a ttl moves the clock past it instead of sleeping. A real
+    memcached keeps its own clock: its halves of such tests still wait.
+    """
+    with _clock.use(_clock.FakeClock()) as clock:
+        monkeypatch.setattr(memo._memory, "_monotonic", clock.monotonic)
+        yield clock
+
+
+@pytest.fixture
+def elapse(request: pytest.FixtureRequest, backend_url: str) -> Callable[[float], None]:
+    """`elapse(seconds)`: let time pass for the test's backend, past an expiry memo computes.
+
+    On memory:// the `fake_clock` moves (ask for `elapse` before the Cache, so the Cache
+    reads the fake clock from the start); on memcached, whose clock is the server's, a
+    real wait.
+    """
+    if backend_url == "memory://":
+        clock: _clock.FakeClock = request.getfixturevalue("fake_clock")
+        return clock.advance
+    return time.sleep
+
+
+@pytest.fixture
+def aelapse(request: pytest.FixtureRequest, backend_url: str) -> Callable[[float], Awaitable[None]]:
+    """`await aelapse(seconds)`: `elapse` for async tests (the real wait yields to the loop)."""
+    if backend_url == "memory://":
+        clock: _clock.FakeClock = request.getfixturevalue("fake_clock")
+
+        async def advance(seconds: float) -> None:
+            clock.advance(seconds)
+
+        return advance
+    return asyncio.sleep
