@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from functools import partial
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overl
 import orjson
 import wrapt
 
+from . import _clock
 from . import _leases as leases
 from ._backend import PartialFailure
 from ._binding import call_target
@@ -74,7 +74,6 @@ __all__ = ["AsyncCachedMany", "BatchDecorator", "CachedMany", "together"]
 P = ParamSpec("P")
 K = TypeVar("K")
 V = TypeVar("V")
-_time = time.time
 _loads = orjson.loads
 _ABSENT: Any = object()
 #: Item digests remembered per function before the memory is dropped and rebuilt.
@@ -293,7 +292,7 @@ class Batch:
         if is_lease(raw):
             return None
         expires = expires_ms(raw)
-        if expires is not None and expires <= _time() * 1000.0:
+        if expires is not None and expires <= _clock.time() * 1000.0:
             return None
         try:
             box = self.codec.decode(raw)
@@ -315,7 +314,7 @@ class Batch:
         its neighbours' values.
         """
         # Big-endian milliseconds compare as bytes: expiry > floor(now) iff expiry > now.
-        now = int(_time() * 1000.0).to_bytes(8, "big")
+        now = int(_clock.time() * 1000.0).to_bytes(8, "big")
         # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec.
         get, header, loads, read = raws.get, PLAIN_EXPIRES_HEADER, _loads, self.read
         for key, item in keys.items():
@@ -342,7 +341,7 @@ class Batch:
         try:
             return self.codec.encode(
                 [] if value is _ABSENT else [value],
-                None if ttl_ms is None else int(_time() * 1000.0 + ttl_ms),
+                None if ttl_ms is None else int(_clock.time() * 1000.0 + ttl_ms),
             )
         except SerializationError as exc:
             self._stats.encode_errors += 1

@@ -44,11 +44,11 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 import weakref
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
+from . import _clock
 from ._drive import Op
 from ._errors import BackendError, BackendUnavailable
 from ._keys import safe_segment
@@ -70,7 +70,6 @@ _RANDOM_DIGITS = 6  # 30 bits that tell apart tokens made in the same millisecon
 TOKEN_LENGTH = _TIME_DIGITS + _RANDOM_DIGITS
 #: A clear rewrites (rather than appends to) a record this long, so records stay small.
 _COMPACT_AT = 8 * TOKEN_LENGTH
-_monotonic = time.monotonic
 
 
 def _base32(n: int, digits: int) -> str:
@@ -79,7 +78,7 @@ def _base32(n: int, digits: int) -> str:
 
 def new_token(after: str | None = None) -> str:
     """Return a fresh token, newer than `after` (when given) even if the clock is behind."""
-    ms = time.time_ns() // 1_000_000
+    ms = int(_clock.time() * 1000)
     if after is not None:
         ms = max(ms, int(after[:_TIME_DIGITS], 32) + 1)
     return _base32(ms, _TIME_DIGITS) + _base32(int.from_bytes(os.urandom(4), "big"), _RANDOM_DIGITS)
@@ -152,11 +151,11 @@ class Generations:
     def fresh(self, ns: str) -> str | None:
         """The generation of `ns` if it is still trusted, else None."""
         entry = self.known.get(ns)
-        return entry[0] if entry is not None and entry[1] > _monotonic() else None
+        return entry[0] if entry is not None and entry[1] > _clock.monotonic() else None
 
     def split_stale(self, names: Iterable[str]) -> tuple[dict[str, str | None], list[str]]:
         """Split `names` into trusted generations and namespaces to read (in order, once each)."""
-        now = _monotonic()
+        now = _clock.monotonic()
         known: dict[str, str | None] = {}
         stale: list[str] = []
         for ns in names:
@@ -169,7 +168,7 @@ class Generations:
 
     def keep_last(self, stale: Sequence[str]) -> dict[str, str | None]:
         """After a failed read: trust the last known generations one more interval (None: never known)."""
-        until = _monotonic() + self.ns_refresh
+        until = _clock.monotonic() + self.ns_refresh
         out: dict[str, str | None] = {}
         with self._lock:
             for ns in stale:
@@ -195,7 +194,7 @@ class Generations:
         newest: dict[str, str] = {}
         for key in keys:
             newest[key] = yield from self._settle(key, [got.get(key) for got in found.values()], errors)
-        until = _monotonic() + self.ns_refresh
+        until = _clock.monotonic() + self.ns_refresh
         out: dict[str, str] = {}
         with self._lock:
             root = self._keep(self.root_key, newest[self.root_key])
@@ -245,7 +244,7 @@ class Generations:
         with self._lock:
             self._keep(key, token)
             root = self._tokens.get(self.root_key)
-            until = _monotonic() + self.ns_refresh
+            until = _clock.monotonic() + self.ns_refresh
             if ns is None:
                 names: Iterable[str] = list(self.known)  # the root: every generation changes
             elif SCOPE in ns:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from . import _clock
 from . import _leases as leases
 from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
 from ._drive import Steps, run_async, run_sync
@@ -50,7 +51,6 @@ __all__ = ["Values", "value_key"]
 
 logger = logging.getLogger("memo")
 _perf = time.perf_counter
-_time = time.time
 
 _SEED = b"memo/value/1\x00"
 
@@ -121,7 +121,7 @@ class Values:
         if is_lease(raw):
             return MISS  # another caller is filling the key
         expires = expires_ms(raw)
-        if expires is not None and expires <= _time() * 1000.0:
+        if expires is not None and expires <= _clock.time() * 1000.0:
             return MISS
         try:
             return self.codec.decode(raw)
@@ -143,7 +143,7 @@ class Values:
     def encode(self, ns: str, value: Any, ttl: float | None) -> bytes | None:
         """Return the wire bytes of `value`, or None (counted, logged once) if it cannot be stored."""
         try:
-            return self.codec.encode(value, None if ttl is None else int((_time() + ttl) * 1000.0))
+            return self.codec.encode(value, None if ttl is None else int((_clock.time() + ttl) * 1000.0))
         except SerializationError as exc:
             self.cache.ns_stats(ns).encode_errors += 1
             if self.cache.strict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Any, NamedTuple
 
 from .._errors import BackendTimeout, BackendUnavailable
@@ -43,6 +44,7 @@ class Server:
     """
 
     __slots__ = (
+        "__weakref__",
         "blocked_until",
         "failures",
         "free",
@@ -77,6 +79,10 @@ class Server:
         # needs no lock of its own. At most `keep` are kept: pool_size, or 0
         # once the server has left the cluster (`retire`).
         self.free: list[Any] = []
+        # A backend dropped without `close()`, or used again after it (a background
+        # refresh that outlived its Cache's close reopens a connection): its idle
+        # clients are closed when the server object goes.
+        weakref.finalize(self, _close_idle, self.free)
         self.keep = 0
         # Bytes a key read from this server has cost lately (-1: nothing read
         # yet): how async batches are split so each reply fits its timeout.
@@ -146,3 +152,8 @@ class Server:
             except IndexError:
                 return
             client.close()
+
+
+def _close_idle(free: list[Any]) -> None:
+    while free:
+        free.pop().close()

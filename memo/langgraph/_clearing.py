@@ -13,9 +13,9 @@ unreachable are never served again here.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 
+from .. import _clock
 from .._cache import Cache
 from .._errors import BackendError
 
@@ -41,7 +41,7 @@ class Clears:
         if not self.pending:
             return []
         with self._lock:
-            now = time.monotonic()
+            now = _clock.monotonic()
             if now < self._retry_at:
                 return []
             self._retry_at = now + RETRY_EVERY
@@ -70,7 +70,7 @@ class Clears:
     def _failed(self, name: str, exc: BackendError) -> None:
         with self._lock:
             self.pending[name] = None
-            self._retry_at = time.monotonic() + RETRY_EVERY
+            self._retry_at = _clock.monotonic() + RETRY_EVERY
         self.cache.emit("error", self.owner, None, None, exc, "langgraph")
         self.cache.record_error(
             self.owner, "clearing the graph cache (retried before the next read)", exc, "ignore"

@@ -12,7 +12,6 @@ corruption, an entry written with another serializer) is a miss, counted in
 from __future__ import annotations
 
 import logging
-import time
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from langgraph.cache.base import FullKey
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from .. import _clock
 from .._backend import SetItem
 from .._cache import Cache
 from .._policy import ErrorLog, Stats
@@ -74,7 +74,7 @@ class Entries:
                 body, flags = packed, _ZLIB
         if ttl is None:
             return b"".join((_MAGIC, bytes((_VERSION, flags, len(tag))), tag, body))
-        expires = int(time.time() * 1000.0 + ttl * 1000.0).to_bytes(8, "big")
+        expires = int(_clock.time() * 1000.0 + ttl * 1000.0).to_bytes(8, "big")
         return b"".join((_MAGIC, bytes((_VERSION, flags | _EXPIRES, len(tag))), tag, body, expires))
 
     def decode(self, raw: bytes) -> Any:
@@ -90,7 +90,7 @@ class Entries:
             if raw[4] & _EXPIRES:
                 if len(body) < 8:
                     raise ValueError("truncated entry")
-                if int.from_bytes(body[-8:], "big") <= time.time() * 1000.0:
+                if int.from_bytes(body[-8:], "big") <= _clock.time() * 1000.0:
                     return MISS  # expired: a miss, not a decode error
                 body = body[:-8]
             if raw[4] & _ZLIB:
@@ -112,7 +112,7 @@ class Entries:
             header, kind = self._last
             start = len(header)
             timed = start and header[4] & _EXPIRES
-            now_ms = time.time() * 1000.0
+            now_ms = _clock.time() * 1000.0
             loads = self.serde.loads_typed
             for full, key in storage.items():
                 raw = found.get(key)

@@ -67,10 +67,10 @@ import math
 import os
 import secrets
 import threading
-import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+from .. import _clock
 from .._cache import Cache
 from .._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
 from .._drive import Op, run_async, run_sync
@@ -84,7 +84,6 @@ from ._store import KEEP
 __all__ = ["MIN_ID_BITS", "SessionCache"]
 
 logger = logging.getLogger("memo")
-_monotonic = time.monotonic
 
 S = TypeVar("S")
 Steps = Generator[Op, Any, Any]
@@ -271,7 +270,7 @@ class SessionCache(Generic[S]):
         if is_lease(raw):
             return _NOT_A_SESSION
         until = expires_ms(raw)
-        if until is not None and until <= time.time() * 1000:
+        if until is not None and until <= _clock.time() * 1000:
             return _NOT_A_SESSION  # the cached copy's own lifetime is over (memcached rounds up)
         try:
             entry = self.codec.decode(raw)
@@ -294,7 +293,7 @@ class SessionCache(Generic[S]):
         if ttl is None:
             return None
         try:
-            return self.codec.encode([generation, value], int((time.time() + ttl) * 1000)), ttl
+            return self.codec.encode([generation, value], int((_clock.time() + ttl) * 1000)), ttl
         except SerializationError as exc:
             self._count("encode_errors")
             if not self._warned_encode:
@@ -324,7 +323,7 @@ class SessionCache(Generic[S]):
         expiry = self._expiry(value)
         if expiry is None:
             return self.ttl
-        left = expiry - time.time()
+        left = expiry - _clock.time()
         return min(self.ttl, left) if left > 0 else None
 
     def _answer(self, value: Any, user_id: Any) -> Any:
@@ -478,7 +477,7 @@ class SessionCache(Generic[S]):
             return (yield from self._bypass(load, sid, user_id))
         if got is HELD:
             self._count("lease_waits")
-            deadline = _monotonic() + self.wait
+            deadline = _clock.monotonic() + self.wait
             raw = yield from self._guard("waiting for a session", wait(key, deadline, usable))
             got = Found(raw) if isinstance(raw, bytes) else None
         if isinstance(got, Found):

@@ -949,3 +949,17 @@ def test_protocol_garbage_is_an_unavailable_server() -> None:
         stop.set()
         thread.join()
         listener.close()
+
+
+def test_idle_connections_close_when_the_backend_goes_without_close(memcached_url: str) -> None:
+    """A background refresh that outlives its Cache's close() reopens a connection: it is
+    closed when the backend is collected, not left to the garbage collector's warning."""
+    import gc
+
+    backend = MemcachedBackend([memcached_url.removeprefix("memcached://")])
+    assert backend.get("never-set") is None
+    (idle,) = backend._servers[0].free
+    sock = idle.sock
+    del backend, idle
+    gc.collect()
+    assert sock.fileno() == -1
