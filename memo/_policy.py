@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Literal
 
-from . import _clock
 from ._errors import ConfigurationError
 
 __all__ = [
@@ -114,7 +114,7 @@ class ErrorLog:
 
     def report(self, what: str, exc: BaseException) -> None:
         kind = f"{what}:{type(exc).__name__}"
-        now = _clock.monotonic()
+        now = time.monotonic()
         last, suppressed = self._last.get(kind, (-math.inf, 0))
         if now - last < self._interval:
             self._last[kind] = (last, suppressed + 1)
