@@ -17,9 +17,10 @@ from memo._touch import restamp
 Servers = Callable[..., list[MemcachedProcess]]
 
 
-@pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
-def url(request: pytest.FixtureRequest) -> str:
-    return "memory://" if request.param == "memory" else str(request.getfixturevalue("memcached_url"))
+@pytest.fixture
+def url(backend_url: str) -> str:
+    """memory:// and memcached (conftest's `backend_url`, which `elapse` follows)."""
+    return backend_url
 
 
 def _cache(url: str, **options: object) -> memo.Cache:
@@ -29,22 +30,22 @@ def _cache(url: str, **options: object) -> memo.Cache:
 # -- touch ---------------------------------------------------------------------------------------------
 
 
-def test_touch_extends_a_live_value(url: str) -> None:
+def test_touch_extends_a_live_value(elapse: Callable[[float], None], url: str) -> None:
     cache = _cache(url)
     assert cache.set("k", {"a": 1}, ttl=1) is True
     assert cache.touch("k", 30) is True
-    time.sleep(1.3)  # past the first lifetime (exact, in the header; +1 s on memcached's clock)
+    elapse(1.3)  # past the first lifetime (exact, in the header; +1 s on memcached's clock)
     assert cache.get("k") == {"a": 1}
     assert cache.touch("k", None) is True  # no expiry from now on
     assert cache.get("k") == {"a": 1}
     cache.close()
 
 
-def test_touch_leaves_absent_and_expired_values_alone(url: str) -> None:
+def test_touch_leaves_absent_and_expired_values_alone(elapse: Callable[[float], None], url: str) -> None:
     cache = _cache(url)
     assert cache.touch("absent", 30) is False
     assert cache.set("short", 1, ttl=0.2) is True
-    time.sleep(0.3)  # expired by its header, perhaps still held by the server
+    elapse(0.3)  # expired by its header, perhaps still held by the server
     assert cache.touch("short", 30) is False
     assert cache.get("short", "gone") == "gone"  # a touch never brings an expired value back
     cache.close()

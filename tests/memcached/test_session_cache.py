@@ -19,6 +19,7 @@ from memcached_fixtures import MemcachedProcess
 from pydantic import BaseModel
 
 import memo
+from memo import _clock
 from memo.sessions import SessionCache
 
 
@@ -252,23 +253,27 @@ def test_dataclass_and_pydantic_sessions_come_back_as_themselves(cache: memo.Cac
 # -- expiry --------------------------------------------------------------------------------------------
 
 
-def test_cached_sessions_expire_after_ttl(cache: memo.Cache, db: FakeDB) -> None:
+def test_cached_sessions_expire_after_ttl(
+    elapse: Callable[[float], None], cache: memo.Cache, db: FakeDB
+) -> None:
     sessions: SessionCache[Any] = SessionCache(cache, ttl=0.3)
     sid = new(sessions, db)
     assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 0
-    time.sleep(0.35)
+    elapse(0.35)
     assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 1  # the exact lifetime in the value's header, not memcached's whole seconds
 
 
-def test_the_cache_never_outlives_the_sessions_own_expiry(cache: memo.Cache, db: FakeDB) -> None:
+def test_the_cache_never_outlives_the_sessions_own_expiry(
+    elapse: Callable[[float], None], cache: memo.Cache, db: FakeDB
+) -> None:
     sessions: SessionCache[Any] = SessionCache(cache, ttl=3600)
     sid = sessions.new_id()
-    soon = time.time() + 0.3
+    soon = _clock.time() + 0.3
     sessions.create(sid, insert=lambda: db.insert(sid, "alice", expires_at=soon))
     assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
-    time.sleep(0.35)
+    elapse(0.35)
     assert sessions.get(sid, user_id="alice", load=db.load) is None  # expired: absent
     assert sessions.stats()["expired"] == 1
 
@@ -282,13 +287,15 @@ def test_an_expired_session_is_never_cached(cache: memo.Cache, db: FakeDB) -> No
     assert sessions.get(sid, user_id="alice", load=db.load) is None
 
 
-def test_touch_gives_a_fresh_ttl_but_never_past_the_expiry(cache: memo.Cache, db: FakeDB) -> None:
+def test_touch_gives_a_fresh_ttl_but_never_past_the_expiry(
+    elapse: Callable[[float], None], cache: memo.Cache, db: FakeDB
+) -> None:
     # Whole seconds: memcached's clock ticks once a second (an exptime of 3 lives 2 to 3 s).
     sessions: SessionCache[Any] = SessionCache(cache, ttl=3)
     sid = new(sessions, db)
-    capped = new(sessions, db, expires_at=time.time() + 1.3)
+    capped = new(sessions, db, expires_at=_clock.time() + 1.3)
     for _ in range(4):
-        time.sleep(0.9)
+        elapse(0.9)
         assert sessions.touch(sid) is True
     assert sessions.get(sid, user_id="alice", load=db.load) == db.rows[sid]
     assert db.loads == 0  # 3.6 s after creation, kept by the touches

@@ -131,12 +131,12 @@ def test_non_string_keys_are_refused(cache: memo.Cache) -> None:
         cache.get(42)  # type: ignore[arg-type]
 
 
-def test_ttl(make_cache: MakeCache) -> None:
+def test_ttl(elapse: Callable[[float], None], make_cache: MakeCache) -> None:
     cache = make_cache(ttl=0.3)
     cache.set("default-ttl", 1)
     cache.set("longer", 1, ttl=30)
     cache.set("forever", 1, ttl=None)
-    time.sleep(0.4)
+    elapse(0.4)
     assert cache.get("default-ttl") is None
     assert cache.get("longer") == 1
     assert cache.get("forever") == 1
@@ -482,13 +482,13 @@ def test_a_lease_marker_reads_as_a_miss_not_a_decode_error(cache: memo.Cache) ->
     assert cache.stats("default")["decode_errors"] == 0
 
 
-def test_ttls_are_exact(cache: memo.Cache) -> None:
+def test_ttls_are_exact(elapse: Callable[[float], None], cache: memo.Cache) -> None:
     # memcached keeps an item for whole seconds; the header's expiry makes it a miss on time.
     cache.set("k", 1, ttl=0.3)
     cache.get_or_set("g", lambda: 2, ttl=0.3)
     cache.set_many({"m": 3}, ttl=0.3)
     assert cache.get_many(["k", "g", "m"]) == {"k": 1, "g": 2, "m": 3}
-    time.sleep(0.4)
+    elapse(0.4)
     assert cache.get_many(["k", "g", "m"]) == {}
     assert cache.get_or_set("g", lambda: 5) == 5
 
