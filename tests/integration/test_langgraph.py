@@ -263,7 +263,9 @@ async def test_aclear_cache(graph_cache: MemcachedCache[Any]) -> None:
     assert calls == {"plan": 2, "draft section": 6, "summarize": 1}
 
 
-def test_ttl_expiry_reruns_the_node(graph_cache: MemcachedCache[Any]) -> None:
+def test_ttl_expiry_reruns_the_node(
+    elapse: Callable[[float], None], graph_cache: MemcachedCache[Any]
+) -> None:
     calls: Counter[str] = Counter()
 
     def short(state: Numbers) -> dict[str, Any]:
@@ -282,7 +284,7 @@ def test_ttl_expiry_reruns_the_node(graph_cache: MemcachedCache[Any]) -> None:
     graph = builder.compile(cache=graph_cache)
     assert graph.invoke({"x": 1}) == graph.invoke({"x": 1}) == {"x": 4}
     assert calls == {"short": 1, "lasting": 1}
-    time.sleep(2.1)  # memcached counts expiry in whole seconds
+    elapse(2.1)  # memcached counts expiry in whole seconds
     assert graph.invoke({"x": 1}) == {"x": 4}
     assert calls == {"short": 2, "lasting": 1}
 
