@@ -455,11 +455,19 @@ class SessionCache(Generic[S]):
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)
-        return (yield from self._miss(key, sid, user_id, load, generation))
+        return (yield from self._miss(key, sid, user_id, load, generation, raw))
 
     def _miss(
-        self, key: str, sid: str, user_id: Any, load: Callable[[str], Any], generation: str | None = None
+        self,
+        key: str,
+        sid: str,
+        user_id: Any,
+        load: Callable[[str], Any],
+        generation: str | None = None,
+        refused: bytes | None = None,
     ) -> Steps:
+        """Fill `key` under a lease; `refused`: the copy the read found and refused (not
+        decoded, nor counted, again)."""
         self._count("misses")
         gkey = self._gen_key(sid)
         if gkey is not None and generation is None:
@@ -469,7 +477,7 @@ class SessionCache(Generic[S]):
         decoded: list[Any] = [None, _NOT_A_SESSION]  # what `usable` decoded last: not decoded twice
 
         def usable(found: bytes) -> bool:
-            decoded[:] = [found, self._decode(found, generation)]
+            decoded[:] = [found, _NOT_A_SESSION if found == refused else self._decode(found, generation)]
             return decoded[1] is not _NOT_A_SESSION
 
         got = yield from self._guard("a session lease", acquire(key, self.lease_ttl, usable))
@@ -648,7 +656,7 @@ class SessionCache(Generic[S]):
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)  # type: ignore[no-any-return]
-        return self._run(self._miss(key, sid, user_id, load, generation))  # type: ignore[no-any-return]
+        return self._run(self._miss(key, sid, user_id, load, generation, raw))  # type: ignore[no-any-return]
 
     def create(self, sid: str, *, insert: Callable[[], S]) -> S:
         """Run `insert()` (the database first), then cache the session it returns.
@@ -736,7 +744,7 @@ class SessionCache(Generic[S]):
             if value is not _NOT_A_SESSION:
                 self._count("hits")
                 return self._answer(value, user_id)  # type: ignore[no-any-return]
-        return await self._arun(self._miss(key, sid, user_id, load, generation))  # type: ignore[no-any-return]
+        return await self._arun(self._miss(key, sid, user_id, load, generation, raw))  # type: ignore[no-any-return]
 
     async def acreate(self, sid: str, *, insert: Callable[[], Awaitable[S] | S]) -> S:
         """Async `create`."""
