@@ -57,7 +57,7 @@ from ._codec import (
     DecodeError,
     TypeRegistry,
     expires_ms,
-    is_lease,
+    is_placeholder,
 )
 from ._drive import Op, Steps, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
@@ -287,9 +287,7 @@ class Batch:
 
     def read(self, raw: bytes | None) -> list[Any] | None:
         """A stored entry: `[value]`, `[_ABSENT]` (cached as absent), or None (a miss)."""
-        if raw is None:
-            return None
-        if is_lease(raw):
+        if raw is None or is_placeholder(raw):
             return None
         expires = expires_ms(raw)
         if expires is not None and expires <= _clock.time() * 1000.0:

@@ -10,6 +10,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -20,6 +21,7 @@ from ._decorator import Decorator
 from ._drive import Op, run_async, run_sync
 from ._errors import BackendError, ConfigurationError
 from ._events import Emitter, EventHook, combine_hooks
+from ._flight import AsyncFlight
 from ._generations import SCOPE, Generations
 from ._keys import check_prefix
 from ._near import servers_of
@@ -106,15 +108,7 @@ class Cache:
         local_max_entries: int = 10_000,
         **options: Any,
     ) -> None:
-        if backend is not None:
-            if not isinstance(backend, Backend):
-                raise ConfigurationError(
-                    f"backend= takes a memo.Backend instance, got {type(backend).__name__}"
-                )
-            if url != "memory://" or options:
-                raise ConfigurationError("give either a URL (with its options) or backend=, not both")
-            url = f"backend:{type(backend).__qualname__}"
-        self.url = url
+        self.url = url = url if backend is None else _backend_url(url, backend, options)
         self.prefix = check_prefix(prefix)
         self.ttl = check_ttl(ttl)
         self.strict = check_flag(strict, "strict")
@@ -138,6 +132,7 @@ class Cache:
         self.emit = self._events.emit
         self._values_api: Values | None = None
         self._gens = Generations(self.prefix, ns_refresh)
+        self._generation_reads: AsyncFlight[dict[str, str | None]] = AsyncFlight()  # one per stale set
         #: scope -> (generation, trusted until); read directly by the hit paths.
         self.known_generations = self._gens.known
         self._stats: dict[str, Stats] = {}
@@ -534,20 +529,25 @@ class Cache:
     async def agenerations(
         self, names: Iterable[str], on_error: OnError | None = None
     ) -> dict[str, str | None]:
-        """Async `generations`."""
+        """Async `generations`. Tasks reading the same stale namespaces at once share one read
+        (a cold start of many tasks is one request, not one per task)."""
         known, stale = self._gens.split_stale(names)
         if stale:
-            errors: list[BackendError] = []
-            try:
-                read: dict[str, str | None] = dict(
-                    await run_async(self.backend, self._gens.read(stale, errors))
-                )
-            except BackendError as exc:
-                errors.append(exc)
-                read = self._gens.keep_last(stale)
+            read, _ = await self._generation_reads.run(
+                (tuple(stale), on_error), partial(self._aread_generations, stale, on_error)
+            )
             known.update(read)
-            self._record_errors(stale[0], "reading namespace generations", errors, on_error)
         return known
+
+    async def _aread_generations(self, stale: list[str], on_error: OnError | None) -> dict[str, str | None]:
+        errors: list[BackendError] = []
+        try:
+            read: dict[str, str | None] = dict(await run_async(self.backend, self._gens.read(stale, errors)))
+        except BackendError as exc:
+            errors.append(exc)
+            read = self._gens.keep_last(stale)
+        self._record_errors(stale[0], "reading namespace generations", errors, on_error)
+        return read
 
     def _record_errors(
         self, ns: str, what: str, errors: list[BackendError], on_error: OnError | None = None
@@ -750,3 +750,12 @@ def _reads_lease(backend: Backend) -> bool:
         Capability.LEASED_READS in backend.capabilities
         and type(backend).get_or_lease is not Backend.get_or_lease
     )
+
+
+def _backend_url(url: str, backend: Any, options: dict[str, Any]) -> str:
+    """What a Cache built on `backend=` calls its URL; a URL given as well is refused."""
+    if not isinstance(backend, Backend):
+        raise ConfigurationError(f"backend= takes a memo.Backend instance, got {type(backend).__name__}")
+    if url != "memory://" or options:
+        raise ConfigurationError("give either a URL (with its options) or backend=, not both")
+    return f"backend:{type(backend).__qualname__}"

@@ -610,6 +610,13 @@ def is_lease(data: bytes) -> bool:
     return data.startswith(LEASE_HEADER)
 
 
+def is_placeholder(data: bytes) -> bool:
+    """Whether stored bytes only hold a key's place: a lease marker, or an empty item (the
+    placeholder of a lease memcached granted with `mg … N`, read with a classic `get`,
+    which shows no flags). memo never stores an empty value: a miss, never a decode error."""
+    return not data or data.startswith(LEASE_HEADER)
+
+
 #: What a backend's read returns for a key whose lease another caller took with the
 #: server's own lease (memcached's meta `mg … N`: an empty item flagged `Z`): a lease
 #: marker owned by nobody in particular, so every reader treats it as one.

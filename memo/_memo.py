@@ -406,6 +406,8 @@ class Memo:
         lease markers and undecodable bytes are misses (only the latter counted).
         `early`: a fresh entry within `early_refresh` of its expiry is `_EARLY`.
         """
+        if not raw:
+            return MISS, None  # a lease the server granted, read without its flags (`is_placeholder`)
         expires = expires_ms(raw)
         now_ms = _clock.time() * 1000.0
         if expires is not None and expires <= now_ms:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _clock
 from . import _leases as leases
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_lease
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_placeholder
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
 from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
@@ -118,7 +118,7 @@ class Values:
 
     def decode(self, ns: str, raw: bytes, duration: float | None) -> Any:
         """Return the value `raw` holds, or `MISS` (counted) when it is not a fresh value."""
-        if is_lease(raw):
+        if is_placeholder(raw):
             return MISS  # another caller is filling the key
         expires = expires_ms(raw)
         if expires is not None and expires <= _clock.time() * 1000.0:

@@ -221,13 +221,13 @@ class AsyncOps(Core):
         together as one multi-key `get` on the next turn of the loop (each
         caller keeps its own future, so cancelling one never cancels another).
         Under load that turns N sends, N receives and N parser runs into one
-        each. Leased reads are never coalesced: each caller gets its own answer.
+        each.
         """
         kb = key_bytes(key)
         server = self._topology.server_for(kb)
         loop = _get_running_loop()
         pools, slots = self._pool_of(server, loop)
-        if slots.gets_in_flight and not lease_ttl:
+        if slots.gets_in_flight:  # leased reads too: a miss found there leases with `lease`
             return await self._aget_coalesced(server, slots, kb, loop)
         # `_request` inlined: this is the hit path.
         if server.blocked_until:

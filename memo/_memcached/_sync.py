@@ -174,14 +174,13 @@ class SyncConnection:
         self.sock.sendall(encode_get(kbs))
         buf = self.sock.recv(_RECV_SIZE)
         wanted = frozenset(kbs)
-        if buf.endswith(b"END\r\n"):
-            found = whole_get(buf, wanted)
-            if found is not None:
-                return found
-        if not buf:
-            raise Closed()
-        self.reader.feed(buf)
-        return self.read(Fetch(wanted, server_id))  # type: ignore[no-any-return]
+        found = whole_get(buf, wanted) if buf.endswith(b"END\r\n") else None
+        if found is None:
+            if not buf:
+                raise Closed()
+            self.reader.feed(buf)
+            found = self.read(Fetch(wanted, server_id))
+        return found
 
 
 def _run(client: SyncConnection, server: Server, request: ops.Request) -> Any:

@@ -492,9 +492,7 @@ class TestFailures:
 
         assert type(lenient()) is object
 
-    @pytest.mark.parametrize(
-        "garbage", [b"", b"garbage", b"m\x01\x01[1", b"m\x09\x00[]\n", b"\x80\x04pickle"]
-    )
+    @pytest.mark.parametrize("garbage", [b"garbage", b"m\x01\x01[1", b"m\x09\x00[]\n", b"\x80\x04pickle"])
     def test_undecodable_entries_are_misses(self, cache: memo.Cache, garbage: bytes) -> None:
         seen = Counter()
 
@@ -508,6 +506,21 @@ class TestFailures:
         assert f(1) == 1
         assert cache.stats("c")["decode_errors"] == 1
         assert cache.stats("c")["hits"] == 1
+
+    def test_an_empty_item_is_a_placeholder_not_a_decode_error(self, cache: memo.Cache) -> None:
+        """memo never stores b"": an empty item is a lease the server granted (meta `mg … N`),
+        as a classic multi-key get shows it. A miss; the fill takes its place."""
+        seen = Counter()
+
+        @cache.cached(ns="c")
+        def f(x: int) -> int:
+            return seen(x)
+
+        cache.backend.set(f.key_for(1), b"", None)
+        assert f(1) == 1
+        assert f(1) == 1
+        assert cache.stats("c")["decode_errors"] == 0
+        assert cache.stats("c")["hits"] == 1 and cache.stats("c")["sets"] == 1
 
     def test_exceptions_are_not_cached(self, cache: memo.Cache) -> None:
         seen = Counter()

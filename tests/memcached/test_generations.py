@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -323,3 +324,22 @@ def test_a_forked_child_reads_generations_even_if_a_lock_was_held_at_fork() -> N
     finally:
         release.set()
         holder.join()
+
+
+async def test_tasks_reading_a_cold_namespace_at_once_share_one_read(backend_url: str) -> None:
+    """A cold start of many tasks is one read of the namespace's generation, not one per task."""
+    cache = memo.Cache(backend_url, prefix=f"g{uuid.uuid4().hex[:8]}:")
+    backend: Any = cache.backend
+    real = backend.aget_all_many
+    reads: list[object] = []
+
+    async def counted(keys: Any) -> Any:
+        reads.append(keys)
+        await asyncio.sleep(0.01)  # the read is on the wire while the other tasks arrive
+        return await real(keys)
+
+    backend.aget_all_many = counted
+    gens = await asyncio.gather(*(cache.ageneration("cold") for _ in range(50)))
+    assert len(reads) == 1
+    assert len(set(gens)) == 1 and gens[0] is not None
+    await cache.aclose()
