@@ -413,7 +413,9 @@ def test_a_function_that_raises_releases_its_lease(make_cache: Callable[..., mem
 # -- stale-while-revalidate ----------------------------------------------------------------
 
 
-def test_stale_entries_are_served_at_once_and_refreshed_once(make_cache: Callable[..., memo.Cache]) -> None:
+def test_stale_entries_are_served_at_once_and_refreshed_once(
+    elapse: Callable[[float], None], make_cache: Callable[..., memo.Cache]
+) -> None:
     cache = make_cache()
     version = {"n": 1}
     runs = []
@@ -429,7 +431,7 @@ def test_stale_entries_are_served_at_once_and_refreshed_once(make_cache: Callabl
         return f"{arg}{version['n']}"
 
     assert compute("k") == "k1"
-    time.sleep(0.35)
+    elapse(0.35)
     version["n"] = 2
     t0 = time.monotonic()
     stale = [compute("k") for _ in range(20)]
@@ -445,7 +447,9 @@ def test_stale_entries_are_served_at_once_and_refreshed_once(make_cache: Callabl
     assert runs == [1, 2]  # one background recomputation
 
 
-async def test_async_stale_entries_refresh_in_a_task(make_cache: Callable[..., memo.Cache]) -> None:
+async def test_async_stale_entries_refresh_in_a_task(
+    elapse: Callable[[float], None], make_cache: Callable[..., memo.Cache]
+) -> None:
     cache = make_cache()
     version = {"n": 1}
 
@@ -455,7 +459,7 @@ async def test_async_stale_entries_refresh_in_a_task(make_cache: Callable[..., m
         return f"{arg}{version['n']}"
 
     assert await compute("k") == "k1"
-    await asyncio.sleep(0.25)
+    elapse(0.25)
     version["n"] = 2
     assert await compute("k") == "k1"
     deadline = time.monotonic() + 5
@@ -465,7 +469,9 @@ async def test_async_stale_entries_refresh_in_a_task(make_cache: Callable[..., m
     assert cache.stats("swr")["stale"] >= 1
 
 
-def test_beyond_stale_ttl_is_a_miss(make_cache: Callable[..., memo.Cache]) -> None:
+def test_beyond_stale_ttl_is_a_miss(
+    elapse: Callable[[float], None], make_cache: Callable[..., memo.Cache]
+) -> None:
     cache = make_cache()
     runs = []
 
@@ -475,7 +481,7 @@ def test_beyond_stale_ttl_is_a_miss(make_cache: Callable[..., memo.Cache]) -> No
         return arg
 
     compute("k")
-    time.sleep(0.25)
+    elapse(0.25)
     compute("k")
     assert runs == ["k", "k"]
     assert cache.stats("swr")["stale"] == 0
@@ -518,7 +524,9 @@ def test_stale_ttl_needs_a_ttl(memory_cache: memo.Cache) -> None:
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_ttl_holds_to_the_millisecond(make_cache: Callable[..., memo.Cache], flavour: str) -> None:
+def test_ttl_holds_to_the_millisecond(
+    elapse: Callable[[float], None], make_cache: Callable[..., memo.Cache], flavour: str
+) -> None:
     """memcached alone would keep ttl=0.6 anywhere up to a second; the header makes it exact."""
     cache = make_cache()
     runs = []
@@ -537,9 +545,9 @@ def test_ttl_holds_to_the_millisecond(make_cache: Callable[..., memo.Cache], fla
         return compute("k") if flavour == "sync" else asyncio.run(acompute("k"))
 
     call()
-    time.sleep(0.2)
+    elapse(0.2)
     call()
     assert len(runs) == 1  # still fresh at 0.2 s
-    time.sleep(0.5)
+    elapse(0.5)
     call()
     assert len(runs) == 2  # expired at 0.7 s, whatever memcached's clock says (it keeps it 1.6 s)
