@@ -173,38 +173,35 @@ class Cache:
 
         Args:
             ns: the namespace; `clear(ns=...)` drops all its entries at once.
-            ttl: seconds an entry lives (int or float > 0), None for no expiry;
-                default: the Cache's `ttl`.
+            ttl: seconds an entry lives (int or float > 0), None for no expiry; default: the Cache's `ttl`.
             version: change it when the function's results change meaning.
             ignore: parameter names left out of the key (e.g. a database session).
-            key: a callable taking the function's arguments and returning the value
-                to key on, replacing the bound arguments.
-            scope: a callable whose parameter names pick arguments of the call,
-                ignored ones included; what it returns is added to the key. Scope a
-                LangGraph node by user: `scope=lambda config: config["configurable"]["user_id"]`.
-            types: classes the codec may rebuild beyond those the return
-                annotation names.
-            strict, on_error: override the Cache's for this function.
-            stale_ttl: seconds after `ttl` during which an expired entry is still
-                served at once while one caller (across processes) recomputes it
-                in the background (stale-while-revalidate). Needs a `ttl`.
-            stale_if_error: seconds after `ttl` during which an expired entry is
-                still returned when recomputing it raises (RFC 5861's rule): the
-                caller gets the copy (counted `stale_on_error`) instead of the
-                exception. Exceptions are never cached. Needs a `ttl`.
-            lease_ttl, lease_wait: override the Cache's for this function.
-            cache_if: a predicate on the result; results for which it is false are
-                returned but not stored (empty answers, error payloads).
-            tags: what each entry depends on: parameter names (each bound value
-                becomes a tag; `fn.invalidate_where(name=value)` drops its entries)
-                or a callable taking the bound arguments by name and returning tag
-                strings (`cache.invalidate_tags(tag)` drops their entries).
-            local_ttl: seconds a hit is kept and served in this process (a near-cache;
-                default: the Cache's): changes made here are seen by the next call,
-                elsewhere within `local_ttl` (see docs/near-cache.md).
-            early_refresh: seconds before its expiry from which a hit is still served
-                but refreshed ahead, in the background, by one caller across processes:
-                a key in steady use never expires for its callers. Needs a `ttl`.
+            key: a callable taking the function's arguments and returning the value to key on, replacing the
+                bound arguments.
+            scope: a callable whose parameter names pick arguments of the call, ignored ones included; what it
+                returns is added to the key. Scope a LangGraph node by user:
+                `scope=lambda config: config["configurable"]["user_id"]`.
+            types: classes the codec may rebuild beyond those the return annotation names.
+            strict: overrides the Cache's `strict` for this function.
+            on_error: overrides the Cache's `on_error` for this function.
+            stale_ttl: seconds after `ttl` during which an expired entry is still served at once while one
+                caller (across processes) recomputes it in the background (stale-while-revalidate). Needs a
+                `ttl`.
+            stale_if_error: seconds after `ttl` during which an expired entry is still returned when
+                recomputing it raises (RFC 5861's rule): the caller gets the copy (counted `stale_on_error`)
+                instead of the exception. Exceptions are never cached. Needs a `ttl`.
+            lease_ttl: overrides the Cache's `lease_ttl` for this function.
+            lease_wait: overrides the Cache's `lease_wait` for this function.
+            cache_if: a predicate on the result; results for which it is false are returned but not stored
+                (empty answers, error payloads).
+            tags: what each entry depends on: parameter names (each bound value becomes a tag;
+                `fn.invalidate_where(name=value)` drops its entries) or a callable taking the bound arguments
+                by name and returning tag strings (`cache.invalidate_tags(tag)` drops their entries).
+            local_ttl: seconds a hit is kept and served in this process (a near-cache; default: the Cache's):
+                changes made here are seen by the next call, elsewhere within `local_ttl` (near-cache.md).
+            early_refresh: seconds before its expiry from which a hit is still served but refreshed ahead, in
+                the background, by one caller across processes: a key in steady use never expires for its
+                callers. Needs a `ttl`.
         """
         options = {name: value for name, value in locals().items() if name not in ("self", "ns", "ttl")}
         return Decorator(self, ns, ttl, **options)
