@@ -253,7 +253,7 @@ class AsyncOps(Core):
                 slots.discard(conn)  # the reply may still come: never reuse this connection
                 if type(exc) in BREAKER_FAILURES:
                     server.failed()
-                if lease_ttl and conn.meta:
+                if lease_ttl and conn.meta and server.start_drop():
                     # The server may have granted the lease in a reply nobody will read.
                     self._adrop_native_lease(server, kb, loop)
                 raise
@@ -287,9 +287,13 @@ class AsyncOps(Core):
                 if got is not None and got[0] == NATIVE_LEASE:
                     await self._request(server, ops.delete_if, kb, got[1])
 
+        def done(task: asyncio.Task[None]) -> None:  # also for a task cancelled before it ran
+            server.end_drop()
+            _DROPPING.discard(task)
+
         task = loop.create_task(drop())
         _DROPPING.add(task)
-        task.add_done_callback(_DROPPING.discard)
+        task.add_done_callback(done)
 
     def _aget_coalesced(
         self, server: Server, slots: Slots, kb: bytes, loop: asyncio.AbstractEventLoop

@@ -17,7 +17,11 @@ from typing import Any, NamedTuple
 from .._errors import BackendTimeout, BackendUnavailable
 from ._wire import format_server_id
 
-__all__ = ["BREAKER_FAILURES", "Server", "ServerState"]
+__all__ = ["BREAKER_FAILURES", "MAX_DROPPING", "Server", "ServerState"]
+
+#: The most clean-ups of failed leased reads running at once per server; beyond, the
+#: placeholder is left to expire after its lease_ttl.
+MAX_DROPPING = 2
 
 _monotonic = time.monotonic
 
@@ -46,6 +50,7 @@ class Server:
     __slots__ = (
         "__weakref__",
         "blocked_until",
+        "dropping",
         "failures",
         "free",
         "host",
@@ -79,6 +84,9 @@ class Server:
         # needs no lock of its own. At most `keep` are kept: pool_size, or 0
         # once the server has left the cluster (`retire`).
         self.free: list[Any] = []
+        # Clean-ups of leased reads that failed mid-way, running now (at most MAX_DROPPING:
+        # a hung server fails every read, and each clean-up would wait out a timeout too).
+        self.dropping = 0
         # A backend dropped without `close()`, or used again after it (a background
         # refresh that outlived its Cache's close reopens a connection): its idle
         # clients are closed when the server object goes.
@@ -110,6 +118,18 @@ class Server:
             f"memcached {self.id} is marked down after {self.failures} consecutive failures "
             f"(circuit breaker open; next probe in {until - now:.2f}s)"
         )
+
+    def start_drop(self) -> bool:
+        """Count a clean-up of a failed leased read in; False when MAX_DROPPING already run."""
+        with self.lock:
+            if self.dropping >= MAX_DROPPING:
+                return False
+            self.dropping += 1
+            return True
+
+    def end_drop(self) -> None:
+        with self.lock:
+            self.dropping -= 1
 
     def failed(self) -> None:
         with self.lock:

@@ -268,6 +268,7 @@ class SyncOps(Core):
         except Exception:
             pass  # best effort: the placeholder expires after lease_ttl anyway
         finally:
+            server.end_drop()
             if client is not None:
                 client.close()
 
@@ -314,9 +315,11 @@ class SyncOps(Core):
             client = free.pop() if free else self._new_client(server)
             value = client.get(kb, server.id, lease_ttl)
         except BaseException as exc:
-            if lease_ttl and client is not None and client.meta:
+            if lease_ttl and client is not None and client.meta and server.start_drop():
                 # The server may have granted the lease in a reply nobody will read.
-                threading.Thread(target=self._drop_native_lease, args=(server, kb), daemon=True).start()
+                threading.Thread(
+                    target=self._drop_native_lease, args=(server, kb), name="memo-drop-lease", daemon=True
+                ).start()
             self._sync_error(server, client, exc)
         if server.failures:
             server.succeeded()

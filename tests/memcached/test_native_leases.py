@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from memcached_fixtures import MemcachedProcess
 
 import memo
 from memo import _clock
 from memo._codec import NATIVE_LEASE, Won
+from memo._memcached import MemcachedBackend
+from memo._memcached._server import MAX_DROPPING
 from memo.testing import record_events
 
 
@@ -207,3 +212,29 @@ async def test_async_tasks_compute_once_across_a_granted_lease(backend_url: str)
     assert cache.backend.get(await f.akey_for(2)) is not None
     await cache.aclose()
     cache.close()
+
+
+@pytest.mark.memcached
+def test_a_hung_server_gets_at_most_two_clean_ups_at_once(
+    memcached_servers: Callable[..., list[MemcachedProcess]],
+) -> None:
+    """Every leased read of a hung server fails; each would clean up after itself and wait out
+    a timeout too. At most `MAX_DROPPING` clean-ups run at once; the rest of the placeholders,
+    if any, expire with their lease_ttl."""
+    (server,) = memcached_servers(1)
+    backend = MemcachedBackend([f"{server.host}:{server.port}"], timeout=0.3, failure_threshold=100)
+    assert backend.get("warm") is None  # connected, and known to speak meta
+    server.pause()
+    try:
+        for i in range(10):
+            with pytest.raises(memo.BackendError):
+                backend.get_or_lease(f"k{i}", 10)
+        running = [t for t in threading.enumerate() if t.name == "memo-drop-lease"]
+        assert 1 <= len(running) <= MAX_DROPPING
+    finally:
+        server.resume()
+    deadline = time.monotonic() + 10
+    while backend._servers[0].dropping and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend._servers[0].dropping == 0
+    backend.close()
