@@ -28,6 +28,15 @@ from memo._memcached._server import MAX_DROPPING
 from memo.testing import record_events
 
 
+@pytest.fixture(params=["memory", pytest.param("memcached", marks=pytest.mark.memcached)])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The backends whose reads take the lease: memory:// and a meta server (not the classic
+    commands, where conftest's `backend_url` also runs the engine's tests)."""
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("memcached_url"))
+
+
 def _cache(url: str, **options: Any) -> memo.Cache:
     return memo.Cache(url, prefix=f"n{uuid.uuid4().hex[:8]}:", **options)
 
