@@ -21,8 +21,8 @@ asked for until the fill ends, and every way out gives it back:
 | a value appeared meanwhile            | that value              |                 | (none taken)     |
 | granted by the read, but another      | the leader's value      |                 | released before  |
 | thread of this process leads the key  |                         |                 | following        |
-| cancelled while a leased read is on   | the interruption        |                 | unknown: expires |
-| the wire (meta `mg … N`)              |                         |                 | after lease_ttl  |
+| a leased read (meta `mg … N`) cut off | the interruption, or    | `errors`        | deleted in the   |
+| by a timeout or a cancellation        | its value, not stored   |                 | background       |
 
 An interruption's clean-up is finished by the driver even when the caller can
 no longer await (`memo._drive`).

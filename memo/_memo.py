@@ -39,6 +39,7 @@ from ._codec import (
     Won,
     expires_ms,
     is_lease,
+    is_placeholder,
     lease_marker,
 )
 from ._context import Context
@@ -178,33 +179,20 @@ class _Granted:
     before following, and a fill it leads later asks for a lease afresh.
     """
 
-    __slots__ = ("raw", "won")
+    __slots__ = ("key", "raw", "won")
 
-    def __init__(self, raw: bytes | None) -> None:
-        self.raw = raw
+    def __init__(self, key: str, raw: bytes | None) -> None:
+        self.key, self.raw = key, raw
         self.won = raw if type(raw) is Won else None
 
-    def on_follow(self, backend: Any, key: str) -> Callable[[], object]:
-        def give_back() -> None:
-            lease, self.raw = self._lease(key), None
-            with contextlib.suppress(BackendError):
-                run_sync(backend, leases.release(lease))
-
-        return give_back
-
-    def aon_follow(self, backend: Any, key: str) -> Callable[[], Awaitable[object]]:
-        async def give_back() -> None:
-            lease, self.raw = self._lease(key), None
-            with contextlib.suppress(BackendError):
-                await run_async(backend, leases.release(lease))
-
-        return give_back
-
-    def _lease(self, key: str) -> leases.Lease:
-        lease = leases.Lease(key)
+    def give_back(self) -> Steps[None]:
+        """Release the granted lease (sync and async callers drive these steps alike)."""
         assert self.won is not None
+        lease = leases.Lease(self.key)
         leases.adopt(lease, self.won)
-        return lease
+        self.raw = None
+        with contextlib.suppress(BackendError):
+            yield from leases.release(lease)
 
 
 #: The Stats counter of each fill outcome that is counted.
@@ -406,8 +394,8 @@ class Memo:
         lease markers and undecodable bytes are misses (only the latter counted).
         `early`: a fresh entry within `early_refresh` of its expiry is `_EARLY`.
         """
-        if not raw:
-            return MISS, None  # a lease the server granted, read without its flags (`is_placeholder`)
+        if is_placeholder(raw):
+            return MISS, None  # another caller's lease: a miss, never counted undecodable
         expires = expires_ms(raw)
         now_ms = _clock.time() * 1000.0
         if expires is not None and expires <= now_ms:
@@ -784,12 +772,12 @@ class Memo:
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
-        granted = _Granted(raw)
+        granted = _Granted(key, raw)
         filled, led = self.flight.run(
             (key, self._epoch),
             lambda: run_sync(cache.backend, steps(granted.raw), compute),
             alone,
-            granted.on_follow(cache.backend, key) if granted.won else None,
+            (lambda: run_sync(cache.backend, granted.give_back())) if granted.won else None,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
@@ -987,12 +975,12 @@ class Memo:
         """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
         compute = partial(wrapped, *args, **kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
-        granted = _Granted(raw)
+        granted = _Granted(key, raw)
         filled, led = await self.flight.run(
             (key, self._epoch),
             lambda: run_async(cache.backend, steps(granted.raw), compute),
             alone,
-            granted.aon_follow(cache.backend, key) if granted.won else None,
+            (lambda: run_async(cache.backend, granted.give_back())) if granted.won else None,
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):

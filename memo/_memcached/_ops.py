@@ -87,9 +87,14 @@ def meta_value(replies: list[Any], server_id: str = "") -> bytes | None:
         return None
     if reply.code != b"VA" or reply.data is None:
         raise p.ProtocolViolation(repr(reply)[:120])
-    if b"Z" in reply.flags and not reply.data:
-        return NATIVE_LEASE  # the empty placeholder of a lease taken with `mg ... N`
-    return reply.data  # type: ignore[no-any-return]
+    return seen(reply.data, reply.flags)
+
+
+def seen(data: bytes, flags: Any) -> bytes:
+    """Stored bytes as a meta reply shows them: the empty placeholder of a lease another caller
+    took with `mg … N` (flagged `Z`: its win token was sent) is `NATIVE_LEASE`. `flags`: the
+    reply's return flags, by letter or as tokens."""
+    return NATIVE_LEASE if not data and b"Z" in flags else data
 
 
 def lease_seconds(lease_ttl: float) -> int:
@@ -107,9 +112,7 @@ def leased_value(data: bytes, flags: list[bytes]) -> bytes:
         if not cas_token.isdigit():
             raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
         return Won(int(cas_token))
-    if b"Z" in flags and not data:
-        return NATIVE_LEASE
-    return data
+    return seen(data, flags)
 
 
 def _leased(replies: list[Any], server_id: str) -> bytes:
@@ -245,9 +248,7 @@ def _meta_found(reply: Any) -> tuple[bytes, int] | None:
     cas_token = reply.flags.get(b"c", b"")
     if reply.code != b"VA" or reply.data is None or not cas_token.isdigit():
         raise p.ProtocolViolation(repr(reply)[:120])
-    if b"Z" in reply.flags and not reply.data:
-        return NATIVE_LEASE, int(cas_token)  # the placeholder of a lease taken with `mg ... N`
-    return reply.data, int(cas_token)
+    return seen(reply.data, reply.flags), int(cas_token)
 
 
 def _meta_gets(replies: list[Any], server_id: str) -> tuple[bytes, int] | None:

@@ -169,7 +169,7 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend
         if event.kind == "lease_wait":
             b_leads.set()  # B found A's placeholder and waits for it, as leader of the flight
 
-    cache = _cache(backend_url, lease_wait=30.0, on_event=on_event)
+    cache = _cache(backend_url, lease_wait=30.0, lease_ttl=60.0, on_event=on_event)
     real = cache.backend.get_or_lease
     calls: list[str] = []
 
@@ -203,6 +203,46 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend
     assert calls == ["B"]  # one computation, by the thread that led
     stats = cache.stats()["n"]
     assert stats["lease_waits"] == 1 and stats["sets"] == 1
+    cache.close()
+
+
+async def test_a_granted_lease_is_given_back_when_another_task_leads_the_key(backend_url: str) -> None:
+    """The async twin: task A's read took the lease; task B, which read A's placeholder, leads
+    the key's fill and waits for that lease; A gives it back before it joins B's fill."""
+    a_read, b_leads = asyncio.Event(), asyncio.Event()
+
+    def on_event(event: Any) -> None:
+        if event.kind == "lease_wait":
+            b_leads.set()
+
+    cache = _cache(backend_url, lease_wait=30.0, lease_ttl=60.0, on_event=on_event)
+    real = cache.backend.aget_or_lease
+
+    async def read(key: str, lease_ttl: float) -> bytes | None:
+        got = await real(key, lease_ttl)
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "A":
+            a_read.set()
+            await asyncio.wait_for(b_leads.wait(), 10)  # A reaches the flight once B leads it
+        return got
+
+    cache.backend.aget_or_lease = read  # type: ignore[method-assign]
+    calls: list[str] = []
+
+    @cache.cached(ns="n", ttl=60)
+    async def f(x: int) -> str:
+        task = asyncio.current_task()
+        calls.append(task.get_name() if task is not None else "?")
+        return "v"
+
+    a = asyncio.create_task(f(1), name="A")
+    await asyncio.wait_for(a_read.wait(), 10)
+    b = asyncio.create_task(f(1), name="B")
+    assert await asyncio.wait_for(asyncio.gather(a, b), 20) == ["v", "v"]
+    assert len(calls) == 1  # one computation, by B's fill (a task of B's flight)
+    stats = cache.stats()["n"]
+    assert stats["lease_waits"] == 1 and stats["sets"] == 1
+    await cache.aclose()
     cache.close()
 
 
