@@ -11,9 +11,8 @@ from __future__ import annotations
 import inspect
 import sys
 import types
-from collections.abc import Callable, Coroutine
-from functools import partial
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 import wrapt
 
@@ -32,17 +31,27 @@ P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 _S = TypeVar("_S")
-_C_co = TypeVar("_C_co", covariant=True)
+_T = TypeVar("_T")
 _P2 = ParamSpec("_P2")
+
+# mypy reads a name `MYPY` as true (as it reads TYPE_CHECKING); pyright and Python as false. The
+# two checkers need `__get__`'s binding rules spelled differently (see `Cached`), each gets its own.
+MYPY = False
 
 
 class Cached(Protocol[P, R_co]):
-    """A memoized sync function (what `@cached` returns for a `def`)."""
+    """A memoized function: what `@cached` returns, for a `def` and an `async def` alike.
+
+    `R_co` is what a call returns: for an `async def` returning `T`, the coroutine
+    (`Cached[P, Coroutine[Any, Any, T]]`, spelled `AsyncCached[P, T]`). One type for both
+    keeps a generic function (`def f(x: T) -> T`) a sync function to type checkers.
+    """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    async def arefresh(self: Cached[P, Awaitable[_T]], *args: P.args, **kwargs: P.kwargs) -> _T: ...
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
     async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
     def get(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
@@ -64,70 +73,46 @@ class Cached(Protocol[P, R_co]):
         @property
         def __qualname__(self) -> str: ...
 
-    # Accessed on an instance, a memoized method is bound like a function: `self` leaves P.
-    @overload
-    def __get__(self, instance: None, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
-    @overload
-    def __get__(
-        self: Cached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
-    ) -> Cached[_P2, R_co]: ...
-    @overload
-    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
-        self, instance: Any, owner: type[Any] | None = None
-    ) -> Cached[P, R_co]: ...
+    # Accessed on a class or an instance, a memoized function binds as the function would:
+    # a first parameter `type[C]` is `@cached` above `@classmethod` (type checkers hand the
+    # decorator the function with `cls`), bound to the class; a method's `self` is bound to
+    # the instance; anything else (a staticmethod) binds nothing. pyright checks a protocol
+    # self type's parameters and does not bind a `Callable` self type; mypy does not check the
+    # parameters of a protocol self type (it would bind `self` of a staticmethod), and checks a
+    # `Callable` one.
+    if not MYPY:
+
+        @overload
+        def __get__(
+            self: Cached[Concatenate[type[_S], _P2], R_co], instance: _S | None, owner: type[_S]
+        ) -> Cached[_P2, R_co]: ...
+        @overload
+        def __get__(self, instance: None, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
+        @overload
+        def __get__(
+            self: Cached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
+        ) -> Cached[_P2, R_co]: ...
+        @overload
+        def __get__(self, instance: Any, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
+
+    else:
+
+        @overload
+        def __get__(  # type: ignore[misc]  # a Cached is that Callable: mypy cannot tell
+            self: Callable[Concatenate[type[_S], _P2], R], instance: _S | None, owner: type[_S]
+        ) -> Cached[_P2, R]: ...
+        @overload
+        def __get__(self, instance: None, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
+        @overload
+        def __get__(
+            self: Callable[Concatenate[_S, _P2], R], instance: _S, owner: type[Any] | None = None
+        ) -> Cached[_P2, R]: ...
+        @overload
+        def __get__(self, instance: Any, owner: type[Any] | None = None) -> Cached[P, R_co]: ...
 
 
-class AsyncCached(Protocol[P, R_co]):
-    """A memoized coroutine function (what `@cached` returns for an `async def`)."""
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
-    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
-    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
-    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
-    async def akey_for(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
-    async def aget(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
-    async def aset(self, value: Any, *args: P.args, **kwargs: P.kwargs) -> None: ...
-    def clear(self) -> None: ...
-    async def aclear(self) -> None: ...
-    def cache_info(self) -> dict[str, int]: ...
-    @property
-    def uncached(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
-    @property
-    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R_co]]: ...
-
-    if TYPE_CHECKING:
-
-        @property
-        def __name__(self) -> str: ...
-        @property
-        def __qualname__(self) -> str: ...
-
-    @overload
-    def __get__(self, instance: None, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...
-    @overload
-    def __get__(
-        self: AsyncCached[Concatenate[_S, _P2], R_co], instance: _S, owner: type[Any] | None = None
-    ) -> AsyncCached[_P2, R_co]: ...
-    @overload
-    def __get__(  # `@cached` above `@staticmethod`, called on an instance: nothing is bound
-        self, instance: Any, owner: type[Any] | None = None
-    ) -> AsyncCached[P, R_co]: ...
-
-
-class CachedClassMethod(Cached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
-    """`@cached` above `@classmethod`: type checkers hand the decorator the function with `cls`.
-
-    Accessed on the class or an instance, the class is bound, as `classmethod` binds it.
-    """
-
-    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Cached[P, R_co]: ...  # type: ignore[override]
-
-
-class AsyncCachedClassMethod(AsyncCached[Concatenate[type[_C_co], P], R_co], Protocol[_C_co, P, R_co]):
-    """`@cached` above `@classmethod` on an `async def`."""
-
-    def __get__(self, instance: Any, owner: type[Any] | None = None) -> AsyncCached[P, R_co]: ...  # type: ignore[override]
+class AsyncCached(Cached[P, Coroutine[Any, Any, R_co]], Protocol[P, R_co]):
+    """A memoized `async def` returning `R_co`: another name for `Cached[P, Coroutine[Any, Any, R_co]]`."""
 
 
 # -- the wrapper objects (wrapt keeps methods, classmethods, signatures, async-ness) ----
@@ -150,10 +135,11 @@ class _Controls:
         return await memo.ainvalidate(instance, args, kwargs)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the function now, store its result, and return it."""
+        """Run the function now, store its result, and return it (for an async function, the
+        coroutine that does it, as a call returns one)."""
         memo, wrapped, instance = self._target()
         if memo.is_async:
-            raise TypeError(f"{memo.name} is async: use `await {memo.name}.arefresh(...)`")
+            return memo.arefresh(wrapped, instance, args, kwargs)
         return memo.refresh(wrapped, instance, args, kwargs)
 
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
@@ -353,22 +339,7 @@ class Decorator:
             check_on_error(options["on_error"])
         self._cache, self._ns, self._ttl, self._options = cache, ns, ttl, options
 
-    # Async first (an async function also matches `Callable[P, R]`); a first parameter typed
-    # `type[...]` is a classmethod's `cls` (what type checkers pass above `@classmethod`), and
-    # a partial's `(*args: Any)` is none.
-    @overload
-    def __call__(self, fn: partial[R]) -> Cached[..., R]: ...  # type: ignore[overload-overlap]
-    @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, fn: Callable[Concatenate[type[_S], P], Coroutine[Any, Any, R]]
-    ) -> AsyncCachedClassMethod[_S, P, R]: ...
-    @overload
-    def __call__(self, fn: Callable[Concatenate[type[_S], P], R]) -> CachedClassMethod[_S, P, R]: ...
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCached[P, R]: ...  # type: ignore[overload-overlap]
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Cached[P, R]: ...
-    def __call__(self, fn: Any) -> Any:
+    def __call__(self, fn: Callable[P, R]) -> Cached[P, R]:
         inner = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
         if isinstance(inner, _Controls):
             # Two fills of one call would each take a lease on keys that name the same
@@ -383,7 +354,7 @@ class Decorator:
             memo = Memo(self._cache, fn, self._ns, self._ttl, **options)
         else:
             memo = TaggedMemo(self._cache, fn, self._ns, self._ttl, tags=tags, **options)
-        return _CachedFunction(fn, memo)
+        return cast("Cached[P, R]", _CachedFunction(fn, memo))  # the protocol describes the wrapper
 
 
 def _bare_form(cache: Context | None, fn: Callable[..., Any]) -> ConfigurationError:

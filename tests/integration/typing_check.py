@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from typing_extensions import assert_type
 
@@ -155,3 +155,82 @@ async def check_batches() -> None:
     assert_type(aget_users.cache_info(), dict[str, int])
     get_users(["x"])  # type: ignore[list-item]
     get_users([1], fully=True)  # type: ignore[call-arg]
+
+
+T = TypeVar("T")
+
+
+@cache.cached(ns="generic")
+def same(x: T) -> T:
+    return x
+
+
+@cache.cached(ns="generic")
+def second(x: int, y: T) -> T:
+    return y
+
+
+@cache.cached(ns="generic")
+async def asame(x: T) -> T:
+    return x
+
+
+class Tools:
+    """Every method form: staticmethods under @cached, a classmethod and methods, sync and async."""
+
+    @cache.cached(ns="tools")
+    @staticmethod
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @cache.cached(ns="tools")
+    @staticmethod
+    async def aadd(a: int, b: int) -> int:
+        return a + b
+
+    @cache.cached(ns="tools")
+    @staticmethod
+    def first(items: list[T]) -> T:
+        return items[0]
+
+    @cache.cached(ns="tools")
+    @classmethod
+    def named(cls, name: str) -> Tools:
+        return cls()
+
+    @cache.cached(ns="tools")
+    def scale(self, x: float) -> float:
+        return x
+
+
+async def check_generic_and_static_forms() -> None:
+    assert_type(same(3), int)
+    assert_type(same("a"), str)
+    assert_type(second(1, b"x"), bytes)
+    assert_type(same.refresh(2.5), float)
+    assert_type(await asame(3), int)
+    assert_type(await asame.arefresh("a"), str)
+    assert_type(Tools.add(1, 2), int)
+    assert_type(Tools().add(1, 2), int)
+    assert_type(Tools().add.invalidate(1, 2), bool)
+    assert_type(await Tools.aadd(1, 2), int)
+    assert_type(await Tools().aadd(1, 2), int)
+    assert_type(Tools.first([1]), int)
+    assert_type(Tools().first(["a"]), str)
+    assert_type(Tools.named("a"), Tools)
+    assert_type(Tools().named("a"), Tools)
+    assert_type(Tools().scale(1.0), float)
+    assert_type(Tools.scale(Tools(), 1.0), float)
+    Tools().add(1)  # type: ignore[call-arg]
+    Tools().add(1, 2, 3)  # type: ignore[call-arg]
+    Tools.named(1)  # type: ignore[arg-type]
+    Tools.scale(1.0)  # type: ignore[arg-type,call-arg]
+    same.arefresh(1)  # type: ignore[misc,unused-coroutine]  # a sync function has no arefresh
+
+
+async def check_async_spellings() -> None:
+    # `AsyncCached[P, R]` names what `@cached` returns for an `async def`: both spellings agree.
+    spelled: memo.AsyncCached[[int], list[str]] = aget_user
+    plain: memo.Cached[[int], Coroutine[Any, Any, list[str]]] = spelled
+    assert_type(await plain(1), list[str])
+    assert_type(await aget_user.refresh(1), list[str])  # an async function's refresh is awaited
