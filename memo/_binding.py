@@ -210,6 +210,11 @@ class Binder:
             self._scope_args = tuple((name, self._names.index(name)) for name in wanted)
             self.names += ("scope=",)
 
+    def pure(self, exact: frozenset[type]) -> bool:
+        """Whether a call's arguments alone make its bound values: no `scope=` (a function that
+        may read more than them) and every default of one of the `exact` (immutable) types."""
+        return self._scope is None and all(d is NOT_GIVEN or type(d) in exact for d in self._defaults)
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Return the bound values; raise `TypeError` exactly as calling the function would."""
         if self._simple:

@@ -32,6 +32,16 @@ Digest = Callable[[tuple[Any, ...], dict[str, Any]], str]
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
+#: Argument types whose equal values are one value of one type (an int never equals a str or
+#: bytes; bool, float and subclasses are left out: True == 1 and -0.0 == 0.0). A call whose
+#: arguments are all of these types is remembered with its digest (see `KeyMaker.digest`).
+_EXACT: frozenset[type] = frozenset({str, int, bytes, type(None)})
+#: Default values that cannot change (the digest of a call that leaves one out is remembered).
+_IMMUTABLE = _EXACT | {bool, float}
+#: How many calls' digests a function remembers; all are forgotten when it is full.
+RECENT_DIGESTS = 1024
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
@@ -77,6 +87,7 @@ class KeyMaker:
         "_key",
         "_key_names",
         "_names",
+        "_recent",
         "call_digest",
         "function_id",
         "readable",
@@ -113,6 +124,9 @@ class KeyMaker:
         #: The function that runs; `call_digest`: the digest of a call of what was decorated.
         self.target: Any = None
         self.call_digest: Digest = self.digest
+        #: Digests of recent calls, by their arguments: only where the arguments alone make the
+        #: digest (no `key=`, no `scope=`, defaults of `_EXACT` types).
+        self._recent: dict[Any, str] | None = {} if key is None and binder.pure(_IMMUTABLE) else None
 
     @classmethod
     def for_callable(
@@ -165,7 +179,34 @@ class KeyMaker:
                     raise self._refusal((name,), (value,)) from None
 
     def digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """Return the hex digest for one call; raise on arguments that cannot be keyed."""
+        """Return the hex digest for one call; raise on arguments that cannot be keyed.
+
+        A call with arguments of `_EXACT` types and bools only gets its digest from the calls
+        remembered (equal arguments of those types, position by position, bind and hash to the
+        same digest): the hit paths skip binding and hashing for the arguments they see again.
+        """
+        recent = self._recent
+        if recent is None:
+            return self._compute(args, kwargs)
+        flags = False
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            kind = type(value)
+            if kind not in _EXACT:
+                if kind is not bool:
+                    return self._compute(args, kwargs)
+                flags = True
+        seen: Any = (args, *kwargs.items()) if kwargs else args
+        if flags:  # True == 1: the types, position by position, tell them apart
+            seen = (seen, *map(type, args), *map(type, kwargs.values()))
+        found = recent.get(seen)
+        if found is None:
+            found = self._compute(args, kwargs)
+            if len(recent) >= RECENT_DIGESTS:
+                recent.clear()
+            recent[seen] = found
+        return found
+
+    def _compute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._key is not None:
             # scope= always stays in the key: key= chooses what identifies the arguments, not whose they are.
             values: Any = (self._key(*args, **kwargs), *self._binder.scope_of(args, kwargs))

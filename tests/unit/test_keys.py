@@ -640,3 +640,74 @@ def test_canonical_form_is_json_serialisable(value: Any) -> None:
     import orjson
 
     orjson.dumps(canonical(value))
+
+
+# -- remembered digests ------------------------------------------------------------------------
+
+
+def _fresh_digest(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The digest computed from scratch (a new KeyMaker remembers nothing)."""
+    return keymaker(fn)._compute(args, kwargs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(calls=st.lists(st.tuples(values, st.booleans()), min_size=1, max_size=12))
+def test_remembered_digests_are_the_digests_computed(calls: list[tuple[Any, bool]]) -> None:
+    # One KeyMaker sees every call twice, in order: the second time many come from what it
+    # remembers, and each is exactly the digest of that call computed afresh.
+    km = keymaker(f)
+    for value, full in calls * 2:
+        assert km.digest((value,), {"full": full}) == _fresh_digest(f, (value,), {"full": full})
+        assert km.digest((value,), {}) == _fresh_digest(f, (value,), {})
+
+
+def test_equal_arguments_of_other_types_are_not_taken_for_remembered_ones() -> None:
+    km = keymaker(f)
+    first = km.digest((1,), {})
+    assert km._recent == {(1,): first}
+    for other in (1.0, memo_int(1)):  # never remembered: -0.0 == 0.0, and a subclass keys its own way
+        assert km.digest((other,), {}) == _fresh_digest(f, (other,), {}) != first
+    assert km._recent == {(1,): first}
+    for other in (True, 1):  # True == 1: remembered with the types of the arguments
+        for _ in range(2):
+            assert km.digest((other,), {}) == _fresh_digest(f, (other,), {})
+            assert km.digest((), {"user_id": other}) == _fresh_digest(f, (other,), {})
+            assert km.digest((1,), {"full": other}) == _fresh_digest(f, (1,), {"full": other})
+    assert km.digest((True,), {}) != first and km.digest((1,), {"full": 1}) != km.digest((1,), {"full": True})
+    assert len(km._recent) == 6
+
+
+class memo_int(int):  # an int subclass users may pass
+    pass
+
+
+def test_only_calls_whose_arguments_make_the_digest_are_remembered() -> None:
+    def scoped(user_id: int) -> int:
+        return user_id
+
+    tenant = ["a"]
+    km = KeyMaker("ns", "scoped", None, Binder(scoped, scope=lambda user_id: tenant[0]))
+    first = km.digest((1,), {})
+    tenant[0] = "b"  # scope= may read more than the arguments: never remembered
+    assert km.digest((1,), {}) != first and km._recent is None
+
+    def listed(user_id: int, tags: list[str] = []) -> int:  # noqa: B006 (a default that can change)
+        return user_id
+
+    def flagged(user_id: int, full: bool = False, ratio: float = 0.5, name: str | None = None) -> int:
+        return user_id
+
+    assert keymaker(listed)._recent is None
+    assert keymaker(flagged)._recent == {}
+    assert keymaker(f, key=lambda user_id, full=False: user_id)._recent is None
+    assert keymaker(f)._recent == {}
+
+
+def test_remembered_digests_are_bounded() -> None:
+    from memo._keys import RECENT_DIGESTS
+
+    km = keymaker(f)
+    for i in range(RECENT_DIGESTS * 3 + 5):
+        assert km.digest((i,), {}) == _fresh_digest(f, (i,), {})
+        assert len(km._recent) <= RECENT_DIGESTS
+    assert len(km._recent) == 5 and (RECENT_DIGESTS * 3 + 4,) in km._recent
