@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _health, _touch
 from ._backend import Backend, Capability, PartialFailure, SetItem, backend_from_url
@@ -167,7 +167,7 @@ class Cache:
         cache_if: Callable[[Any], bool] | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
         local_ttl: float | None = None,
-        early_refresh: float | None = None,
+        early_refresh: float | Literal["xfetch"] | None = None,
     ) -> Decorator:
         """Return a decorator that memoizes a sync or async function in namespace `ns`.
 
@@ -201,7 +201,8 @@ class Cache:
                 changes made here are seen by the next call, elsewhere within `local_ttl` (near-cache.md).
             early_refresh: seconds before its expiry from which a hit is still served but refreshed ahead, in
                 the background, by one caller across processes: a key in steady use never expires for its
-                callers. Needs a `ttl`.
+                callers. Or `"xfetch"`: each hit draws whether it refreshes ahead, likelier the closer the
+                expiry and the longer the function takes to compute (the XFetch rule). Needs a `ttl`.
         """
         options = {name: value for name, value in locals().items() if name not in ("self", "ns", "ttl")}
         return Decorator(self, ns, ttl, **options)

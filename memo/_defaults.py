@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ._batch import BatchDecorator
 from ._cache import Cache
@@ -63,7 +63,7 @@ def cached(
     cache_if: Callable[[Any], bool] | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
     local_ttl: float | None = None,
-    early_refresh: float | None = None,
+    early_refresh: float | Literal["xfetch"] | None = None,
 ) -> Decorator:
     """Memoize a function in the default Cache (see `memo.configure` and `$MEMO_URL`).
 

@@ -17,11 +17,13 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import math
 import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import Any
+from random import random as _random
+from typing import Any, Literal
 
 import orjson
 
@@ -101,8 +103,20 @@ def _leased_reads(
     return read, aread
 
 
-def _check_early(seconds: Any, ttl: Any) -> float | None:
-    """`early_refresh`: seconds > 0 before the expiry, shorter than a ttl there must be."""
+#: `early_refresh=XFETCH`: the XFetch rule (Vattani, Chierichetti and Lowenstein, VLDB 2015).
+XFETCH = "xfetch"
+#: XFetch refreshes a hit `compute time × -ln(U)` before its expiry (U uniform in (0, 1]);
+#: above this many compute times the chance is under 1 in 10,000 and taken as none.
+_XFETCH_TAIL = 9.2
+
+
+def _check_early(seconds: Any, ttl: Any) -> float | str | None:
+    """`early_refresh`: seconds > 0 before the expiry, shorter than a ttl there must be; or XFETCH."""
+    if isinstance(seconds, str):
+        if seconds != XFETCH:
+            raise ConfigurationError(f'early_refresh is seconds or "{XFETCH}", got {seconds!r}')
+        _check_window(1.0, "early_refresh", ttl)  # it needs a ttl too
+        return XFETCH
     early = _check_window(seconds, "early_refresh", ttl)
     if early is not None and isinstance(ttl, (int, float)) and early >= ttl:
         raise ConfigurationError(f"early_refresh must be shorter than the ttl ({ttl}), got {seconds!r}")
@@ -233,7 +247,7 @@ class Memo:
         lease_wait: float | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         local_ttl: float | None = None,
-        early_refresh: float | None = None,
+        early_refresh: float | Literal["xfetch"] | None = None,
         default_cache: Callable[[], Context] | None = None,
     ) -> None:
         func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
@@ -288,6 +302,10 @@ class Memo:
         #: Bumped by every invalidate and refresh in this process: callers that
         #: miss afterwards never join a computation that started before.
         self._epoch = 0
+        #: How long the function takes to compute, in ms (a moving average; 0: not measured yet).
+        self._compute_ms = 0.0
+        self._xfetch = False
+        self._ttl_ms: float | None = None
         self._bound: Context | None = None
         self._warned = False
 
@@ -303,7 +321,9 @@ class Memo:
         self._stale_ms = 0.0 if self.stale_ttl is None else self.stale_ttl * 1000.0
         self._spare_ms = 0.0 if self.stale_if_error is None else self.stale_if_error * 1000.0
         early = self.early_refresh if ttl is not None else None
-        self._early_ms = 0.0 if early is None else early * 1000.0
+        self._xfetch = early == XFETCH
+        self._early_ms = 0.0 if early is None or isinstance(early, str) else early * 1000.0
+        self._took(0.0)  # the XFetch window, from the compute time measured so far
         kept = max(self.stale_ttl or 0.0, self.stale_if_error or 0.0)
         self._hard_ttl = None if ttl is None else ttl + kept + 1.0
         self._strict = cache.strict if self.strict is None else self.strict
@@ -406,9 +426,49 @@ class Memo:
         value = self.decode(raw)
         if value is MISS:
             return MISS, None
-        if early and expires is not None and expires <= now_ms + self._early_ms:
+        left_ms = None if expires is None else expires - now_ms
+        if early and left_ms is not None and left_ms <= self._early_ms and self._ahead(left_ms):
             return _EARLY, value
         return _HIT, value
+
+    def _ahead(self, left_ms: float) -> bool:
+        """Whether a hit with `left_ms` to live (within the early window) is refreshed ahead now:
+        always with `early_refresh` seconds; by the XFetch rule's draw with XFETCH."""
+        return not self._xfetch or left_ms <= self._compute_ms * -math.log(1.0 - _random())
+
+    def _took(self, seconds: float) -> None:
+        """Record how long the function took to compute (a moving average; 0: nothing new)."""
+        if seconds:
+            ms = seconds * 1000.0
+            self._compute_ms = ms if not self._compute_ms else 0.7 * self._compute_ms + 0.3 * ms
+        if self._xfetch and self._ttl_ms:
+            self._early_ms = min(self._compute_ms * _XFETCH_TAIL, self._ttl_ms)
+
+    def _compute(self, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Callable[[], Any]:
+        """The call a fill or refresh makes; timed (`_took`) for the XFetch rule."""
+        if not self._xfetch:
+            return partial(wrapped, *args, **kwargs)
+
+        def timed() -> Any:
+            started = _clock.monotonic()
+            value = wrapped(*args, **kwargs)
+            self._took(_clock.monotonic() - started)
+            return value
+
+        return timed
+
+    def _acompute(self, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Callable[[], Any]:
+        """Async `_compute`."""
+        if not self._xfetch:
+            return partial(wrapped, *args, **kwargs)
+
+        async def timed() -> Any:
+            started = _clock.monotonic()
+            value = await wrapped(*args, **kwargs)
+            self._took(_clock.monotonic() - started)
+            return value
+
+        return timed
 
     def _spare(self, raw: bytes) -> tuple[Any, tuple[bytes, float]] | None:
         """An expired entry still within `stale_if_error`: (its value, what to keep stored), or None."""
@@ -665,9 +725,8 @@ class Memo:
         `state` `_EARLY`: the value is fresh, due for its refresh ahead (`early_refresh`): a hit.
         """
         self._served(cache, t0, state)
-        job = partial(
-            run_sync, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
-        )
+        compute = self._compute(wrapped, args, kwargs)
+        job = partial(run_sync, cache.backend, self._revalidate(cache, key), compute)
         self.refresher.submit(key, job, partial(cache.backend.delete, _refresh_key(cache, key)))
         return value
 
@@ -768,7 +827,7 @@ class Memo:
         steps: Callable[[bytes | None], Steps[Filled]],
     ) -> Any:
         """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
-        compute = partial(wrapped, *args, **kwargs)
+        compute = self._compute(wrapped, args, kwargs)
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
@@ -914,9 +973,8 @@ class Memo:
     ) -> Any:
         """Async `_serve_stale`: the refresh is a task of the running loop."""
         self._served(cache, t0, state)
-        job = partial(
-            run_async, cache.backend, self._revalidate(cache, key), partial(wrapped, *args, **kwargs)
-        )
+        compute = self._acompute(wrapped, args, kwargs)
+        job = partial(run_async, cache.backend, self._revalidate(cache, key), compute)
         self.refresher.asubmit(key, job)
         return value
 
@@ -973,7 +1031,7 @@ class Memo:
         steps: Callable[[bytes | None], Steps[Filled]],
     ) -> Any:
         """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
-        compute = partial(wrapped, *args, **kwargs)
+        compute = self._acompute(wrapped, args, kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
         granted = _Granted(key, raw)
         filled, led = await self.flight.run(
