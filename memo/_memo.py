@@ -774,20 +774,20 @@ class Memo:
             return value
         version = self._near.version  # type: ignore[union-attr]
         try:
-            raw = cache.backend.get(key)
+            raw = self._read(key)  # on servers with their own leases, a miss's lease comes with it
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
         if raw is not None:
-            state, value = self._classify(raw)
+            state, value = self._classify(raw, early=True)
             if state is _HIT:
                 self._keep_local(key, raw, version)
                 self._stats.hits += 1
                 if t0:
                     self._observed(cache, "hit", t0)
                 return value
-            if state is _STALE:
-                return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs)
+            if state is not MISS:  # stale, or due for its refresh ahead: served, refreshed
+                return self._serve_stale(cache, key, value, t0, wrapped, args, kwargs, state)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)
@@ -987,20 +987,20 @@ class Memo:
             return value
         version = self._near.version  # type: ignore[union-attr]
         try:
-            raw = await cache.backend.aget(key)
+            raw = await self._aread(key)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return await wrapped(*args, **kwargs)
         if raw is not None:
-            state, value = self._classify(raw)
+            state, value = self._classify(raw, early=True)
             if state is _HIT:
                 self._keep_local(key, raw, version)
                 self._stats.hits += 1
                 if t0:
                     self._observed(cache, "hit", t0)
                 return value
-            if state is _STALE:
-                return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs)
+            if state is not MISS:
+                return self._aserve_stale(cache, key, value, t0, wrapped, args, kwargs, state)
         self._stats.misses += 1
         if t0:
             self._observed(cache, "miss", t0)

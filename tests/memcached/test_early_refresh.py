@@ -87,6 +87,29 @@ async def test_async_hits_near_expiry_refresh_in_a_task(make_cache: Callable[...
     assert runs == [1, 2]
 
 
+def test_a_near_cache_refreshes_ahead_when_it_reads_the_server(make_cache: Callable[..., memo.Cache]) -> None:
+    """With `local_ttl`, the read of the server that finds an entry due refreshes it ahead."""
+    cache = make_cache(local_ttl=5)
+    version = {"n": 1}
+    runs: list[int] = []
+
+    @cache.cached(ns="early", ttl=60, early_refresh=10)
+    def compute(arg: str) -> str:
+        runs.append(version["n"])
+        return f"{arg}{version['n']}"
+
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert compute("k") == "k1"
+        clock.advance(51)  # 9 s left: the process's copy is gone (local_ttl 5), the server's is due
+        version["n"] = 2
+        assert compute("k") == "k1"  # served fresh, refreshed in the background
+        _wait_for(lambda: cache.stats("early")["sets"] == 2)
+        clock.advance(5.01)  # past local_ttl: read from the server again
+        assert compute("k") == "k2"
+    assert runs == [1, 2]
+    assert cache.stats("early")["misses"] == 1
+
+
 def test_a_refresh_ahead_is_not_taken_when_the_value_changed_meanwhile(
     make_cache: Callable[..., memo.Cache],
 ) -> None:

@@ -87,6 +87,47 @@ def test_a_miss_is_filled_from_the_lease_its_read_took(backend_url: str) -> None
     cache.close()
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_near_cache_miss_is_filled_from_the_lease_its_read_took(backend_url: str, flavour: str) -> None:
+    """`local_ttl` keeps hits in the process; its reads of the server take the lease too."""
+    cache = _cache(backend_url, local_ttl=30)
+    reads: list[bytes | None] = []
+    real, areal = cache.backend.get_or_lease, cache.backend.aget_or_lease
+
+    def spy(key: str, lease_ttl: float) -> bytes | None:
+        reads.append(real(key, lease_ttl))
+        return reads[-1]
+
+    async def aspy(key: str, lease_ttl: float) -> bytes | None:
+        reads.append(await areal(key, lease_ttl))
+        return reads[-1]
+
+    if flavour == "sync":
+        cache.backend.get_or_lease = spy  # type: ignore[method-assign]
+    else:
+        cache.backend.aget_or_lease = aspy  # type: ignore[method-assign]
+
+    @cache.cached(ns="n", ttl=60)
+    def f(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    @cache.cached(ns="n", ttl=60)
+    async def af(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    async def thrice() -> list[dict[str, int]]:
+        return [await af(1), await af(1), await af(1)]
+
+    with record_events(cache) as events:
+        got = [f(1), f(1), f(1)] if flavour == "sync" else asyncio.run(thrice())
+    assert got == [{"x": 1}] * 3
+    assert events.kinds == ["miss", "lease_acquired", "set", "hit", "hit"]
+    # The miss's read took the lease; the next read found the value and kept it here.
+    assert [type(raw) for raw in reads] == [Won, bytes]
+    assert (f if flavour == "sync" else af).cache_info()["local_hits"] == 1
+    cache.close()
+
+
 def test_the_function_raising_gives_the_lease_back(backend_url: str) -> None:
     cache = _cache(backend_url, lease_wait=5.0)
     fail = [True]

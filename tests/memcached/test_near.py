@@ -28,6 +28,18 @@ def _counting(cache: memo.Cache) -> list[str]:
         return await real_aget(key)
 
     backend.get, backend.aget = get, aget
+    if hasattr(backend, "get_or_lease"):  # the read that takes a miss's lease along (LEASED_READS)
+        real_lease, real_alease = backend.get_or_lease, backend.aget_or_lease
+
+        def get_or_lease(key: str, ttl: float) -> bytes | None:
+            reads.append(key)
+            return real_lease(key, ttl)
+
+        async def aget_or_lease(key: str, ttl: float) -> bytes | None:
+            reads.append(key)
+            return await real_alease(key, ttl)
+
+        backend.get_or_lease, backend.aget_or_lease = get_or_lease, aget_or_lease
     return reads
 
 
