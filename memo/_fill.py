@@ -50,7 +50,7 @@ from ._codec import Won
 from ._drive import Steps, Verb
 from ._errors import BackendError
 
-__all__ = ["DOING", "FillTarget", "Filled", "Outcome", "fill", "fill_plain", "shareable"]
+__all__ = ["DOING", "FillTarget", "Filled", "Granted", "Outcome", "fill", "fill_plain", "shareable"]
 
 
 class Outcome(enum.Enum):
@@ -235,3 +235,27 @@ def fill_plain(key: str, target: FillTarget, bad: bytes | None) -> Steps[Filled]
     outcome = Outcome.STORED if stored else Outcome.NOT_STORED
     target.report(outcome)
     return Filled(value, data, outcome)
+
+
+class Granted:
+    """What a read found, holding the lease a leased read granted (`Won`) until it is used.
+
+    A caller granted the lease may still find another thread or task of this process
+    leading the key's fill (and waiting for that very lease): it gives the lease back
+    before following, and a fill it leads later asks for a lease afresh.
+    """
+
+    __slots__ = ("key", "raw", "won")
+
+    def __init__(self, key: str, raw: bytes | None) -> None:
+        self.key, self.raw = key, raw
+        self.won = raw if type(raw) is Won else None
+
+    def give_back(self) -> Steps[None]:
+        """Release the granted lease (sync and async callers drive these steps alike)."""
+        assert self.won is not None
+        lease = leases.Lease(self.key)
+        leases.adopt(lease, self.won)
+        self.raw = None
+        with contextlib.suppress(BackendError):
+            yield from leases.release(lease)

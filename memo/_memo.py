@@ -47,7 +47,7 @@ from ._codec import (
 from ._context import Context
 from ._drive import Steps, Verb, run_async, run_sync
 from ._errors import BackendError, BackendUnavailable, ConfigurationError, SerializationError
-from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
+from ._fill import DOING, Filled, Granted, Outcome, fill, fill_plain, shareable
 from ._flight import AsyncFlight, Flight, copy_for_follower
 from ._generations import SCOPE, scope_of
 from ._keys import KeyMaker
@@ -183,30 +183,6 @@ class _Fill:
             cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
         else:
             memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
-
-
-class _Granted:
-    """What the hit path read, holding the lease a leased read granted (`Won`) until it is used.
-
-    A caller granted the lease may still find another thread or task of this process
-    leading the key's fill (and waiting for that very lease): it gives the lease back
-    before following, and a fill it leads later asks for a lease afresh.
-    """
-
-    __slots__ = ("key", "raw", "won")
-
-    def __init__(self, key: str, raw: bytes | None) -> None:
-        self.key, self.raw = key, raw
-        self.won = raw if type(raw) is Won else None
-
-    def give_back(self) -> Steps[None]:
-        """Release the granted lease (sync and async callers drive these steps alike)."""
-        assert self.won is not None
-        lease = leases.Lease(self.key)
-        leases.adopt(lease, self.won)
-        self.raw = None
-        with contextlib.suppress(BackendError):
-            yield from leases.release(lease)
 
 
 #: The Stats counter of each fill outcome that is counted.
@@ -831,7 +807,7 @@ class Memo:
         # A re-entrant call (the function calling itself on its own key) computes
         # without the lease: the outer call holds it.
         alone = partial(_uncached, wrapped, args, kwargs)
-        granted = _Granted(key, raw)
+        granted = Granted(key, raw)
         filled, led = self.flight.run(
             (key, self._epoch),
             lambda: run_sync(cache.backend, steps(granted.raw), compute),
@@ -1033,7 +1009,7 @@ class Memo:
         """One single-flight fill of `key` with `steps(bad)`; a lost lease is filled afresh once."""
         compute = self._acompute(wrapped, args, kwargs)
         alone = partial(_auncached, wrapped, args, kwargs)
-        granted = _Granted(key, raw)
+        granted = Granted(key, raw)
         filled, led = await self.flight.run(
             (key, self._epoch),
             lambda: run_async(cache.backend, steps(granted.raw), compute),

@@ -28,16 +28,16 @@ import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import _clock
 from . import _leases as leases
-from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, expires_ms, is_placeholder
+from ._codec import GLOBAL_TYPES, Codec, DecodeError, TypeRegistry, Won, expires_ms, is_placeholder
 from ._drive import Steps, run_async, run_sync
 from ._errors import BackendError, ConfigurationError, SerializationError
-from ._fill import DOING, Filled, Outcome, fill, fill_plain, shareable
+from ._fill import DOING, Filled, Granted, Outcome, fill, fill_plain, shareable
 from ._flight import AsyncFlight, Flight
 from ._generations import SCOPE
 from ._keys import safe_segment
@@ -193,21 +193,32 @@ class Values:
 
     # -- reads: the hit path, kept flat --------------------------------------------------
 
-    def read(self, ns: str, key: str) -> tuple[Any, bytes | None]:
-        """Read one key: (value or `MISS`, the raw bytes read)."""
+    def read(self, ns: str, key: str, lease: bool = False) -> tuple[Any, bytes | None]:
+        """Read one key: (value or `MISS`, the raw bytes read).
+
+        `lease`: on servers with their own leases, a miss takes the lease (`Won` read).
+        """
         started = _perf()
+        cache = self.cache
         try:
-            raw = self.cache.backend.get(key)
+            if lease and cache.leased_reads:
+                raw = cache.backend.get_or_lease(key, cache.lease_ttl)
+            else:
+                raw = cache.backend.get(key)
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
             return MISS, None
         return self.found(ns, raw, started), raw
 
-    async def aread(self, ns: str, key: str) -> tuple[Any, bytes | None]:
+    async def aread(self, ns: str, key: str, lease: bool = False) -> tuple[Any, bytes | None]:
         """Async `read`."""
         started = _perf()
+        cache = self.cache
         try:
-            raw = await self.cache.backend.aget(key)
+            if lease and cache.leased_reads:
+                raw = await cache.backend.aget_or_lease(key, cache.lease_ttl)
+            else:
+                raw = await cache.backend.aget(key)
         except BackendError as exc:
             self.failed(ns, "a read", exc, started)
             return MISS, None
@@ -241,7 +252,7 @@ class Values:
         target = _ValueFill(self, ns, gen, bad, ttl)
         if not self.cache.leases:
             return (yield from fill_plain(key, target, bad))
-        return (yield from fill(key, target))
+        return (yield from fill(key, target, bad if type(bad) is Won else None))
 
     def get_many_steps(self, ns: str, keys: dict[str, str]) -> Steps[dict[str, Any]]:
         started = _perf()
@@ -301,16 +312,24 @@ class Values:
             return fn()
         full = self.key(ns, gen, key)
         backend = self.cache.backend
-        value, raw = self.read(ns, full)
+        value, raw = self.read(ns, full, lease=True)
         if value is not MISS:
             return value
-        for bad in (raw, None):
-            filled, led = self._flight.run(
-                (full, self._epoch), partial(run_sync, backend, self.fill_steps(ns, gen, full, bad, ttl), fn)
-            )
+        granted = Granted(full, raw)
+
+        def lead(bad: bytes | None) -> Filled:
+            return run_sync(backend, self.fill_steps(ns, gen, full, bad, ttl), fn)
+
+        # The lease the read took is used by this caller's fill, or given back if it follows
+        # another's (then its fill, if it leads after all, asks afresh: granted.raw is None).
+        give_back = (lambda: run_sync(backend, granted.give_back())) if granted.won else None
+        filled, led = self._flight.run((full, self._epoch), lambda: lead(granted.raw), None, give_back)
+        value = self.shared(ns, filled, led)
+        if value is MISS:  # the fill lost its lease to an invalidate: once more, as a caller arriving now
+            filled, led = self._flight.run((full, self._epoch), partial(lead, None))
             value = self.shared(ns, filled, led)
-            if value is not MISS:
-                return value
+        if value is not MISS:
+            return value
         return fn()  # lost twice to invalidates: compute for this caller alone
 
     def get_many(self, keys: Iterable[str], ns: str) -> dict[str, Any]:
@@ -356,17 +375,22 @@ class Values:
             return await compute()
         full = self.key(ns, gen, key)
         backend = self.cache.backend
-        value, raw = await self.aread(ns, full)
+        value, raw = await self.aread(ns, full, lease=True)
         if value is not MISS:
             return value
-        for bad in (raw, None):
-            filled, led = await self._aflight.run(
-                (full, self._epoch),
-                partial(run_async, backend, self.fill_steps(ns, gen, full, bad, ttl), compute),
-            )
+        granted = Granted(full, raw)
+
+        def lead(bad: bytes | None) -> Awaitable[Filled]:
+            return run_async(backend, self.fill_steps(ns, gen, full, bad, ttl), compute)
+
+        give_back = (lambda: run_async(backend, granted.give_back())) if granted.won else None
+        filled, led = await self._aflight.run((full, self._epoch), lambda: lead(granted.raw), None, give_back)
+        value = self.shared(ns, filled, led)
+        if value is MISS:  # lost to an invalidate (see get_or_set)
+            filled, led = await self._aflight.run((full, self._epoch), partial(lead, None))
             value = self.shared(ns, filled, led)
-            if value is not MISS:
-                return value
+        if value is not MISS:
+            return value
         return await compute()  # lost twice to invalidates: compute for this caller alone
 
     async def aget_many(self, keys: Iterable[str], ns: str) -> dict[str, Any]:

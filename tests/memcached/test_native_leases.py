@@ -128,6 +128,38 @@ def test_a_near_cache_miss_is_filled_from_the_lease_its_read_took(backend_url: s
     cache.close()
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_get_or_set_miss_is_filled_from_the_lease_its_read_took(backend_url: str, flavour: str) -> None:
+    cache = _cache(backend_url)
+    reads: list[bytes | None] = []
+    real, areal = cache.backend.get_or_lease, cache.backend.aget_or_lease
+
+    def spy(key: str, lease_ttl: float) -> bytes | None:
+        reads.append(real(key, lease_ttl))
+        return reads[-1]
+
+    async def aspy(key: str, lease_ttl: float) -> bytes | None:
+        reads.append(await areal(key, lease_ttl))
+        return reads[-1]
+
+    async def both() -> list[Any]:
+        return [await cache.aget_or_set("k", lambda: {"x": 1}, ns="v") for _ in range(2)]
+
+    if flavour == "sync":
+        cache.backend.get_or_lease = spy  # type: ignore[method-assign]
+    else:
+        cache.backend.aget_or_lease = aspy  # type: ignore[method-assign]
+    with record_events(cache) as events:
+        if flavour == "sync":
+            got = [cache.get_or_set("k", lambda: {"x": 1}, ns="v") for _ in range(2)]
+        else:
+            got = asyncio.run(both())
+    assert got == [{"x": 1}, {"x": 1}]
+    assert events.kinds == ["miss", "lease_acquired", "set", "hit"]  # no add + gets for the lease
+    assert [type(raw) for raw in reads] == [Won, bytes]
+    cache.close()
+
+
 def test_the_function_raising_gives_the_lease_back(backend_url: str) -> None:
     cache = _cache(backend_url, lease_wait=5.0)
     fail = [True]
@@ -200,7 +232,20 @@ def test_an_invalidate_while_computing_wins_over_the_fill(backend_url: str, flav
     cache.close()
 
 
-def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend_url: str) -> None:
+def _door(cache: memo.Cache, door: str, fn: Callable[[int], Any]) -> Callable[[int], Any]:
+    """`fn` memoized by the decorator, or read through `cache.get_or_set` (sync or async alike)."""
+    if door == "decorator":
+        return cache.cached(ns="n", ttl=60)(fn)
+    return lambda x: (cache.aget_or_set if asyncio.iscoroutinefunction(fn) else cache.get_or_set)(
+        f"k{x}", lambda: fn(x), ns="n", ttl=60
+    )
+
+
+DOORS = pytest.mark.parametrize("door", ["decorator", "get_or_set"])
+
+
+@DOORS
+def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend_url: str, door: str) -> None:
     """Thread A's read took the lease; thread B, which read A's placeholder, already leads the
     key's fill in this process (and waits for A's lease). A gives its lease back before it
     follows, so B takes the lease at once instead of waiting out `lease_wait`."""
@@ -223,11 +268,11 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend
 
     cache.backend.get_or_lease = read  # type: ignore[method-assign]
 
-    @cache.cached(ns="n", ttl=60)
-    def f(x: int) -> str:
+    def compute(x: int) -> str:
         calls.append(threading.current_thread().name)
         return "v"
 
+    f = _door(cache, door, compute)
     results: dict[str, str] = {}
 
     def run(name: str) -> None:
@@ -247,7 +292,10 @@ def test_a_granted_lease_is_given_back_when_another_thread_leads_the_key(backend
     cache.close()
 
 
-async def test_a_granted_lease_is_given_back_when_another_task_leads_the_key(backend_url: str) -> None:
+@DOORS
+async def test_a_granted_lease_is_given_back_when_another_task_leads_the_key(
+    backend_url: str, door: str
+) -> None:
     """The async twin: task A's read took the lease; task B, which read A's placeholder, leads
     the key's fill and waits for that lease; A gives it back before it joins B's fill."""
     a_read, b_leads = asyncio.Event(), asyncio.Event()
@@ -270,12 +318,12 @@ async def test_a_granted_lease_is_given_back_when_another_task_leads_the_key(bac
     cache.backend.aget_or_lease = read  # type: ignore[method-assign]
     calls: list[str] = []
 
-    @cache.cached(ns="n", ttl=60)
-    async def f(x: int) -> str:
+    async def compute(x: int) -> str:
         task = asyncio.current_task()
         calls.append(task.get_name() if task is not None else "?")
         return "v"
 
+    f = _door(cache, door, compute)
     a = asyncio.create_task(f(1), name="A")
     await asyncio.wait_for(a_read.wait(), 10)
     b = asyncio.create_task(f(1), name="B")
