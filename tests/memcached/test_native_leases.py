@@ -87,25 +87,33 @@ def test_a_miss_is_filled_from_the_lease_its_read_took(backend_url: str) -> None
     cache.close()
 
 
+def _leased_reads(cache: memo.Cache, flavour: str) -> list[bytes | None]:
+    """What the Cache's leased reads (`get_or_lease`, or its async twin) answer, in order."""
+    reads: list[bytes | None] = []
+    if flavour == "sync":
+        real = cache.backend.get_or_lease
+
+        def spy(key: str, lease_ttl: float) -> bytes | None:
+            reads.append(real(key, lease_ttl))
+            return reads[-1]
+
+        cache.backend.get_or_lease = spy  # type: ignore[method-assign]
+    else:
+        areal = cache.backend.aget_or_lease
+
+        async def aspy(key: str, lease_ttl: float) -> bytes | None:
+            reads.append(await areal(key, lease_ttl))
+            return reads[-1]
+
+        cache.backend.aget_or_lease = aspy  # type: ignore[method-assign]
+    return reads
+
+
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_near_cache_miss_is_filled_from_the_lease_its_read_took(backend_url: str, flavour: str) -> None:
     """`local_ttl` keeps hits in the process; its reads of the server take the lease too."""
     cache = _cache(backend_url, local_ttl=30)
-    reads: list[bytes | None] = []
-    real, areal = cache.backend.get_or_lease, cache.backend.aget_or_lease
-
-    def spy(key: str, lease_ttl: float) -> bytes | None:
-        reads.append(real(key, lease_ttl))
-        return reads[-1]
-
-    async def aspy(key: str, lease_ttl: float) -> bytes | None:
-        reads.append(await areal(key, lease_ttl))
-        return reads[-1]
-
-    if flavour == "sync":
-        cache.backend.get_or_lease = spy  # type: ignore[method-assign]
-    else:
-        cache.backend.aget_or_lease = aspy  # type: ignore[method-assign]
+    reads = _leased_reads(cache, flavour)
 
     @cache.cached(ns="n", ttl=60)
     def f(x: int) -> dict[str, int]:
@@ -131,24 +139,11 @@ def test_a_near_cache_miss_is_filled_from_the_lease_its_read_took(backend_url: s
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_get_or_set_miss_is_filled_from_the_lease_its_read_took(backend_url: str, flavour: str) -> None:
     cache = _cache(backend_url)
-    reads: list[bytes | None] = []
-    real, areal = cache.backend.get_or_lease, cache.backend.aget_or_lease
-
-    def spy(key: str, lease_ttl: float) -> bytes | None:
-        reads.append(real(key, lease_ttl))
-        return reads[-1]
-
-    async def aspy(key: str, lease_ttl: float) -> bytes | None:
-        reads.append(await areal(key, lease_ttl))
-        return reads[-1]
+    reads = _leased_reads(cache, flavour)
 
     async def both() -> list[Any]:
         return [await cache.aget_or_set("k", lambda: {"x": 1}, ns="v") for _ in range(2)]
 
-    if flavour == "sync":
-        cache.backend.get_or_lease = spy  # type: ignore[method-assign]
-    else:
-        cache.backend.aget_or_lease = aspy  # type: ignore[method-assign]
     with record_events(cache) as events:
         if flavour == "sync":
             got = [cache.get_or_set("k", lambda: {"x": 1}, ns="v") for _ in range(2)]
