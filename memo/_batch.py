@@ -56,7 +56,9 @@ from ._codec import (
     Codec,
     DecodeError,
     TypeRegistry,
+    Won,
     expires_ms,
+    is_lease,
     is_placeholder,
 )
 from ._drive import Op, Steps, run_async, run_sync
@@ -411,24 +413,28 @@ class Batch:
         self, cache: Cache, gen: str, keys: dict[str, Any], missing: dict[str, bytes | None], compute: Any
     ) -> Steps[dict[Any, Any]]:
         """Take the leases, compute what this caller holds, then wait for the others'."""
-        found: dict[str, list[Any]] = {key: [] for key in missing}
-        usable = {key: partial(self._usable, found[key], missing[key]) for key in missing}
-        outcomes = yield from together(
-            {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in missing}
-        )
         values: dict[Any, Any] = {}
         mine: dict[str, int | None] = {}  # key -> lease unique (None: compute, do not store)
         held: list[str] = []
-        for key, outcome in outcomes.items():
-            if isinstance(outcome, leases.Acquired):
-                mine[key] = outcome.unique
-            elif isinstance(outcome, leases.Found):
-                values[keys[key]] = found[key][-1]
-            elif isinstance(outcome, BackendError):
-                self._failed(cache, "taking a lease", outcome)
-                mine[key] = None
-            else:
-                held.append(key)
+        rest = list(missing)
+        if cache.leased_reads:
+            rest = yield from self._leased_reads(cache, keys, missing, values, mine, held)
+        found: dict[str, list[Any]] = {key: [] for key in (*rest, *held)}
+        usable = {key: partial(self._usable, found[key], missing[key]) for key in found}
+        if rest:
+            outcomes = yield from together(
+                {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in rest}
+            )
+            for key, outcome in outcomes.items():
+                if isinstance(outcome, leases.Acquired):
+                    mine[key] = outcome.unique
+                elif isinstance(outcome, leases.Found):
+                    values[keys[key]] = found[key][-1]
+                elif isinstance(outcome, BackendError):
+                    self._failed(cache, "taking a lease", outcome)
+                    mine[key] = None
+                else:
+                    held.append(key)
         if mine:
             values.update((yield from self._compute_and_store(cache, gen, keys, mine, compute)))
         if held:
@@ -451,6 +457,51 @@ class Batch:
                 values.update((yield from self._compute_and_store(cache, gen, keys, late, compute)))
         return values
 
+    def _leased_reads(
+        self,
+        cache: Cache,
+        keys: dict[str, Any],
+        missing: dict[str, bytes | None],
+        values: dict[Any, Any],
+        mine: dict[str, int | None],
+        held: list[str],
+    ) -> Steps[list[str]]:
+        """Read the missing items again, taking the lease of each still missing in that read.
+
+        One round trip per server (`Backend.get_or_lease_many`: meta `mg <key> v c N<ttl>`)
+        instead of an `add` and a `gets` per key. Sorts each key into `mine` (leased, or its
+        server failed: compute, do not store), `held` (another caller's lease) or `values`
+        (filled meanwhile); returns the keys left to lease with `acquire`: those of a server
+        that speaks only the classic commands, and entries that are not usable (replaced
+        under a lease of this caller's).
+        """
+        error: BackendError | None = None
+        try:
+            got: dict[str, bytes | None] = yield ("get_or_lease_many", (list(missing), self._lease_ttl))
+        except PartialFailure as exc:
+            got, error = exc.result, cast(BackendError, exc.errors[0])
+        except BackendError as exc:
+            got, error = {}, exc
+        rest: list[str] = []
+        for key, bad in missing.items():
+            raw = got.get(key, _ABSENT)
+            if type(raw) is Won:
+                mine[key] = raw.unique
+            elif raw is _ABSENT:
+                self._failed(cache, "taking a lease", cast(BackendError, error))
+                mine[key] = None
+            elif raw is None:
+                rest.append(key)
+            elif is_lease(raw):
+                held.append(key)
+            else:
+                box = None if raw == bad else self.read(raw)
+                if box is None:
+                    rest.append(key)
+                else:
+                    values[keys[key]] = box[0]
+        return rest
+
     def _usable(self, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
         if raw == bad:
             return False
@@ -471,33 +522,44 @@ class Batch:
             values = self._results(computed, items)
         except BaseException:
             # Release the leases, so that others compute now instead of waiting for nothing.
-            with contextlib.suppress(BackendError):
-                yield from together({key: leases.invalidate(key) for key in held})
+            yield from _release(held)
             raise
-        stores: dict[str, Steps[bool | None]] = {}
+        stores: list[tuple[str, bytes, float | None, int]] = []
         release: list[str] = []
         current = self._current(cache, gen)
+        limit = cache.backend.max_value_size
         for key in held:
             data = self.encode(values.get(keys[key], _ABSENT))
             if data is None or not current:
                 release.append(key)
-            elif len(data) > cache.backend.max_value_size:
+            elif len(data) > limit:
                 self._stats.not_stored += 1
                 release.append(key)
             else:
-                stores[key] = leases.store(key, data, self._hard_ttl, cast(int, mine[key]))
+                stores.append((key, data, self._hard_ttl, cast(int, mine[key])))
         if not current and held:
             self._stats.lease_lost += len(held)
-        stored = yield from together({**stores, **{key: leases.invalidate(key) for key in release}})
-        for key in stores:
-            outcome = stored[key]
-            if outcome is True:
-                self._stats.sets += 1
-            elif outcome is False:
-                self._stats.lease_lost += 1
-            else:
-                self._failed(cache, "a write", outcome)
+        if stores:
+            yield from self._store_all(cache, stores)
+        yield from _release(release)
         return values
+
+    def _store_all(self, cache: Cache, stores: list[tuple[str, bytes, float | None, int]]) -> Steps[None]:
+        """Store each value with `cas` against its lease (one round trip per server); count the outcomes.
+
+        A store refused (the key changed or went: an invalidate, a clear) is a lost lease.
+        """
+        try:
+            refused = set((yield ("cas_many", (stores,))))
+        except PartialFailure as exc:
+            refused = set(exc.result)  # the keys of a failed server too: not stored, as a lost lease
+        except BackendError as exc:
+            for _ in stores:
+                self._failed(cache, "a write", exc)
+            return
+        lost = sum(1 for key, _, _, _ in stores if key in refused)
+        self._stats.sets += len(stores) - lost
+        self._stats.lease_lost += lost
 
     def _results(self, computed: Any, items: list[Any]) -> dict[Any, Any]:
         """The function's answer for `items`: `{item: value or _ABSENT}`; a non-mapping is a TypeError."""
@@ -587,6 +649,13 @@ def _with_items(
     call = inspect.BoundArguments(bound.signature, bound.arguments.copy())
     call.arguments[each] = items
     return wrapped(*call.args, **call.kwargs)
+
+
+def _release(keys: list[str]) -> Steps[None]:
+    """Give back the leases of `keys` this caller holds (delete them), or nothing when it fails."""
+    if keys:
+        with contextlib.suppress(BackendError):
+            yield ("delete_many", (keys,))
 
 
 def _ordered(values: dict[Any, Any], items: list[Any]) -> dict[Any, Any]:

@@ -15,14 +15,14 @@ cannot misdirect it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._backend import PartialFailure, SetItem
 from .._errors import BackendError
 from ._server import Server
 from ._topology import Topology
-from ._wire import ServerError, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes, keys_bytes
 
 __all__ = [
     "KeyGroups",
@@ -52,7 +52,8 @@ def group_keys(topology: Topology, keys: Iterable[str]) -> KeyGroups:
     groups: KeyGroups = {}
     servers = topology.servers
     if len(servers) == 1:
-        pairs = [(k, key_bytes(k)) for k in keys]
+        listed = list(keys)
+        pairs = list(zip(listed, keys_bytes(listed), strict=True))
         return {servers[0]: pairs} if pairs else groups
     index = topology.index
     for key in keys:
@@ -107,7 +108,7 @@ def merge_found(groups: KeyGroups, outcomes: Sequence[Any]) -> tuple[dict[str, b
 
 
 def merge_not_stored(
-    groups: WriteGroups, outcomes: Sequence[Any], not_stored: list[str]
+    groups: Mapping[Server, Sequence[tuple[Any, ...]]], outcomes: Sequence[Any], not_stored: list[str]
 ) -> list[BaseException]:
     """Add each group's refused keys (all of a failed group's) to `not_stored`; return the errors.
 
@@ -116,7 +117,7 @@ def merge_not_stored(
     errors: list[BaseException] = []
     for entries, outcome in zip(groups.values(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            not_stored += [key for key, _, _, _ in entries]
+            not_stored += [entry[0] for entry in entries]  # (key, ...)
             if not isinstance(outcome, ServerError):
                 errors.append(outcome)
         else:

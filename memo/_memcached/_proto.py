@@ -34,9 +34,11 @@ __all__ = [
     "ErrorReply",
     "Fetch",
     "LineThenFetch",
+    "LinesThenFetch",
     "Lines",
     "Meta",
     "MetaLines",
+    "MetaValues",
     "Probe",
     "ProtocolViolation",
     "Reader",
@@ -44,6 +46,7 @@ __all__ = [
     "Status",
     "Value",
     "whole_get",
+    "whole_values",
 ]
 
 
@@ -292,6 +295,23 @@ class Fetch:
 STATUS_LINES: Final = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
 
 
+#: Meta replies that are only their code (no flags asked for, no data).
+_BARE_META: Final = frozenset([b"HD", b"NS", b"EX", b"NF", b"EN"])
+
+
+def whole_lines(reader: Reader, count: int, allowed: frozenset[bytes]) -> list[bytes] | None:
+    """The `count` reply lines the reader holds, all in one piece and each one of `allowed`,
+    taken from it in one split; None (nothing taken) when that is not so plainly."""
+    whole = reader.whole()
+    if whole is None:
+        return None
+    lines = whole.split(b"\r\n")
+    if len(lines) != count + 1 or lines.pop() or not all(map(allowed.__contains__, lines)):
+        return None
+    reader.clear()
+    return lines
+
+
 class Lines:
     """`count` one-line replies (to pipelined set/add/cas/delete/touch/append): the lines.
 
@@ -309,6 +329,11 @@ class Lines:
 
     def collect(self, reader: Reader) -> Any:
         lines = self.lines
+        if not lines:
+            whole = whole_lines(reader, self.count, STATUS_LINES)
+            if whole is not None:
+                self.lines = whole
+                return whole
         while len(lines) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -345,6 +370,29 @@ class LineThenFetch:
             self.line = event.line
         found = self.fetch.collect(reader)
         return NEED_DATA if found is NEED_DATA else (self.line, found)
+
+
+class LinesThenFetch:
+    """`count` status lines (the `add`s), then one multi-key `gets` reply: `(lines, {key: (data, cas)})`."""
+
+    __slots__ = ("count", "fetch", "lines", "server_id")
+
+    def __init__(self, count: int, wanted: list[bytes], server_id: str) -> None:
+        self.count = count
+        self.server_id = server_id
+        self.lines: list[bytes] = []
+        self.fetch = Fetch(wanted, server_id, cas=True)
+
+    def collect(self, reader: Reader) -> Any:
+        while len(self.lines) < self.count:
+            event = reader.next_event()
+            if event is NEED_DATA:
+                return NEED_DATA
+            if type(event) is not Status or event.line not in (b"STORED", b"NOT_STORED"):
+                raise ProtocolViolation(repr(event)[:120])
+            self.lines.append(event.line)
+        found = self.fetch.collect(reader)
+        return NEED_DATA if found is NEED_DATA else (self.lines, found)
 
 
 class Stats:
@@ -389,6 +437,11 @@ class MetaLines:
 
     def collect(self, reader: Reader) -> Any:
         replies = self.replies
+        if not replies:
+            whole = whole_lines(reader, self.count, _BARE_META)
+            if whole is not None:
+                self.replies = [Meta(code, {}, None) for code in whole]
+                return self.replies
         while len(replies) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -401,6 +454,40 @@ class MetaLines:
         if reader.pending:
             raise ProtocolViolation("more replies than requests")
         return replies
+
+
+class MetaValues:
+    """`count` `VA` replies (to pipelined `mg <key> v ... N<ttl>`, which never miss): a list of
+    `(data, return flags)`, the flags as tokens (`[b"c12", b"W"]`).
+
+    The usual reply, whole in the first read, is cut in one pass (`whole_values`); anything
+    else goes event by event (`MetaLines`), where an error reply raises `ServerError` and
+    another code is out of step.
+    """
+
+    __slots__ = ("count", "lines")
+
+    def __init__(self, count: int, server_id: str) -> None:
+        self.count = count
+        self.lines = MetaLines(count, server_id)
+
+    def collect(self, reader: Reader) -> Any:
+        if not self.lines.replies:
+            whole = reader.whole()
+            if whole is not None:
+                values = whole_values(whole, self.count)
+                if values is not None:
+                    reader.clear()
+                    return values
+        replies = self.lines.collect(reader)
+        if replies is NEED_DATA:
+            return NEED_DATA
+        out = []
+        for reply in replies:
+            if reply.code != b"VA" or reply.data is None:
+                raise ProtocolViolation(repr(reply)[:120])
+            out.append((reply.data, [k + v for k, v in reply.flags.items()]))
+        return out
 
 
 class Probe:
@@ -423,22 +510,48 @@ def whole_get(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | Non
     is the last line, the pieces are exactly what `Fetch` would cut. Any doubt
     (a value containing CRLF, a reply still incomplete) is None: the reader
     then goes event by event.
+
+    The checks run over all items at once (the headers joined and split into
+    fields: four per header, every first one `VALUE`), not item by item: a
+    hundred items cost about a third as much.
     """
     parts = buf.split(b"\r\n")
-    last = len(parts) - 2  # the reply ends with "END\r\n": parts[-1] is empty
-    found: dict[bytes, bytes] = {}
-    i = 0
-    try:
-        while i < last:
-            verb, key, _flags, size = parts[i].split(b" ")
-            value = parts[i + 1]
-            if verb != b"VALUE" or key not in wanted or len(value) != int(size):
-                return None
-            found[key] = value
-            i += 2
-    except (ValueError, IndexError):
+    count = (len(parts) - 2) // 2
+    if len(parts) != 2 * count + 2 or parts[-2] != b"END" or parts[-1]:
         return None
-    return found if i == last and parts[i] == b"END" else None
+    if not count:
+        return {}
+    fields = b" ".join(parts[0:-2:2]).split(b" ")
+    keys = fields[1::4]
+    values = parts[1:-2:2]
+    try:
+        plain = (
+            len(fields) == 4 * count
+            and fields[0::4].count(b"VALUE") == count
+            and list(map(len, values)) == list(map(int, fields[3::4]))
+            and all(map(wanted.__contains__, keys))
+        )
+    except ValueError:
+        return None
+    return dict(zip(keys, values, strict=True)) if plain else None
+
+
+def whole_values(buf: bytes, count: int) -> list[tuple[bytes, list[bytes]]] | None:
+    """`(data, return flags)` of `count` whole `VA <size> <flags>` replies that are all of `buf`,
+    or None when it is not that plainly (a value containing CRLF, a reply still incomplete,
+    another code): the reader then goes event by event. `whole_get`'s reasoning, for meta.
+    """
+    parts = buf.split(b"\r\n")
+    if len(parts) != 2 * count + 1 or parts[-1]:
+        return None
+    out = []
+    for i in range(0, 2 * count, 2):
+        tokens = parts[i].split(b" ")
+        data = parts[i + 1]
+        if tokens[0] != b"VA" or len(tokens) < 2 or not tokens[1].isdigit() or len(data) != int(tokens[1]):
+            return None
+        out.append((data, tokens[2:]))
+    return out
 
 
 def lean_value(buf: bytes, kb: bytes) -> bytes | _NeedData | None:

@@ -252,8 +252,8 @@ class SyncOps(Core):
         server.drain()
         raise error from exc
 
-    def _drop_native_lease(self, server: Server, kb: bytes) -> None:
-        """Delete the lease placeholder under `kb`, if there is one (a leased read failed mid-way).
+    def _drop_native_lease(self, server: Server, *kbs: bytes) -> None:
+        """Delete the lease placeholders under `kbs`, if there are (a leased read failed mid-way).
 
         Whose it is cannot be told: at worst another caller's lease is voided, and its
         store is refused (a lost lease, never a wrong value) instead of every reader
@@ -262,9 +262,10 @@ class SyncOps(Core):
         client = None
         try:  # on a connection of its own: the backend may be closed meanwhile
             client = self._new_client(server)
-            got = _run(client, server, ops.gets(kb, server.id, True))
-            if got is not None and got[0] == NATIVE_LEASE:
-                _run(client, server, ops.delete_if(kb, got[1], server.id, True))
+            for kb in kbs:
+                got = _run(client, server, ops.gets(kb, server.id, True))
+                if got is not None and got[0] == NATIVE_LEASE:
+                    _run(client, server, ops.delete_if(kb, got[1], server.id, True))
         except Exception:
             pass  # best effort: the placeholder expires after lease_ttl anyway
         finally:
@@ -329,14 +330,44 @@ class SyncOps(Core):
             client.close()
         return value
 
+    def get_or_lease_many(self, keys: Sequence[str], lease_ttl: float) -> dict[str, bytes | None]:
+        """`Backend.get_or_lease_many`: one round trip per server (`ops.get_or_lease_many`)."""
+        groups = group_keys(self._topology, keys)
+        seconds = ops.lease_seconds(lease_ttl) if lease_ttl else 0
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for server, pairs in groups.items():
+            kbs = [kb for _, kb in pairs]
+            leasing = ops.LeasedReads(kbs, seconds)
+            try:
+                got = self._call(server, leasing.request)
+            except BaseException as exc:
+                if leasing.sent and server.start_drop():
+                    # The server may have granted leases in a reply nobody will read.
+                    threading.Thread(
+                        target=self._drop_native_lease,
+                        args=(server, *kbs),
+                        name="memo-drop-lease",
+                        daemon=True,
+                    ).start()
+                if not isinstance(exc, BackendError):
+                    raise
+                errors.append(exc)
+                continue
+            for key, kb in pairs:
+                found[key] = got[kb]
+        finish("get_or_lease_many", found, errors, len(groups))
+        return found
+
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         groups = group_keys(self._topology, keys)
         if len(groups) == 1:
             # One server (the usual batch of a tagged hit, a session and its generation):
             # run on a pooled connection directly, as `get` does.
             ((server, pairs),) = groups.items()
-            got = self._get_many_on(server, [kb for _, kb in pairs])
-            return {key: got[kb] for key, kb in pairs if kb in got}
+            key_of = {kb: key for key, kb in pairs}
+            got = self._get_many_on(server, list(key_of))
+            return dict(zip(map(key_of.__getitem__, got), got.values(), strict=True))
         outcomes = [
             self._attempt(server, ops.get_many, [kb for _, kb in pairs]) for server, pairs in groups.items()
         ]

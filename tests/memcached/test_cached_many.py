@@ -404,3 +404,30 @@ def test_a_cancelled_async_call_releases_its_leases(cache: memo.Cache) -> None:
         return found
 
     assert asyncio.run(scenario()) == [None, None]
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("protocol", ["meta", "classic"])
+def test_items_of_a_server_that_fails_are_computed_and_not_stored(
+    memcached_servers: Callable[..., list[Any]], flavour: str, protocol: str
+) -> None:
+    """A leased read that reaches one server of two: the other's items are computed, not stored."""
+    up, down = memcached_servers(2)
+    url = f"memcached://{up.address},{down.address}?protocol={protocol}&failure_threshold=100"
+    made = Users(memo.Cache(url, prefix=f"p{uuid.uuid4().hex[:8]}:", lease_wait=5.0), flavour)
+    try:
+        made.missing = set()
+        ids = list(range(12))
+        keys = made.key_for(ids=ids)
+        backend = made.cache.backend
+        on_down = [i for i, key in zip(ids, keys, strict=True) if backend.server_for(key) == down.address]
+        assert 0 < len(on_down) < len(ids)
+        down.kill()
+        assert made(ids) == {i: user(i) for i in ids}
+        assert made(ids) == {i: user(i) for i in ids}
+        assert made.calls == [(ids, False), (on_down, False)]  # the up server's items: stored once
+        info = made.fn.cache_info()
+        assert info["sets"] == len(ids) - len(on_down) and info["lease_waits"] == 0
+        assert info["errors"] >= 1
+    finally:
+        made.close()
