@@ -77,6 +77,8 @@ P = ParamSpec("P")
 K = TypeVar("K")
 V = TypeVar("V")
 _loads = orjson.loads
+#: The greatest 11 bytes a plain entry with an exact expiry can start with.
+_PLAIN_EXPIRES_LAST = PLAIN_EXPIRES_HEADER + b"\xff" * 8
 _ABSENT: Any = object()
 #: Item digests remembered per function before the memory is dropped and rebuilt.
 _KNOWN_MAX = 10_000
@@ -245,8 +247,10 @@ class Batch:
         self.codec = Codec(registry)
         self.scope = scope_of(ns, self.keys.function_id)
         self._bound: Cache | None = None
-        #: Digests of recent int and str items (`KeyMaker.each_digests`), at most `_KNOWN_MAX`.
+        #: Keys (digests in mixed lists) of recent int and str items, at most _KNOWN_MAX: `item_keys`.
+        self._known_keys: dict[tuple[str, bytes, type], dict[Any, str]] = {}
         self._known: dict[Any, str] = {}
+        self._known_count = 0
 
     def bound_cache(self) -> Cache:
         cache = self.cache or self.default_cache()
@@ -279,13 +283,42 @@ class Batch:
         return bound, list(dict.fromkeys(items))
 
     def item_keys(self, gen: str, bound: inspect.BoundArguments, items: list[Any]) -> dict[str, Any]:
-        """`{key: item}` for the items of a bound call."""
-        known = self._known
-        if len(known) > _KNOWN_MAX:
-            known.clear()
-        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items, known)
+        """`{key: item}` for the items of a bound call.
+
+        The usual call (items all ints or all strs, many of them seen before) finds its
+        keys remembered, looked up all at once: a hundred items cost about a third of
+        hashing each, or of even remembering each one's digest.
+        """
         static = f"{self._static}{gen}:"
+        kinds = set(map(type, items))
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is int or kind is str:
+            context = self.keys.each_context(bound.args, bound.kwargs, self.each)
+            known = self._known_keys.get((static, context, kind))
+            if known is None or self._known_count > _KNOWN_MAX:
+                known = self._remember_keys(static, context, kind)
+            try:
+                keys = list(map(known.__getitem__, items))
+            except KeyError:
+                new = [item for item in items if item not in known]
+                digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, new)
+                known.update(zip(new, [static + digest for digest in digests], strict=True))
+                self._known_count += len(new)
+                keys = list(map(known.__getitem__, items))
+            return dict(zip(keys, items, strict=True))
+        if len(self._known) > _KNOWN_MAX:
+            self._known.clear()
+        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items, self._known)
         return {static + digest: item for digest, item in zip(digests, items, strict=True)}
+
+    def _remember_keys(self, static: str, context: bytes, kind: type) -> dict[Any, str]:
+        """A new memory of item keys for these arguments (all of them forgotten when full)."""
+        if self._known_count > _KNOWN_MAX:
+            self._known_keys.clear()
+            self._known_count = 0
+        known: dict[Any, str] = {}
+        self._known_keys[(static, context, kind)] = known
+        return known
 
     def read(self, raw: bytes | None) -> list[Any] | None:
         """A stored entry: `[value]`, `[_ABSENT]` (cached as absent), or None (a miss)."""
@@ -313,13 +346,15 @@ class Batch:
         own: bodies joined into one JSON array would let a corrupt body shift
         its neighbours' values.
         """
-        # Big-endian milliseconds compare as bytes: expiry > floor(now) iff expiry > now.
-        now = int(_clock.time() * 1000.0).to_bytes(8, "big")
-        # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec.
-        get, header, loads, read = raws.get, PLAIN_EXPIRES_HEADER, _loads, self.read
+        # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec. Big-endian
+        # milliseconds compare as bytes (expiry > floor(now) iff expiry > now), so one
+        # comparison of the first 11 bytes says both: the header is the plain one, and
+        # the expiry is still ahead.
+        now = PLAIN_EXPIRES_HEADER + int(_clock.time() * 1000.0).to_bytes(8, "big")
+        get, last, loads, read = raws.get, _PLAIN_EXPIRES_LAST, _loads, self.read
         for key, item in keys.items():
             raw = get(key)
-            if raw is not None and raw[:3] == header and raw[3:11] > now and raw[-1:] == b"\n":
+            if raw is not None and now < raw[:11] <= last and raw[-1:] == b"\n":
                 try:
                     box = loads(raw[11:])
                 except ValueError:
@@ -660,12 +695,8 @@ def _release(keys: list[str]) -> Steps[None]:
 
 def _ordered(values: dict[Any, Any], items: list[Any]) -> dict[Any, Any]:
     """`{item: value}` in the order asked, without the items that have no value."""
-    out = {}
-    for item in items:
-        value = values.get(item, _ABSENT)
-        if value is not _ABSENT:
-            out[item] = value
-    return out
+    get = values.get
+    return {item: value for item in items if (value := get(item, _ABSENT)) is not _ABSENT}
 
 
 # -- the decorated function ---------------------------------------------------------------

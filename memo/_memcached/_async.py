@@ -413,17 +413,14 @@ class AsyncOps(Core):
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
                 continue
-            for key, kb in pairs:
-                found[key] = outcome[kb]
+            found.update(zip([key for key, _ in pairs], outcome, strict=True))
         finish("get_or_lease_many", found, errors, len(groups))
         return found
 
-    async def _aleased_reads(
-        self, server: Server, kbs: list[bytes], seconds: int
-    ) -> dict[bytes, bytes | None]:
+    async def _aleased_reads(self, server: Server, kbs: list[bytes], seconds: int) -> list[bytes | None]:
         leasing = ops.LeasedReads(kbs, seconds)
         try:
-            got: dict[bytes, bytes | None] = await self._request(server, leasing.request)
+            got: list[bytes | None] = await self._request(server, leasing.request)
         except BaseException:
             if leasing.sent and server.start_drop():
                 # The server may have granted leases in a reply nobody will read.

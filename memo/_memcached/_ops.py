@@ -139,8 +139,9 @@ def get_or_lease(kb: bytes, seconds: int, server_id: str, meta: bool) -> Request
 
 
 def get_or_lease_many(kbs: list[bytes], seconds: int, server_id: str, meta: bool) -> Request:
-    """Several keys' values, taking the lease of each missing one, in one round trip: `{key bytes:
-    the value; Won (this caller took the lease); a lease marker (another caller holds it); None}`.
+    """Several keys' values, taking the lease of each missing one, in one round trip: for each
+    key in order, the value; Won (this caller took the lease); a lease marker (another caller
+    holds it); or None.
 
     A meta server gets one `mg <key> v c N<seconds>` per key, pipelined. A classic server
     gets the `add` of `NATIVE_LEASE` under each key, then one `gets` of them all (the
@@ -152,7 +153,7 @@ def get_or_lease_many(kbs: list[bytes], seconds: int, server_id: str, meta: bool
         return Request(p.get(kbs), p.Fetch(frozenset(kbs), server_id), _found_each(kbs))
     if meta:
         data = b"".join([b"mg %b v c N%d\r\n" % (kb, seconds) for kb in kbs])
-        return Request(data, p.MetaValues(len(kbs), server_id), _leased_each(kbs))
+        return Request(data, LeasedAnswers(len(kbs), server_id), _same)
     adds = b"".join([p.store(b"add", kb, NATIVE_LEASE, seconds) for kb in kbs])
     data = adds + b"gets " + b" ".join(kbs) + b"\r\n"
     return Request(data, p.LinesThenFetch(len(kbs), kbs, server_id), _added_each(kbs))
@@ -172,33 +173,69 @@ class LeasedReads:
         return get_or_lease_many(self.kbs, self.seconds, server_id, meta)
 
 
-def _leased_each(kbs: list[bytes]) -> Callable[[Any, str], Any]:
-    def finish(replies: list[tuple[bytes, list[bytes]]], server_id: str) -> dict[bytes, bytes]:
-        return {kb: leased_value(data, flags) for kb, (data, flags) in zip(kbs, replies, strict=True)}
+class LeasedAnswers:
+    """The replies to `count` pipelined `mg <key> v c N<ttl>` (which never miss): each key's
+    answer, as `leased_value` reads it.
 
-    return finish
+    The usual reply, whole in the first read, is cut and read in one pass (`whole_get`'s
+    reasoning: every piece has the length its header gives, or nothing is taken); anything
+    else goes event by event (`MetaLines`: an error reply raises `ServerError`, another
+    code is out of step).
+    """
+
+    __slots__ = ("count", "lines")
+
+    def __init__(self, count: int, server_id: str) -> None:
+        self.count = count
+        self.lines = p.MetaLines(count, server_id)
+
+    def collect(self, reader: p.Reader) -> Any:
+        if not self.lines.replies:
+            whole = reader.whole()
+            if whole is not None:
+                answers = _whole_answers(whole, self.count)
+                if answers is not None:
+                    reader.clear()
+                    return answers
+        replies = self.lines.collect(reader)
+        if replies is p.NEED_DATA:
+            return p.NEED_DATA
+        return [_leased([reply], "") for reply in replies]
+
+
+def _whole_answers(buf: bytes, count: int) -> list[bytes] | None:
+    parts = buf.split(b"\r\n")
+    if len(parts) != 2 * count + 1 or parts[-1]:
+        return None
+    answers = []
+    for header, data in zip(parts[0:-1:2], parts[1::2], strict=True):
+        tokens = header.split(b" ")
+        if tokens[0] != b"VA" or len(tokens) < 3 or not tokens[1].isdigit() or len(data) != int(tokens[1]):
+            return None
+        answers.append(data if len(tokens) == 3 else leased_value(data, tokens[2:]))  # 3: `c<cas>` alone
+    return answers
 
 
 def _added_each(kbs: list[bytes]) -> Callable[[Any, str], Any]:
-    def finish(reply: tuple[list[bytes], dict[bytes, tuple[bytes, int]]], server_id: str) -> dict[bytes, Any]:
+    def finish(reply: tuple[list[bytes], dict[bytes, tuple[bytes, int]]], server_id: str) -> list[Any]:
         lines, found = reply
-        out: dict[bytes, Any] = {}
+        out: list[Any] = []
         for kb, line in zip(kbs, lines, strict=True):
             got = found.get(kb)
             if got is None:
-                out[kb] = None
+                out.append(None)
             elif line == b"STORED" and got[0] == NATIVE_LEASE:
-                out[kb] = Won(got[1])
+                out.append(Won(got[1]))
             else:
-                out[kb] = got[0]
+                out.append(got[0])
         return out
 
     return finish
 
 
 def _found_each(kbs: list[bytes]) -> Callable[[Any, str], Any]:
-    def finish(found: dict[bytes, bytes], server_id: str) -> dict[bytes, bytes | None]:
-        return {kb: found.get(kb) for kb in kbs}
+    def finish(found: dict[bytes, bytes], server_id: str) -> list[bytes | None]:
+        return list(map(found.get, kbs))
 
     return finish
 

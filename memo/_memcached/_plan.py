@@ -75,15 +75,19 @@ def group_items(
     servers = topology.servers
     single = servers[0] if len(servers) == 1 else None
     index = topology.index
-    for key, value, ttl in items:
-        kb = key_bytes(key)
+    items = list(items)
+    exptimes: dict[Any, int] = {}  # a batch's items mostly share one ttl
+    for (key, value, ttl), kb in zip(items, keys_bytes([item[0] for item in items]), strict=True):
         if len(value) > limit:
             not_stored.append(key)
             continue
         if type(value) is not bytes:
             value = bytes(value)
         server = single if single is not None else servers[index(kb)]
-        entry = (key, kb, value, expiry(ttl))
+        exp = exptimes.get(ttl)
+        if exp is None:
+            exp = exptimes[ttl] = expiry(ttl)
+        entry = (key, kb, value, exp)
         group = groups.get(server)
         if group is None:
             groups[server] = [entry]

@@ -38,7 +38,6 @@ __all__ = [
     "Lines",
     "Meta",
     "MetaLines",
-    "MetaValues",
     "Probe",
     "ProtocolViolation",
     "Reader",
@@ -46,7 +45,6 @@ __all__ = [
     "Status",
     "Value",
     "whole_get",
-    "whole_values",
 ]
 
 
@@ -456,40 +454,6 @@ class MetaLines:
         return replies
 
 
-class MetaValues:
-    """`count` `VA` replies (to pipelined `mg <key> v ... N<ttl>`, which never miss): a list of
-    `(data, return flags)`, the flags as tokens (`[b"c12", b"W"]`).
-
-    The usual reply, whole in the first read, is cut in one pass (`whole_values`); anything
-    else goes event by event (`MetaLines`), where an error reply raises `ServerError` and
-    another code is out of step.
-    """
-
-    __slots__ = ("count", "lines")
-
-    def __init__(self, count: int, server_id: str) -> None:
-        self.count = count
-        self.lines = MetaLines(count, server_id)
-
-    def collect(self, reader: Reader) -> Any:
-        if not self.lines.replies:
-            whole = reader.whole()
-            if whole is not None:
-                values = whole_values(whole, self.count)
-                if values is not None:
-                    reader.clear()
-                    return values
-        replies = self.lines.collect(reader)
-        if replies is NEED_DATA:
-            return NEED_DATA
-        out = []
-        for reply in replies:
-            if reply.code != b"VA" or reply.data is None:
-                raise ProtocolViolation(repr(reply)[:120])
-            out.append((reply.data, [k + v for k, v in reply.flags.items()]))
-        return out
-
-
 class Probe:
     """The reply to `mn`: True for `MN` (the server speaks meta), False for any other reply line."""
 
@@ -534,24 +498,6 @@ def whole_get(buf: bytes, wanted: Collection[bytes]) -> dict[bytes, bytes] | Non
     except ValueError:
         return None
     return dict(zip(keys, values, strict=True)) if plain else None
-
-
-def whole_values(buf: bytes, count: int) -> list[tuple[bytes, list[bytes]]] | None:
-    """`(data, return flags)` of `count` whole `VA <size> <flags>` replies that are all of `buf`,
-    or None when it is not that plainly (a value containing CRLF, a reply still incomplete,
-    another code): the reader then goes event by event. `whole_get`'s reasoning, for meta.
-    """
-    parts = buf.split(b"\r\n")
-    if len(parts) != 2 * count + 1 or parts[-1]:
-        return None
-    out = []
-    for i in range(0, 2 * count, 2):
-        tokens = parts[i].split(b" ")
-        data = parts[i + 1]
-        if tokens[0] != b"VA" or len(tokens) < 2 or not tokens[1].isdigit() or len(data) != int(tokens[1]):
-            return None
-        out.append((data, tokens[2:]))
-    return out
 
 
 def lean_value(buf: bytes, kb: bytes) -> bytes | _NeedData | None:

@@ -21,7 +21,7 @@ import ssl
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
@@ -46,7 +46,7 @@ from ._proto import (
     get as encode_get,
 )
 from ._server import Server
-from ._wire import ServerError, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes, keys_bytes
 
 __all__ = ["Closed", "SyncConnection", "SyncOps"]
 
@@ -169,11 +169,11 @@ class SyncConnection:
         self.reader.feed(buf)
         return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
 
-    def get_many(self, kbs: list[bytes], server_id: str) -> dict[bytes, bytes]:
-        """One classic multi-key `get`; the usual reply, whole in one read, is cut in place."""
+    def get_many(self, kbs: list[bytes], wanted: Collection[bytes], server_id: str) -> dict[bytes, bytes]:
+        """One classic multi-key `get` of `kbs` (`wanted`: the same, to look up in); the usual
+        reply, whole in one read, is cut in place."""
         self.sock.sendall(encode_get(kbs))
         buf = self.sock.recv(_RECV_SIZE)
-        wanted = frozenset(kbs)
         found = whole_get(buf, wanted) if buf.endswith(b"END\r\n") else None
         if found is None:
             if not buf:
@@ -354,20 +354,20 @@ class SyncOps(Core):
                     raise
                 errors.append(exc)
                 continue
-            for key, kb in pairs:
-                found[key] = got[kb]
+            found.update(zip([key for key, _ in pairs], got, strict=True))
         finish("get_or_lease_many", found, errors, len(groups))
         return found
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        groups = group_keys(self._topology, keys)
-        if len(groups) == 1:
+        servers = self._topology.servers
+        if len(servers) == 1 and keys:
             # One server (the usual batch of a tagged hit, a session and its generation):
             # run on a pooled connection directly, as `get` does.
-            ((server, pairs),) = groups.items()
-            key_of = {kb: key for key, kb in pairs}
-            got = self._get_many_on(server, list(key_of))
+            kbs = keys_bytes(keys)
+            key_of = dict(zip(kbs, keys, strict=True))
+            got = self._get_many_on(servers[0], kbs, key_of)
             return dict(zip(map(key_of.__getitem__, got), got.values(), strict=True))
+        groups = group_keys(self._topology, keys)
         outcomes = [
             self._attempt(server, ops.get_many, [kb for _, kb in pairs]) for server, pairs in groups.items()
         ]
@@ -375,14 +375,14 @@ class SyncOps(Core):
         finish("get_many", found, errors, len(groups))
         return found
 
-    def _get_many_on(self, server: Server, kbs: list[bytes]) -> dict[bytes, bytes]:
+    def _get_many_on(self, server: Server, kbs: list[bytes], wanted: Collection[bytes]) -> dict[bytes, bytes]:
         if server.blocked_until:
             server.admit()
         free = server.free
         client = None
         try:
             client = free.pop() if free else self._new_client(server)
-            found = client.get_many(kbs, server.id)
+            found = client.get_many(kbs, wanted, server.id)
         except BaseException as exc:
             self._sync_error(server, client, exc)
         if server.failures:

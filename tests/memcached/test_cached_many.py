@@ -431,3 +431,44 @@ def test_items_of_a_server_that_fails_are_computed_and_not_stored(
         assert info["errors"] >= 1
     finally:
         made.close()
+
+
+def test_remembered_item_keys_are_the_keys_of_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys remembered per other arguments, item type and generation are exactly those computed
+    afresh, type-exact; the memory is bounded."""
+
+    backend = memo.Cache("memory://").backend  # one store: the same generation for every Cache
+
+    def make() -> Any:
+        cache = memo.Cache(backend=backend, prefix="r:")
+
+        @cache.cached_many(ns="r", each="ids")
+        def get(ids: list[Any], scale: float = 1.0) -> dict[Any, Any]:
+            return {}
+
+        return cache, get
+
+    warm_cache, warm = make()
+    monkeypatch.setattr("memo._batch._KNOWN_MAX", 50)
+    calls: list[tuple[list[Any], dict[str, Any]]] = [
+        ([1, 2, 3], {}),
+        ([3, 4, 1], {}),  # some remembered, some not
+        ([1, 2], {"scale": 2.0}),  # other arguments: other keys
+        (["1", "2"], {}),
+        ([1, "1", 2.5], {}),  # mixed types: each keyed by its exact type
+        ([True, False], {}),
+        ([1.0, 2.0], {}),
+        (list(range(40)), {}),
+        (list(range(30, 80)), {}),  # more than the memory holds: forgotten, then remembered again
+        ([1, 2, 3], {}),
+    ]
+    seen: dict[str, Any] = {}
+    for ids, kwargs in calls * 2:
+        fresh = make()[1].key_for(ids, **kwargs)
+        assert warm.key_for(ids, **kwargs) == fresh
+        for item, key in zip(ids, fresh, strict=True):
+            assert seen.setdefault(key, (type(item), item, kwargs)) == (type(item), item, kwargs)
+    batch = warm._self_batch
+    assert 0 < batch._known_count <= 50 + 50 and len(batch._known) > 0
+    warm_cache.clear("r")  # a new generation: new keys
+    assert set(warm.key_for([1, 2, 3])).isdisjoint(seen)

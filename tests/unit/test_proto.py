@@ -137,7 +137,7 @@ CASES: list[tuple[str, Callable[[], ops.Request], bytes, Any]] = [
         "meta get_or_lease_many",
         lambda: ops.get_or_lease_many([b"a", b"b", b"c", b"d"], 5, SID, True),
         b"VA 2 c7\r\nhi\r\nVA 0 c8 W\r\n\r\nVA 0 c9 Z\r\n\r\nVA 4 c3\r\n\r\nx\r\r\n",
-        {b"a": b"hi", b"b": Won(8), b"c": NATIVE_LEASE, b"d": b"\r\nx\r"},
+        [b"hi", Won(8), NATIVE_LEASE, b"\r\nx\r"],
     ),
     (
         "classic get_or_lease_many",
@@ -145,13 +145,13 @@ CASES: list[tuple[str, Callable[[], ops.Request], bytes, Any]] = [
         b"STORED\r\nNOT_STORED\r\nNOT_STORED\r\nSTORED\r\n"
         b"VALUE a 0 %d 11\r\n%b\r\nVALUE b 0 2 12\r\nhi\r\nVALUE c 0 %d 13\r\n%b\r\nEND\r\n"
         % (len(NATIVE_LEASE), NATIVE_LEASE, len(NATIVE_LEASE), NATIVE_LEASE),
-        {b"a": Won(11), b"b": b"hi", b"c": NATIVE_LEASE, b"d": None},  # d went between add and gets
+        [Won(11), b"hi", NATIVE_LEASE, None],  # d went between add and gets
     ),
     (
         "get_or_lease_many without a lease",
         lambda: ops.get_or_lease_many([b"a", b"b"], 0, SID, True),
         b"VALUE b 0 1\r\nv\r\nEND\r\n",
-        {b"a": None, b"b": b"v"},
+        [None, b"v"],
     ),
     (
         "meta lease_many",
@@ -304,19 +304,19 @@ def test_more_replies_than_requests() -> None:
 def test_leased_reads_tell_the_lease_won_from_a_value() -> None:
     request = ops.get_or_lease_many([b"a", b"b"], 5, SID, True)
     got = request.finish(collect(request.plan, b"VA 0 c8 W\r\n\r\nVA 0 c9 Z\r\n\r\n"), SID)
-    assert type(got[b"a"]) is Won and got[b"a"].unique == 8 and type(got[b"b"]) is bytes
+    assert type(got[0]) is Won and got[0].unique == 8 and type(got[1]) is bytes
     # The flags come back in the order asked (`c` first); in another order the cas is still found.
     assert ops.leased_value(b"", [b"W", b"c12"]).unique == 12  # type: ignore[attr-defined]
     request = ops.get_or_lease_many([b"a"], 5, SID, False)
     reply = b"STORED\r\nVALUE a 0 %d 11\r\n%b\r\nEND\r\n" % (len(NATIVE_LEASE), NATIVE_LEASE)
     got = request.finish(collect(request.plan, reply), SID)
-    assert type(got[b"a"]) is Won and got[b"a"].unique == 11
+    assert type(got[0]) is Won and got[0].unique == 11
     # The add stored nothing, yet a placeholder is there: another caller's lease, not this one's.
     reply = b"NOT_STORED\r\nVALUE a 0 %d 11\r\n%b\r\nEND\r\n" % (len(NATIVE_LEASE), NATIVE_LEASE)
     got = ops.get_or_lease_many([b"a"], 5, SID, False).finish(
         collect(ops.get_or_lease_many([b"a"], 5, SID, False).plan, reply), SID
     )
-    assert type(got[b"a"]) is bytes and got[b"a"] == NATIVE_LEASE
+    assert type(got[0]) is bytes and got[0] == NATIVE_LEASE
 
 
 @pytest.mark.parametrize(
@@ -344,14 +344,16 @@ def test_whole_replies_are_cut_in_one_pass_only_when_plainly_whole() -> None:
         b"",
     ):
         assert p.whole_get(doubtful, {b"a", b"b"}) is None, doubtful
-    assert p.whole_values(b"VA 1 c1\r\n1\r\nVA 0 c2 W\r\n\r\n", 2) == [(b"1", [b"c1"]), (b"", [b"c2", b"W"])]
+    answers = ops._whole_answers(b"VA 1 c1\r\n1\r\nVA 0 c2 W\r\n\r\n", 2)
+    assert answers == [b"1", NATIVE_LEASE] and type(answers[1]) is Won  # type: ignore[index]
     for doubtful in (
         b"VA 1 c1\r\n1\r\n",
-        b"VA 2 c1\r\n1\r\n\r\nVA 0\r\n\r\n",
+        b"VA 2 c1\r\n1\r\n\r\nVA 0 c3\r\n\r\n",  # CRLF in a value
+        b"VA 1 c1\r\n1\r\nVA 0\r\n\r\n",  # no cas
         b"EN\r\nEN\r\n",
-        b"VA x\r\n\r\n",
+        b"VA x c1\r\n\r\nVA 0 c2\r\n\r\n",
     ):
-        assert p.whole_values(doubtful, 2) is None, doubtful
+        assert ops._whole_answers(doubtful, 2) is None, doubtful
     for lines, plain in ((b"STORED\r\nEXISTS\r\n", True), (b"STORED\r\nSERVER_ERROR x\r\n", False)):
         reader = p.Reader()
         reader.feed(lines)
