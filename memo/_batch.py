@@ -385,6 +385,20 @@ class Batch:
             self._failed_quietly(exc)
             return None
 
+    def encode_all(self, values: list[Any]) -> list[bytes | None]:
+        """`encode` of each value; the usual ones (plain JSON, a ttl) all at once (`Codec.encode_many`)."""
+        ttl_ms = self._ttl_ms
+        kept = [i for i, value in enumerate(values) if value is not _ABSENT or self.cache_absent]
+        if ttl_ms is not None and kept:
+            boxes = [[] if values[i] is _ABSENT else [values[i]] for i in kept]
+            datas = self.codec.encode_many(boxes, int(_clock.time() * 1000.0 + ttl_ms))
+            if datas is not None:
+                out: list[bytes | None] = [None] * len(values)
+                for i, data in zip(kept, datas, strict=True):
+                    out[i] = data
+                return out
+        return [self.encode(value) for value in values]
+
     def _failed_quietly(self, exc: Exception) -> None:
         import logging
 
@@ -429,11 +443,10 @@ class Batch:
         items = {key: keys[key] for key in missing}
         computed = yield ("compute", (compute, list(items.values())))
         values = self._results(computed, list(items.values()))
-        writes = []
-        for key, item in items.items():
-            data = self.encode(values.get(item, _ABSENT))
-            if data is not None:
-                writes.append((key, data, self._hard_ttl))
+        datas = self.encode_all([values.get(item, _ABSENT) for item in items.values()])
+        writes = [
+            (key, data, self._hard_ttl) for key, data in zip(items, datas, strict=True) if data is not None
+        ]
         if writes and self._current(cache, gen):
             try:
                 refused = yield ("set_many", (writes,))
@@ -563,8 +576,8 @@ class Batch:
         release: list[str] = []
         current = self._current(cache, gen)
         limit = cache.backend.max_value_size
-        for key in held:
-            data = self.encode(values.get(keys[key], _ABSENT))
+        datas = self.encode_all([values.get(keys[key], _ABSENT) for key in held])
+        for key, data in zip(held, datas, strict=True):
             if data is None or not current:
                 release.append(key)
             elif len(data) > limit:

@@ -71,7 +71,7 @@ def cas_many_request(
     entries: list[tuple[str, bytes, bytes, int, int]], server_id: str, meta: bool
 ) -> Request:
     """Pipeline a `cas` for each (key, key bytes, value, exptime, unique); the keys not stored."""
-    data = b"".join(p.cas(kb, value, exp, unique) for _, kb, value, exp, unique in entries)
+    data = b"".join([p.cas(kb, value, exp, unique) for _, kb, value, exp, unique in entries])
 
     def done(lines: list[bytes], server_id: str) -> list[str]:
         return [key for (key, _, _, _, _), line in zip(entries, lines, strict=True) if line != b"STORED"]
@@ -97,15 +97,8 @@ class ManyLeases(Core):
         return groups
 
     def _cas_groups(self, items: Sequence[CasItem], not_stored: list[str]) -> dict[Any, list[CasEntry]]:
-        # Grouped like writes (oversize values are refused here); the unique rides along by key.
-        uniques = {key: unique for key, _, _, unique in items}
-        groups = group_items(
-            self._topology, [(k, v, t) for k, v, t, _ in items], self.max_value_size, not_stored
-        )
-        return {
-            server: [(k, kb, v, exp, uniques[k]) for k, kb, v, exp in entries]
-            for server, entries in groups.items()
-        }
+        # Grouped like writes (oversize values are refused here), the unique last.
+        return group_items(self._topology, items, self.max_value_size, not_stored)
 
     def lease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
         groups = self._lease_groups(items)

@@ -207,12 +207,18 @@ def _whole_answers(buf: bytes, count: int) -> list[bytes] | None:
     parts = buf.split(b"\r\n")
     if len(parts) != 2 * count + 1 or parts[-1]:
         return None
-    answers = []
+    answers: list[bytes] = []
     for header, data in zip(parts[0:-1:2], parts[1::2], strict=True):
         tokens = header.split(b" ")
-        if tokens[0] != b"VA" or len(tokens) < 3 or not tokens[1].isdigit() or len(data) != int(tokens[1]):
+        n = len(tokens)
+        if n < 3 or tokens[0] != b"VA" or not tokens[1].isdigit() or len(data) != int(tokens[1]):
             return None
-        answers.append(data if len(tokens) == 3 else leased_value(data, tokens[2:]))  # 3: `c<cas>` alone
+        if n == 3:  # `c<cas>` alone: a value
+            answers.append(data)
+        elif n == 4 and tokens[3] == b"W" and tokens[2][:1] == b"c" and tokens[2][1:].isdigit():
+            answers.append(Won(int(tokens[2][1:])))  # the usual miss: this caller took the lease
+        else:
+            answers.append(leased_value(data, tokens[2:]))
     return answers
 
 

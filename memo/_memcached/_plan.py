@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._backend import PartialFailure, SetItem
+from .._backend import CasItem, PartialFailure, SetItem
 from .._errors import BackendError
 from ._server import Server
 from ._topology import Topology
@@ -68,16 +68,21 @@ def group_keys(topology: Topology, keys: Iterable[str]) -> KeyGroups:
 
 
 def group_items(
-    topology: Topology, items: Iterable[SetItem], limit: int, not_stored: list[str]
-) -> WriteGroups:
-    """Group writes by server; values above `limit` bytes are listed in `not_stored` instead."""
-    groups: WriteGroups = {}
+    topology: Topology, items: Iterable[SetItem] | Iterable[CasItem], limit: int, not_stored: list[str]
+) -> dict[Server, list[Any]]:
+    """Group writes by server; values above `limit` bytes are listed in `not_stored` instead.
+
+    Each item, `(key, value, ttl)` (`SetItem`) or `(key, value, ttl, unique)` (`CasItem`),
+    becomes `(key, key bytes, value, exptime)`, with the unique last if it had one.
+    """
+    groups: dict[Server, list[Any]] = {}
     servers = topology.servers
     single = servers[0] if len(servers) == 1 else None
     index = topology.index
-    items = list(items)
+    listed: list[Any] = list(items)
     exptimes: dict[Any, int] = {}  # a batch's items mostly share one ttl
-    for (key, value, ttl), kb in zip(items, keys_bytes([item[0] for item in items]), strict=True):
+    for item, kb in zip(listed, keys_bytes([item[0] for item in listed]), strict=True):
+        key, value, ttl = item[0], item[1], item[2]
         if len(value) > limit:
             not_stored.append(key)
             continue
@@ -87,7 +92,7 @@ def group_items(
         exp = exptimes.get(ttl)
         if exp is None:
             exp = exptimes[ttl] = expiry(ttl)
-        entry = (key, kb, value, exp)
+        entry = (key, kb, value, exp) if len(item) == 3 else (key, kb, value, exp, item[3])
         group = groups.get(server)
         if group is None:
             groups[server] = [entry]
@@ -104,10 +109,9 @@ def merge_found(groups: KeyGroups, outcomes: Sequence[Any]) -> tuple[dict[str, b
         if isinstance(outcome, BaseException):
             errors.append(outcome)
             continue
-        for key, kb in pairs:
-            value = outcome.get(kb)
-            if value is not None:
-                found[key] = value
+        # A reply holds only keys asked for (`Fetch`, `whole_get`): looked up all at once.
+        key_of = {kb: key for key, kb in pairs}
+        found.update(zip(map(key_of.__getitem__, outcome), outcome.values(), strict=True))
     return found, errors
 
 

@@ -472,3 +472,26 @@ def test_remembered_item_keys_are_the_keys_of_each_call(monkeypatch: pytest.Monk
     assert 0 < batch._known_count <= 50 + 50 and len(batch._known) > 0
     warm_cache.clear("r")  # a new generation: new keys
     assert set(warm.key_for([1, 2, 3])).isdisjoint(seen)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {1: {"a": [1, 2.5]}, 2: None, 3: "x"},  # all plain JSON: encoded all at once
+        {1: {"a": [1, 2.5]}, 2: (1, 2), 3: {1, 2}, 4: 2.5},  # some not: each on its own
+    ],
+    ids=["plain", "mixed"],
+)
+def test_stored_items_come_back_with_their_exact_types(cache: memo.Cache, values: dict[int, Any]) -> None:
+    calls: list[list[int]] = []
+
+    @cache.cached_many(ns="t", ttl=60, each="ids")
+    def get(ids: list[int]) -> dict[int, Any]:
+        calls.append(list(ids))
+        return {i: values[i] for i in ids}
+
+    assert get(list(values)) == values
+    again = get(list(values))
+    assert again == values and calls == [list(values)]
+    assert [type(v) for v in again.values()] == [type(v) for v in values.values()]
+    assert get.cache_info()["sets"] == len(values)
