@@ -57,7 +57,10 @@ def keys_bytes(keys: Sequence[str]) -> list[bytes]:
     exactly as many keys, each 1-250 bytes: then no key held a space or anything else
     `key_bytes` refuses. Any doubt goes key by key, which raises for the bad key.
     """
-    joined = " ".join(keys)
+    try:
+        joined = " ".join(keys)
+    except TypeError:  # not all str: `key_bytes` says which, as it would have
+        joined = "\x00"
     if joined.isascii():
         encoded = joined.encode("ascii")
         if not encoded.translate(None, _KEY_BYTES_AND_SPACE):

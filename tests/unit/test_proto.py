@@ -368,6 +368,9 @@ def test_keys_are_checked_all_at_once_as_one_by_one() -> None:
     for bad in ("a b", "", "k" * 251, "a\x01", "caf\u00e9", "a\x7f", "a\r\nb", "a\tb"):
         with pytest.raises(ValueError, match="invalid memcached key"):
             keys_bytes(["good", bad, "good2"])
+    # Not a str at all: the error `key_bytes` gives for it.
+    with pytest.raises(AttributeError):
+        keys_bytes(["good", b"bytes"])  # type: ignore[list-item]
 
 
 def test_lean_hit_paths() -> None:
