@@ -5,8 +5,10 @@ Group `batch-100-10-missing`: each round first invalidates 10 of the 100 items
 call: one pymemcache `get_many` of 100 keys plus one `set_many` of 10 values, on
 the same server, nothing decoded or encoded. The memo cases add the keys, the
 decoding of 90 values, one call of the function, the encoding of 10, and with
-leases (the default) one `lease_many` round trip; leases off stores with a
-plain `set_many`. Every case checks its returned values in an untimed call first.
+leases (the default) one round trip that takes the 10 leases (`get_or_lease_many`:
+`mg <key> v c N<ttl>` on a meta server) and stores with `cas` against them; leases
+off stores with a plain `set_many`. Every case checks its returned values in an
+untimed call first.
 """
 
 from __future__ import annotations

@@ -157,6 +157,23 @@ class Backend(abc.ABC):
         """
         raise _lacks(self, Capability.LEASED_READS, "get_or_lease")
 
+    def get_or_lease_many(self, keys: Sequence[str], lease_ttl: float) -> dict[str, bytes | None]:
+        """`get_or_lease` of several keys: `{key: its answer}`. (`Capability.LEASED_READS`)
+
+        Keys of a server that failed are left out; raises the first error when all
+        failed, `PartialFailure` (its `result` the dict) when some did. Backends that
+        can should send one round trip per server (memcached pipelines `mg … N`).
+        """
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for key in keys:
+            try:
+                found[key] = self.get_or_lease(key, lease_ttl)
+            except BackendError as exc:
+                errors.append(exc)
+        _finish_many("get_or_lease_many", found, errors, len(keys))
+        return found
+
     def lease(self, key: str, marker: bytes, ttl: float | None) -> tuple[bool, tuple[bytes, int] | None]:
         """`add` the marker under `key`, then `gets` it: `(added, what is stored now)`.
 
@@ -290,6 +307,18 @@ class Backend(abc.ABC):
     async def aget_or_lease(self, key: str, lease_ttl: float) -> bytes | None:
         """Async `get_or_lease`."""
         raise _lacks(self, Capability.LEASED_READS, "aget_or_lease")
+
+    async def aget_or_lease_many(self, keys: Sequence[str], lease_ttl: float) -> dict[str, bytes | None]:
+        """Async `get_or_lease_many`."""
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for key in keys:
+            try:
+                found[key] = await self.aget_or_lease(key, lease_ttl)
+            except BackendError as exc:
+                errors.append(exc)
+        _finish_many("get_or_lease_many", found, errors, len(keys))
+        return found
 
     async def alease(
         self, key: str, marker: bytes, ttl: float | None

@@ -56,7 +56,9 @@ from ._codec import (
     Codec,
     DecodeError,
     TypeRegistry,
+    Won,
     expires_ms,
+    is_lease,
     is_placeholder,
 )
 from ._drive import Op, Steps, run_async, run_sync
@@ -75,6 +77,8 @@ P = ParamSpec("P")
 K = TypeVar("K")
 V = TypeVar("V")
 _loads = orjson.loads
+#: The greatest 11 bytes a plain entry with an exact expiry can start with.
+_PLAIN_EXPIRES_LAST = PLAIN_EXPIRES_HEADER + b"\xff" * 8
 _ABSENT: Any = object()
 #: Item digests remembered per function before the memory is dropped and rebuilt.
 _KNOWN_MAX = 10_000
@@ -243,8 +247,10 @@ class Batch:
         self.codec = Codec(registry)
         self.scope = scope_of(ns, self.keys.function_id)
         self._bound: Cache | None = None
-        #: Digests of recent int and str items (`KeyMaker.each_digests`), at most `_KNOWN_MAX`.
+        #: Keys (digests in mixed lists) of recent int and str items, at most _KNOWN_MAX: `item_keys`.
+        self._known_keys: dict[tuple[str, bytes, type], dict[Any, str]] = {}
         self._known: dict[Any, str] = {}
+        self._known_count = 0
 
     def bound_cache(self) -> Cache:
         cache = self.cache or self.default_cache()
@@ -277,13 +283,42 @@ class Batch:
         return bound, list(dict.fromkeys(items))
 
     def item_keys(self, gen: str, bound: inspect.BoundArguments, items: list[Any]) -> dict[str, Any]:
-        """`{key: item}` for the items of a bound call."""
-        known = self._known
-        if len(known) > _KNOWN_MAX:
-            known.clear()
-        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items, known)
+        """`{key: item}` for the items of a bound call.
+
+        The usual call (items all ints or all strs, many of them seen before) finds its
+        keys remembered, looked up all at once: a hundred items cost about a third of
+        hashing each, or of even remembering each one's digest.
+        """
         static = f"{self._static}{gen}:"
+        kinds = set(map(type, items))
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is int or kind is str:
+            context = self.keys.each_context(bound.args, bound.kwargs, self.each)
+            known = self._known_keys.get((static, context, kind))
+            if known is None or self._known_count > _KNOWN_MAX:
+                known = self._remember_keys(static, context, kind)
+            try:
+                keys = list(map(known.__getitem__, items))
+            except KeyError:
+                new = [item for item in items if item not in known]
+                digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, new)
+                known.update(zip(new, [static + digest for digest in digests], strict=True))
+                self._known_count += len(new)
+                keys = list(map(known.__getitem__, items))
+            return dict(zip(keys, items, strict=True))
+        if len(self._known) > _KNOWN_MAX:
+            self._known.clear()
+        digests = self.keys.each_digests(bound.args, bound.kwargs, self.each, items, self._known)
         return {static + digest: item for digest, item in zip(digests, items, strict=True)}
+
+    def _remember_keys(self, static: str, context: bytes, kind: type) -> dict[Any, str]:
+        """A new memory of item keys for these arguments (all of them forgotten when full)."""
+        if self._known_count > _KNOWN_MAX:
+            self._known_keys.clear()
+            self._known_count = 0
+        known: dict[Any, str] = {}
+        self._known_keys[(static, context, kind)] = known
+        return known
 
     def read(self, raw: bytes | None) -> list[Any] | None:
         """A stored entry: `[value]`, `[_ABSENT]` (cached as absent), or None (a miss)."""
@@ -311,13 +346,15 @@ class Batch:
         own: bodies joined into one JSON array would let a corrupt body shift
         its neighbours' values.
         """
-        # Big-endian milliseconds compare as bytes: expiry > floor(now) iff expiry > now.
-        now = int(_clock.time() * 1000.0).to_bytes(8, "big")
-        # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec.
-        get, header, loads, read = raws.get, PLAIN_EXPIRES_HEADER, _loads, self.read
+        # Header bytes 0:3, expiry 3:11, body from 11: the layout in memo._codec. Big-endian
+        # milliseconds compare as bytes (expiry > floor(now) iff expiry > now), so one
+        # comparison of the first 11 bytes says both: the header is the plain one, and
+        # the expiry is still ahead.
+        now = PLAIN_EXPIRES_HEADER + int(_clock.time() * 1000.0).to_bytes(8, "big")
+        get, last, loads, read = raws.get, _PLAIN_EXPIRES_LAST, _loads, self.read
         for key, item in keys.items():
             raw = get(key)
-            if raw is not None and raw[:3] == header and raw[3:11] > now and raw[-1:] == b"\n":
+            if raw is not None and now < raw[:11] <= last and raw[-1:] == b"\n":
                 try:
                     box = loads(raw[11:])
                 except ValueError:
@@ -347,6 +384,20 @@ class Batch:
                 raise
             self._failed_quietly(exc)
             return None
+
+    def encode_all(self, values: list[Any]) -> list[bytes | None]:
+        """`encode` of each value; the usual ones (plain JSON, a ttl) all at once (`Codec.encode_many`)."""
+        ttl_ms = self._ttl_ms
+        kept = [i for i, value in enumerate(values) if value is not _ABSENT or self.cache_absent]
+        if ttl_ms is not None and kept:
+            boxes = [[] if values[i] is _ABSENT else [values[i]] for i in kept]
+            datas = self.codec.encode_many(boxes, int(_clock.time() * 1000.0 + ttl_ms))
+            if datas is not None:
+                out: list[bytes | None] = [None] * len(values)
+                for i, data in zip(kept, datas, strict=True):
+                    out[i] = data
+                return out
+        return [self.encode(value) for value in values]
 
     def _failed_quietly(self, exc: Exception) -> None:
         import logging
@@ -392,11 +443,10 @@ class Batch:
         items = {key: keys[key] for key in missing}
         computed = yield ("compute", (compute, list(items.values())))
         values = self._results(computed, list(items.values()))
-        writes = []
-        for key, item in items.items():
-            data = self.encode(values.get(item, _ABSENT))
-            if data is not None:
-                writes.append((key, data, self._hard_ttl))
+        datas = self.encode_all([values.get(item, _ABSENT) for item in items.values()])
+        writes = [
+            (key, data, self._hard_ttl) for key, data in zip(items, datas, strict=True) if data is not None
+        ]
         if writes and self._current(cache, gen):
             try:
                 refused = yield ("set_many", (writes,))
@@ -411,24 +461,28 @@ class Batch:
         self, cache: Cache, gen: str, keys: dict[str, Any], missing: dict[str, bytes | None], compute: Any
     ) -> Steps[dict[Any, Any]]:
         """Take the leases, compute what this caller holds, then wait for the others'."""
-        found: dict[str, list[Any]] = {key: [] for key in missing}
-        usable = {key: partial(self._usable, found[key], missing[key]) for key in missing}
-        outcomes = yield from together(
-            {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in missing}
-        )
         values: dict[Any, Any] = {}
         mine: dict[str, int | None] = {}  # key -> lease unique (None: compute, do not store)
         held: list[str] = []
-        for key, outcome in outcomes.items():
-            if isinstance(outcome, leases.Acquired):
-                mine[key] = outcome.unique
-            elif isinstance(outcome, leases.Found):
-                values[keys[key]] = found[key][-1]
-            elif isinstance(outcome, BackendError):
-                self._failed(cache, "taking a lease", outcome)
-                mine[key] = None
-            else:
-                held.append(key)
+        rest = list(missing)
+        if cache.leased_reads:
+            rest = yield from self._leased_reads(cache, keys, missing, values, mine, held)
+        found: dict[str, list[Any]] = {key: [] for key in (*rest, *held)}
+        usable = {key: partial(self._usable, found[key], missing[key]) for key in found}
+        if rest:
+            outcomes = yield from together(
+                {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in rest}
+            )
+            for key, outcome in outcomes.items():
+                if isinstance(outcome, leases.Acquired):
+                    mine[key] = outcome.unique
+                elif isinstance(outcome, leases.Found):
+                    values[keys[key]] = found[key][-1]
+                elif isinstance(outcome, BackendError):
+                    self._failed(cache, "taking a lease", outcome)
+                    mine[key] = None
+                else:
+                    held.append(key)
         if mine:
             values.update((yield from self._compute_and_store(cache, gen, keys, mine, compute)))
         if held:
@@ -451,6 +505,51 @@ class Batch:
                 values.update((yield from self._compute_and_store(cache, gen, keys, late, compute)))
         return values
 
+    def _leased_reads(
+        self,
+        cache: Cache,
+        keys: dict[str, Any],
+        missing: dict[str, bytes | None],
+        values: dict[Any, Any],
+        mine: dict[str, int | None],
+        held: list[str],
+    ) -> Steps[list[str]]:
+        """Read the missing items again, taking the lease of each still missing in that read.
+
+        One round trip per server (`Backend.get_or_lease_many`: meta `mg <key> v c N<ttl>`)
+        instead of an `add` and a `gets` per key. Sorts each key into `mine` (leased, or its
+        server failed: compute, do not store), `held` (another caller's lease) or `values`
+        (filled meanwhile); returns the keys left to lease with `acquire`: those of a server
+        that speaks only the classic commands, and entries that are not usable (replaced
+        under a lease of this caller's).
+        """
+        error: BackendError | None = None
+        try:
+            got: dict[str, bytes | None] = yield ("get_or_lease_many", (list(missing), self._lease_ttl))
+        except PartialFailure as exc:
+            got, error = exc.result, cast(BackendError, exc.errors[0])
+        except BackendError as exc:
+            got, error = {}, exc
+        rest: list[str] = []
+        for key, bad in missing.items():
+            raw = got.get(key, _ABSENT)
+            if type(raw) is Won:
+                mine[key] = raw.unique
+            elif raw is _ABSENT:
+                self._failed(cache, "taking a lease", cast(BackendError, error))
+                mine[key] = None
+            elif raw is None:
+                rest.append(key)
+            elif is_lease(raw):
+                held.append(key)
+            else:
+                box = None if raw == bad else self.read(raw)
+                if box is None:
+                    rest.append(key)
+                else:
+                    values[keys[key]] = box[0]
+        return rest
+
     def _usable(self, found: list[Any], bad: bytes | None, raw: bytes) -> bool:
         if raw == bad:
             return False
@@ -471,33 +570,44 @@ class Batch:
             values = self._results(computed, items)
         except BaseException:
             # Release the leases, so that others compute now instead of waiting for nothing.
-            with contextlib.suppress(BackendError):
-                yield from together({key: leases.invalidate(key) for key in held})
+            yield from _release(held)
             raise
-        stores: dict[str, Steps[bool | None]] = {}
+        stores: list[tuple[str, bytes, float | None, int]] = []
         release: list[str] = []
         current = self._current(cache, gen)
-        for key in held:
-            data = self.encode(values.get(keys[key], _ABSENT))
+        limit = cache.backend.max_value_size
+        datas = self.encode_all([values.get(keys[key], _ABSENT) for key in held])
+        for key, data in zip(held, datas, strict=True):
             if data is None or not current:
                 release.append(key)
-            elif len(data) > cache.backend.max_value_size:
+            elif len(data) > limit:
                 self._stats.not_stored += 1
                 release.append(key)
             else:
-                stores[key] = leases.store(key, data, self._hard_ttl, cast(int, mine[key]))
+                stores.append((key, data, self._hard_ttl, cast(int, mine[key])))
         if not current and held:
             self._stats.lease_lost += len(held)
-        stored = yield from together({**stores, **{key: leases.invalidate(key) for key in release}})
-        for key in stores:
-            outcome = stored[key]
-            if outcome is True:
-                self._stats.sets += 1
-            elif outcome is False:
-                self._stats.lease_lost += 1
-            else:
-                self._failed(cache, "a write", outcome)
+        if stores:
+            yield from self._store_all(cache, stores)
+        yield from _release(release)
         return values
+
+    def _store_all(self, cache: Cache, stores: list[tuple[str, bytes, float | None, int]]) -> Steps[None]:
+        """Store each value with `cas` against its lease (one round trip per server); count the outcomes.
+
+        A store refused (the key changed or went: an invalidate, a clear) is a lost lease.
+        """
+        try:
+            refused = set((yield ("cas_many", (stores,))))
+        except PartialFailure as exc:
+            refused = set(exc.result)  # the keys of a failed server too: not stored, as a lost lease
+        except BackendError as exc:
+            for _ in stores:
+                self._failed(cache, "a write", exc)
+            return
+        lost = sum(1 for key, _, _, _ in stores if key in refused)
+        self._stats.sets += len(stores) - lost
+        self._stats.lease_lost += lost
 
     def _results(self, computed: Any, items: list[Any]) -> dict[Any, Any]:
         """The function's answer for `items`: `{item: value or _ABSENT}`; a non-mapping is a TypeError."""
@@ -589,14 +699,17 @@ def _with_items(
     return wrapped(*call.args, **call.kwargs)
 
 
+def _release(keys: list[str]) -> Steps[None]:
+    """Give back the leases of `keys` this caller holds (delete them), or nothing when it fails."""
+    if keys:
+        with contextlib.suppress(BackendError):
+            yield ("delete_many", (keys,))
+
+
 def _ordered(values: dict[Any, Any], items: list[Any]) -> dict[Any, Any]:
     """`{item: value}` in the order asked, without the items that have no value."""
-    out = {}
-    for item in items:
-        value = values.get(item, _ABSENT)
-        if value is not _ABSENT:
-            out[item] = value
-    return out
+    get = values.get
+    return {item: value for item in items if (value := get(item, _ABSENT)) is not _ABSENT}
 
 
 # -- the decorated function ---------------------------------------------------------------

@@ -240,6 +240,27 @@ class Codec:
             return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body
         return (PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
 
+    def encode_many(self, values: list[Any], expires_ms: int) -> list[bytes] | None:
+        """`encode` of each value, all with the same exact expiry, when every one is plain JSON
+        (a batch's usual values) and none is long enough to compress; else None (encode them
+        one by one).
+
+        `_plain_body`'s checks, each run once for the whole list: exact built-in types
+        (`marshal` of the list accepts it iff it accepts every element), and the bodies
+        decoded together equal to the values (list equality is element by element).
+        """
+        threshold = self.compress_threshold
+        try:
+            bodies = [orjson.dumps(value, default=_refuse, option=_PLAIN_OPTIONS) for value in values]
+            _exact_types(values, 2)
+            same = orjson.loads(b"[" + b",".join(bodies) + b"]") == values
+        except Exception:  # TypeError, ValueError; or a value whose __eq__ raises: not plain
+            return None
+        if not same or (threshold is not None and max(map(len, bodies), default=0) > threshold):
+            return None
+        head = PLAIN_EXPIRES_HEADER + expires_ms.to_bytes(8, "big")
+        return [head + body for body in bodies]
+
     def decode(self, data: bytes) -> Any:
         """Return the value `data` holds.
 

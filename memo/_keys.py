@@ -245,13 +245,7 @@ class KeyMaker:
         arguments, exact type, item), so hot items are not hashed again; the
         caller bounds its size.
         """
-        values = list(self._binder.bind(args, kwargs))
-        at = self._names.index(name)
-        values[at] = None  # the items' slot: filled in for each item below
-        try:
-            fixed = [v if type(v) in _PLAIN else canonical(v) for v in values]
-        except (Unkeyable, RecursionError):
-            raise self._refusal(self._names, tuple(values)) from None
+        values, at, fixed = self._each_fixed(args, kwargs, name)
         base, dumps, plain = self._base, orjson.dumps, _PLAIN
         out: list[str] = []
         context = dumps(fixed) if known is not None else b""
@@ -278,6 +272,27 @@ class KeyMaker:
                 known[(context, kind, item)] = digest
             out.append(digest)
         return out
+
+    def each_context(self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> bytes:
+        """The other arguments of a call as `each_digests` keys them (`name`'s slot empty).
+
+        Two calls with the same context give each item the same digest: what a caller
+        may remember item keys by.
+        """
+        return orjson.dumps(self._each_fixed(args, kwargs, name)[2])
+
+    def _each_fixed(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str
+    ) -> tuple[list[Any], int, list[Any]]:
+        """The bound values, the index of `name`, and the values made canonical with that slot None."""
+        values = list(self._binder.bind(args, kwargs))
+        at = self._names.index(name)
+        values[at] = None  # the items' slot: filled in for each item
+        try:
+            fixed = [v if type(v) in _PLAIN else canonical(v) for v in values]
+        except (Unkeyable, RecursionError):
+            raise self._refusal(self._names, tuple(values)) from None
+        return values, at, fixed
 
     @staticmethod
     def _refusal(names: tuple[str, ...], values: tuple[Any, ...]) -> Exception:

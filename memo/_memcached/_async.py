@@ -255,7 +255,7 @@ class AsyncOps(Core):
                     server.failed()
                 if lease_ttl and conn.meta and server.start_drop():
                     # The server may have granted the lease in a reply nobody will read.
-                    self._adrop_native_lease(server, kb, loop)
+                    self._adrop_native_lease(server, [kb], loop)
                 raise
         finally:
             slots.gets_in_flight -= 1
@@ -278,14 +278,15 @@ class AsyncOps(Core):
             await conn.request(request.data, request.plan, timeout=self._timeout), server.id
         )
 
-    def _adrop_native_lease(self, server: Server, kb: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        """Delete the lease placeholder under `kb` in the background, if there is one (see the sync side)."""
+    def _adrop_native_lease(self, server: Server, kbs: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        """Delete the lease placeholders under `kbs` in the background, if there are (see the sync side)."""
 
         async def drop() -> None:
             with contextlib.suppress(Exception):
-                got = await self._request(server, ops.gets, kb)
-                if got is not None and got[0] == NATIVE_LEASE:
-                    await self._request(server, ops.delete_if, kb, got[1])
+                for kb in kbs:
+                    got = await self._request(server, ops.gets, kb)
+                    if got is not None and got[0] == NATIVE_LEASE:
+                        await self._request(server, ops.delete_if, kb, got[1])
 
         def done(task: asyncio.Task[None]) -> None:  # also for a task cancelled before it ran
             server.end_drop()
@@ -393,6 +394,39 @@ class AsyncOps(Core):
         errors += chunk_errors
         finish("get_many", found, errors, len(groups) + len(chunk_errors))
         return found
+
+    async def aget_or_lease_many(self, keys: Sequence[str], lease_ttl: float) -> dict[str, bytes | None]:
+        """Async `get_or_lease_many`: the servers' round trips run concurrently."""
+        groups = group_keys(self._topology, keys)
+        if not groups:
+            return {}
+        seconds = ops.lease_seconds(lease_ttl) if lease_ttl else 0
+        outcomes = await run_groups(
+            [
+                self._aleased_reads(server, [kb for _, kb in pairs], seconds)
+                for server, pairs in groups.items()
+            ]
+        )
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for pairs, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                errors.append(outcome)
+                continue
+            found.update(zip([key for key, _ in pairs], outcome, strict=True))
+        finish("get_or_lease_many", found, errors, len(groups))
+        return found
+
+    async def _aleased_reads(self, server: Server, kbs: list[bytes], seconds: int) -> list[bytes | None]:
+        leasing = ops.LeasedReads(kbs, seconds)
+        try:
+            got: list[bytes | None] = await self._request(server, leasing.request)
+        except BaseException:
+            if leasing.sent and server.start_drop():
+                # The server may have granted leases in a reply nobody will read.
+                self._adrop_native_lease(server, kbs, _get_running_loop())
+            raise
+        return got
 
     async def _astore(self, verb: bytes, key: str, value: bytes, ttl: float | None) -> bool:
         kb = key_bytes(key)

@@ -375,9 +375,13 @@ class GutterBackend(MemcachedBackend):
         return added, self._tagged(found)
 
     async def alease_many(self, items: Sequence[SetItem]) -> dict[str, LeaseResult]:
-        return await super().alease_many(items)  # key by key already (`alease`)
+        if any_down(self._topology):
+            return await Backend.alease_many(self, items)  # key by key, each routed like `alease`
+        return await super().alease_many(items)
 
     async def acas_many(self, items: Sequence[CasItem]) -> list[str]:
+        if any_down(self._topology) or any(item[3] >= GUTTER_UNIQUE for item in items):
+            return await Backend.acas_many(self, items)
         return await super().acas_many(items)
 
     async def aclose(self) -> None:

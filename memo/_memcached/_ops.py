@@ -19,6 +19,7 @@ from . import _proto as p
 from ._wire import ServerError
 
 __all__ = [
+    "LeasedReads",
     "Request",
     "add_or_append",
     "cas",
@@ -28,8 +29,10 @@ __all__ = [
     "get_many",
     "get_one",
     "get_or_lease",
+    "get_or_lease_many",
     "lease_seconds",
     "leased_value",
+    "meta_lease",
     "meta_value",
     "one_meta",
     "set_one",
@@ -108,7 +111,8 @@ def leased_value(data: bytes, flags: list[bytes]) -> bytes:
     if len(flags) == 1:
         return data  # `c<cas>` alone: a plain hit
     if b"W" in flags:
-        cas_token = next((flag[1:] for flag in flags if flag[:1] == b"c"), b"")
+        first = flags[0]  # flags come back in the order asked: `c` first
+        cas_token = first[1:] if first[:1] == b"c" else next((f[1:] for f in flags if f[:1] == b"c"), b"")
         if not cas_token.isdigit():
             raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
         return Won(int(cas_token))
@@ -132,6 +136,114 @@ def get_or_lease(kb: bytes, seconds: int, server_id: str, meta: bool) -> Request
     if meta:
         return Request(p.mg(kb, b"v c N%d" % seconds), p.MetaLines(1, server_id), _leased)
     return get_one(kb, server_id, False)
+
+
+def get_or_lease_many(kbs: list[bytes], seconds: int, server_id: str, meta: bool) -> Request:
+    """Several keys' values, taking the lease of each missing one, in one round trip: for each
+    key in order, the value; Won (this caller took the lease); a lease marker (another caller
+    holds it); or None.
+
+    A meta server gets one `mg <key> v c N<seconds>` per key, pipelined. A classic server
+    gets the `add` of `NATIVE_LEASE` under each key, then one `gets` of them all (the
+    server's own placeholder, written by hand: the caller whose `add` stored it holds the
+    lease, and it is released and stored over exactly like the server's); None: the key
+    went between the two. `seconds` 0: no lease, one plain `get`, a miss None.
+    """
+    if not seconds:
+        return Request(p.get(kbs), p.Fetch(frozenset(kbs), server_id), _found_each(kbs))
+    if meta:
+        data = b"".join([b"mg %b v c N%d\r\n" % (kb, seconds) for kb in kbs])
+        return Request(data, LeasedAnswers(len(kbs), server_id), _same)
+    adds = b"".join([p.store(b"add", kb, NATIVE_LEASE, seconds) for kb in kbs])
+    data = adds + b"gets " + b" ".join(kbs) + b"\r\n"
+    return Request(data, p.LinesThenFetch(len(kbs), kbs, server_id), _added_each(kbs))
+
+
+class LeasedReads:
+    """The request of one server's part of `get_or_lease_many`, noting whether it went out
+    leasing (to a meta server, so a reply lost mid-way may hold granted leases)."""
+
+    __slots__ = ("kbs", "seconds", "sent")
+
+    def __init__(self, kbs: list[bytes], seconds: int) -> None:
+        self.kbs, self.seconds, self.sent = kbs, seconds, False
+
+    def request(self, server_id: str, meta: bool) -> Request:
+        self.sent = bool(meta and self.seconds)
+        return get_or_lease_many(self.kbs, self.seconds, server_id, meta)
+
+
+class LeasedAnswers:
+    """The replies to `count` pipelined `mg <key> v c N<ttl>` (which never miss): each key's
+    answer, as `leased_value` reads it.
+
+    The usual reply, whole in the first read, is cut and read in one pass (`whole_get`'s
+    reasoning: every piece has the length its header gives, or nothing is taken); anything
+    else goes event by event (`MetaLines`: an error reply raises `ServerError`, another
+    code is out of step).
+    """
+
+    __slots__ = ("count", "lines")
+
+    def __init__(self, count: int, server_id: str) -> None:
+        self.count = count
+        self.lines = p.MetaLines(count, server_id)
+
+    def collect(self, reader: p.Reader) -> Any:
+        if not self.lines.replies:
+            whole = reader.whole()
+            if whole is not None:
+                answers = _whole_answers(whole, self.count)
+                if answers is not None:
+                    reader.clear()
+                    return answers
+        replies = self.lines.collect(reader)
+        if replies is p.NEED_DATA:
+            return p.NEED_DATA
+        return [_leased([reply], "") for reply in replies]
+
+
+def _whole_answers(buf: bytes, count: int) -> list[bytes] | None:
+    parts = buf.split(b"\r\n")
+    if len(parts) != 2 * count + 1 or parts[-1]:
+        return None
+    answers: list[bytes] = []
+    for header, data in zip(parts[0:-1:2], parts[1::2], strict=True):
+        tokens = header.split(b" ")
+        n = len(tokens)
+        if n < 3 or tokens[0] != b"VA" or not tokens[1].isdigit() or len(data) != int(tokens[1]):
+            return None
+        if n == 3:  # `c<cas>` alone: a value
+            answers.append(data)
+        elif n == 4 and tokens[3] == b"W" and tokens[2][:1] == b"c" and tokens[2][1:].isdigit():
+            answers.append(Won(int(tokens[2][1:])))  # the usual miss: this caller took the lease
+        else:
+            answers.append(leased_value(data, tokens[2:]))
+    return answers
+
+
+def _added_each(kbs: list[bytes]) -> Callable[[Any, str], Any]:
+    def finish(reply: tuple[list[bytes], dict[bytes, tuple[bytes, int]]], server_id: str) -> list[Any]:
+        lines, found = reply
+        out: list[Any] = []
+        for kb, line in zip(kbs, lines, strict=True):
+            got = found.get(kb)
+            if got is None:
+                out.append(None)
+            elif line == b"STORED" and got[0] == NATIVE_LEASE:
+                out.append(Won(got[1]))
+            else:
+                out.append(got[0])
+        return out
+
+    return finish
+
+
+def _found_each(kbs: list[bytes]) -> Callable[[Any, str], Any]:
+    def finish(found: dict[bytes, bytes], server_id: str) -> list[bytes | None]:
+        return list(map(found.get, kbs))
+
+    return finish
 
 
 def get_one(kb: bytes, server_id: str, meta: bool) -> Request:
@@ -262,7 +374,7 @@ def gets(kb: bytes, server_id: str, meta: bool) -> Request:
     return Request(p.gets(kb), p.Fetch((kb,), server_id, cas=True), _classic_get(kb))
 
 
-def _meta_lease(replies: list[Any], server_id: str) -> tuple[bool, tuple[bytes, int] | None]:
+def meta_lease(replies: list[Any], server_id: str) -> tuple[bool, tuple[bytes, int] | None]:
     added, got = replies
     return type(added) is p.Meta and added.code == b"HD", _meta_found(got)
 
@@ -275,7 +387,7 @@ def lease(kb: bytes, marker: bytes, exp: int, server_id: str, meta: bool) -> Req
     """`add` the marker and read the key with its cas, in one round trip: `(added, (value, cas) | None)`."""
     if meta:
         data = p.ms(kb, marker, b"F0" + _ttl(exp) + b" ME") + p.mg(kb, b"v c")
-        return Request(data, p.MetaLines(2, server_id), _meta_lease)
+        return Request(data, p.MetaLines(2, server_id), meta_lease)
     return Request(p.lease(kb, marker, exp), p.LineThenFetch(kb, server_id), _classic_lease(kb))
 
 

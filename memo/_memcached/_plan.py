@@ -15,14 +15,14 @@ cannot misdirect it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._backend import PartialFailure, SetItem
+from .._backend import CasItem, PartialFailure, SetItem
 from .._errors import BackendError
 from ._server import Server
 from ._topology import Topology
-from ._wire import ServerError, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes, keys_bytes
 
 __all__ = [
     "KeyGroups",
@@ -52,7 +52,8 @@ def group_keys(topology: Topology, keys: Iterable[str]) -> KeyGroups:
     groups: KeyGroups = {}
     servers = topology.servers
     if len(servers) == 1:
-        pairs = [(k, key_bytes(k)) for k in keys]
+        listed = list(keys)
+        pairs = list(zip(listed, keys_bytes(listed), strict=True))
         return {servers[0]: pairs} if pairs else groups
     index = topology.index
     for key in keys:
@@ -67,22 +68,31 @@ def group_keys(topology: Topology, keys: Iterable[str]) -> KeyGroups:
 
 
 def group_items(
-    topology: Topology, items: Iterable[SetItem], limit: int, not_stored: list[str]
-) -> WriteGroups:
-    """Group writes by server; values above `limit` bytes are listed in `not_stored` instead."""
-    groups: WriteGroups = {}
+    topology: Topology, items: Iterable[SetItem] | Iterable[CasItem], limit: int, not_stored: list[str]
+) -> dict[Server, list[Any]]:
+    """Group writes by server; values above `limit` bytes are listed in `not_stored` instead.
+
+    Each item, `(key, value, ttl)` (`SetItem`) or `(key, value, ttl, unique)` (`CasItem`),
+    becomes `(key, key bytes, value, exptime)`, with the unique last if it had one.
+    """
+    groups: dict[Server, list[Any]] = {}
     servers = topology.servers
     single = servers[0] if len(servers) == 1 else None
     index = topology.index
-    for key, value, ttl in items:
-        kb = key_bytes(key)
+    listed: list[Any] = list(items)
+    exptimes: dict[Any, int] = {}  # a batch's items mostly share one ttl
+    for item, kb in zip(listed, keys_bytes([item[0] for item in listed]), strict=True):
+        key, value, ttl = item[0], item[1], item[2]
         if len(value) > limit:
             not_stored.append(key)
             continue
         if type(value) is not bytes:
             value = bytes(value)
         server = single if single is not None else servers[index(kb)]
-        entry = (key, kb, value, expiry(ttl))
+        exp = exptimes.get(ttl)
+        if exp is None:
+            exp = exptimes[ttl] = expiry(ttl)
+        entry = (key, kb, value, exp) if len(item) == 3 else (key, kb, value, exp, item[3])
         group = groups.get(server)
         if group is None:
             groups[server] = [entry]
@@ -99,15 +109,14 @@ def merge_found(groups: KeyGroups, outcomes: Sequence[Any]) -> tuple[dict[str, b
         if isinstance(outcome, BaseException):
             errors.append(outcome)
             continue
-        for key, kb in pairs:
-            value = outcome.get(kb)
-            if value is not None:
-                found[key] = value
+        # A reply holds only keys asked for (`Fetch`, `whole_get`): looked up all at once.
+        key_of = {kb: key for key, kb in pairs}
+        found.update(zip(map(key_of.__getitem__, outcome), outcome.values(), strict=True))
     return found, errors
 
 
 def merge_not_stored(
-    groups: WriteGroups, outcomes: Sequence[Any], not_stored: list[str]
+    groups: Mapping[Server, Sequence[tuple[Any, ...]]], outcomes: Sequence[Any], not_stored: list[str]
 ) -> list[BaseException]:
     """Add each group's refused keys (all of a failed group's) to `not_stored`; return the errors.
 
@@ -116,7 +125,7 @@ def merge_not_stored(
     errors: list[BaseException] = []
     for entries, outcome in zip(groups.values(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            not_stored += [key for key, _, _, _ in entries]
+            not_stored += [entry[0] for entry in entries]  # (key, ...)
             if not isinstance(outcome, ServerError):
                 errors.append(outcome)
         else:

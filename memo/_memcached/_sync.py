@@ -21,7 +21,7 @@ import ssl
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
@@ -46,7 +46,7 @@ from ._proto import (
     get as encode_get,
 )
 from ._server import Server
-from ._wire import ServerError, expiry, key_bytes
+from ._wire import ServerError, expiry, key_bytes, keys_bytes
 
 __all__ = ["Closed", "SyncConnection", "SyncOps"]
 
@@ -169,11 +169,11 @@ class SyncConnection:
         self.reader.feed(buf)
         return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
 
-    def get_many(self, kbs: list[bytes], server_id: str) -> dict[bytes, bytes]:
-        """One classic multi-key `get`; the usual reply, whole in one read, is cut in place."""
+    def get_many(self, kbs: list[bytes], wanted: Collection[bytes], server_id: str) -> dict[bytes, bytes]:
+        """One classic multi-key `get` of `kbs` (`wanted`: the same, to look up in); the usual
+        reply, whole in one read, is cut in place."""
         self.sock.sendall(encode_get(kbs))
         buf = self.sock.recv(_RECV_SIZE)
-        wanted = frozenset(kbs)
         found = whole_get(buf, wanted) if buf.endswith(b"END\r\n") else None
         if found is None:
             if not buf:
@@ -252,8 +252,8 @@ class SyncOps(Core):
         server.drain()
         raise error from exc
 
-    def _drop_native_lease(self, server: Server, kb: bytes) -> None:
-        """Delete the lease placeholder under `kb`, if there is one (a leased read failed mid-way).
+    def _drop_native_lease(self, server: Server, *kbs: bytes) -> None:
+        """Delete the lease placeholders under `kbs`, if there are (a leased read failed mid-way).
 
         Whose it is cannot be told: at worst another caller's lease is voided, and its
         store is refused (a lost lease, never a wrong value) instead of every reader
@@ -262,9 +262,10 @@ class SyncOps(Core):
         client = None
         try:  # on a connection of its own: the backend may be closed meanwhile
             client = self._new_client(server)
-            got = _run(client, server, ops.gets(kb, server.id, True))
-            if got is not None and got[0] == NATIVE_LEASE:
-                _run(client, server, ops.delete_if(kb, got[1], server.id, True))
+            for kb in kbs:
+                got = _run(client, server, ops.gets(kb, server.id, True))
+                if got is not None and got[0] == NATIVE_LEASE:
+                    _run(client, server, ops.delete_if(kb, got[1], server.id, True))
         except Exception:
             pass  # best effort: the placeholder expires after lease_ttl anyway
         finally:
@@ -329,14 +330,44 @@ class SyncOps(Core):
             client.close()
         return value
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def get_or_lease_many(self, keys: Sequence[str], lease_ttl: float) -> dict[str, bytes | None]:
+        """`Backend.get_or_lease_many`: one round trip per server (`ops.get_or_lease_many`)."""
         groups = group_keys(self._topology, keys)
-        if len(groups) == 1:
+        seconds = ops.lease_seconds(lease_ttl) if lease_ttl else 0
+        found: dict[str, bytes | None] = {}
+        errors: list[BaseException] = []
+        for server, pairs in groups.items():
+            kbs = [kb for _, kb in pairs]
+            leasing = ops.LeasedReads(kbs, seconds)
+            try:
+                got = self._call(server, leasing.request)
+            except BaseException as exc:
+                if leasing.sent and server.start_drop():
+                    # The server may have granted leases in a reply nobody will read.
+                    threading.Thread(
+                        target=self._drop_native_lease,
+                        args=(server, *kbs),
+                        name="memo-drop-lease",
+                        daemon=True,
+                    ).start()
+                if not isinstance(exc, BackendError):
+                    raise
+                errors.append(exc)
+                continue
+            found.update(zip([key for key, _ in pairs], got, strict=True))
+        finish("get_or_lease_many", found, errors, len(groups))
+        return found
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        servers = self._topology.servers
+        if len(servers) == 1 and keys:
             # One server (the usual batch of a tagged hit, a session and its generation):
             # run on a pooled connection directly, as `get` does.
-            ((server, pairs),) = groups.items()
-            got = self._get_many_on(server, [kb for _, kb in pairs])
-            return {key: got[kb] for key, kb in pairs if kb in got}
+            kbs = keys_bytes(keys)
+            key_of = dict(zip(kbs, keys, strict=True))
+            got = self._get_many_on(servers[0], kbs, key_of)
+            return dict(zip(map(key_of.__getitem__, got), got.values(), strict=True))
+        groups = group_keys(self._topology, keys)
         outcomes = [
             self._attempt(server, ops.get_many, [kb for _, kb in pairs]) for server, pairs in groups.items()
         ]
@@ -344,14 +375,14 @@ class SyncOps(Core):
         finish("get_many", found, errors, len(groups))
         return found
 
-    def _get_many_on(self, server: Server, kbs: list[bytes]) -> dict[bytes, bytes]:
+    def _get_many_on(self, server: Server, kbs: list[bytes], wanted: Collection[bytes]) -> dict[bytes, bytes]:
         if server.blocked_until:
             server.admit()
         free = server.free
         client = None
         try:
             client = free.pop() if free else self._new_client(server)
-            found = client.get_many(kbs, server.id)
+            found = client.get_many(kbs, wanted, server.id)
         except BaseException as exc:
             self._sync_error(server, client, exc)
         if server.failures:

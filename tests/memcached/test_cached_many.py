@@ -404,3 +404,94 @@ def test_a_cancelled_async_call_releases_its_leases(cache: memo.Cache) -> None:
         return found
 
     assert asyncio.run(scenario()) == [None, None]
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("protocol", ["meta", "classic"])
+def test_items_of_a_server_that_fails_are_computed_and_not_stored(
+    memcached_servers: Callable[..., list[Any]], flavour: str, protocol: str
+) -> None:
+    """A leased read that reaches one server of two: the other's items are computed, not stored."""
+    up, down = memcached_servers(2)
+    url = f"memcached://{up.address},{down.address}?protocol={protocol}&failure_threshold=100"
+    made = Users(memo.Cache(url, prefix=f"p{uuid.uuid4().hex[:8]}:", lease_wait=5.0), flavour)
+    try:
+        made.missing = set()
+        ids = list(range(12))
+        keys = made.key_for(ids=ids)
+        backend = made.cache.backend
+        on_down = [i for i, key in zip(ids, keys, strict=True) if backend.server_for(key) == down.address]
+        assert 0 < len(on_down) < len(ids)
+        down.kill()
+        assert made(ids) == {i: user(i) for i in ids}
+        assert made(ids) == {i: user(i) for i in ids}
+        assert made.calls == [(ids, False), (on_down, False)]  # the up server's items: stored once
+        info = made.fn.cache_info()
+        assert info["sets"] == len(ids) - len(on_down) and info["lease_waits"] == 0
+        assert info["errors"] >= 1
+    finally:
+        made.close()
+
+
+def test_remembered_item_keys_are_the_keys_of_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys remembered per other arguments, item type and generation are exactly those computed
+    afresh, type-exact; the memory is bounded."""
+
+    backend = memo.Cache("memory://").backend  # one store: the same generation for every Cache
+
+    def make() -> Any:
+        cache = memo.Cache(backend=backend, prefix="r:")
+
+        @cache.cached_many(ns="r", each="ids")
+        def get(ids: list[Any], scale: float = 1.0) -> dict[Any, Any]:
+            return {}
+
+        return cache, get
+
+    warm_cache, warm = make()
+    monkeypatch.setattr("memo._batch._KNOWN_MAX", 50)
+    calls: list[tuple[list[Any], dict[str, Any]]] = [
+        ([1, 2, 3], {}),
+        ([3, 4, 1], {}),  # some remembered, some not
+        ([1, 2], {"scale": 2.0}),  # other arguments: other keys
+        (["1", "2"], {}),
+        ([1, "1", 2.5], {}),  # mixed types: each keyed by its exact type
+        ([True, False], {}),
+        ([1.0, 2.0], {}),
+        (list(range(40)), {}),
+        (list(range(30, 80)), {}),  # more than the memory holds: forgotten, then remembered again
+        ([1, 2, 3], {}),
+    ]
+    seen: dict[str, Any] = {}
+    for ids, kwargs in calls * 2:
+        fresh = make()[1].key_for(ids, **kwargs)
+        assert warm.key_for(ids, **kwargs) == fresh
+        for item, key in zip(ids, fresh, strict=True):
+            assert seen.setdefault(key, (type(item), item, kwargs)) == (type(item), item, kwargs)
+    batch = warm._self_batch
+    assert 0 < batch._known_count <= 50 + 50 and len(batch._known) > 0
+    warm_cache.clear("r")  # a new generation: new keys
+    assert set(warm.key_for([1, 2, 3])).isdisjoint(seen)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {1: {"a": [1, 2.5]}, 2: None, 3: "x"},  # all plain JSON: encoded all at once
+        {1: {"a": [1, 2.5]}, 2: (1, 2), 3: {1, 2}, 4: 2.5},  # some not: each on its own
+    ],
+    ids=["plain", "mixed"],
+)
+def test_stored_items_come_back_with_their_exact_types(cache: memo.Cache, values: dict[int, Any]) -> None:
+    calls: list[list[int]] = []
+
+    @cache.cached_many(ns="t", ttl=60, each="ids")
+    def get(ids: list[int]) -> dict[int, Any]:
+        calls.append(list(ids))
+        return {i: values[i] for i in ids}
+
+    assert get(list(values)) == values
+    again = get(list(values))
+    assert again == values and calls == [list(values)]
+    assert [type(v) for v in again.values()] == [type(v) for v in values.values()]
+    assert get.cache_info()["sets"] == len(values)

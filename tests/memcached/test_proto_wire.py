@@ -124,6 +124,14 @@ def _backend(address: str, protocol: str) -> MemcachedBackend:
     return MemcachedBackend([address], protocol=protocol, timeout=2.0)
 
 
+def _leases_of(backend: MemcachedBackend) -> dict[str, tuple[bool, bytes]]:
+    """`lease_many` of a free key and of one whose lease another caller holds: (added, what is there)."""
+    leased = backend.lease_many([("p", b"L", 5), ("n", b"L", 5)])
+    return {key: (added, found[0]) for key, (added, found) in leased.items() if found is not None}
+
+
+_ADDS = [b"add p 0 5 1", b"L", b"add n 0 5 1", b"L"]
+
 WIRE: dict[str, list[tuple[Callable[[MemcachedBackend], Any], Any, list[bytes]]]] = {
     "classic": [
         (lambda b: b.set("k", b"v1", 60), True, [b"set k 0 60 2", b"v1"]),
@@ -142,6 +150,13 @@ WIRE: dict[str, list[tuple[Callable[[MemcachedBackend], Any], Any, list[bytes]]]
         (lambda b: b.delete("k"), True, [b"delete k"]),
         (lambda b: b.delete_many(["a", "b"]), None, [b"delete a", b"delete b"]),
         (lambda b: b.append_all("g", b"t", None), 1, [b"add g 0 0 1", b"t", b"append g 0 0 1", b"t"]),
+        # Leases of several keys in one round trip: the server's placeholder, added by hand.
+        (
+            lambda b: b.get_or_lease_many(["m", "n"], 5),
+            {"m": b"V", "n": NATIVE_LEASE},
+            [b"add m 0 5 *", NATIVE_LEASE, b"add n 0 5 *", NATIVE_LEASE, b"gets m n"],
+        ),
+        (_leases_of, {"p": (True, b"L"), "n": (False, NATIVE_LEASE)}, [*_ADDS, b"gets p n"]),
     ],
     "meta": [
         (lambda b: b.set("k", b"v1", 60), True, [b"ms k 2 F0 T60", b"v1"]),
@@ -161,6 +176,18 @@ WIRE: dict[str, list[tuple[Callable[[MemcachedBackend], Any], Any, list[bytes]]]
         (lambda b: b.delete("k"), True, [b"md k"]),
         (lambda b: b.delete_many(["a", "b"]), None, [b"md a", b"md b"]),
         (lambda b: b.append_all("g", b"t", None), 1, [b"ms g 1 F0 ME", b"t", b"ms g 1 MA", b"t"]),
+        # Leases of several keys in the read: `N` creates the placeholder of each miss.
+        (
+            lambda b: b.get_or_lease_many(["m", "n"], 5),
+            {"m": b"V", "n": NATIVE_LEASE},
+            [b"mg m v c N5", b"mg n v c N5"],
+        ),
+        # Markers added, then read with the meta command, which shows the placeholder's `Z`.
+        (
+            _leases_of,
+            {"p": (True, b"L"), "n": (False, NATIVE_LEASE)},
+            [b"ms p 1 F0 T5 ME", b"L", b"ms n 1 F0 T5 ME", b"L", b"mg p v c", b"mg n v c"],
+        ),
     ],
 }
 
@@ -203,6 +230,8 @@ async def test_the_async_commands_are_the_same(relay: Relay, protocol: str) -> N
         assert relay.take() == WIRE[protocol][7][2]
         assert await backend.adelete("k") is True
         assert relay.take() == WIRE[protocol][9][2]
+        assert await backend.aget_or_lease_many(["m", "n"], 5) == {"m": b"L", "n": NATIVE_LEASE}
+        assert _matches(relay.take(), WIRE[protocol][12][2])
     finally:
         await backend.aclose()
         backend.close()
@@ -418,5 +447,134 @@ def test_a_leased_read_that_times_out_leaves_no_lease_behind(relay: Relay) -> No
         assert direct.get(key) is not None and cache.stats()["t"]["lease_waits"] == 0
     finally:
         relay.holding.clear()
+        cache.close()
+        direct.close()
+
+
+#: A `cached_many` call for two items, one cached and one missing, as commands (the generation's
+#: read aside): one multi-key get, the missing item's lease, its value stored against it.
+BATCH_FILL = {
+    # The lease in a read of its own: `N` creates the missing key's placeholder.
+    "meta": [b"get w:*", b"mg w:*", b"cas w:*", b"*"],
+    # The server's placeholder added by hand, and read back with its cas.
+    "classic": [b"get w:*", b"add w:*", NATIVE_LEASE, b"gets w:*", b"cas w:*", b"*"],
+}
+
+
+@pytest.mark.parametrize("protocol", ["classic", "meta"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_batch_with_a_missing_item_on_the_wire(relay: Relay, protocol: str, flavour: str) -> None:
+    cache = memo.Cache(f"memcached://{relay.address}?protocol={protocol}", prefix="w:")
+
+    @cache.cached_many(ns="b", ttl=60, each="ids")
+    def f(ids: list[int]) -> dict[int, int]:
+        return {i: i * 2 for i in ids}
+
+    @cache.cached_many(ns="b", ttl=60, each="ids")
+    async def af(ids: list[int]) -> dict[int, int]:
+        return {i: i * 2 for i in ids}
+
+    try:
+        if flavour == "sync":
+            assert f([1]) == {1: 2}
+            relay.take()
+            assert f([1, 2]) == {1: 2, 2: 4}
+        else:
+
+            async def run() -> None:
+                assert await af([1]) == {1: 2}
+                relay.take()
+                assert await af([1, 2]) == {1: 2, 2: 4}
+                await cache.aclose()
+
+            asyncio.run(run())
+        lines = relay.take()
+        assert _matches(lines, BATCH_FILL[protocol]), lines
+        if protocol == "meta":
+            assert lines[1].endswith(b" v c N10")
+        assert (f if flavour == "sync" else af).cache_info()["sets"] == 2
+    finally:
+        cache.close()
+
+
+def _holding_leased_reads(cache: memo.Cache, relay: Relay) -> None:
+    """Hold back the replies from the batch's leased read on (its multi-get before it is answered)."""
+    real = cache.backend.get_or_lease_many
+    areal = cache.backend.aget_or_lease_many
+
+    def hold(keys: list[str], lease_ttl: float) -> dict[str, bytes | None]:
+        relay.holding.set()
+        return real(keys, lease_ttl)
+
+    async def ahold(keys: list[str], lease_ttl: float) -> dict[str, bytes | None]:
+        relay.holding.set()
+        return await areal(keys, lease_ttl)
+
+    cache.backend.get_or_lease_many = hold  # type: ignore[method-assign]
+    cache.backend.aget_or_lease_many = ahold  # type: ignore[method-assign]
+
+
+def _gone(direct: MemcachedBackend, keys: list[str]) -> bool:
+    for _ in range(300):
+        if all(direct.gets(key) is None for key in keys):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_batch_whose_leased_read_times_out_leaves_no_lease_behind(relay: Relay) -> None:
+    cache = memo.Cache(f"memcached://{relay.address}?protocol=meta&timeout=0.3", prefix="w:", lease_wait=5.0)
+    direct = MemcachedBackend([relay.target_address], protocol="meta")
+    calls: list[list[int]] = []
+
+    @cache.cached_many(ns="t", ttl=60, each="ids")
+    def f(ids: list[int]) -> dict[int, int]:
+        calls.append(list(ids))
+        return {i: i * 2 for i in ids}
+
+    try:
+        keys = f.key_for(ids=[1, 2])
+        _holding_leased_reads(cache, relay)
+        assert f([1, 2]) == {1: 2, 2: 4}  # fails open: computed, not stored
+        relay.holding.clear()
+        assert _gone(direct, keys)  # the leases the server granted in the lost reply are deleted
+        del cache.backend.get_or_lease_many
+        assert f([1, 2]) == {1: 2, 2: 4}
+        assert calls == [[1, 2], [1, 2]] and all(direct.get(key) is not None for key in keys)
+        assert f.cache_info()["lease_waits"] == 0
+    finally:
+        relay.holding.clear()
+        cache.close()
+        direct.close()
+
+
+async def test_a_batch_cancelled_during_its_leased_read_leaves_no_lease_behind(relay: Relay) -> None:
+    cache = memo.Cache(f"memcached://{relay.address}?protocol=meta", prefix="w:", lease_wait=5.0)
+    direct = MemcachedBackend([relay.target_address], protocol="meta")
+
+    @cache.cached_many(ns="c", ttl=60, each="ids")
+    async def af(ids: list[int]) -> dict[int, int]:
+        return {i: i * 2 for i in ids}
+
+    try:
+        keys = await af.akey_for(ids=[1, 2])
+        _holding_leased_reads(cache, relay)
+        task = asyncio.ensure_future(af([1, 2]))
+        for _ in range(200):
+            if all(direct.gets(key) is not None for key in keys):
+                break
+            await asyncio.sleep(0.005)
+        assert all(direct.gets(key)[0] == NATIVE_LEASE for key in keys)  # type: ignore[index]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        relay.holding.clear()
+        assert await asyncio.to_thread(_gone, direct, keys)
+        del cache.backend.aget_or_lease_many
+        assert await af([1, 2]) == {1: 2, 2: 4}  # at once: nobody's lease to wait for
+        assert af.cache_info()["lease_waits"] == 0 and af.cache_info()["sets"] == 2
+    finally:
+        relay.holding.clear()
+        await cache.aclose()
         cache.close()
         direct.close()

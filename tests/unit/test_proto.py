@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from memo._codec import NATIVE_LEASE, Won
 from memo._errors import BackendProtocolError
 from memo._memcached import _ops as ops
 from memo._memcached import _proto as p
+from memo._memcached._leasing import cas_many_request, lease_many_request
+from memo._memcached._wire import key_bytes, keys_bytes
 
 SID = "test:11211"
 
@@ -128,6 +131,46 @@ CASES: list[tuple[str, Callable[[], ops.Request], bytes, Any]] = [
         ["b"],
     ),
     ("meta add_or_append", lambda: ops.add_or_append(b"k", b"v", 0, SID, True), b"NS\r\nHD\r\n", True),
+    ("meta delete_many", lambda: ops.delete_many([b"a", b"b"], SID, True), b"HD\r\nNF\r\n", None),
+    # leased reads of several keys: a hit, the lease won, another's lease, a value with CRLF
+    (
+        "meta get_or_lease_many",
+        lambda: ops.get_or_lease_many([b"a", b"b", b"c", b"d"], 5, SID, True),
+        b"VA 2 c7\r\nhi\r\nVA 0 c8 W\r\n\r\nVA 0 c9 Z\r\n\r\nVA 4 c3\r\n\r\nx\r\r\n",
+        [b"hi", Won(8), NATIVE_LEASE, b"\r\nx\r"],
+    ),
+    (
+        "classic get_or_lease_many",
+        lambda: ops.get_or_lease_many([b"a", b"b", b"c", b"d"], 5, SID, False),
+        b"STORED\r\nNOT_STORED\r\nNOT_STORED\r\nSTORED\r\n"
+        b"VALUE a 0 %d 11\r\n%b\r\nVALUE b 0 2 12\r\nhi\r\nVALUE c 0 %d 13\r\n%b\r\nEND\r\n"
+        % (len(NATIVE_LEASE), NATIVE_LEASE, len(NATIVE_LEASE), NATIVE_LEASE),
+        [Won(11), b"hi", NATIVE_LEASE, None],  # d went between add and gets
+    ),
+    (
+        "get_or_lease_many without a lease",
+        lambda: ops.get_or_lease_many([b"a", b"b"], 0, SID, True),
+        b"VALUE b 0 1\r\nv\r\nEND\r\n",
+        [None, b"v"],
+    ),
+    (
+        "meta lease_many",
+        lambda: lease_many_request([("a", b"a", b"m", 5), ("b", b"b", b"m", 5)], SID, True),
+        b"HD\r\nNS\r\nVA 1 c5\r\nm\r\nVA 0 c6 Z\r\n\r\n",
+        {"a": (True, (b"m", 5)), "b": (False, (NATIVE_LEASE, 6))},
+    ),
+    (
+        "classic lease_many",
+        lambda: lease_many_request([("a", b"a", b"m", 5), ("b", b"b", b"m", 5)], SID, False),
+        b"STORED\r\nNOT_STORED\r\nVALUE a 0 1 5\r\nm\r\nVALUE b 0 1 6\r\nv\r\nEND\r\n",
+        {"a": (True, (b"m", 5)), "b": (False, (b"v", 6))},
+    ),
+    (
+        "cas_many",
+        lambda: cas_many_request([("a", b"a", b"1", 0, 5), ("b", b"b", b"2", 0, 6)], SID, False),
+        b"STORED\r\nEXISTS\r\n",
+        ["b"],
+    ),
 ]
 
 
@@ -187,6 +230,8 @@ GARBAGE = [
     b"VALUE a 0 x\r\n1\r\nEND\r\n",
     b"VALUE a 0\r\n1\r\nEND\r\n",
     b"VALUE a 0 1\r\n1\r\nEND\r\nVALUE b 0 1\r\nb\r\nEND\r\n",  # bytes after END
+    b"VALUE a 0 1 5\r\n1\r\nVALUE b 0\r\nb\r\nEND\r\n",  # five fields, then three: eight in all
+    b"VALUE a 0 1\r\n1\r\nVALUE a\r\nEND\r\n",
     b"STORED\r\n",
     b"HD\r\n",
     b"\xff\xfe\r\n",
@@ -254,6 +299,78 @@ def test_more_replies_than_requests() -> None:
         collect(ops.store(b"set", b"k", b"v", 0, SID, False).plan, b"STORED\r\nSTORED\r\n")
     with pytest.raises(p.ProtocolViolation):
         collect(ops.store(b"set", b"k", b"v", 0, SID, True).plan, b"HD\r\nHD\r\n")
+
+
+def test_leased_reads_tell_the_lease_won_from_a_value() -> None:
+    request = ops.get_or_lease_many([b"a", b"b"], 5, SID, True)
+    got = request.finish(collect(request.plan, b"VA 0 c8 W\r\n\r\nVA 0 c9 Z\r\n\r\n"), SID)
+    assert type(got[0]) is Won and got[0].unique == 8 and type(got[1]) is bytes
+    # The flags come back in the order asked (`c` first); in another order the cas is still found.
+    assert ops.leased_value(b"", [b"W", b"c12"]).unique == 12  # type: ignore[attr-defined]
+    request = ops.get_or_lease_many([b"a"], 5, SID, False)
+    reply = b"STORED\r\nVALUE a 0 %d 11\r\n%b\r\nEND\r\n" % (len(NATIVE_LEASE), NATIVE_LEASE)
+    got = request.finish(collect(request.plan, reply), SID)
+    assert type(got[0]) is Won and got[0].unique == 11
+    # The add stored nothing, yet a placeholder is there: another caller's lease, not this one's.
+    reply = b"NOT_STORED\r\nVALUE a 0 %d 11\r\n%b\r\nEND\r\n" % (len(NATIVE_LEASE), NATIVE_LEASE)
+    got = ops.get_or_lease_many([b"a"], 5, SID, False).finish(
+        collect(ops.get_or_lease_many([b"a"], 5, SID, False).plan, reply), SID
+    )
+    assert type(got[0]) is bytes and got[0] == NATIVE_LEASE
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"VA 1 c2\r\nz\r\nEN\r\n", b"VA 1 c2\r\nz\r\nHD\r\n", b"VA 1 c2\r\nz\r\nMN\r\n", b"VA x\r\n"],
+)
+def test_leased_reads_that_do_not_answer_are_out_of_step(reply: bytes) -> None:
+    for chunks in ([reply], [reply[:4], reply[4:]]):
+        with pytest.raises(p.ProtocolViolation):
+            collect(ops.get_or_lease_many([b"a", b"b"], 5, SID, True).plan, *chunks)
+
+
+def test_whole_replies_are_cut_in_one_pass_only_when_plainly_whole() -> None:
+    assert p.whole_get(b"VALUE a 0 1\r\n1\r\nVALUE b 3 2\r\n22\r\nEND\r\n", {b"a", b"b"}) == {
+        b"a": b"1",
+        b"b": b"22",
+    }
+    assert p.whole_get(b"END\r\n", {b"a"}) == {}
+    for doubtful in (
+        b"VALUE a 0 1\r\n1\r\nVALUE b 0 2\r\n\r\n\r\nEND\r\n",  # CRLF in a value
+        b"VALUE a 0 1 5\r\n1\r\nEND\r\n",  # with a cas
+        b"VALUE a 0 1\r\n1\r\n",  # not yet whole
+        b"VALUE a 0 1\r\n1\r\nVALUE a 0 1 5\r\n1\r\nVALUE a 0\r\n1\r\nEND\r\n",  # 4+5+3 fields
+        b"VALUE c 0 1\r\n1\r\nEND\r\n",
+        b"",
+    ):
+        assert p.whole_get(doubtful, {b"a", b"b"}) is None, doubtful
+    answers = ops._whole_answers(b"VA 1 c1\r\n1\r\nVA 0 c2 W\r\n\r\n", 2)
+    assert answers == [b"1", NATIVE_LEASE] and type(answers[1]) is Won  # type: ignore[index]
+    for doubtful in (
+        b"VA 1 c1\r\n1\r\n",
+        b"VA 2 c1\r\n1\r\n\r\nVA 0 c3\r\n\r\n",  # CRLF in a value
+        b"VA 1 c1\r\n1\r\nVA 0\r\n\r\n",  # no cas
+        b"EN\r\nEN\r\n",
+        b"VA x c1\r\n\r\nVA 0 c2\r\n\r\n",
+    ):
+        assert ops._whole_answers(doubtful, 2) is None, doubtful
+    for lines, plain in ((b"STORED\r\nEXISTS\r\n", True), (b"STORED\r\nSERVER_ERROR x\r\n", False)):
+        reader = p.Reader()
+        reader.feed(lines)
+        assert (p.whole_lines(reader, 2, p.STATUS_LINES) is not None) is plain
+        assert reader.pending == (0 if plain else len(lines))
+
+
+def test_keys_are_checked_all_at_once_as_one_by_one() -> None:
+    keys = [f"p:{i}:" + "x" * i for i in range(1, 240)]
+    assert keys_bytes(keys) == [key_bytes(key) for key in keys]
+    assert keys_bytes([]) == []
+    for bad in ("a b", "", "k" * 251, "a\x01", "caf\u00e9", "a\x7f", "a\r\nb", "a\tb"):
+        with pytest.raises(ValueError, match="invalid memcached key"):
+            keys_bytes(["good", bad, "good2"])
+    # Not a str at all: the error `key_bytes` gives for it.
+    with pytest.raises(AttributeError):
+        keys_bytes(["good", b"bytes"])  # type: ignore[list-item]
 
 
 def test_lean_hit_paths() -> None:
