@@ -141,6 +141,12 @@ class Session(dict[str, Any]):
         self.clear()
         return await self._revoke_all(user)
 
+    def _touched(self) -> bool:
+        """Whether anything was changed, removed, rotated, cleared or logged in (else no write-back)."""
+        return bool(self.changed or self.removed or self.modified or self.rotating or self.cleared) or (
+            self.new_user is not KEEP
+        )
+
     def _delta(self) -> tuple[dict[str, Any], list[str]]:
         keys: Iterable[str] = self.keys() if self.modified else self.changed
         return {k: self[k] for k in keys}, sorted(self.removed)
@@ -192,25 +198,34 @@ class SessionMiddleware:
             raise ConfigurationError(f"cookie must be a plain token, got {cookie!r}")
         self.app, self.sessions, self.store = app, sessions, store
         self.cookie, self.max_age = cookie, max_age
+        self._prefix = cookie + "="
         flags = f"; Path={path}" + (f"; Domain={domain}" if domain else "")
         flags += "; HttpOnly" * httponly + "; Secure" * secure + f"; SameSite={samesite.lower()}"
         self._flags = flags
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        sid = _cookie(scope, self.cookie)
-        session = await self._load(sid)
+        # The read, inline: it runs on every request (a hit is one round trip and a decode).
+        sid = _cookie(scope, self._prefix)
+        record = None if sid is None else await self.sessions._aget(sid, _UNCHECKED, self.store.aload)
+        if record is None:
+            session = Session()
+        else:
+            session = Session(record["data"], sid, record["user_id"], record["expires_at"])
         session._revoke_all = self.sessions.arevoke_all
         scope["session"] = session
-        if scope["type"] == "websocket":
+        if kind == "websocket":
             await self.app(scope, receive, send)
             return
-        sent_dead = sid is not None and session.sid is None  # an unknown, expired or forged id
+        sent_dead = sid is not None and record is None  # an unknown, expired or forged id
 
         async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and (
+                sent_dead or session._touched() or self._renew_due(session)
+            ):
                 header = await self._commit(session, sent_dead)
                 if header is not None:
                     message.setdefault("headers", [])
@@ -219,16 +234,12 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _load(self, sid: str | None) -> Session:
-        if sid is None:
-            return Session()
-        record = await self.sessions._aget(sid, _UNCHECKED, self.store.aload)
-        if record is None:
-            return Session()
-        return Session(record["data"], sid, record["user_id"], record["expires_at"])
-
     async def _commit(self, session: Session, sent_dead: bool) -> str | None:
-        """Write back what changed; return the Set-Cookie value to send, if any."""
+        """Write back what changed; return the Set-Cookie value to send, if any.
+
+        Called only when there may be something to do: the id was dead, the session was
+        touched (`Session._touched`), or its renewal is due; otherwise it would return None.
+        """
         sid, header = session.sid, None
         if sid is not None and session.cleared:
             await self.sessions.adelete(sid, delete=lambda: self.store.adelete(sid))
@@ -285,9 +296,8 @@ class SessionMiddleware:
         return f"{self.cookie}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{self._flags}"
 
 
-def _cookie(scope: Scope, name: str) -> str | None:
-    """The value of cookie `name` (the first one), if it can be a session id at all."""
-    prefix = name + "="
+def _cookie(scope: Scope, prefix: str) -> str | None:
+    """The value of the first cookie starting `prefix` ("name="), if it can be a session id at all."""
     for key, value in scope.get("headers", ()):
         if key != b"cookie":
             continue
