@@ -190,6 +190,9 @@ class SessionCache(Generic[S]):
             salt=hashlib.blake2b(ns.encode(), digest_size=16).digest(),
         ).digest()
         self._key_head = f"{cache.prefix}~s:{safe_segment(ns, 48)}:"
+        # The keyed digest of ids with its key block already hashed: each id costs a copy and
+        # its own block (`key_for` runs on every read).
+        self._id_digest = hashlib.blake2b(key=self._secret, digest_size=16)
         # Keys to delete before the next use of memcached, each with the ticket of its
         # latest failure: a flush forgets a key only if no failure came after its snapshot.
         self._pending: dict[str, int] = {}
@@ -241,7 +244,8 @@ class SessionCache(Generic[S]):
 
     def key_for(self, sid: str) -> str:
         """Return the memcached key of session `sid`: a keyed digest, never the id itself."""
-        digest = hashlib.blake2b(sid.encode("utf-8", "surrogatepass"), key=self._secret, digest_size=16)
+        digest = self._id_digest.copy()
+        digest.update(sid.encode("utf-8", "surrogatepass"))
         return self._key_head + digest.hexdigest()
 
     def stats(self) -> dict[str, int]:
@@ -734,7 +738,7 @@ class SessionCache(Generic[S]):
         try:
             if gkey is None:
                 raw, generation = await self.cache.backend.aget(key), None
-            else:
+            else:  # the session and its user's generation in one round trip
                 raw, generation = _split(await self.cache.backend.aget_many([key, gkey]), key, gkey)
         except BackendError as exc:
             self.cache.record_error(self.ns, "a session read", exc, self.on_error)
@@ -861,7 +865,7 @@ def _getter(spec: str | Callable[[Any], Any] | None, what: str) -> Callable[[Any
         raise ConfigurationError(f"{what} must be an attribute or key name, a callable or None, got {spec!r}")
 
     def get(value: Any) -> Any:
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):  # a record: a dict, on every hit
             return value.get(spec)
         return getattr(value, spec, None)
 

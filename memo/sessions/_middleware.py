@@ -12,9 +12,11 @@ when less than half of its lifetime is left (then the lifetime is renewed).
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from .. import _clock
 from .._errors import ConfigurationError
 from ._cache import _ID_CHARS, _MAX_ID_LENGTH, _UNCHECKED, SessionCache
 from ._store import KEEP
@@ -28,6 +30,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SAMESITE = ("lax", "strict", "none")
+#: What can be a session id at all: 1 to 512 of `_ID_CHARS` (one regex: twice as fast as a set).
+_SID = re.compile(f"[{re.escape(''.join(sorted(_ID_CHARS)))}]{{1,{_MAX_ID_LENGTH}}}")
 
 
 class Session(dict[str, Any]):
@@ -44,6 +48,13 @@ class Session(dict[str, Any]):
         modified: set True to write every key back.
     """
 
+    # What a request may change, at rest (one made per request: only a change sets its own).
+    modified = False
+    new_user: Any = KEEP
+    rotating = False
+    cleared = False
+    _revoke_all: Callable[[Any], Awaitable[Any]] | None = None
+
     def __init__(
         self,
         data: Mapping[str, Any] | None = None,
@@ -51,17 +62,12 @@ class Session(dict[str, Any]):
         user_id: Any = None,
         expires_at: _dt.datetime | None = None,
     ) -> None:
-        super().__init__(data or {})
+        dict.__init__(self, data or {})
         self.sid = sid
         self.user_id = user_id
         self.expires_at = expires_at
-        self.modified = False
         self.changed: set[str] = set()
         self.removed: set[str] = set()
-        self.new_user: Any = KEEP
-        self.rotating = False
-        self.cleared = False
-        self._revoke_all: Callable[[Any], Awaitable[Any]] | None = None
 
     # -- changes are recorded -----------------------------------------------------------
 
@@ -286,8 +292,7 @@ class SessionMiddleware:
         expires = session.expires_at
         if expires is None:
             return False
-        left = expires - _dt.datetime.now(_dt.timezone.utc)
-        return left.total_seconds() < self.max_age / 2
+        return expires.timestamp() - _clock.time() < self.max_age / 2
 
     def _set(self, sid: str) -> str:
         return f"{self.cookie}={sid}; Max-Age={self.max_age}{self._flags}"
@@ -305,7 +310,5 @@ def _cookie(scope: Scope, prefix: str) -> str | None:
             part = part.strip()
             if part.startswith(prefix):
                 sid: str = part[len(prefix) :].strip('"')
-                if 0 < len(sid) <= _MAX_ID_LENGTH and _ID_CHARS.issuperset(sid):
-                    return sid
-                return None
+                return sid if _SID.fullmatch(sid) else None
     return None
