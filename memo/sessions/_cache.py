@@ -334,7 +334,8 @@ class SessionCache(Generic[S]):
         """What `get` returns for a session found or loaded: None if absent, expired or not the user's."""
         if value is None or value is _NOT_A_SESSION:
             return None
-        if self._ttl_for(value) is None:
+        expiry = self._expiry(value)  # `_ttl_for(value) is None`, without its min()
+        if expiry is not None and expiry <= _clock.time():
             self._count("expired")
             return None
         if self._owner is not None and user_id is not _UNCHECKED and self._owner(value) != user_id:

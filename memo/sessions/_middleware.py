@@ -228,17 +228,23 @@ class SessionMiddleware:
             return
         sent_dead = sid is not None and record is None  # an unknown, expired or forged id
 
-        async def send_with_cookie(message: Message) -> None:
+        def send_with_cookie(message: Message) -> Awaitable[None]:
+            # A plain function returning what to await: most messages pass straight through.
             if message["type"] == "http.response.start" and (
                 sent_dead or session._touched() or self._renew_due(session)
             ):
-                header = await self._commit(session, sent_dead)
-                if header is not None:
-                    message.setdefault("headers", [])
-                    message["headers"] = [*message["headers"], (b"set-cookie", header.encode("latin-1"))]
-            await send(message)
+                return self._start(message, send, session, sent_dead)
+            return send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+    async def _start(self, message: Message, send: Send, session: Session, sent_dead: bool) -> None:
+        """Send the response's start, after writing back and with the Set-Cookie it needs, if any."""
+        header = await self._commit(session, sent_dead)
+        if header is not None:
+            message.setdefault("headers", [])
+            message["headers"] = [*message["headers"], (b"set-cookie", header.encode("latin-1"))]
+        await send(message)
 
     async def _commit(self, session: Session, sent_dead: bool) -> str | None:
         """Write back what changed; return the Set-Cookie value to send, if any.
