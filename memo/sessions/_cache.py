@@ -48,7 +48,10 @@ carry a keyed tag of the user, so a read fetches the session and its user's
 generation in one `get_many`; every cached copy records the generation it was
 installed under (read before its database load or write), and a copy whose
 generation is not the current one (changed, or lost with an evicted key or a
-restarted server) is a miss, never served.
+restarted server) is a miss, never served. (Concurrent async reads join one
+coalesced multi-key get; one cut into several gets, when it is very large, may read
+the two keys one after the other. Either order keeps the rule: a read that starts
+after `revoke_all` returned finds the new generation.)
 
 Everything that talks to memcached is written once, as generators of
 backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
