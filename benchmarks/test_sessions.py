@@ -1,16 +1,20 @@
 """Sessions: a read on a hit (SessionCache alone and through SessionMiddleware) beside Django's
-cached_db store and a plain PostgreSQL select; p99 of a hit through the middleware; read
-latency with memcached hung; hit rate of active sessions under a Zipf-distributed load.
+cached_db store and a plain PostgreSQL select; requests per second through each middleware
+with 16 requests in flight; p99 of a hit through the middleware; read latency with memcached
+hung; hit rate of active sessions under a Zipf-distributed load.
 
 Real PostgreSQL (a schema of its own, dropped after) and the suite's memcached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import datetime as dt
 import itertools
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -353,6 +357,12 @@ async def _read_app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 def middleware(pg_url: str, pg_schema: str, server: MemcachedProcess, loop: Any) -> Iterator[Any]:
     """SessionMiddleware on the shared memcached and an AsyncConnectionPool; one logged-in session."""
+    with _middleware(pg_url, pg_schema, server, loop) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _middleware(pg_url: str, pg_schema: str, server: MemcachedProcess, loop: Any) -> Iterator[Any]:
     from psycopg_pool import AsyncConnectionPool
 
     from memo.sessions import PostgresStore, SessionMiddleware
@@ -369,9 +379,11 @@ def middleware(pg_url: str, pg_schema: str, server: MemcachedProcess, loop: Any)
             sid, insert=lambda: store.ainsert(sid, {"cart": ["book"]}, user_id="alice", max_age=1800)
         )
     )
-    yield mw, sid
-    loop.run_until_complete(sessions.cache.aclose())
-    loop.run_until_complete(pool.close())
+    try:
+        yield mw, sid
+    finally:
+        loop.run_until_complete(sessions.cache.aclose())
+        loop.run_until_complete(pool.close())
 
 
 def test_session_hit_middleware(benchmark: Any, middleware: Any, loop: Any) -> None:
@@ -462,3 +474,192 @@ def test_session_middleware_p99_with_memcached_hung(
     p99 = durations[int(len(durations) * 0.99) - 1]
     benchmark.extra_info.update(p99_ms=round(p99 * 1000, 3), max_ms=round(durations[-1] * 1000, 3))
     assert p99 < 0.2, benchmark.extra_info
+
+
+# -- requests per second: 16 requests at once ------------------------------------------------------
+#
+# Requests per second is what a server delivers with many requests in flight, each side served
+# the way it is deployed: memo's ASGI middleware by one event loop (uvicorn, one worker
+# process), Django's WSGI middleware by the threads of one process (gunicorn's gthread worker),
+# as its request cycle runs them, and each thread keeping its memcached connection (Django's best
+# case, not its default: see `test_session_hit_django_middleware_threads`).
+# CONCURRENCY workers (tasks, threads), each sending PER_WORKER requests one after another as a
+# keep-alive connection does, each with a logged-in session of its own (one user each, the same
+# data on both sides) on the same memcached; the figure is each side's wall time for all of
+# them. Every response is checked: status 200, its own session's data, and no Set-Cookie.
+#
+# 16, not 32: a gthread worker is typically given a handful to a few dozen threads, and 16 is
+# the more conservative of the two for memo (fewer requests in flight, less for its async client
+# to batch into one multi-key get), while more threads only add GIL contention on Django's side.
+
+CONCURRENCY, PER_WORKER = 16, 25
+
+
+def _concurrent(benchmark: Any) -> None:
+    benchmark.extra_info.update(
+        ops_per_round=CONCURRENCY * PER_WORKER, throughput=True, concurrency=CONCURRENCY
+    )
+
+
+def _cart(worker: int) -> dict[str, Any]:
+    return {"cart": [f"book {worker}"]}
+
+
+class _Threads:
+    """CONCURRENCY threads kept for the whole benchmark, as a threaded server keeps its workers.
+
+    Calling it is one round: thread i runs `job(i)` once; it returns the sum of their results.
+    """
+
+    def __init__(self, job: Callable[[int], int], cleanup: Callable[[], None]) -> None:
+        self.job, self.cleanup = job, cleanup
+        # A minute at most per round: a thread that hangs fails the benchmark, never the suite.
+        self.start = threading.Barrier(CONCURRENCY + 1, timeout=60)
+        self.done = threading.Barrier(CONCURRENCY + 1, timeout=60)
+        self.results = [0] * CONCURRENCY
+        self.errors: list[BaseException] = []
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._serve, args=(i,)) for i in range(CONCURRENCY)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self, i: int) -> None:
+        while True:
+            self.start.wait()
+            if self.stopping:
+                self.cleanup()
+                return
+            try:
+                self.results[i] = self.job(i)
+            except BaseException as exc:
+                self.results[i] = 0
+                self.errors.append(exc)
+            self.done.wait()
+
+    def __call__(self) -> int:
+        self.start.wait()
+        self.done.wait()
+        if self.errors:
+            raise self.errors[0]
+        return sum(self.results)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.start.wait()
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def served(
+    request: pytest.FixtureRequest, pg_url: str, pg_schema: str, server: MemcachedProcess
+) -> Iterator[tuple[Any, Any, str]]:
+    """(middleware, its event loop, the loop's name): the standard loop, and uvloop, which
+    uvicorn runs on when it is installed (`uvicorn[standard]`, FastAPI's `standard` extra)."""
+    if request.param == "uvloop":
+        loop = pytest.importorskip("uvloop").new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        with _middleware(pg_url, pg_schema, server, loop) as (mw, _):
+            yield mw, loop, request.param
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def test_session_hit_middleware_concurrent(benchmark: Any, served: tuple[Any, Any, str]) -> None:
+    mw, loop, kind = served
+    on = "one event loop" if kind == "asyncio" else "one uvloop event loop"
+    role(benchmark, "subject", f"memo SessionMiddleware, 16 tasks on {on}")
+    benchmark.group = "session-read-hit-concurrent"
+    _concurrent(benchmark)
+    sessions, store = mw.sessions, mw.store
+    requests = []
+    for i in range(CONCURRENCY):
+        sid = sessions.new_id_for(f"user{i}")
+        insert = lambda sid=sid, i=i: store.ainsert(sid, _cart(i), user_id=f"user{i}", max_age=1800)  # noqa: E731
+        loop.run_until_complete(sessions.acreate(sid, insert=insert))
+        requests.append(_Request(mw, sid))
+
+    async def worker(i: int) -> int:
+        request, served = requests[i], 0
+        for _ in range(PER_WORKER):
+            session = await request()
+            start = request.sent[0]
+            served += (
+                start["status"] == 200
+                and start["headers"] == []  # no Set-Cookie
+                and session == _cart(i)
+                and session.user_id == f"user{i}"
+            )
+        return served
+
+    async def one_round() -> int:
+        return sum(await asyncio.gather(*(worker(i) for i in range(CONCURRENCY))))
+
+    assert loop.run_until_complete(one_round()) == CONCURRENCY * PER_WORKER  # warm: connections open
+    assert benchmark(lambda: loop.run_until_complete(one_round())) == CONCURRENCY * PER_WORKER
+    stats = sessions.stats()
+    assert stats["misses"] == 0 and stats["hits"] >= 2 * CONCURRENCY * PER_WORKER
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["kept", "request_finished"])
+def test_session_hit_django_middleware_threads(benchmark: Any, django_store: Any, finished: bool) -> None:
+    """Django's middleware as the peer. As deployed, Django's WSGI handler ends each request
+    with `request_finished` (the server closes the response), and `close_caches` then closes
+    PyMemcacheCache's connection (Django's own rule: only PyLibMCCache keeps its connections):
+    `request_finished` times that, the ≥ 3× target's peer. `kept`: each thread keeps its
+    memcached connection, Django's best case (not its default), the ≥ 2× target's peer."""
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+    from django.core.cache import caches
+    from django.db.backends.signals import connection_created
+    from django.http import HttpRequest, HttpResponse
+
+    label = "Django SessionMiddleware (cached_db), 16 threads"
+    role(benchmark, "peer", f"{label}, request_finished after each" if finished else label)
+    benchmark.group = "session-read-hit-concurrent"
+    _concurrent(benchmark)
+    keys, expected = [], []
+    for i in range(CONCURRENCY):
+        store = django_store()
+        store.update({"user_id": f"user{i}", **_cart(i)})
+        store.save()
+        keys.append(store.session_key)
+        expected.append({"user_id": f"user{i}", **_cart(i)})
+
+    def view(request: Any) -> HttpResponse:
+        return HttpResponse(status=200 if request.session.get("user_id") else 401)
+
+    middleware = DjangoSessionMiddleware(view)
+
+    def worker(i: int) -> int:
+        served = 0
+        for _ in range(PER_WORKER):
+            request = HttpRequest()
+            request.method = "GET"
+            request.COOKIES["sessionid"] = keys[i]
+            response = middleware(request)
+            if finished:
+                response.close()  # what the WSGI server does: Django sends request_finished
+            served += (
+                response.status_code == 200
+                and not response.cookies  # no Set-Cookie
+                and dict(request.session.items()) == expected[i]
+            )
+        return served
+
+    connections: list[Any] = []  # a thread that opens a database connection read past the cache
+
+    def opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connections.append(connection)
+
+    connection_created.connect(opened)
+    threads = _Threads(worker, caches.close_all)  # each thread closes its own cache client
+    try:
+        assert threads() == CONCURRENCY * PER_WORKER  # warm: each thread's cache client connects
+        assert benchmark(threads) == CONCURRENCY * PER_WORKER
+    finally:
+        threads.close()
+        connection_created.disconnect(opened)
+    assert connections == []  # every read was served by memcached

@@ -33,14 +33,19 @@ from ._pools import LoopPools, Slots, current_loop, expire_waiter
 from ._proto import MN, Fetch, Probe, mg
 from ._protocol import Connection
 from ._server import BREAKER_FAILURES, Server
+from ._topology import Topology
 from ._wire import ServerError, expiry, key_bytes
 
-__all__ = ["FIRST_CHUNK", "MAX_BATCH_KEYS", "READ_RATE", "AsyncOps", "chunk_size", "run_groups"]
+__all__ = ["FEW_KEYS", "FIRST_CHUNK", "MAX_BATCH_KEYS", "READ_RATE", "AsyncOps", "chunk_size", "run_groups"]
 
 #: The most keys one multi-key get asks for.
 MAX_BATCH_KEYS = 1000
 #: Keys in the first chunk of a batch, while what a key costs on the server is not known.
 FIRST_CHUNK = 4
+#: The most keys an `aget_many` on one server may ask for and still go out as a lone `aget`
+#: does: sent at once, or joined to the multi-key get gathered while another is on the wire
+#: (a session and its user's generation, a value and its tags).
+FEW_KEYS = FIRST_CHUNK
 #: Bytes per second a reply is assumed to arrive at, at least, when batches are split to fit the
 #: timeout (a conservative figure: loopback delivers 1-2 GB/s, a 1 Gbit/s link 125 MB/s).
 READ_RATE = 20_000_000
@@ -381,6 +386,11 @@ class AsyncOps(Core):
         return (found, errors) if errors else found
 
     async def aget_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if 0 < len(keys) <= FEW_KEYS:
+            kbs = [key_bytes(key) for key in keys]
+            server = _one_server(self._topology, kbs)
+            if server is not None:
+                return await self._aget_few(server, keys, kbs)
         groups = group_keys(self._topology, keys)
         if not groups:
             return {}
@@ -427,6 +437,43 @@ class AsyncOps(Core):
                 self._adrop_native_lease(server, kbs, _get_running_loop())
             raise
         return got
+
+    async def _aget_few(self, server: Server, keys: Sequence[str], kbs: list[bytes]) -> dict[str, bytes]:
+        """`aget_many` of a few keys of one server: one multi-key get sent at once, or, while a
+        get to the server is on the wire, each key joins the next coalesced one (as in `aget`)."""
+        loop = _get_running_loop()
+        pools, slots = self._pool_of(server, loop)
+        if slots.gets_in_flight:
+            futures = [self._aget_coalesced(server, slots, kb, loop) for kb in kbs]
+            return await _joined(keys, kbs, futures)
+        # `_request` inlined, as in `aget`: the hit path of sessions and tagged values.
+        if server.blocked_until:
+            server.admit()
+        slots.gets_in_flight += 1
+        try:
+            conn = slots.take()
+            if conn is None:
+                conn = await self._acquire(server, slots)
+            request = ops.get_many(kbs, server.id, conn.meta)
+            try:
+                got: dict[bytes, bytes] = await conn.request(
+                    request.data, request.plan, timeout=self._timeout
+                )
+            except BaseException as exc:
+                slots.discard(conn)  # the reply may still come: never reuse this connection
+                if type(exc) in BREAKER_FAILURES:
+                    server.failed()
+                raise
+        finally:
+            slots.gets_in_flight -= 1
+        if pools._closed:
+            slots.discard(conn)
+        else:
+            slots.release(conn)
+        if server.failures:
+            server.succeeded()
+        server.note_read(len(kbs), got)
+        return {key: got[kb] for key, kb in zip(keys, kbs, strict=True) if kb in got}
 
     async def _astore(self, verb: bytes, key: str, value: bytes, ttl: float | None) -> bool:
         kb = key_bytes(key)
@@ -552,6 +599,41 @@ class AsyncOps(Core):
                 await pools.aclose()
             else:
                 pools.close_elsewhere()
+
+
+def _one_server(topology: Topology, kbs: list[bytes]) -> Server | None:
+    """The server all of `kbs` route to, or None when they span several (or there is none)."""
+    servers = topology.servers
+    if len(servers) == 1:
+        return servers[0]
+    if not servers:
+        return None
+    index = topology.index
+    first = index(kbs[0])
+    return servers[first] if all(index(kb) == first for kb in kbs[1:]) else None
+
+
+async def _joined(
+    keys: Sequence[str], kbs: list[bytes], futures: list[asyncio.Future[bytes | None]]
+) -> dict[str, bytes]:
+    """What the coalesced gets found for a few keys; their errors are raised as `aget_many` raises them."""
+    found: dict[str, bytes] = {}
+    errors: list[BackendError] = []
+    try:
+        for key, fut in zip(keys, futures, strict=True):
+            try:
+                value = await fut
+            except BackendError as exc:  # its chunk failed (keys of one batch may go in several)
+                errors.append(exc)
+                continue
+            if value is not None:
+                found[key] = value
+    except BaseException:
+        for fut in futures:
+            fut.cancel()  # the ones still waiting: nobody will read them
+        raise
+    finish("get_many", found, errors, len(kbs))
+    return found
 
 
 async def run_groups(coros: list[Awaitable[Any]]) -> list[Any]:

@@ -48,7 +48,10 @@ carry a keyed tag of the user, so a read fetches the session and its user's
 generation in one `get_many`; every cached copy records the generation it was
 installed under (read before its database load or write), and a copy whose
 generation is not the current one (changed, or lost with an evicted key or a
-restarted server) is a miss, never served.
+restarted server) is a miss, never served. (Concurrent async reads join one
+coalesced multi-key get; one cut into several gets, when it is very large, may read
+the two keys one after the other. Either order keeps the rule: a read that starts
+after `revoke_all` returned finds the new generation.)
 
 Everything that talks to memcached is written once, as generators of
 backend operations (sans-I/O steps); `_run` and `_arun` drive them with the
@@ -190,6 +193,9 @@ class SessionCache(Generic[S]):
             salt=hashlib.blake2b(ns.encode(), digest_size=16).digest(),
         ).digest()
         self._key_head = f"{cache.prefix}~s:{safe_segment(ns, 48)}:"
+        # The keyed digest of ids with its key block already hashed: each id costs a copy and
+        # its own block (`key_for` runs on every read).
+        self._id_digest = hashlib.blake2b(key=self._secret, digest_size=16)
         # Keys to delete before the next use of memcached, each with the ticket of its
         # latest failure: a flush forgets a key only if no failure came after its snapshot.
         self._pending: dict[str, int] = {}
@@ -241,7 +247,8 @@ class SessionCache(Generic[S]):
 
     def key_for(self, sid: str) -> str:
         """Return the memcached key of session `sid`: a keyed digest, never the id itself."""
-        digest = hashlib.blake2b(sid.encode("utf-8", "surrogatepass"), key=self._secret, digest_size=16)
+        digest = self._id_digest.copy()
+        digest.update(sid.encode("utf-8", "surrogatepass"))
         return self._key_head + digest.hexdigest()
 
     def stats(self) -> dict[str, int]:
@@ -330,7 +337,8 @@ class SessionCache(Generic[S]):
         """What `get` returns for a session found or loaded: None if absent, expired or not the user's."""
         if value is None or value is _NOT_A_SESSION:
             return None
-        if self._ttl_for(value) is None:
+        expiry = self._expiry(value)  # `_ttl_for(value) is None`, without its min()
+        if expiry is not None and expiry <= _clock.time():
             self._count("expired")
             return None
         if self._owner is not None and user_id is not _UNCHECKED and self._owner(value) != user_id:
@@ -734,7 +742,7 @@ class SessionCache(Generic[S]):
         try:
             if gkey is None:
                 raw, generation = await self.cache.backend.aget(key), None
-            else:
+            else:  # the session and its user's generation in one round trip
                 raw, generation = _split(await self.cache.backend.aget_many([key, gkey]), key, gkey)
         except BackendError as exc:
             self.cache.record_error(self.ns, "a session read", exc, self.on_error)
@@ -861,7 +869,7 @@ def _getter(spec: str | Callable[[Any], Any] | None, what: str) -> Callable[[Any
         raise ConfigurationError(f"{what} must be an attribute or key name, a callable or None, got {spec!r}")
 
     def get(value: Any) -> Any:
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):  # a record: a dict, on every hit
             return value.get(spec)
         return getattr(value, spec, None)
 

@@ -7,7 +7,8 @@ statement that returns the new row, so concurrent requests that change different
 one session never lose each other's changes (no read-modify-write anywhere).
 
 A record, what the store's methods return and what `SessionCache` caches, is a dict:
-`{"user_id": str | None, "data": dict, "created": datetime, "expires_at": datetime}`.
+`{"user_id": str | None, "data": dict, "created": datetime, "expires_at": datetime}`, the
+two datetimes in UTC (`datetime.timezone.utc`) whatever the connection's TimeZone is.
 """
 
 from __future__ import annotations
@@ -216,11 +217,14 @@ class PostgresStore:
         if row is None:
             return None
         user_id, data, created, expires = row
+        # psycopg gives timestamptz in the connection's TimeZone (a ZoneInfo): the same instant
+        # in UTC makes a record that does not depend on the server's settings, and one that
+        # `SessionCache` decodes on every hit about twice as fast (ISO text, no zone to rebuild).
         return {
             "user_id": user_id,
             "data": {_unescape(k): self.codec.from_tree(_from_json(v)) for k, v in data.items()},
-            "created": created,
-            "expires_at": expires,
+            "created": created.astimezone(_dt.timezone.utc),
+            "expires_at": expires.astimezone(_dt.timezone.utc),
         }
 
     def _change(

@@ -33,6 +33,31 @@ def test_the_session_dict_records_what_changed() -> None:
     assert set(s._delta()[0]) == set(s)
 
 
+def test_only_a_touched_session_is_written_back() -> None:
+    """`_touched()` is what lets a read-only request skip the write-back altogether."""
+    assert not Session({"a": 1}, sid="x", user_id="u")._touched()
+    assert not Session()._touched()
+    changes: list[Any] = [
+        lambda s: s.__setitem__("b", 2),
+        lambda s: s.__delitem__("a"),
+        lambda s: s.pop("a"),
+        lambda s: s.setdefault("c", 3),
+        lambda s: s.update(a=1),  # the same value: still written (as before)
+        lambda s: setattr(s, "modified", True),
+        lambda s: s.rotate(),
+        lambda s: s.login("bob"),
+        lambda s: s.clear(),
+        lambda s: s.logout(),
+    ]
+    for change in changes:
+        session = Session({"a": 1}, sid="x", user_id="u")
+        change(session)
+        assert session._touched(), change
+    read = Session({"a": 1}, sid="x", user_id="u")
+    assert read["a"] == 1 and read.get("b") is None and "a" in read and read.setdefault("a", 9) == 1
+    assert not read._touched()  # reading is not touching
+
+
 def test_login_rotate_and_logout_mark_the_session() -> None:
     s = Session({"a": 1}, sid="x")
     s.rotate()
@@ -146,6 +171,35 @@ async def test_concurrent_requests_changing_different_keys_keep_both(
     assert record is not None and record["data"] == {"k0": 1, "k1": 2}  # neither write lost the other's
     got = await sessions.aget(sid, user_id="alice", load=store.aload)
     assert got is not None and got["data"] == record["data"]
+    await cache.aclose()
+
+
+@pytest.mark.memcached
+@pytest.mark.postgres
+async def test_a_read_writes_nothing_back_and_sends_no_cookie(
+    store: PostgresStore, memcached_url: str
+) -> None:
+    cache = memo.Cache(memcached_url, prefix=f"mw{uuid.uuid4().hex[:8]}:")
+    sessions = SessionCache(cache)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        session = scope["session"]
+        if session.sid is None:
+            session.login("alice")
+            session["cart"] = ["book"]
+        await _noop(scope, receive, send)
+
+    mw = SessionMiddleware(app, sessions=sessions, store=store)
+    _, cookies = await _call(mw, None)
+    sid = cookies[0].decode().split(";")[0].removeprefix("session=")
+    before = sessions.stats()
+    for _ in range(3):
+        session, cookies = await _call(mw, sid)
+        assert session == {"cart": ["book"]} and session.sid == sid and session.user_id == "alice"
+        assert cookies == []
+    after = sessions.stats()
+    assert after["hits"] == before["hits"] + 3 and after["misses"] == before["misses"]
+    assert after["writes"] == before["writes"] and after["fills"] == before["fills"]
     await cache.aclose()
 
 

@@ -215,6 +215,73 @@ async def test_a_cancelled_coalesced_get_leaves_the_others_alone(memcached_serve
     backend.close()
 
 
+async def test_concurrent_small_batches_share_requests_and_each_gets_its_own_keys(
+    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aget_many` of a few keys goes out as `aget` does: at once as one multi-key get when
+    alone, joined to the coalesced get while one is on the wire."""
+    from memo._memcached._protocol import Connection
+
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set_many([(f"k{i}", f"v{i}".encode(), 60) for i in range(40)]) == []
+    sent: list[bytes] = []
+    real_request = Connection.request
+
+    def recording(self: Connection, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        sent.append(data)
+        return real_request(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "request", recording)
+    assert await backend.aget_many(["k1", "gone", "k2"]) == {"k1": b"v1", "k2": b"v2"}
+    assert [data for data in sent if data != b"mn\r\n"] == [b"get k1 gone k2\r\n"]  # one request, at once
+    sent.clear()
+    pairs = [[f"k{i}", f"k{i + 20}", f"none{i}"] for i in range(20)]
+    results = await asyncio.gather(*(backend.aget_many(keys) for keys in pairs))
+    assert results == [{f"k{i}": f"v{i}".encode(), f"k{i + 20}": f"v{i + 20}".encode()} for i in range(20)]
+    assert len(sent) <= 3, sent  # the first at once, the rest in one or two multi-key gets
+    many = [f"k{i}" for i in range(10)]  # more than a few keys: the batch path, unchanged
+    assert await backend.aget_many(many) == {k: f"v{k[1:]}".encode() for k in many}
+    await backend.aclose()
+    backend.close()
+
+
+async def test_a_cancelled_small_batch_leaves_the_others_alone(memcached_servers: Servers) -> None:
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set_many([("a", b"1", 60), ("b", b"2", 60)]) == []
+    first = asyncio.ensure_future(backend.aget("a"))  # on the wire
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(backend.aget_many(["a", "b"])) for _ in range(4)]  # coalesced
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    results = await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[0] == b"1" and results[2:] == [{"a": b"1", "b": b"2"}] * 3
+    assert await backend.aget_many(["a", "b"]) == {"a": b"1", "b": b"2"}
+    await backend.aclose()
+    backend.close()
+
+
+async def test_a_small_batch_joined_to_a_failing_get_raises_its_error(memcached_servers: Servers) -> None:
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address], timeout=0.2)
+    assert backend.set_many([("a", b"1", 60), ("b", b"2", 60)]) == []
+    assert await backend.aget("a") == b"1"  # connected: what follows waits only for replies
+    process.pause()
+    try:
+        first = asyncio.ensure_future(backend.aget("a"))  # on the wire, never answered
+        await asyncio.sleep(0)
+        joined = asyncio.ensure_future(backend.aget_many(["a", "b"]))
+        results = await asyncio.gather(first, joined, return_exceptions=True)
+    finally:
+        process.resume()
+    assert [type(r) for r in results] == [memo.BackendTimeout, memo.BackendTimeout]
+    assert await backend.aget_many(["a", "b"]) == {"a": b"1", "b": b"2"}
+    await backend.aclose()
+    backend.close()
+
+
 def test_under_uvloop(memcached_servers: Servers) -> None:
     uvloop = pytest.importorskip("uvloop")
     (process,) = memcached_servers(1)
