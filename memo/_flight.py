@@ -48,12 +48,26 @@ _leading: contextvars.ContextVar[frozenset[tuple[int, Hashable]]] = contextvars.
 
 
 class _Call(Generic[T]):
+    """One computation in flight: `done` is held until it ends.
+
+    A held lock rather than an `Event`: a lock is one allocation and one acquire
+    (an `Event` builds a `Condition` and notifies through it, about 2 µs per miss),
+    and nobody waits in the usual case. Followers wait by taking the lock and
+    handing it on; any thread may release it.
+    """
+
     __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: T | None = None
         self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        """Block until the computation has ended."""
+        with self.done:
+            pass
 
 
 class Flight(Generic[T]):
@@ -98,7 +112,7 @@ class Flight(Generic[T]):
             if on_follow is not None:
                 on_follow()
                 on_follow = None
-            call.done.wait()
+            call.wait()
             if call.error is None:
                 return call.result, False  # type: ignore[return-value]
             if isinstance(call.error, Exception):
@@ -117,7 +131,7 @@ class Flight(Generic[T]):
             with self._lock:
                 if self._calls.get(key) is call:
                     del self._calls[key]
-            call.done.set()
+            call.done.release()
 
 
 class _Shared:
