@@ -28,6 +28,7 @@ __all__ = [
     "get_many",
     "get_one",
     "get_or_lease",
+    "lease_flags",
     "lease_seconds",
     "leased_value",
     "meta_value",
@@ -102,6 +103,20 @@ def lease_seconds(lease_ttl: float) -> int:
     return max(1, -int(-lease_ttl // 1))
 
 
+#: `lease_flags` by lease_ttl: a Cache has one or a few lease_ttls, each a hit path's constant.
+_LEASE_FLAGS: dict[float, bytes] = {}
+
+
+def lease_flags(lease_ttl: float) -> bytes:
+    """What follows the key in the `mg` of `get_or_lease`: its flags and the CRLF."""
+    flags = _LEASE_FLAGS.get(lease_ttl)
+    if flags is None:
+        if len(_LEASE_FLAGS) >= 64:  # lease_ttls computed per call: keep the table small
+            _LEASE_FLAGS.clear()
+        flags = _LEASE_FLAGS[lease_ttl] = b" v c N%d\r\n" % lease_seconds(lease_ttl)
+    return flags
+
+
 def leased_value(data: bytes, flags: list[bytes]) -> bytes:
     """What an `mg <key> v c N<ttl>` reply means: the value; `Won` for the caller that took
     the lease (`W`); `NATIVE_LEASE` while another holds it (`Z`). `flags`: the return flags."""
@@ -123,14 +138,14 @@ def _leased(replies: list[Any], server_id: str) -> bytes:
     return leased_value(reply.data, flags)
 
 
-def get_or_lease(kb: bytes, seconds: int, server_id: str, meta: bool) -> Request:
+def get_or_lease(kb: bytes, lease_ttl: float, server_id: str, meta: bool) -> Request:
     """The value; or, on a meta server, the lease taken on a miss (see `leased_value`).
 
     A classic server answers a plain `get`: None on a miss, and the caller leases
     with `lease`.
     """
     if meta:
-        return Request(p.mg(kb, b"v c N%d" % seconds), p.MetaLines(1, server_id), _leased)
+        return Request(b"mg " + kb + lease_flags(lease_ttl), p.MetaLines(1, server_id), _leased)
     return get_one(kb, server_id, False)
 
 

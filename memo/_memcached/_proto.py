@@ -156,6 +156,17 @@ class Reader:
     def clear(self) -> None:
         self._buf, self._pos = b"", 0
 
+    def short(self, replies: dict[bytes, Any]) -> Any:
+        """`replies[the unread bytes]` when they are exactly one of its keys, whole (then they are
+        read); else None. The usual one-line replies, without the reader's events."""
+        buf = self._buf
+        if type(buf) is bytes and not self._pos and self._header is None:
+            found = replies.get(buf)
+            if found is not None:
+                self._buf = b""
+                return found
+        return None
+
     def next_event(self) -> Event | _NeedData:
         """The next reply event, or NEED_DATA."""
         header = self._header
@@ -290,6 +301,7 @@ class Fetch:
 
 #: The one-line replies to classic commands that leave the connection in step.
 STATUS_LINES: Final = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
+_SHORT_LINES: Final = {line + b"\r\n": line for line in STATUS_LINES}
 
 
 class Lines:
@@ -309,6 +321,12 @@ class Lines:
 
     def collect(self, reader: Reader) -> Any:
         lines = self.lines
+        if not lines and self.count == 1:
+            # The usual reply to one store, delete or touch: a status line, whole in one read.
+            line = reader.short(_SHORT_LINES)
+            if line is not None:
+                lines.append(line)
+                return lines
         while len(lines) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -362,6 +380,8 @@ class Stats:
             if event is NEED_DATA:
                 return NEED_DATA
             if event == END:
+                if reader.pending:
+                    raise ProtocolViolation("bytes after END")
                 return self.stats
             if type(event) is Status and event.line.startswith(b"STAT "):
                 _, name, value = event.line.decode("ascii").split(" ", 2)
@@ -389,6 +409,12 @@ class MetaLines:
 
     def collect(self, reader: Reader) -> Any:
         replies = self.replies
+        if not replies and self.count == 1:
+            # The usual reply to one store, delete or touch: a bare code, whole in one read.
+            short = reader.short(_SHORT_META)
+            if short is not None:
+                replies.append(short)
+                return replies
         while len(replies) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -401,6 +427,10 @@ class MetaLines:
         if reader.pending:
             raise ProtocolViolation("more replies than requests")
         return replies
+
+
+#: The meta replies that are a bare code, by their bytes (shared: a `Meta` is never changed).
+_SHORT_META: Final = {code + b"\r\n": Meta(code, {}, None) for code in (b"HD", b"NS", b"EX", b"NF", b"EN")}
 
 
 class Probe:
@@ -463,10 +493,23 @@ def lean_meta_value(buf: bytes) -> bytes | _NeedData | None:
     """The reply to `mg <key> v` when `buf` is exactly one whole reply; NEED_DATA when in doubt."""
     if buf == b"EN\r\n":
         return None
+    return lean_meta_hit(buf)
+
+
+def lean_meta_hit(buf: bytes) -> bytes | _NeedData:
+    """The data of a plain meta hit when `buf` is exactly that whole reply; NEED_DATA when in doubt.
+
+    A plain hit is `VA <size>\r\n<data>\r\n`, or `VA <size> c<cas>\r\n<data>\r\n` (the
+    answer of `mg <key> v c N<ttl>` that found a value): no other flag, so no lease was
+    granted (`W`) or is held by another (`Z`), and the item is not stale (`X`). Anything
+    else (those flags, `EN`, an error, a reply split across reads, more bytes than one
+    reply) is NEED_DATA: the caller reads it the general way. The hit path of both
+    protocols' sync reads: one `find`, one `partition`, no reply objects.
+    """
     eol = buf.find(b"\r\n")
     if eol > 3 and buf.startswith(b"VA "):
-        size = buf[3:eol]
-        if size.isdigit():
+        size, _, flags = buf[3:eol].partition(b" ")
+        if size.isdigit() and (not flags or (flags[:1] == b"c" and flags[1:].isdigit())):
             start = eol + 2
             end = start + int(size)
             if len(buf) == end + 2 and buf.endswith(b"\r\n"):

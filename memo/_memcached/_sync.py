@@ -37,8 +37,8 @@ from ._proto import (
     Probe,
     ProtocolViolation,
     Reader,
+    lean_meta_hit,
     lean_meta_reply,
-    lean_meta_value,
     lean_value,
     whole_get,
 )
@@ -115,9 +115,21 @@ class SyncConnection:
         self.sock.close()
 
     def run(self, data: bytes, plan: Any) -> Any:
-        """Send a request and return what its reply plan collects."""
-        self.sock.sendall(data)
-        return self.read(plan)
+        """Send a request and return what its reply plan collects.
+
+        The reader holds nothing between requests: every plan refuses bytes after its reply.
+        """
+        sock = self.sock
+        reader = self.reader
+        sock.sendall(data)
+        while True:
+            chunk = sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise Closed()
+            reader.feed(chunk)
+            result = plan.collect(reader)
+            if result is not NEED_DATA:
+                return result
 
     def read(self, plan: Any) -> Any:
         """Collect the reply from what the reader holds, receiving more while the plan needs it."""
@@ -137,33 +149,36 @@ class SyncConnection:
         `lease_ttl`: on a meta server, take the key's lease if it misses (`ops.get_or_lease`).
         """
         sock = self.sock
-        if lease_ttl and self.meta:
-            return self._get_or_lease(kb, server_id, ops.lease_seconds(lease_ttl))
         if self.meta:
-            sock.sendall(b"mg " + kb + b" v\r\n")
-            buf = sock.recv(65536)  # a small reply whole; a larger buffer costs an allocation per hit
-            value = lean_meta_value(buf)
-        else:
-            sock.sendall(b"get " + kb + b"\r\n")
-            buf = sock.recv(65536)
-            value = lean_value(buf, kb)
-        if value is not NEED_DATA:
+            # A read size of 64 KiB: a small reply whole; a larger buffer costs an allocation per hit.
+            sock.sendall(b"mg " + kb + (ops.lease_flags(lease_ttl) if lease_ttl else b" v\r\n"))
+            buf = sock.recv(_RECV_SIZE)
+            value = lean_meta_hit(buf)
+            if value is NEED_DATA:
+                return self._meta_reply(buf, kb, server_id, lease_ttl)
             return value  # type: ignore[return-value]
+        sock.sendall(b"get " + kb + b"\r\n")
+        buf = sock.recv(_RECV_SIZE)
+        got = lean_value(buf, kb)
+        if got is not NEED_DATA:
+            return got  # type: ignore[return-value]
         if not buf:
             raise Closed()
         self.reader.feed(buf)
-        if self.meta:
-            return ops.meta_value(self.read(ops.one_meta(server_id)))
         found: dict[bytes, bytes] = self.read(Fetch((kb,), server_id))
         return found.get(kb)
 
-    def _get_or_lease(self, kb: bytes, server_id: str, seconds: int) -> bytes:
-        request = ops.get_or_lease(kb, seconds, server_id, True)
-        self.sock.sendall(request.data)
-        buf = self.sock.recv(65536)
-        reply = lean_meta_reply(buf)
-        if reply is not NEED_DATA:
-            return ops.leased_value(*reply)  # type: ignore[misc]
+    def _meta_reply(self, buf: bytes, kb: bytes, server_id: str, lease_ttl: float) -> bytes | None:
+        """The rest of `get` on a meta server, for replies other than a plain hit whole in `buf`."""
+        if lease_ttl:
+            reply = lean_meta_reply(buf)  # the lease granted (`W`), or held by another (`Z`)
+            if reply is not NEED_DATA:
+                return ops.leased_value(*reply)  # type: ignore[misc]
+            request = ops.get_or_lease(kb, lease_ttl, server_id, True)
+        else:
+            if buf == b"EN\r\n":
+                return None
+            request = ops.get_one(kb, server_id, True)
         if not buf:
             raise Closed()
         self.reader.feed(buf)

@@ -290,3 +290,205 @@ def test_requests_on_the_wire() -> None:
     assert ops.delete_many([b"a", b"b"], SID, False).data == b"delete a\r\ndelete b\r\n"
     assert ops.stats(SID, False).data == b"stats\r\n"
     assert p.MN == b"mn\r\n"
+
+
+# -- the sync hit path's lean readers (memo/_memcached/_sync.py): a reply whole in one read is
+# cut in place; anything else is read by the reply plans above, with the same result.
+
+VALUE = b'm\x02\x05\x00\x00\x01\xa2R\xd6\xf0\xc5{"id":42}\n'
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (b"VA 2\r\nhi\r\n", b"hi"),
+        (b"VA 2 c77\r\nhi\r\n", b"hi"),
+        (b"VA %d c1234567890123\r\n%b\r\n" % (len(VALUE), VALUE), VALUE),
+        (b"VA 0 c5\r\n\r\n", b""),  # an empty item, not flagged as anyone's lease
+        (b"VA 6 c1\r\n\r\nVA 1\r\n", b"\r\nVA 1"),  # cut by its length, not at CRLF
+        (b"VA 02\r\nhi\r\n", b"hi"),
+    ],
+)
+def test_lean_meta_hit_cuts_a_plain_hit(reply: bytes, expected: bytes) -> None:
+    assert p.lean_meta_hit(reply) == expected
+    for i in range(len(reply)):  # every shorter read is a reply still arriving
+        assert p.lean_meta_hit(reply[:i]) is p.NEED_DATA
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"VA 0 c5 W\r\n\r\n",  # the lease granted: not a value
+        b"VA 0 c5 Z\r\n\r\n",  # another's lease
+        b"VA 2 c5 X W\r\nhi\r\n",  # stale
+        b"VA 2 c5 Z X\r\nhi\r\n",
+        b"VA 2 W c5\r\nhi\r\n",
+        b"VA 2 t30\r\nhi\r\n",
+        b"VA 2 c\r\nhi\r\n",
+        b"VA 2 c12x\r\nhi\r\n",
+        b"VA 2 C12\r\nhi\r\n",
+        b"VA 2 c1 \r\nhi\r\n",
+        b"VA 2  c1\r\nhi\r\n",
+        b"VA -2\r\nhi\r\n",
+        b"VA +2\r\nhi\r\n",
+        b"VA x\r\nhi\r\n",
+        b"VA \r\n\r\n",
+        b"VA 2\r\nhi\r\r",  # no CRLF after the data
+        b"VA 2\r\nhix\r\n",  # longer than its header says
+        b"VA 2\r\nh\r\n",
+        b"VA 2\r\nhi\r\nVA 2\r\nhi\r\n",  # more than one reply
+        b"VA 2\r\nhi\r\nEN\r\n",
+        b"EN\r\n",
+        b"HD\r\n",
+        b"NF\r\n",
+        b"VALUE k 0 2\r\nhi\r\nEND\r\n",
+        b"SERVER_ERROR out of memory\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+        b"ERROR\r\n",
+        b"",
+    ],
+)
+def test_lean_meta_hit_leaves_everything_else_to_the_reader(reply: bytes) -> None:
+    assert p.lean_meta_hit(reply) is p.NEED_DATA
+
+
+class Replies:
+    """A socket double: records what is sent, answers each recv with the next chunk (then EOF)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.sent = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def recv(self, size: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+def sync_get(chunks: list[bytes], lease_ttl: float = 0.0, meta: bool = True) -> tuple[Any, bytes]:
+    from memo._memcached._sync import SyncConnection
+
+    sock = Replies(*chunks)
+    conn = SyncConnection(sock, meta=meta)
+    got = conn.get(b"k", SID, lease_ttl)
+    assert conn.reader.pending == 0 and not sock.chunks
+    return got, sock.sent
+
+
+# (reply, what a leased read returns, what a plain `mg k v` returns)
+META_READS: list[tuple[bytes, Any, Any]] = [
+    (b"VA 2 c7\r\nhi\r\n", b"hi", "n/a"),
+    (b"VA 2\r\nhi\r\n", "n/a", b"hi"),
+    (b"VA 0 c7 W\r\n\r\n", ("won", 7), "n/a"),
+    (b"VA 0 c7 Z\r\n\r\n", "lease", "n/a"),
+    (b"VA 2 c7 X W\r\nhi\r\n", ("won", 7), "n/a"),  # stale: this caller refreshes it
+    (b"VA 2 c7 Z X\r\nhi\r\n", b"hi", "n/a"),  # stale, another is refreshing: its value
+    (b"VA 0 c7\r\n\r\n", b"", "n/a"),
+    (b"EN\r\n", "n/a", None),
+    (b"VA %d c9\r\n%b\r\n" % (len(VALUE), VALUE), VALUE, "n/a"),
+]
+
+
+def _meaning(got: Any) -> Any:
+    from memo._codec import NATIVE_LEASE, Won
+
+    if type(got) is Won:
+        return ("won", got.unique)
+    return "lease" if got == NATIVE_LEASE else got
+
+
+@pytest.mark.parametrize(("reply", "leased", "plain"), META_READS)
+def test_sync_meta_get_reads_every_split_alike(reply: bytes, leased: Any, plain: Any) -> None:
+    for lease_ttl, expected in ((10.0, leased), (0.0, plain)):
+        if expected == "n/a":
+            continue
+        for chunks in every_split(reply):
+            got, sent = sync_get(chunks, lease_ttl)
+            assert _meaning(got) == expected, chunks
+            assert sent == (b"mg k v c N10\r\n" if lease_ttl else b"mg k v\r\n")
+
+
+def test_sync_meta_get_of_a_megabyte_in_many_reads() -> None:
+    value = bytes(range(256)) * 4096
+    reply = b"VA %d c3\r\n%b\r\n" % (len(value), value)
+    assert sync_get([reply[i : i + 65536] for i in range(0, len(reply), 65536)], 10.0)[0] == value
+    assert sync_get([reply], 10.0)[0] == value
+
+
+def test_sync_classic_get_reads_every_split_alike() -> None:
+    for chunks in every_split(b"VALUE k 0 2\r\nhi\r\nEND\r\n"):
+        assert sync_get(chunks, 0.0, meta=False) == (b"hi", b"get k\r\n")
+    assert sync_get([b"END\r\n"], 0.0, meta=False) == (None, b"get k\r\n")
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"EN\r\n", p.ProtocolViolation),  # `mg … N` never misses: out of step
+        (b"HD\r\n", p.ProtocolViolation),
+        (b"VA 2 c1\r\nhi\r\nVA 2 c1\r\nhi\r\n", p.ProtocolViolation),
+        (b"VA 0 c1 W\r\n\r\nEN\r\n", p.ProtocolViolation),
+        (b"VA 0 cx W\r\n\r\n", p.ProtocolViolation),
+        (b"SERVER_ERROR out of memory\r\n", BackendProtocolError),
+        (b"CLIENT_ERROR bad command line format\r\n", BackendProtocolError),
+        (b"ERROR\r\n", BackendProtocolError),
+        (b"VA 2 c1\r\nh", "closed"),  # closed mid-reply
+        (b"", "closed"),
+    ],
+)
+def test_sync_leased_read_refuses_what_does_not_answer_it(reply: bytes, error: Any) -> None:
+    from memo._memcached._sync import Closed
+
+    with pytest.raises(Closed if error == "closed" else error):
+        sync_get([reply], 10.0)
+
+
+def test_lease_flags_round_up_to_whole_seconds() -> None:
+    assert ops.lease_flags(10.0) == b" v c N10\r\n"
+    assert ops.lease_flags(0.2) == b" v c N1\r\n"
+    assert ops.lease_flags(2.5) == b" v c N3\r\n"
+    assert ops.get_or_lease(b"k", 2.5, SID, True).data == b"mg k v c N3\r\n"
+
+
+@pytest.mark.parametrize(
+    ("build", "reply", "expected"),
+    [
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"HD\r\n", True),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"EX\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"NF\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"NS\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"SERVER_ERROR object too large for cache\r\n", None),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"STORED\r\n", True),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"EXISTS\r\n", False),
+        (lambda: ops.delete(b"k", SID, True), b"NF\r\n", False),
+        (lambda: ops.touch(b"k", 3, SID, True), b"EN\r\n", False),
+        (lambda: ops.store(b"set", b"k", b"v", 0, SID, False), b"NOT_STORED\r\n", False),
+    ],
+)
+def test_sync_run_reads_one_line_replies_whole_or_split(
+    build: Callable[[], ops.Request], reply: bytes, expected: Any
+) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    for chunks in every_split(reply):
+        request = build()
+        conn = SyncConnection(Replies(*chunks))
+        assert request.finish(conn.run(request.data, request.plan), SID) == expected, chunks
+        assert conn.reader.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("plan", "reply"),
+    [
+        (lambda: p.MetaLines(1, SID), b"HD\r\nHD\r\n"),
+        (lambda: p.MetaLines(1, SID), b"HD\r\nEN"),
+        (lambda: p.Lines(1), b"STORED\r\nSTORED\r\n"),
+        (lambda: p.Stats(SID), b"STAT pid 1\r\nEND\r\nEND\r\n"),
+    ],
+)
+def test_sync_run_refuses_bytes_after_the_reply(plan: Callable[[], Any], reply: bytes) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    with pytest.raises(p.ProtocolViolation):
+        SyncConnection(Replies(reply)).run(b"x\r\n", plan())
