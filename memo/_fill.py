@@ -184,7 +184,8 @@ def _settle(lease: leases.Lease, unique: int, data: bytes | None, target: FillTa
         elif not target.current():
             outcome = Outcome.LOST  # cleared while computing: the key is unreachable now
         else:
-            stored = yield from leases.store(lease.key, data, target.ttl, unique)
+            # `leases.store`, inlined: a generator less on every fill.
+            stored = yield (Verb.CAS, (lease.key, data, target.ttl, unique))
             if stored:
                 target.report(Outcome.STORED)
                 return Outcome.STORED

@@ -166,7 +166,12 @@ class _Fill:
         if error is not None:
             memo._failed(cache, DOING[outcome], error)
         elif outcome is Outcome.ACQUIRED:
-            cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
+            if cache.event_hook is not None:
+                cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
+        elif outcome is Outcome.STORED:  # the usual end of a fill: counted without a lookup
+            memo._stats.sets += 1
+            if cache.event_hook is not None:
+                cache.emit("set", memo.ns, memo.name, _perf() - self.started, None, "cached")
         else:
             memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
 
@@ -316,11 +321,14 @@ class Memo:
         self._near = near_for(cache.near_owner, cache.local_max_entries) if self._local_ttl else None
         self.codec.compress_threshold = cache.compress_threshold
         backend = cache.backend
-        # The hit path's read: on servers with their own leases it takes the lease on a miss.
-        self._read: Callable[[str], bytes | None] = backend.get
+        # The hit path's read: on servers with their own leases it takes the lease on a miss
+        # (`get_or_lease(key, lease_ttl)`, called as it is: a closure around it costs a call).
+        self._read: Callable[..., bytes | None] = backend.get
+        self._read_ttl: float | None = None
         self._aread: Callable[[str], Awaitable[bytes | None]] = backend.aget
         if cache.leased_reads:
-            self._read, self._aread = _leased_reads(backend, self._lease_ttl)
+            self._read, self._read_ttl = backend.get_or_lease, self._lease_ttl
+            self._aread = _leased_reads(backend, self._lease_ttl)[1]
         self._bound = cache
         return cache
 
@@ -465,9 +473,10 @@ class Memo:
         copy to put back if the fill does not store (`stale_if_error`).
         """
         target = _Fill(self, cache, key, bad, keep)
+        # The steps themselves, not a generator around them: one frame less at each step.
         if not self._leases:
-            return (yield from fill_plain(key, target, bad))
-        return (yield from fill(key, target, bad if type(bad) is Won else None))
+            return fill_plain(key, target, bad)
+        return fill(key, target, bad if type(bad) is Won else None)
 
     def _revalidate(self, cache: Context, key: str) -> Steps[None]:
         """Recompute a stale entry, by one caller across processes, under the refresh lease.
@@ -611,7 +620,7 @@ class Memo:
         if self._near is not None:
             return self._call_near(cache, key, t0, wrapped, args, kwargs)
         try:
-            raw = self._read(key)
+            raw = self._read(key) if self._read_ttl is None else self._read(key, self._read_ttl)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
