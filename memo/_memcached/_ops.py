@@ -12,7 +12,7 @@ either way; that is the contract the tests hold both protocols to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .._codec import NATIVE_LEASE, Won
 from . import _proto as p
@@ -30,6 +30,8 @@ __all__ = [
     "get_or_lease",
     "lease_flags",
     "lease_seconds",
+    "META_CAS_REPLIES",
+    "meta_cas",
     "leased_value",
     "meta_value",
     "one_meta",
@@ -123,10 +125,12 @@ def leased_value(data: bytes, flags: list[bytes]) -> bytes:
     if len(flags) == 1:
         return data  # `c<cas>` alone: a plain hit
     if b"W" in flags:
-        cas_token = next((flag[1:] for flag in flags if flag[:1] == b"c"), b"")
-        if not cas_token.isdigit():
-            raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
-        return Won(int(cas_token))
+        for flag in flags:
+            if flag[:1] == b"c":  # the first cas flag
+                if flag[1:].isdigit():
+                    return Won(int(flag[1:]))
+                break
+        raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
     return seen(data, flags)
 
 
@@ -175,9 +179,19 @@ def store(verb: bytes, kb: bytes, value: bytes, exp: int, server_id: str, meta: 
 def cas(kb: bytes, value: bytes, exp: int, unique: int, server_id: str, meta: bool) -> Request:
     """Store only if unchanged since `unique` was read: True when stored."""
     if meta:
-        data = p.ms(kb, value, b"F0%b C%d" % (_ttl(exp), unique))
-        return Request(data, p.MetaLines(1, server_id, errors=True), _cas_meta)
+        return Request(meta_cas(kb, value, exp, unique), p.MetaLines(1, server_id, errors=True), _cas_meta)
     return Request(p.cas(kb, value, exp, unique), p.Lines(1), _cas_line)
+
+
+def meta_cas(kb: bytes, value: bytes, exp: int, unique: int) -> bytes:
+    """The `ms` of `cas` on a meta server."""
+    if exp:
+        return b"ms %b %d F0 T%d C%d\r\n%b\r\n" % (kb, len(value), exp, unique, value)
+    return b"ms %b %d F0 C%d\r\n%b\r\n" % (kb, len(value), unique, value)
+
+
+#: What the usual whole replies to a meta `cas` mean (stored or not); others go to its plan.
+META_CAS_REPLIES: Final = {b"HD\r\n": True, b"EX\r\n": False, b"NF\r\n": False, b"NS\r\n": False}
 
 
 def _cas_line(lines: list[bytes], server_id: str) -> bool | None:

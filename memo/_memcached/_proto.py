@@ -105,6 +105,8 @@ END: Final = Status(b"END")
 #: The reply codes of the meta protocol (`VA` carries a data block).
 META_CODES: Final = frozenset([b"VA", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN"])
 _ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+#: `short` of the reply plans whose replies are never one line that needs no reader.
+NO_SHORT: Final[dict[bytes, Any]] = {}
 _MAX_LINE = 8192  # a reply line longer than this is garbage (keys are at most 250 bytes)
 
 Event = Value | Meta | Status | ErrorReply
@@ -262,6 +264,7 @@ class Fetch:
     """
 
     __slots__ = ("cas", "found", "server_id", "wanted")
+    short = NO_SHORT
 
     def __init__(self, wanted: Collection[bytes], server_id: str, *, cas: bool = False) -> None:
         self.wanted = wanted
@@ -301,7 +304,8 @@ class Fetch:
 
 #: The one-line replies to classic commands that leave the connection in step.
 STATUS_LINES: Final = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
-_SHORT_LINES: Final = {line + b"\r\n": line for line in STATUS_LINES}
+#: What `Lines(1)` collects from each whole one-line reply that needs no reader (`short`).
+_SHORT_LINES: Final = {line + b"\r\n": (line,) for line in STATUS_LINES}
 
 
 class Lines:
@@ -312,21 +316,22 @@ class Lines:
     connection must not be reused. Anything else is out of step.
     """
 
-    __slots__ = ("count", "in_step", "lines")
+    __slots__ = ("count", "in_step", "lines", "short")
 
     def __init__(self, count: int = 1) -> None:
         self.count = count
         self.lines: list[bytes] = []
         self.in_step = True
+        #: A whole reply -> what this plan collects from it, for replies that need no reader.
+        self.short = _SHORT_LINES if count == 1 else NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         lines = self.lines
-        if not lines and self.count == 1:
+        if not lines:
             # The usual reply to one store, delete or touch: a status line, whole in one read.
-            line = reader.short(_SHORT_LINES)
-            if line is not None:
-                lines.append(line)
-                return lines
+            got = reader.short(self.short)
+            if got is not None:
+                return got
         while len(lines) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -347,6 +352,7 @@ class LineThenFetch:
     """One status line, then a `gets` reply: `(line, {key: (data, cas)})` (the lease's `add` + `gets`)."""
 
     __slots__ = ("fetch", "line", "server_id")
+    short = NO_SHORT
 
     def __init__(self, kb: bytes, server_id: str) -> None:
         self.server_id = server_id
@@ -369,6 +375,7 @@ class Stats:
     """`STAT <name> <value>` lines up to `END`: `{name: value}`."""
 
     __slots__ = ("server_id", "stats")
+    short = NO_SHORT
 
     def __init__(self, server_id: str) -> None:
         self.server_id = server_id
@@ -398,7 +405,7 @@ class MetaLines:
     own command; after `ERROR`/`CLIENT_ERROR` `in_step` is False).
     """
 
-    __slots__ = ("count", "errors", "in_step", "replies", "server_id")
+    __slots__ = ("count", "errors", "in_step", "replies", "server_id", "short")
 
     def __init__(self, count: int, server_id: str, *, errors: bool = False) -> None:
         self.count = count
@@ -406,15 +413,16 @@ class MetaLines:
         self.errors = errors
         self.in_step = True
         self.replies: list[Meta | ErrorReply] = []
+        #: A whole reply -> what this plan collects from it (see `Lines.short`).
+        self.short = _SHORT_META if count == 1 else NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         replies = self.replies
-        if not replies and self.count == 1:
+        if not replies:
             # The usual reply to one store, delete or touch: a bare code, whole in one read.
-            short = reader.short(_SHORT_META)
-            if short is not None:
-                replies.append(short)
-                return replies
+            got = reader.short(self.short)
+            if got is not None:
+                return got
         while len(replies) < self.count:
             event = reader.next_event()
             if event is NEED_DATA:
@@ -429,14 +437,16 @@ class MetaLines:
         return replies
 
 
-#: The meta replies that are a bare code, by their bytes (shared: a `Meta` is never changed).
-_SHORT_META: Final = {code + b"\r\n": Meta(code, {}, None) for code in (b"HD", b"NS", b"EX", b"NF", b"EN")}
+#: What `MetaLines(1)` collects from each whole reply that is a bare code (`short`). Shared:
+#: a collected reply is only read.
+_SHORT_META: Final = {code + b"\r\n": (Meta(code, {}, None),) for code in (b"HD", b"NS", b"EX", b"NF", b"EN")}
 
 
 class Probe:
     """The reply to `mn`: True for `MN` (the server speaks meta), False for any other reply line."""
 
     __slots__ = ()
+    short = NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         event = reader.next_event()

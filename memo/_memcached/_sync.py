@@ -122,14 +122,18 @@ class SyncConnection:
         sock = self.sock
         reader = self.reader
         sock.sendall(data)
+        chunk = sock.recv(_RECV_SIZE)
+        result = plan.short.get(chunk)  # a one-line reply, whole: no reader needed
+        if result is not None:
+            return result
         while True:
-            chunk = sock.recv(_RECV_SIZE)
             if not chunk:
                 raise Closed()
             reader.feed(chunk)
             result = plan.collect(reader)
             if result is not NEED_DATA:
                 return result
+            chunk = sock.recv(_RECV_SIZE)
 
     def read(self, plan: Any) -> Any:
         """Collect the reply from what the reader holds, receiving more while the plan needs it."""
@@ -182,6 +186,21 @@ class SyncConnection:
         if not buf:
             raise Closed()
         self.reader.feed(buf)
+        return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
+
+    def meta_cas(self, kb: bytes, value: bytes, exp: int, unique: int, server_id: str) -> bool | None:
+        """`ops.cas` on a meta server; its usual replies, whole in one read, are read in place."""
+        sock = self.sock
+        sock.sendall(ops.meta_cas(kb, value, exp, unique))
+        buf = sock.recv(_RECV_SIZE)
+        stored = ops.META_CAS_REPLIES.get(buf)
+        if stored is not None:
+            return stored
+        if not buf:
+            raise Closed()
+        request = ops.cas(kb, value, exp, unique, server_id, True)  # its reply plan: the rest of the reply
+        self.reader.feed(buf)
+        # An error reply that leaves the connection out of step raises (`ops.cas`): it is closed then.
         return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
 
     def get_many(self, kbs: list[bytes], server_id: str) -> dict[bytes, bytes]:
@@ -426,9 +445,34 @@ class SyncOps(Core):
             return False
         server = self._topology.server_for(kb)
         try:
-            stored: bool | None = self._call(server, ops.cas, kb, bytes(value), expiry(ttl), unique)
+            return self._cas_on(server, kb, bytes(value), expiry(ttl), unique)
         except ServerError:
             return None  # the server refused the value (see Backend.cas)
+
+    def _cas_on(self, server: Server, kb: bytes, value: bytes, exp: int, unique: int) -> bool | None:
+        """`_call` of `ops.cas`, inlined, with a meta server's usual replies read in place: every
+        fill under a lease ends with this store."""
+        if server.blocked_until:
+            server.admit()
+        free = server.free
+        client = None
+        in_step = True
+        try:
+            client = free.pop() if free else self._new_client(server)
+            if client.meta:
+                stored = client.meta_cas(kb, value, exp, unique, server.id)
+            else:
+                request = ops.cas(kb, value, exp, unique, server.id, False)
+                stored = request.finish(client.run(request.data, request.plan), server.id)
+                in_step = request.plan.in_step
+        except BaseException as exc:
+            self._sync_error(server, client, exc)
+        if server.failures:
+            server.succeeded()
+        if len(free) < server.keep and in_step:
+            free.append(client)
+        else:
+            client.close()
         return stored
 
     def touch(self, key: str, ttl: float | None) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from memo._errors import BackendProtocolError
+from memo._errors import BackendProtocolError, BackendUnavailable
 from memo._memcached import _ops as ops
 from memo._memcached import _proto as p
 
@@ -492,3 +492,61 @@ def test_sync_run_refuses_bytes_after_the_reply(plan: Callable[[], Any], reply: 
 
     with pytest.raises(p.ProtocolViolation):
         SyncConnection(Replies(reply)).run(b"x\r\n", plan())
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (b"HD\r\n", True),
+        (b"EX\r\n", False),  # changed since the read: another writer (an invalidate) won
+        (b"NF\r\n", False),
+        (b"NS\r\n", False),
+        (b"SERVER_ERROR object too large for cache\r\n", None),  # refused: the connection stays in step
+    ],
+)
+def test_sync_meta_cas_reads_its_replies_whole_or_split(reply: bytes, expected: Any) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    for chunks in every_split(reply):
+        sock = Replies(*chunks)
+        conn = SyncConnection(sock, meta=True)
+        assert conn.meta_cas(b"k", b"v", 5, 7, SID) is expected, chunks
+        assert sock.sent == b"ms k 1 F0 T5 C7\r\nv\r\n" and not sock.chunks
+        assert conn.reader.pending == 0
+    assert (
+        ops.meta_cas(b"k", b"vv", 0, 7)
+        == b"ms k 2 F0 C7\r\nvv\r\n"
+        == ops.cas(b"k", b"vv", 0, 7, SID, True).data
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"ERROR\r\n", BackendProtocolError),  # out of step: raised, and the connection is closed
+        (b"CLIENT_ERROR bad data chunk\r\n", BackendProtocolError),
+        (b"HD\r\nHD\r\n", p.ProtocolViolation),
+        (b"MN\r\n", p.ProtocolViolation),
+        (b"STORED\r\n", p.ProtocolViolation),
+        (b"HD", "closed"),
+        (b"", "closed"),
+    ],
+)
+def test_sync_meta_cas_refuses_what_does_not_answer_it(reply: bytes, error: Any) -> None:
+    from memo._memcached._sync import Closed, SyncConnection
+
+    with pytest.raises(Closed if error == "closed" else error):
+        SyncConnection(Replies(reply), meta=True).meta_cas(b"k", b"v", 5, 7, SID)
+
+
+def test_one_server_needs_no_routing() -> None:
+    from memo._memcached._server import Server
+    from memo._memcached._topology import Topology
+
+    servers = [Server(f"10.0.0.{i}", 11211, 3, 1.0) for i in range(3)]
+    assert Topology(servers[:1]).server_for(b"any") is servers[0]
+    routed = Topology(servers)
+    assert routed.server_for(b"k1") is servers[routed.index(b"k1")]
+    assert {routed.server_for(b"k%d" % i).id for i in range(100)} == {s.id for s in servers}
+    with pytest.raises(BackendUnavailable):
+        Topology([]).server_for(b"k")
