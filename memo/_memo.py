@@ -86,19 +86,14 @@ def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
     return check_seconds(seconds, name)
 
 
-def _leased_reads(
-    backend: Any, lease_ttl: float
-) -> tuple[Callable[[str], bytes | None], Callable[[str], Awaitable[bytes | None]]]:
-    """The hit path's reads that take the lease on a miss (closures: a third of a partial's cost)."""
-    get_or_lease, aget_or_lease = backend.get_or_lease, backend.aget_or_lease
-
-    def read(key: str) -> bytes | None:
-        return get_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
+def _leased_aread(backend: Any, lease_ttl: float) -> Callable[[str], Awaitable[bytes | None]]:
+    """The async hit path's read that takes the lease on a miss (a closure: a third of a partial's cost)."""
+    aget_or_lease = backend.aget_or_lease
 
     def aread(key: str) -> Awaitable[bytes | None]:
         return aget_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
 
-    return read, aread
+    return aread
 
 
 def _check_early(seconds: Any, ttl: Any) -> float | None:
@@ -328,7 +323,7 @@ class Memo:
         self._aread: Callable[[str], Awaitable[bytes | None]] = backend.aget
         if cache.leased_reads:
             self._read, self._read_ttl = backend.get_or_lease, self._lease_ttl
-            self._aread = _leased_reads(backend, self._lease_ttl)[1]
+            self._aread = _leased_aread(backend, self._lease_ttl)
         self._bound = cache
         return cache
 
@@ -355,6 +350,12 @@ class Memo:
     def _observed(self, cache: Context, kind: str, t0: float) -> None:
         """Report a hit-path outcome and how long its read took to the Context's event hook."""
         cache.emit(kind, self.ns, self.name, _perf() - t0, None, "cached")
+
+    def _undecodable(self, cache: Context, t0: float) -> None:
+        """Count stored bytes the hit path could not decode (then a miss), and report it."""
+        self._stats.decode_errors += 1
+        if t0:
+            self._observed(cache, "decode_error", t0)
 
     def _count(self, cache: Context, counter: str, kind: str, since: float = 0.0) -> None:
         """Count an outcome of a cold path and report it, timed from `since` when given."""
@@ -641,10 +642,8 @@ class Memo:
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                self._stats.decode_errors += 1
-                if t0:
-                    self._observed(cache, "decode_error", t0)
-            else:
+                self._undecodable(cache, t0)
+            elif type(raw) is not Won:  # the lease this read took is a miss, with nothing to read
                 state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
@@ -893,10 +892,8 @@ class Memo:
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                self._stats.decode_errors += 1
-                if t0:
-                    self._observed(cache, "decode_error", t0)
-            else:
+                self._undecodable(cache, t0)
+            elif type(raw) is not Won:  # the lease this read took is a miss, with nothing to read
                 state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
