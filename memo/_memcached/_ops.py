@@ -28,6 +28,7 @@ __all__ = [
     "get_many",
     "get_one",
     "get_or_lease",
+    "LEASE_FLAGS",
     "lease_flags",
     "lease_seconds",
     "META_CAS_REPLIES",
@@ -105,17 +106,18 @@ def lease_seconds(lease_ttl: float) -> int:
     return max(1, -int(-lease_ttl // 1))
 
 
-#: `lease_flags` by lease_ttl: a Cache has one or a few lease_ttls, each a hit path's constant.
-_LEASE_FLAGS: dict[float, bytes] = {}
+#: `lease_flags` by lease_ttl: a Cache has one or a few lease_ttls, each a hit path's constant
+#: (read directly by the sync hit path).
+LEASE_FLAGS: dict[float, bytes] = {}
 
 
 def lease_flags(lease_ttl: float) -> bytes:
     """What follows the key in the `mg` of `get_or_lease`: its flags and the CRLF."""
-    flags = _LEASE_FLAGS.get(lease_ttl)
+    flags = LEASE_FLAGS.get(lease_ttl)
     if flags is None:
-        if len(_LEASE_FLAGS) >= 64:  # lease_ttls computed per call: keep the table small
-            _LEASE_FLAGS.clear()
-        flags = _LEASE_FLAGS[lease_ttl] = b" v c N%d\r\n" % lease_seconds(lease_ttl)
+        if len(LEASE_FLAGS) >= 64:  # lease_ttls computed per call: keep the table small
+            LEASE_FLAGS.clear()
+        flags = LEASE_FLAGS[lease_ttl] = b" v c N%d\r\n" % lease_seconds(lease_ttl)
     return flags
 
 

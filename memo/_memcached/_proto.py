@@ -22,6 +22,7 @@ error reply where the request has no way to report one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from typing import Any, Final, NamedTuple
 
@@ -506,6 +507,10 @@ def lean_meta_value(buf: bytes) -> bytes | _NeedData | None:
     return lean_meta_hit(buf)
 
 
+#: The header of a plain meta hit: `VA <size>`, or `VA <size> c<cas>` (see `lean_meta_hit`).
+_META_HIT_HEADER: Final = re.compile(rb"VA (\d+)(?: c\d+)?\r\n")
+
+
 def lean_meta_hit(buf: bytes) -> bytes | _NeedData:
     """The data of a plain meta hit when `buf` is exactly that whole reply; NEED_DATA when in doubt.
 
@@ -514,17 +519,27 @@ def lean_meta_hit(buf: bytes) -> bytes | _NeedData:
     granted (`W`) or is held by another (`Z`), and the item is not stale (`X`). Anything
     else (those flags, `EN`, an error, a reply split across reads, more bytes than one
     reply) is NEED_DATA: the caller reads it the general way. The hit path of both
-    protocols' sync reads: one `find`, one `partition`, no reply objects.
+    protocols' sync reads: one match, no reply objects.
     """
-    eol = buf.find(b"\r\n")
-    if eol > 3 and buf.startswith(b"VA "):
-        size, _, flags = buf[3:eol].partition(b" ")
-        if size.isdigit() and (not flags or (flags[:1] == b"c" and flags[1:].isdigit())):
-            start = eol + 2
-            end = start + int(size)
-            if len(buf) == end + 2 and buf.endswith(b"\r\n"):
-                return buf[start:end]
+    header = _META_HIT_HEADER.match(buf)
+    if header is not None:
+        start = header.end()
+        end = start + int(header[1])
+        if len(buf) == end + 2 and buf[end:] == b"\r\n":
+            return buf[start:end]
     return NEED_DATA
+
+
+#: A leased read's miss: the empty item it created, and the lease it took (`W`).
+_META_WON: Final = re.compile(rb"VA 0 c(\d+) W\r\n\r\n")
+
+
+def lean_meta_won(buf: bytes) -> int | None:
+    """The cas of the lease that `mg <key> v c N<ttl>` took on a miss (`VA 0 c<cas> W` and the
+    empty item) when `buf` is exactly that whole reply; None when in doubt (the general read
+    then tells a stale value, another's lease or an error)."""
+    won = _META_WON.fullmatch(buf)
+    return None if won is None else int(won[1])
 
 
 def lean_meta_reply(buf: bytes) -> tuple[bytes, list[bytes]] | _NeedData:

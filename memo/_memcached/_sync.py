@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
-from .._codec import NATIVE_LEASE
+from .._codec import NATIVE_LEASE, Won
 from .._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
 from . import _ops as ops
 from ._core import Core
@@ -39,6 +39,7 @@ from ._proto import (
     Reader,
     lean_meta_hit,
     lean_meta_reply,
+    lean_meta_won,
     lean_value,
     whole_get,
 )
@@ -154,8 +155,9 @@ class SyncConnection:
         """
         sock = self.sock
         if self.meta:
+            flags = (ops.LEASE_FLAGS.get(lease_ttl) or ops.lease_flags(lease_ttl)) if lease_ttl else b" v\r\n"
+            sock.sendall(b"mg " + kb + flags)
             # A read size of 64 KiB: a small reply whole; a larger buffer costs an allocation per hit.
-            sock.sendall(b"mg " + kb + (ops.lease_flags(lease_ttl) if lease_ttl else b" v\r\n"))
             buf = sock.recv(_RECV_SIZE)
             value = lean_meta_hit(buf)
             if value is NEED_DATA:
@@ -175,7 +177,10 @@ class SyncConnection:
     def _meta_reply(self, buf: bytes, kb: bytes, server_id: str, lease_ttl: float) -> bytes | None:
         """The rest of `get` on a meta server, for replies other than a plain hit whole in `buf`."""
         if lease_ttl:
-            reply = lean_meta_reply(buf)  # the lease granted (`W`), or held by another (`Z`)
+            unique = lean_meta_won(buf)  # the usual miss: the lease granted
+            if unique is not None:
+                return Won(unique)
+            reply = lean_meta_reply(buf)  # a stale value, or the lease held by another (`Z`)
             if reply is not NEED_DATA:
                 return ops.leased_value(*reply)  # type: ignore[misc]
             request = ops.get_or_lease(kb, lease_ttl, server_id, True)

@@ -550,3 +550,23 @@ def test_one_server_needs_no_routing() -> None:
     assert {routed.server_for(b"k%d" % i).id for i in range(100)} == {s.id for s in servers}
     with pytest.raises(BackendUnavailable):
         Topology([]).server_for(b"k")
+
+
+def test_lean_meta_won_reads_only_a_fresh_lease_whole() -> None:
+    assert p.lean_meta_won(b"VA 0 c77 W\r\n\r\n") == 77
+    assert p.lean_meta_won(b"VA 0 c1234567890123456 W\r\n\r\n") == 1234567890123456
+    reply = b"VA 0 c77 W\r\n\r\n"
+    for i in range(len(reply)):
+        assert p.lean_meta_won(reply[:i]) is None
+    for doubtful in (
+        b"VA 0 c77 W\r\n\r\nHD\r\n",
+        b"VA 0 c77 Z\r\n\r\n",  # another's lease
+        b"VA 2 c77 X W\r\nhi\r\n",  # stale: the general read gives the win
+        b"VA 1 c77 W\r\nx\r\n",
+        b"VA 0 c W\r\n\r\n",
+        b"VA 0 W c77\r\n\r\n",
+        b"VA 0 c77 W\r\nx\r\n",
+        b"VA 0 c77\r\n\r\n",
+        b"EN\r\n",
+    ):
+        assert p.lean_meta_won(doubtful) is None, doubtful
