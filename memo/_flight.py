@@ -41,9 +41,10 @@ __all__ = ["AsyncFlight", "Flight", "copy_for_follower"]
 
 T = TypeVar("T")
 
-#: The (flight, key) pairs the current thread or task chain is computing as leader.
-_leading: contextvars.ContextVar[frozenset[tuple[int, Hashable]]] = contextvars.ContextVar(
-    "memo_leading", default=frozenset()
+#: The (flight, key) pairs the current thread or task chain is computing as leader, outermost
+#: first: a tuple, as short as the nesting of computations (one item, or none, as a rule).
+_leading: contextvars.ContextVar[tuple[tuple[int, Hashable], ...]] = contextvars.ContextVar(
+    "memo_leading", default=()
 )
 
 
@@ -119,7 +120,8 @@ class Flight(Generic[T]):
                 raise call.error
             # The leader was interrupted (KeyboardInterrupt, SystemExit in its thread):
             # that is not this caller's to re-raise; lead a computation of its own.
-        token = _leading.set(leading | {mine})
+        calls = self._calls
+        token = _leading.set((*leading, mine))
         try:
             call.result = compute()
             return call.result, True
@@ -128,9 +130,9 @@ class Flight(Generic[T]):
             raise
         finally:
             _leading.reset(token)
-            with self._lock:
-                if self._calls.get(key) is call:
-                    del self._calls[key]
+            # Without the lock: only its leader takes a call out, and nobody replaces it.
+            if calls.get(key) is call:
+                del calls[key]
             call.done.release()
 
 
@@ -179,7 +181,7 @@ class AsyncFlight(Generic[T]):
         if leader:
             # The task runs in a copy of this context that also says it leads `key`.
             context = contextvars.copy_context()
-            context.run(_leading.set, leading | {mine})
+            context.run(_leading.set, (*leading, mine))
             task: asyncio.Task[T] = context.run(loop.create_task, _as_coroutine(compute))
             entry = self._calls[slot] = _Shared(task)
             task.add_done_callback(partial(self._finished, slot, entry))
