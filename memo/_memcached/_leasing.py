@@ -28,6 +28,7 @@ class LinesThenFetch:
     """`count` status lines (the `add`s), then one multi-key `gets` reply: `(lines, {key: (data, cas)})`."""
 
     __slots__ = ("count", "fetch", "lines", "server_id")
+    short = p.NO_SHORT
 
     def __init__(self, count: int, wanted: list[bytes], server_id: str) -> None:
         self.count = count

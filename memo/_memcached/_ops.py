@@ -48,7 +48,7 @@ __all__ = [
 
 class Request(NamedTuple):
     data: bytes
-    plan: Any  # a reply plan of `_proto`: `collect(reader)`
+    plan: Any  # a reply plan of `_proto`: `collect(reader)` and `short`
     finish: Callable[[Any, str], Any]
 
 

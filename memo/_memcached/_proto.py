@@ -11,7 +11,9 @@ data block is announced by its header's length.
 What one request's reply means is a *reply plan*: an object with `collect(reader)`
 that consumes events and returns the request's result, or `NEED_DATA` until
 the whole reply is in (`Fetch`, `Lines`, `LineThenFetch`, `Stats`,
-`MetaLines`). The functions at the end encode requests. The sync
+`MetaLines`), and `short`: what it collects from each whole one-line reply that
+needs no reader (`HD`, `STORED`, ...; `NO_SHORT` when there is none), which the
+sync connection looks up before feeding the reader. The functions at the end encode requests. The sync
 and async connections only move bytes between a socket and these objects, so
 the protocol is written, and tested with scripted byte streams, once.
 
@@ -32,6 +34,7 @@ __all__ = [
     "END",
     "META_CODES",
     "NEED_DATA",
+    "NO_SHORT",
     "ErrorReply",
     "Fetch",
     "LineThenFetch",
