@@ -154,7 +154,9 @@ class _Fill:
         return data
 
     def current(self) -> bool:
-        return self.memo._generation_is(self.cache, self.key)
+        """Whether the key still carries the namespace generation this process knows."""
+        entry = self.cache.known_generations.get(self.memo.scope)
+        return entry is not None and self.key.startswith(entry[0] + ":", len(self.memo._static))
 
     def report(self, outcome: Outcome, error: BackendError | None = None) -> None:
         memo, cache = self.memo, self.cache
@@ -436,11 +438,6 @@ class Memo:
         cache.emit("stale_on_error", self.ns, self.name, None, exc, "cached")
         return value
 
-    def _generation_is(self, cache: Context, key: str) -> bool:
-        """Whether `key` still carries the namespace generation this process knows."""
-        entry = cache.known_generations.get(self.scope)
-        return entry is not None and key.startswith(entry[0] + ":", len(self._static))
-
     def _failed(self, cache: Context, what: str, exc: BackendError) -> None:
         cache.emit("error", self.ns, self.name, None, exc, "cached")
         cache.record_error(self.ns, what, exc, self._on_error, self._stats)
@@ -466,12 +463,13 @@ class Memo:
     # -- the cold paths, written once as sans-I/O steps ------------------------------
 
     def _fill(
-        self, cache: Context, key: str, bad: bytes | None, keep: tuple[bytes, float] | None = None
+        self, cache: Context, key: str, keep: tuple[bytes, float] | None, bad: bytes | None
     ) -> Steps[Filled]:
         """After a miss: compute once (across processes with leases) and store.
 
-        `bad`: what the hit path read and could not use, if anything; `keep`: the
-        copy to put back if the fill does not store (`stale_if_error`).
+        `keep`: the copy to put back if the fill does not store (`stale_if_error`);
+        `bad`: what the hit path read and could not use, if anything (given last, by
+        `_fill_once`).
         """
         target = _Fill(self, cache, key, bad, keep)
         # The steps themselves, not a generator around them: one frame less at each step.
@@ -757,7 +755,7 @@ class Memo:
         """
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
         keep = None if spare is None else spare[1]
-        steps = partial(self._fill, cache, key, keep=keep)
+        steps = partial(self._fill, cache, key, keep)
         if spare is None:
             return self._fill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:
@@ -960,7 +958,7 @@ class Memo:
         """Async `_miss`."""
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
         keep = None if spare is None else spare[1]
-        steps = partial(self._fill, cache, key, keep=keep)
+        steps = partial(self._fill, cache, key, keep)
         if spare is None:
             return await self._afill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:
