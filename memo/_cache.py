@@ -127,6 +127,9 @@ class Cache:
         self.leases = self.leases and Capability.LEASES in self.backend.capabilities
         self.leased_reads = self.leases and _reads_lease(self.backend)
         self._events = Emitter(combine_hooks(on_event))
+        #: The combined hook the engine delivers events to (None: no events are built). An
+        #: attribute, not a property: every hit reads it. `on_event` sets both.
+        self.event_hook: EventHook | None = self._events.hook
         #: Deliver one event to the `on_event` hook; does nothing when there is none.
         #: The engine calls it as `cache.emit(kind, ns, function, duration, error, source)`.
         self.emit = self._events.emit
@@ -254,12 +257,7 @@ class Cache:
 
     @on_event.setter
     def on_event(self, hook: EventHook | Iterable[EventHook] | None) -> None:
-        self._events.hook = combine_hooks(hook)
-
-    @property
-    def event_hook(self) -> EventHook | None:
-        """The combined hook the engine delivers events to (None: no events are built)."""
-        return self._events.hook
+        self._events.hook = self.event_hook = combine_hooks(hook)
 
     # -- values ----------------------------------------------------------------
 

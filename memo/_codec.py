@@ -238,9 +238,13 @@ class Codec:
             if len(packed) < len(body):
                 flags |= ZLIB
                 body = packed
+        if flags == PLAIN:  # the usual value: its header is a constant
+            if expires_ms is None:
+                return PLAIN_HEADER + body
+            return b"".join((PLAIN_EXPIRES_HEADER, expires_ms.to_bytes(8, "big"), body))
         if expires_ms is not None:
             return MAGIC + bytes([VERSION, flags | EXPIRES]) + expires_ms.to_bytes(8, "big") + body
-        return (PLAIN_HEADER if flags == PLAIN else MAGIC + bytes([VERSION, flags])) + body
+        return MAGIC + bytes([VERSION, flags]) + body
 
     def encode_many(self, values: list[Any], expires_ms: int) -> list[bytes] | None:
         """`encode` of each value, all with the same exact expiry, when every one is plain JSON

@@ -215,7 +215,12 @@ class KeyMaker:
             values = self._binder.bind(args, kwargs)
             names = self._names
         try:
-            payload = orjson.dumps([v if type(v) in _PLAIN else canonical(v) for v in values])
+            for v in values:
+                if type(v) not in _PLAIN:
+                    payload = orjson.dumps([v if type(v) in _PLAIN else canonical(v) for v in values])
+                    break
+            else:  # all plain, the usual call: the tuple itself is written as the same JSON array
+                payload = orjson.dumps(values)
         except (Unkeyable, RecursionError):
             raise self._refusal(names, values) from None
         except orjson.JSONEncodeError:

@@ -175,14 +175,14 @@ def acquire(
     return HELD
 
 
-def adopt(lease: Lease, won: Won) -> Acquired:
-    """Make `lease` the one a leased read granted (`Backend.get_or_lease`): no request needed.
+def adopt(lease: Lease, won: Won) -> None:
+    """Make `lease` the one a leased read granted (`Backend.get_or_lease`): no request needed;
+    the value is stored with `store(key, ..., won.unique)`.
 
     The server's placeholder reads as `NATIVE_LEASE` for everyone; this caller's is
     the one still carrying `won.unique`.
     """
     lease.marker, lease.unique = NATIVE_LEASE, won.unique
-    return Acquired(won.unique)
 
 
 def release(lease: Lease, keep: tuple[bytes, float] | None = None) -> Steps[bool]:

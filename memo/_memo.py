@@ -88,19 +88,14 @@ def _check_window(seconds: Any, name: str, ttl: Any) -> float | None:
     return check_seconds(seconds, name)
 
 
-def _leased_reads(
-    backend: Any, lease_ttl: float
-) -> tuple[Callable[[str], bytes | None], Callable[[str], Awaitable[bytes | None]]]:
-    """The hit path's reads that take the lease on a miss (closures: a third of a partial's cost)."""
-    get_or_lease, aget_or_lease = backend.get_or_lease, backend.aget_or_lease
-
-    def read(key: str) -> bytes | None:
-        return get_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
+def _leased_aread(backend: Any, lease_ttl: float) -> Callable[[str], Awaitable[bytes | None]]:
+    """The async hit path's read that takes the lease on a miss (a closure: a third of a partial's cost)."""
+    aget_or_lease = backend.aget_or_lease
 
     def aread(key: str) -> Awaitable[bytes | None]:
         return aget_or_lease(key, lease_ttl)  # type: ignore[no-any-return]
 
-    return read, aread
+    return aread
 
 
 #: `early_refresh=XFETCH`: the XFetch rule (Vattani, Chierichetti and Lowenstein, VLDB 2015).
@@ -173,14 +168,21 @@ class _Fill:
         return data
 
     def current(self) -> bool:
-        return self.memo._generation_is(self.cache, self.key)
+        """Whether the key still carries the namespace generation this process knows."""
+        entry = self.cache.known_generations.get(self.memo.scope)
+        return entry is not None and self.key.startswith(entry[0] + ":", len(self.memo._static))
 
     def report(self, outcome: Outcome, error: BackendError | None = None) -> None:
         memo, cache = self.memo, self.cache
         if error is not None:
             memo._failed(cache, DOING[outcome], error)
         elif outcome is Outcome.ACQUIRED:
-            cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
+            if cache.event_hook is not None:
+                cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
+        elif outcome is Outcome.STORED:  # the usual end of a fill: counted without a lookup
+            memo._stats.sets += 1
+            if cache.event_hook is not None:
+                cache.emit("set", memo.ns, memo.name, _perf() - self.started, None, "cached")
         else:
             memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
 
@@ -312,11 +314,14 @@ class Memo:
         self._near = near_for(cache.near_owner, cache.local_max_entries) if self._local_ttl else None
         self.codec.compress_threshold = cache.compress_threshold
         backend = cache.backend
-        # The hit path's read: on servers with their own leases it takes the lease on a miss.
-        self._read: Callable[[str], bytes | None] = backend.get
+        # The hit path's read: on servers with their own leases it takes the lease on a miss
+        # (`get_or_lease(key, lease_ttl)`, called as it is: a closure around it costs a call).
+        self._read: Callable[..., bytes | None] = backend.get
+        self._read_ttl: float | None = None
         self._aread: Callable[[str], Awaitable[bytes | None]] = backend.aget
         if cache.leased_reads:
-            self._read, self._aread = _leased_reads(backend, self._lease_ttl)
+            self._read, self._read_ttl = backend.get_or_lease, self._lease_ttl
+            self._aread = _leased_aread(backend, self._lease_ttl)
         self._bound = cache
         return cache
 
@@ -343,6 +348,12 @@ class Memo:
     def _observed(self, cache: Context, kind: str, t0: float) -> None:
         """Report a hit-path outcome and how long its read took to the Context's event hook."""
         cache.emit(kind, self.ns, self.name, _perf() - t0, None, "cached")
+
+    def _undecodable(self, cache: Context, t0: float) -> None:
+        """Count stored bytes the hit path could not decode (then a miss), and report it."""
+        self._stats.decode_errors += 1
+        if t0:
+            self._observed(cache, "decode_error", t0)
 
     def _count(self, cache: Context, counter: str, kind: str, since: float = 0.0) -> None:
         """Count an outcome of a cold path and report it, timed from `since` when given."""
@@ -463,11 +474,6 @@ class Memo:
         cache.emit("stale_on_error", self.ns, self.name, None, exc, "cached")
         return value
 
-    def _generation_is(self, cache: Context, key: str) -> bool:
-        """Whether `key` still carries the namespace generation this process knows."""
-        entry = cache.known_generations.get(self.scope)
-        return entry is not None and key.startswith(entry[0] + ":", len(self._static))
-
     def _failed(self, cache: Context, what: str, exc: BackendError) -> None:
         cache.emit("error", self.ns, self.name, None, exc, "cached")
         cache.record_error(self.ns, what, exc, self._on_error, self._stats)
@@ -493,17 +499,19 @@ class Memo:
     # -- the cold paths, written once as sans-I/O steps ------------------------------
 
     def _fill(
-        self, cache: Context, key: str, bad: bytes | None, keep: tuple[bytes, float] | None = None
+        self, cache: Context, key: str, keep: tuple[bytes, float] | None, bad: bytes | None
     ) -> Steps[Filled]:
         """After a miss: compute once (across processes with leases) and store.
 
-        `bad`: what the hit path read and could not use, if anything; `keep`: the
-        copy to put back if the fill does not store (`stale_if_error`).
+        `keep`: the copy to put back if the fill does not store (`stale_if_error`);
+        `bad`: what the hit path read and could not use, if anything (given last, by
+        `_fill_once`).
         """
         target = _Fill(self, cache, key, bad, keep)
+        # The steps themselves, not a generator around them: one frame less at each step.
         if not self._leases:
-            return (yield from fill_plain(key, target, bad))
-        return (yield from fill(key, target, bad if type(bad) is Won else None))
+            return fill_plain(key, target, bad)
+        return fill(key, target, bad if type(bad) is Won else None)
 
     def _revalidate(self, cache: Context, key: str) -> Steps[None]:
         """Recompute a stale entry, by one caller across processes, under the refresh lease.
@@ -647,7 +655,7 @@ class Memo:
         if self._near is not None:
             return self._call_near(cache, key, t0, wrapped, args, kwargs)
         try:
-            raw = self._read(key)
+            raw = self._read(key) if self._read_ttl is None else self._read(key, self._read_ttl)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
@@ -668,10 +676,8 @@ class Memo:
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                self._stats.decode_errors += 1
-                if t0:
-                    self._observed(cache, "decode_error", t0)
-            else:
+                self._undecodable(cache, t0)
+            elif type(raw) is not Won:  # the lease this read took is a miss, with nothing to read
                 state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
@@ -750,7 +756,8 @@ class Memo:
             return value
         version = self._near.version  # type: ignore[union-attr]
         try:
-            raw = self._read(key)  # on servers with their own leases, a miss's lease comes with it
+            # On servers with their own leases, a miss's lease comes with the read (see `call`).
+            raw = self._read(key) if self._read_ttl is None else self._read(key, self._read_ttl)
         except BackendError as exc:
             self._failed(cache, "a read", exc)
             return wrapped(*args, **kwargs)
@@ -784,7 +791,7 @@ class Memo:
         """
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
         keep = None if spare is None else spare[1]
-        steps = partial(self._fill, cache, key, keep=keep)
+        steps = partial(self._fill, cache, key, keep)
         if spare is None:
             return self._fill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:
@@ -814,7 +821,7 @@ class Memo:
             alone,
             (lambda: run_sync(cache.backend, granted.give_back())) if granted.won else None,
         )
-        value = self._follow(filled, led)
+        value = filled.value if led else self._follow(filled, led)
         if value is MISS and not shareable(filled):
             # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
             filled, led = self.flight.run(
@@ -919,10 +926,8 @@ class Memo:
                     if t0:
                         self._observed(cache, "hit", t0)
                     return value
-                self._stats.decode_errors += 1
-                if t0:
-                    self._observed(cache, "decode_error", t0)
-            else:
+                self._undecodable(cache, t0)
+            elif type(raw) is not Won:  # the lease this read took is a miss, with nothing to read
                 state, value = self._classify(raw, early=True)
                 if state is _HIT:
                     self._stats.hits += 1
@@ -988,7 +993,7 @@ class Memo:
         """Async `_miss`."""
         spare = self._spare(raw) if self._spare_ms and raw is not None else None
         keep = None if spare is None else spare[1]
-        steps = partial(self._fill, cache, key, keep=keep)
+        steps = partial(self._fill, cache, key, keep)
         if spare is None:
             return await self._afill_once(cache, key, raw, wrapped, args, kwargs, steps)
         try:

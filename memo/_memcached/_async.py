@@ -278,7 +278,7 @@ class AsyncOps(Core):
         return value  # type: ignore[no-any-return]
 
     async def _leased_read(self, conn: Connection, server: Server, kb: bytes, lease_ttl: float) -> Any:
-        request = ops.get_or_lease(kb, ops.lease_seconds(lease_ttl), server.id, True)
+        request = ops.get_or_lease(kb, lease_ttl, server.id, True)
         return request.finish(
             await conn.request(request.data, request.plan, timeout=self._timeout), server.id
         )

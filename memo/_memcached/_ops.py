@@ -12,7 +12,7 @@ either way; that is the contract the tests hold both protocols to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .._codec import NATIVE_LEASE, Won
 from . import _proto as p
@@ -30,7 +30,11 @@ __all__ = [
     "get_one",
     "get_or_lease",
     "get_or_lease_many",
+    "LEASE_FLAGS",
+    "lease_flags",
     "lease_seconds",
+    "META_CAS_REPLIES",
+    "meta_cas",
     "leased_value",
     "meta_lease",
     "meta_value",
@@ -47,7 +51,7 @@ __all__ = [
 
 class Request(NamedTuple):
     data: bytes
-    plan: Any  # a reply plan of `_proto`: `collect(reader)`
+    plan: Any  # a reply plan of `_proto`: `collect(reader)` and `short`
     finish: Callable[[Any, str], Any]
 
 
@@ -105,17 +109,33 @@ def lease_seconds(lease_ttl: float) -> int:
     return max(1, -int(-lease_ttl // 1))
 
 
+#: `lease_flags` by lease_ttl: a Cache has one or a few lease_ttls, each a hit path's constant
+#: (read directly by the sync hit path).
+LEASE_FLAGS: dict[float, bytes] = {}
+
+
+def lease_flags(lease_ttl: float) -> bytes:
+    """What follows the key in the `mg` of `get_or_lease`: its flags and the CRLF."""
+    flags = LEASE_FLAGS.get(lease_ttl)
+    if flags is None:
+        if len(LEASE_FLAGS) >= 64:  # lease_ttls computed per call: keep the table small
+            LEASE_FLAGS.clear()
+        flags = LEASE_FLAGS[lease_ttl] = b" v c N%d\r\n" % lease_seconds(lease_ttl)
+    return flags
+
+
 def leased_value(data: bytes, flags: list[bytes]) -> bytes:
     """What an `mg <key> v c N<ttl>` reply means: the value; `Won` for the caller that took
     the lease (`W`); `NATIVE_LEASE` while another holds it (`Z`). `flags`: the return flags."""
     if len(flags) == 1:
         return data  # `c<cas>` alone: a plain hit
     if b"W" in flags:
-        first = flags[0]  # flags come back in the order asked: `c` first
-        cas_token = first[1:] if first[:1] == b"c" else next((f[1:] for f in flags if f[:1] == b"c"), b"")
-        if not cas_token.isdigit():
-            raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
-        return Won(int(cas_token))
+        for flag in flags:
+            if flag[:1] == b"c":  # the first cas flag
+                if flag[1:].isdigit():
+                    return Won(int(flag[1:]))
+                break
+        raise p.ProtocolViolation(b" ".join(flags).decode("ascii", "replace")[:120])
     return seen(data, flags)
 
 
@@ -127,14 +147,14 @@ def _leased(replies: list[Any], server_id: str) -> bytes:
     return leased_value(reply.data, flags)
 
 
-def get_or_lease(kb: bytes, seconds: int, server_id: str, meta: bool) -> Request:
+def get_or_lease(kb: bytes, lease_ttl: float, server_id: str, meta: bool) -> Request:
     """The value; or, on a meta server, the lease taken on a miss (see `leased_value`).
 
     A classic server answers a plain `get`: None on a miss, and the caller leases
     with `lease`.
     """
     if meta:
-        return Request(p.mg(kb, b"v c N%d" % seconds), p.MetaLines(1, server_id), _leased)
+        return Request(b"mg " + kb + lease_flags(lease_ttl), p.MetaLines(1, server_id), _leased)
     return get_one(kb, server_id, False)
 
 
@@ -182,6 +202,8 @@ class LeasedAnswers:
     else goes event by event (`MetaLines`: an error reply raises `ServerError`, another
     code is out of step).
     """
+
+    short = p.NO_SHORT
 
     __slots__ = ("count", "lines")
 
@@ -272,9 +294,19 @@ def store(verb: bytes, kb: bytes, value: bytes, exp: int, server_id: str, meta: 
 def cas(kb: bytes, value: bytes, exp: int, unique: int, server_id: str, meta: bool) -> Request:
     """Store only if unchanged since `unique` was read: True when stored."""
     if meta:
-        data = p.ms(kb, value, b"F0%b C%d" % (_ttl(exp), unique))
-        return Request(data, p.MetaLines(1, server_id, errors=True), _cas_meta)
+        return Request(meta_cas(kb, value, exp, unique), p.MetaLines(1, server_id, errors=True), _cas_meta)
     return Request(p.cas(kb, value, exp, unique), p.Lines(1), _cas_line)
+
+
+def meta_cas(kb: bytes, value: bytes, exp: int, unique: int) -> bytes:
+    """The `ms` of `cas` on a meta server."""
+    if exp:
+        return b"ms %b %d F0 T%d C%d\r\n%b\r\n" % (kb, len(value), exp, unique, value)
+    return b"ms %b %d F0 C%d\r\n%b\r\n" % (kb, len(value), unique, value)
+
+
+#: What the usual whole replies to a meta `cas` mean (stored or not); others go to its plan.
+META_CAS_REPLIES: Final = {b"HD\r\n": True, b"EX\r\n": False, b"NF\r\n": False, b"NS\r\n": False}
 
 
 def _cas_line(lines: list[bytes], server_id: str) -> bool | None:

@@ -11,7 +11,9 @@ data block is announced by its header's length.
 What one request's reply means is a *reply plan*: an object with `collect(reader)`
 that consumes events and returns the request's result, or `NEED_DATA` until
 the whole reply is in (`Fetch`, `Lines`, `LineThenFetch`, `Stats`,
-`MetaLines`). The functions at the end encode requests. The sync
+`MetaLines`), and `short`: what it collects from each whole one-line reply that
+needs no reader (`HD`, `STORED`, ...; `NO_SHORT` when there is none), which the
+sync connection looks up before feeding the reader. The functions at the end encode requests. The sync
 and async connections only move bytes between a socket and these objects, so
 the protocol is written, and tested with scripted byte streams, once.
 
@@ -22,6 +24,7 @@ error reply where the request has no way to report one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from typing import Any, Final, NamedTuple
 
@@ -31,6 +34,7 @@ __all__ = [
     "END",
     "META_CODES",
     "NEED_DATA",
+    "NO_SHORT",
     "ErrorReply",
     "Fetch",
     "LineThenFetch",
@@ -106,6 +110,8 @@ END: Final = Status(b"END")
 #: The reply codes of the meta protocol (`VA` carries a data block).
 META_CODES: Final = frozenset([b"VA", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN"])
 _ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+#: `short` of the reply plans whose replies are never one line that needs no reader.
+NO_SHORT: Final[dict[bytes, Any]] = {}
 _MAX_LINE = 8192  # a reply line longer than this is garbage (keys are at most 250 bytes)
 
 Event = Value | Meta | Status | ErrorReply
@@ -156,6 +162,17 @@ class Reader:
 
     def clear(self) -> None:
         self._buf, self._pos = b"", 0
+
+    def short(self, replies: dict[bytes, Any]) -> Any:
+        """`replies[the unread bytes]` when they are exactly one of its keys, whole (then they are
+        read); else None. The usual one-line replies, without the reader's events."""
+        buf = self._buf
+        if type(buf) is bytes and not self._pos and self._header is None:
+            found = replies.get(buf)
+            if found is not None:
+                self._buf = b""
+                return found
+        return None
 
     def next_event(self) -> Event | _NeedData:
         """The next reply event, or NEED_DATA."""
@@ -252,6 +269,7 @@ class Fetch:
     """
 
     __slots__ = ("cas", "found", "server_id", "wanted")
+    short = NO_SHORT
 
     def __init__(self, wanted: Collection[bytes], server_id: str, *, cas: bool = False) -> None:
         self.wanted = wanted
@@ -291,6 +309,8 @@ class Fetch:
 
 #: The one-line replies to classic commands that leave the connection in step.
 STATUS_LINES: Final = frozenset([b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED"])
+#: What `Lines(1)` collects from each whole one-line reply that needs no reader (`short`).
+_SHORT_LINES: Final = {line + b"\r\n": (line,) for line in STATUS_LINES}
 
 
 #: Meta replies that are only their code (no flags asked for, no data).
@@ -318,16 +338,23 @@ class Lines:
     connection must not be reused. Anything else is out of step.
     """
 
-    __slots__ = ("count", "in_step", "lines")
+    __slots__ = ("count", "in_step", "lines", "short")
 
     def __init__(self, count: int = 1) -> None:
         self.count = count
         self.lines: list[bytes] = []
         self.in_step = True
+        #: A whole reply -> what this plan collects from it, for replies that need no reader.
+        self.short = _SHORT_LINES if count == 1 else NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         lines = self.lines
         if not lines:
+            # The usual reply to one store, delete or touch: a status line, whole in one read;
+            # a pipeline's lines, all whole, in one split.
+            got = reader.short(self.short)
+            if got is not None:
+                return got
             whole = whole_lines(reader, self.count, STATUS_LINES)
             if whole is not None:
                 self.lines = whole
@@ -352,6 +379,7 @@ class LineThenFetch:
     """One status line, then a `gets` reply: `(line, {key: (data, cas)})` (the lease's `add` + `gets`)."""
 
     __slots__ = ("fetch", "line", "server_id")
+    short = NO_SHORT
 
     def __init__(self, kb: bytes, server_id: str) -> None:
         self.server_id = server_id
@@ -374,6 +402,7 @@ class LinesThenFetch:
     """`count` status lines (the `add`s), then one multi-key `gets` reply: `(lines, {key: (data, cas)})`."""
 
     __slots__ = ("count", "fetch", "lines", "server_id")
+    short = NO_SHORT
 
     def __init__(self, count: int, wanted: list[bytes], server_id: str) -> None:
         self.count = count
@@ -397,6 +426,7 @@ class Stats:
     """`STAT <name> <value>` lines up to `END`: `{name: value}`."""
 
     __slots__ = ("server_id", "stats")
+    short = NO_SHORT
 
     def __init__(self, server_id: str) -> None:
         self.server_id = server_id
@@ -408,6 +438,8 @@ class Stats:
             if event is NEED_DATA:
                 return NEED_DATA
             if event == END:
+                if reader.pending:
+                    raise ProtocolViolation("bytes after END")
                 return self.stats
             if type(event) is Status and event.line.startswith(b"STAT "):
                 _, name, value = event.line.decode("ascii").split(" ", 2)
@@ -424,7 +456,7 @@ class MetaLines:
     own command; after `ERROR`/`CLIENT_ERROR` `in_step` is False).
     """
 
-    __slots__ = ("count", "errors", "in_step", "replies", "server_id")
+    __slots__ = ("count", "errors", "in_step", "replies", "server_id", "short")
 
     def __init__(self, count: int, server_id: str, *, errors: bool = False) -> None:
         self.count = count
@@ -432,10 +464,17 @@ class MetaLines:
         self.errors = errors
         self.in_step = True
         self.replies: list[Meta | ErrorReply] = []
+        #: A whole reply -> what this plan collects from it (see `Lines.short`).
+        self.short = _SHORT_META if count == 1 else NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         replies = self.replies
         if not replies:
+            # The usual reply to one store, delete or touch: a bare code, whole in one read;
+            # a pipeline's bare codes, all whole, in one split.
+            got = reader.short(self.short)
+            if got is not None:
+                return got
             whole = whole_lines(reader, self.count, _BARE_META)
             if whole is not None:
                 self.replies = [Meta(code, {}, None) for code in whole]
@@ -454,10 +493,16 @@ class MetaLines:
         return replies
 
 
+#: What `MetaLines(1)` collects from each whole reply that is a bare code (`short`). Shared:
+#: a collected reply is only read.
+_SHORT_META: Final = {code + b"\r\n": (Meta(code, {}, None),) for code in (b"HD", b"NS", b"EX", b"NF", b"EN")}
+
+
 class Probe:
     """The reply to `mn`: True for `MN` (the server speaks meta), False for any other reply line."""
 
     __slots__ = ()
+    short = NO_SHORT
 
     def collect(self, reader: Reader) -> Any:
         event = reader.next_event()
@@ -522,15 +567,42 @@ def lean_meta_value(buf: bytes) -> bytes | _NeedData | None:
     """The reply to `mg <key> v` when `buf` is exactly one whole reply; NEED_DATA when in doubt."""
     if buf == b"EN\r\n":
         return None
-    eol = buf.find(b"\r\n")
-    if eol > 3 and buf.startswith(b"VA "):
-        size = buf[3:eol]
-        if size.isdigit():
-            start = eol + 2
-            end = start + int(size)
-            if len(buf) == end + 2 and buf.endswith(b"\r\n"):
-                return buf[start:end]
+    return lean_meta_hit(buf)
+
+
+#: The header of a plain meta hit: `VA <size>`, or `VA <size> c<cas>` (see `lean_meta_hit`).
+_META_HIT_HEADER: Final = re.compile(rb"VA (\d+)(?: c\d+)?\r\n")
+
+
+def lean_meta_hit(buf: bytes) -> bytes | _NeedData:
+    """The data of a plain meta hit when `buf` is exactly that whole reply; NEED_DATA when in doubt.
+
+    A plain hit is `VA <size>\r\n<data>\r\n`, or `VA <size> c<cas>\r\n<data>\r\n` (the
+    answer of `mg <key> v c N<ttl>` that found a value): no other flag, so no lease was
+    granted (`W`) or is held by another (`Z`), and the item is not stale (`X`). Anything
+    else (those flags, `EN`, an error, a reply split across reads, more bytes than one
+    reply) is NEED_DATA: the caller reads it the general way. The hit path of both
+    protocols' sync reads: one match, no reply objects.
+    """
+    header = _META_HIT_HEADER.match(buf)
+    if header is not None:
+        start = header.end()
+        end = start + int(header[1])
+        if len(buf) == end + 2 and buf[end:] == b"\r\n":
+            return buf[start:end]
     return NEED_DATA
+
+
+#: A leased read's miss: the empty item it created, and the lease it took (`W`).
+_META_WON: Final = re.compile(rb"VA 0 c(\d+) W\r\n\r\n")
+
+
+def lean_meta_won(buf: bytes) -> int | None:
+    """The cas of the lease that `mg <key> v c N<ttl>` took on a miss (`VA 0 c<cas> W` and the
+    empty item) when `buf` is exactly that whole reply; None when in doubt (the general read
+    then tells a stale value, another's lease or an error)."""
+    won = _META_WON.fullmatch(buf)
+    return None if won is None else int(won[1])
 
 
 def lean_meta_reply(buf: bytes) -> tuple[bytes, list[bytes]] | _NeedData:

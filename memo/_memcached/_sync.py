@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NoReturn
 
 from .._backend import SetItem
-from .._codec import NATIVE_LEASE
+from .._codec import NATIVE_LEASE, Won
 from .._errors import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError
 from . import _ops as ops
 from ._core import Core
@@ -37,8 +37,9 @@ from ._proto import (
     Probe,
     ProtocolViolation,
     Reader,
+    lean_meta_hit,
     lean_meta_reply,
-    lean_meta_value,
+    lean_meta_won,
     lean_value,
     whole_get,
 )
@@ -115,9 +116,25 @@ class SyncConnection:
         self.sock.close()
 
     def run(self, data: bytes, plan: Any) -> Any:
-        """Send a request and return what its reply plan collects."""
-        self.sock.sendall(data)
-        return self.read(plan)
+        """Send a request and return what its reply plan collects.
+
+        The reader holds nothing between requests: every plan refuses bytes after its reply.
+        """
+        sock = self.sock
+        reader = self.reader
+        sock.sendall(data)
+        chunk = sock.recv(_RECV_SIZE)
+        result = plan.short.get(chunk)  # a one-line reply, whole: no reader needed
+        if result is not None:
+            return result
+        while True:
+            if not chunk:
+                raise Closed()
+            reader.feed(chunk)
+            result = plan.collect(reader)
+            if result is not NEED_DATA:
+                return result
+            chunk = sock.recv(_RECV_SIZE)
 
     def read(self, plan: Any) -> Any:
         """Collect the reply from what the reader holds, receiving more while the plan needs it."""
@@ -137,36 +154,58 @@ class SyncConnection:
         `lease_ttl`: on a meta server, take the key's lease if it misses (`ops.get_or_lease`).
         """
         sock = self.sock
-        if lease_ttl and self.meta:
-            return self._get_or_lease(kb, server_id, ops.lease_seconds(lease_ttl))
         if self.meta:
-            sock.sendall(b"mg " + kb + b" v\r\n")
-            buf = sock.recv(65536)  # a small reply whole; a larger buffer costs an allocation per hit
-            value = lean_meta_value(buf)
-        else:
-            sock.sendall(b"get " + kb + b"\r\n")
-            buf = sock.recv(65536)
-            value = lean_value(buf, kb)
-        if value is not NEED_DATA:
+            flags = (ops.LEASE_FLAGS.get(lease_ttl) or ops.lease_flags(lease_ttl)) if lease_ttl else b" v\r\n"
+            sock.sendall(b"mg " + kb + flags)
+            # A read size of 64 KiB: a small reply whole; a larger buffer costs an allocation per hit.
+            buf = sock.recv(_RECV_SIZE)
+            value = lean_meta_hit(buf)
+            if value is NEED_DATA:
+                return self._meta_reply(buf, kb, server_id, lease_ttl)
             return value  # type: ignore[return-value]
+        sock.sendall(b"get " + kb + b"\r\n")
+        buf = sock.recv(_RECV_SIZE)
+        got = lean_value(buf, kb)
+        if got is not NEED_DATA:
+            return got  # type: ignore[return-value]
         if not buf:
             raise Closed()
         self.reader.feed(buf)
-        if self.meta:
-            return ops.meta_value(self.read(ops.one_meta(server_id)))
         found: dict[bytes, bytes] = self.read(Fetch((kb,), server_id))
         return found.get(kb)
 
-    def _get_or_lease(self, kb: bytes, server_id: str, seconds: int) -> bytes:
-        request = ops.get_or_lease(kb, seconds, server_id, True)
-        self.sock.sendall(request.data)
-        buf = self.sock.recv(65536)
-        reply = lean_meta_reply(buf)
-        if reply is not NEED_DATA:
-            return ops.leased_value(*reply)  # type: ignore[misc]
+    def _meta_reply(self, buf: bytes, kb: bytes, server_id: str, lease_ttl: float) -> bytes | None:
+        """The rest of `get` on a meta server, for replies other than a plain hit whole in `buf`."""
+        if lease_ttl:
+            unique = lean_meta_won(buf)  # the usual miss: the lease granted
+            if unique is not None:
+                return Won(unique)
+            reply = lean_meta_reply(buf)  # a stale value, or the lease held by another (`Z`)
+            if reply is not NEED_DATA:
+                return ops.leased_value(*reply)  # type: ignore[misc]
+            request = ops.get_or_lease(kb, lease_ttl, server_id, True)
+        else:
+            if buf == b"EN\r\n":
+                return None
+            request = ops.get_one(kb, server_id, True)
         if not buf:
             raise Closed()
         self.reader.feed(buf)
+        return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
+
+    def meta_cas(self, kb: bytes, value: bytes, exp: int, unique: int, server_id: str) -> bool | None:
+        """`ops.cas` on a meta server; its usual replies, whole in one read, are read in place."""
+        sock = self.sock
+        sock.sendall(ops.meta_cas(kb, value, exp, unique))
+        buf = sock.recv(_RECV_SIZE)
+        stored = ops.META_CAS_REPLIES.get(buf)
+        if stored is not None:
+            return stored
+        if not buf:
+            raise Closed()
+        request = ops.cas(kb, value, exp, unique, server_id, True)  # its reply plan: the rest of the reply
+        self.reader.feed(buf)
+        # An error reply that leaves the connection out of step raises (`ops.cas`): it is closed then.
         return request.finish(self.read(request.plan), server_id)  # type: ignore[no-any-return]
 
     def get_many(self, kbs: list[bytes], wanted: Collection[bytes], server_id: str) -> dict[bytes, bytes]:
@@ -442,9 +481,34 @@ class SyncOps(Core):
             return False
         server = self._topology.server_for(kb)
         try:
-            stored: bool | None = self._call(server, ops.cas, kb, bytes(value), expiry(ttl), unique)
+            return self._cas_on(server, kb, bytes(value), expiry(ttl), unique)
         except ServerError:
             return None  # the server refused the value (see Backend.cas)
+
+    def _cas_on(self, server: Server, kb: bytes, value: bytes, exp: int, unique: int) -> bool | None:
+        """`_call` of `ops.cas`, inlined, with a meta server's usual replies read in place: every
+        fill under a lease ends with this store."""
+        if server.blocked_until:
+            server.admit()
+        free = server.free
+        client = None
+        in_step = True
+        try:
+            client = free.pop() if free else self._new_client(server)
+            if client.meta:
+                stored = client.meta_cas(kb, value, exp, unique, server.id)
+            else:
+                request = ops.cas(kb, value, exp, unique, server.id, False)
+                stored = request.finish(client.run(request.data, request.plan), server.id)
+                in_step = request.plan.in_step
+        except BaseException as exc:
+            self._sync_error(server, client, exc)
+        if server.failures:
+            server.succeeded()
+        if len(free) < server.keep and in_step:
+            free.append(client)
+        else:
+            client.close()
         return stored
 
     def touch(self, key: str, ttl: float | None) -> bool:

@@ -79,6 +79,8 @@ def expiry(ttl: float | None) -> int:
     """
     if ttl is None:
         return 0
+    if 0 < ttl <= _MAX_RELATIVE_EXPIRY:  # the usual ttl: whole seconds, rounded up
+        return -int(-ttl // 1)
     if not math.isfinite(ttl):
         raise ValueError(f"ttl must be a finite number of seconds or None, got {ttl!r}")
     seconds = max(1, math.ceil(ttl))

@@ -694,12 +694,16 @@ def test_ttl_conversion() -> None:
     assert expiry(1) == 1
     assert expiry(1.5) == 2
     assert expiry(2_592_000) == 2_592_000
+    assert expiry(2_591_999.5) == 2_592_000
+    assert expiry(59.000001) == 60
+    assert expiry(0) == expiry(-5) == expiry(-0.5) == 1  # already due: the shortest memcached keeps
     now = time.time()
     assert abs(expiry(2_592_001) - (now + 2_592_001)) <= 2
     assert abs(expiry(40 * 86400.5) - (now + 40 * 86400.5)) <= 2
     assert expiry(100 * 365 * 86400) == 0  # past 2038: never expires rather than garbage
-    with pytest.raises(ValueError):
-        expiry(float("nan"))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError):
+            expiry(bad)
 
 
 async def test_ttls_on_the_server(memcached_url: str, prefix: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from memo._codec import NATIVE_LEASE, Won
-from memo._errors import BackendProtocolError
+from memo._errors import BackendProtocolError, BackendUnavailable
 from memo._memcached import _ops as ops
 from memo._memcached import _proto as p
 from memo._memcached._leasing import cas_many_request, lease_many_request
@@ -407,3 +407,301 @@ def test_requests_on_the_wire() -> None:
     assert ops.delete_many([b"a", b"b"], SID, False).data == b"delete a\r\ndelete b\r\n"
     assert ops.stats(SID, False).data == b"stats\r\n"
     assert p.MN == b"mn\r\n"
+
+
+# -- the sync hit path's lean readers (memo/_memcached/_sync.py): a reply whole in one read is
+# cut in place; anything else is read by the reply plans above, with the same result.
+
+VALUE = b'm\x02\x05\x00\x00\x01\xa2R\xd6\xf0\xc5{"id":42}\n'
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (b"VA 2\r\nhi\r\n", b"hi"),
+        (b"VA 2 c77\r\nhi\r\n", b"hi"),
+        (b"VA %d c1234567890123\r\n%b\r\n" % (len(VALUE), VALUE), VALUE),
+        (b"VA 0 c5\r\n\r\n", b""),  # an empty item, not flagged as anyone's lease
+        (b"VA 6 c1\r\n\r\nVA 1\r\n", b"\r\nVA 1"),  # cut by its length, not at CRLF
+        (b"VA 02\r\nhi\r\n", b"hi"),
+    ],
+)
+def test_lean_meta_hit_cuts_a_plain_hit(reply: bytes, expected: bytes) -> None:
+    assert p.lean_meta_hit(reply) == expected
+    for i in range(len(reply)):  # every shorter read is a reply still arriving
+        assert p.lean_meta_hit(reply[:i]) is p.NEED_DATA
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"VA 0 c5 W\r\n\r\n",  # the lease granted: not a value
+        b"VA 0 c5 Z\r\n\r\n",  # another's lease
+        b"VA 2 c5 X W\r\nhi\r\n",  # stale
+        b"VA 2 c5 Z X\r\nhi\r\n",
+        b"VA 2 W c5\r\nhi\r\n",
+        b"VA 2 t30\r\nhi\r\n",
+        b"VA 2 c\r\nhi\r\n",
+        b"VA 2 c12x\r\nhi\r\n",
+        b"VA 2 C12\r\nhi\r\n",
+        b"VA 2 c1 \r\nhi\r\n",
+        b"VA 2  c1\r\nhi\r\n",
+        b"VA -2\r\nhi\r\n",
+        b"VA +2\r\nhi\r\n",
+        b"VA x\r\nhi\r\n",
+        b"VA \r\n\r\n",
+        b"VA 2\r\nhi\r\r",  # no CRLF after the data
+        b"VA 2\r\nhix\r\n",  # longer than its header says
+        b"VA 2\r\nh\r\n",
+        b"VA 2\r\nhi\r\nVA 2\r\nhi\r\n",  # more than one reply
+        b"VA 2\r\nhi\r\nEN\r\n",
+        b"EN\r\n",
+        b"HD\r\n",
+        b"NF\r\n",
+        b"VALUE k 0 2\r\nhi\r\nEND\r\n",
+        b"SERVER_ERROR out of memory\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+        b"ERROR\r\n",
+        b"",
+    ],
+)
+def test_lean_meta_hit_leaves_everything_else_to_the_reader(reply: bytes) -> None:
+    assert p.lean_meta_hit(reply) is p.NEED_DATA
+
+
+class Replies:
+    """A socket double: records what is sent, answers each recv with the next chunk (then EOF)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.sent = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def recv(self, size: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+def sync_get(chunks: list[bytes], lease_ttl: float = 0.0, meta: bool = True) -> tuple[Any, bytes]:
+    from memo._memcached._sync import SyncConnection
+
+    sock = Replies(*chunks)
+    conn = SyncConnection(sock, meta=meta)
+    got = conn.get(b"k", SID, lease_ttl)
+    assert conn.reader.pending == 0 and not sock.chunks
+    return got, sock.sent
+
+
+# (reply, what a leased read returns, what a plain `mg k v` returns)
+META_READS: list[tuple[bytes, Any, Any]] = [
+    (b"VA 2 c7\r\nhi\r\n", b"hi", "n/a"),
+    (b"VA 2\r\nhi\r\n", "n/a", b"hi"),
+    (b"VA 0 c7 W\r\n\r\n", ("won", 7), "n/a"),
+    (b"VA 0 c7 Z\r\n\r\n", "lease", "n/a"),
+    (b"VA 2 c7 X W\r\nhi\r\n", ("won", 7), "n/a"),  # stale: this caller refreshes it
+    (b"VA 2 c7 Z X\r\nhi\r\n", b"hi", "n/a"),  # stale, another is refreshing: its value
+    (b"VA 0 c7\r\n\r\n", b"", "n/a"),
+    (b"EN\r\n", "n/a", None),
+    (b"VA %d c9\r\n%b\r\n" % (len(VALUE), VALUE), VALUE, "n/a"),
+]
+
+
+def _meaning(got: Any) -> Any:
+    from memo._codec import NATIVE_LEASE, Won
+
+    if type(got) is Won:
+        return ("won", got.unique)
+    return "lease" if got == NATIVE_LEASE else got
+
+
+@pytest.mark.parametrize(("reply", "leased", "plain"), META_READS)
+def test_sync_meta_get_reads_every_split_alike(reply: bytes, leased: Any, plain: Any) -> None:
+    for lease_ttl, expected in ((10.0, leased), (0.0, plain)):
+        if expected == "n/a":
+            continue
+        for chunks in every_split(reply):
+            got, sent = sync_get(chunks, lease_ttl)
+            assert _meaning(got) == expected, chunks
+            assert sent == (b"mg k v c N10\r\n" if lease_ttl else b"mg k v\r\n")
+
+
+def test_sync_meta_get_of_a_megabyte_in_many_reads() -> None:
+    value = bytes(range(256)) * 4096
+    reply = b"VA %d c3\r\n%b\r\n" % (len(value), value)
+    assert sync_get([reply[i : i + 65536] for i in range(0, len(reply), 65536)], 10.0)[0] == value
+    assert sync_get([reply], 10.0)[0] == value
+
+
+def test_sync_classic_get_reads_every_split_alike() -> None:
+    for chunks in every_split(b"VALUE k 0 2\r\nhi\r\nEND\r\n"):
+        assert sync_get(chunks, 0.0, meta=False) == (b"hi", b"get k\r\n")
+    assert sync_get([b"END\r\n"], 0.0, meta=False) == (None, b"get k\r\n")
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"EN\r\n", p.ProtocolViolation),  # `mg … N` never misses: out of step
+        (b"HD\r\n", p.ProtocolViolation),
+        (b"VA 2 c1\r\nhi\r\nVA 2 c1\r\nhi\r\n", p.ProtocolViolation),
+        (b"VA 0 c1 W\r\n\r\nEN\r\n", p.ProtocolViolation),
+        (b"VA 0 cx W\r\n\r\n", p.ProtocolViolation),
+        (b"SERVER_ERROR out of memory\r\n", BackendProtocolError),
+        (b"CLIENT_ERROR bad command line format\r\n", BackendProtocolError),
+        (b"ERROR\r\n", BackendProtocolError),
+        (b"VA 2 c1\r\nh", "closed"),  # closed mid-reply
+        (b"", "closed"),
+    ],
+)
+def test_sync_leased_read_refuses_what_does_not_answer_it(reply: bytes, error: Any) -> None:
+    from memo._memcached._sync import Closed
+
+    with pytest.raises(Closed if error == "closed" else error):
+        sync_get([reply], 10.0)
+
+
+def test_lease_flags_round_up_to_whole_seconds() -> None:
+    assert ops.lease_flags(10.0) == b" v c N10\r\n"
+    assert ops.lease_flags(0.2) == b" v c N1\r\n"
+    assert ops.lease_flags(2.5) == b" v c N3\r\n"
+    assert ops.get_or_lease(b"k", 2.5, SID, True).data == b"mg k v c N3\r\n"
+
+
+@pytest.mark.parametrize(
+    ("build", "reply", "expected"),
+    [
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"HD\r\n", True),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"EX\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"NF\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"NS\r\n", False),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, True), b"SERVER_ERROR object too large for cache\r\n", None),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"STORED\r\n", True),
+        (lambda: ops.cas(b"k", b"v", 5, 7, SID, False), b"EXISTS\r\n", False),
+        (lambda: ops.delete(b"k", SID, True), b"NF\r\n", False),
+        (lambda: ops.touch(b"k", 3, SID, True), b"EN\r\n", False),
+        (lambda: ops.store(b"set", b"k", b"v", 0, SID, False), b"NOT_STORED\r\n", False),
+    ],
+)
+def test_sync_run_reads_one_line_replies_whole_or_split(
+    build: Callable[[], ops.Request], reply: bytes, expected: Any
+) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    for chunks in every_split(reply):
+        request = build()
+        conn = SyncConnection(Replies(*chunks))
+        assert request.finish(conn.run(request.data, request.plan), SID) == expected, chunks
+        assert conn.reader.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("plan", "reply"),
+    [
+        (lambda: p.MetaLines(1, SID), b"HD\r\nHD\r\n"),
+        (lambda: p.MetaLines(1, SID), b"HD\r\nEN"),
+        (lambda: p.Lines(1), b"STORED\r\nSTORED\r\n"),
+        (lambda: p.Stats(SID), b"STAT pid 1\r\nEND\r\nEND\r\n"),
+    ],
+)
+def test_sync_run_refuses_bytes_after_the_reply(plan: Callable[[], Any], reply: bytes) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    with pytest.raises(p.ProtocolViolation):
+        SyncConnection(Replies(reply)).run(b"x\r\n", plan())
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (b"HD\r\n", True),
+        (b"EX\r\n", False),  # changed since the read: another writer (an invalidate) won
+        (b"NF\r\n", False),
+        (b"NS\r\n", False),
+        (b"SERVER_ERROR object too large for cache\r\n", None),  # refused: the connection stays in step
+    ],
+)
+def test_sync_meta_cas_reads_its_replies_whole_or_split(reply: bytes, expected: Any) -> None:
+    from memo._memcached._sync import SyncConnection
+
+    for chunks in every_split(reply):
+        sock = Replies(*chunks)
+        conn = SyncConnection(sock, meta=True)
+        assert conn.meta_cas(b"k", b"v", 5, 7, SID) is expected, chunks
+        assert sock.sent == b"ms k 1 F0 T5 C7\r\nv\r\n" and not sock.chunks
+        assert conn.reader.pending == 0
+    assert (
+        ops.meta_cas(b"k", b"vv", 0, 7)
+        == b"ms k 2 F0 C7\r\nvv\r\n"
+        == ops.cas(b"k", b"vv", 0, 7, SID, True).data
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"ERROR\r\n", BackendProtocolError),  # out of step: raised, and the connection is closed
+        (b"CLIENT_ERROR bad data chunk\r\n", BackendProtocolError),
+        (b"HD\r\nHD\r\n", p.ProtocolViolation),
+        (b"MN\r\n", p.ProtocolViolation),
+        (b"STORED\r\n", p.ProtocolViolation),
+        (b"HD", "closed"),
+        (b"", "closed"),
+    ],
+)
+def test_sync_meta_cas_refuses_what_does_not_answer_it(reply: bytes, error: Any) -> None:
+    from memo._memcached._sync import Closed, SyncConnection
+
+    with pytest.raises(Closed if error == "closed" else error):
+        SyncConnection(Replies(reply), meta=True).meta_cas(b"k", b"v", 5, 7, SID)
+
+
+def test_one_server_needs_no_routing() -> None:
+    from memo._memcached._server import Server
+    from memo._memcached._topology import Topology
+
+    servers = [Server(f"10.0.0.{i}", 11211, 3, 1.0) for i in range(3)]
+    assert Topology(servers[:1]).server_for(b"any") is servers[0]
+    routed = Topology(servers)
+    assert routed.server_for(b"k1") is servers[routed.index(b"k1")]
+    assert {routed.server_for(b"k%d" % i).id for i in range(100)} == {s.id for s in servers}
+    with pytest.raises(BackendUnavailable):
+        Topology([]).server_for(b"k")
+
+
+def test_lean_meta_won_reads_only_a_fresh_lease_whole() -> None:
+    assert p.lean_meta_won(b"VA 0 c77 W\r\n\r\n") == 77
+    assert p.lean_meta_won(b"VA 0 c1234567890123456 W\r\n\r\n") == 1234567890123456
+    reply = b"VA 0 c77 W\r\n\r\n"
+    for i in range(len(reply)):
+        assert p.lean_meta_won(reply[:i]) is None
+    for doubtful in (
+        b"VA 0 c77 W\r\n\r\nHD\r\n",
+        b"VA 0 c77 Z\r\n\r\n",  # another's lease
+        b"VA 2 c77 X W\r\nhi\r\n",  # stale: the general read gives the win
+        b"VA 1 c77 W\r\nx\r\n",
+        b"VA 0 c W\r\n\r\n",
+        b"VA 0 W c77\r\n\r\n",
+        b"VA 0 c77 W\r\nx\r\n",
+        b"VA 0 c77\r\n\r\n",
+        b"EN\r\n",
+    ):
+        assert p.lean_meta_won(doubtful) is None, doubtful
+
+
+def test_every_reply_plan_says_what_it_collects_from_a_whole_one_line_reply() -> None:
+    """The sync connection looks a plan's `short` up before it feeds its reader: a plan without
+    one fails its first request, whichever command it belongs to."""
+    import inspect
+
+    from memo._memcached import _leasing, _ops, _proto
+
+    plans = [
+        cls
+        for module in (_proto, _ops, _leasing)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__ and callable(getattr(cls, "collect", None))
+    ]
+    assert len(plans) >= 8
+    missing = [cls.__qualname__ for cls in plans if not hasattr(cls, "short")]  # a slot counts
+    assert missing == []
