@@ -335,7 +335,9 @@ async def test_cancelled_async_calls_never_leak_replies(
 
     monkeypatch.setattr(Slots, "discard", counting_discard)
     # A small pool, so every connection serves many calls and a leaked reply would be read.
-    async with async_backend([proc.address], pool_size=4, timeout=5.0) as b:
+    # Every cancelled call discards its connection, so the storm connects hundreds of times: on a
+    # machine loaded by the parallel suite one connect may take longer than the default 0.25 s.
+    async with async_backend([proc.address], pool_size=4, timeout=5.0, connect_timeout=5.0) as b:
         assert await b.aset_many([(k, v, None) for k, v in values.items()]) == []
         rng = random.Random(2024)
         wrong: list[str] = []
