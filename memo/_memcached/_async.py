@@ -264,12 +264,7 @@ class AsyncOps(Core):
                 raise
         finally:
             slots.gets_in_flight -= 1
-        if pools._closed:
-            slots.discard(conn)
-        else:
-            slots.release(conn)
-        if server.failures:
-            server.succeeded()
+        _answered(pools, slots, conn, server)
         if value is not None:
             if len(value) > server.read_size:
                 server.read_size = len(value)
@@ -466,12 +461,7 @@ class AsyncOps(Core):
                 raise
         finally:
             slots.gets_in_flight -= 1
-        if pools._closed:
-            slots.discard(conn)
-        else:
-            slots.release(conn)
-        if server.failures:
-            server.succeeded()
+        _answered(pools, slots, conn, server)
         server.note_read(len(kbs), got)
         return {key: got[kb] for key, kb in zip(keys, kbs, strict=True) if kb in got}
 
@@ -648,3 +638,14 @@ async def run_groups(coros: list[Awaitable[Any]]) -> list[Any]:
         if isinstance(outcome, BaseException) and not isinstance(outcome, BackendError):
             raise outcome
     return outcomes
+
+
+def _answered(pools: LoopPools, slots: Slots, conn: Connection, server: Server) -> None:
+    """A connection whose reply was read whole goes back to its pool (closed with the pool if
+    that closed meanwhile), and its server is answering again."""
+    if pools._closed:
+        slots.discard(conn)
+    else:
+        slots.release(conn)
+    if server.failures:
+        server.succeeded()

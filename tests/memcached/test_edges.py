@@ -167,17 +167,10 @@ def test_a_parked_connection_the_server_closed_is_not_used(memcached_servers: Se
     assert len(backend._parking) == 0
 
 
-# -- coalesced async gets ---------------------------------------------------------------------
-
-
-async def test_concurrent_gets_share_requests_and_a_lone_get_goes_out_at_once(
-    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _recording_requests(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The requests async connections send, in order (the connections stay real)."""
     from memo._memcached._protocol import Connection
 
-    (process,) = memcached_servers(1)
-    backend = MemcachedBackend([process.address])
-    assert backend.set_many([(f"k{i}", f"v{i}".encode(), 60) for i in range(50)]) == []
     sent: list[bytes] = []
     real_request = Connection.request
 
@@ -186,6 +179,19 @@ async def test_concurrent_gets_share_requests_and_a_lone_get_goes_out_at_once(
         return real_request(self, data, *args, **kwargs)
 
     monkeypatch.setattr(Connection, "request", recording)
+    return sent
+
+
+# -- coalesced async gets ---------------------------------------------------------------------
+
+
+async def test_concurrent_gets_share_requests_and_a_lone_get_goes_out_at_once(
+    memcached_servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (process,) = memcached_servers(1)
+    backend = MemcachedBackend([process.address])
+    assert backend.set_many([(f"k{i}", f"v{i}".encode(), 60) for i in range(50)]) == []
+    sent = _recording_requests(monkeypatch)
     assert await backend.aget("k1") == b"v1"
     # alone: sent as it is, no waiting for company (`mn` asks, on the first connection, for meta)
     assert [data for data in sent if data != b"mn\r\n"] in ([b"get k1\r\n"], [b"mg k1 v\r\n"])
@@ -220,19 +226,10 @@ async def test_concurrent_small_batches_share_requests_and_each_gets_its_own_key
 ) -> None:
     """`aget_many` of a few keys goes out as `aget` does: at once as one multi-key get when
     alone, joined to the coalesced get while one is on the wire."""
-    from memo._memcached._protocol import Connection
-
     (process,) = memcached_servers(1)
     backend = MemcachedBackend([process.address])
     assert backend.set_many([(f"k{i}", f"v{i}".encode(), 60) for i in range(40)]) == []
-    sent: list[bytes] = []
-    real_request = Connection.request
-
-    def recording(self: Connection, data: bytes, *args: Any, **kwargs: Any) -> Any:
-        sent.append(data)
-        return real_request(self, data, *args, **kwargs)
-
-    monkeypatch.setattr(Connection, "request", recording)
+    sent = _recording_requests(monkeypatch)
     assert await backend.aget_many(["k1", "gone", "k2"]) == {"k1": b"v1", "k2": b"v2"}
     assert [data for data in sent if data != b"mn\r\n"] == [b"get k1 gone k2\r\n"]  # one request, at once
     sent.clear()

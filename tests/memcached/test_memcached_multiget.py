@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from protocol_fixtures import protocol  # noqa: F401 - the fixture, parametrised over both protocols
+from socket_doubles import Replies
 
 from memo._errors import BackendError, BackendProtocolError
 from memo._memcached import MemcachedBackend
@@ -60,20 +61,6 @@ def test_values_of_every_shape_come_back_exactly(memcached_url: str) -> None:
 
     asyncio.run(read_async())
     backend.close()
-
-
-class Replies:
-    """A socket double that answers a request with the given chunks, in order."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self.chunks = list(chunks)
-        self.sent = b""
-
-    def sendall(self, data: bytes) -> None:
-        self.sent += data
-
-    def recv(self, size: int) -> bytes:
-        return self.chunks.pop(0) if self.chunks else b""
 
 
 def FakeClient(*chunks: bytes) -> SyncConnection:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from socket_doubles import Replies
 
 from memo._codec import NATIVE_LEASE, Won
 from memo._errors import BackendProtocolError, BackendUnavailable
@@ -467,20 +468,6 @@ def test_lean_meta_hit_cuts_a_plain_hit(reply: bytes, expected: bytes) -> None:
 )
 def test_lean_meta_hit_leaves_everything_else_to_the_reader(reply: bytes) -> None:
     assert p.lean_meta_hit(reply) is p.NEED_DATA
-
-
-class Replies:
-    """A socket double: records what is sent, answers each recv with the next chunk (then EOF)."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self.chunks = list(chunks)
-        self.sent = b""
-
-    def sendall(self, data: bytes) -> None:
-        self.sent += data
-
-    def recv(self, size: int) -> bytes:
-        return self.chunks.pop(0) if self.chunks else b""
 
 
 def sync_get(chunks: list[bytes], lease_ttl: float = 0.0, meta: bool = True) -> tuple[Any, bytes]:
