@@ -101,14 +101,7 @@ def run_sync(backend: Any, steps: Steps[T], compute: Callable[[], Any] = _no_com
             return stop.value  # type: ignore[no-any-return]
         error = None
         try:
-            # `_sync_op`, inlined: a call less for each step.
-            if op == "compute":
-                send = args[0](*args[1:]) if args else compute()
-            elif op == "sleep":
-                _clock.sleep(args[0])
-                send = None
-            else:
-                send = getattr(backend, op)(*args)
+            send = _sync_op(backend, op, args, compute)
         except BaseException as exc:
             error, send = exc, None
 

@@ -186,8 +186,7 @@ def _settle(lease: leases.Lease, unique: int, data: bytes | None, target: FillTa
         elif not target.current():
             outcome = Outcome.LOST  # cleared while computing: the key is unreachable now
         else:
-            # `leases.store`, inlined: a generator less on every fill.
-            stored = yield (Verb.CAS, (lease.key, data, target.ttl, unique))
+            stored = yield from leases.store(lease.key, data, target.ttl, unique)
             if stored:
                 target.report(Outcome.STORED)
                 return Outcome.STORED

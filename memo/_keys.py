@@ -125,7 +125,7 @@ class KeyMaker:
         self.target: Any = None
         self.call_digest: Digest = self.digest
         #: Digests of recent calls, by their arguments: only where the arguments alone make the
-        #: digest (no `key=`, no `scope=`, defaults of `_EXACT` types).
+        #: digest (no `key=`, no `scope=`, defaults that cannot change: `_IMMUTABLE`).
         self._recent: dict[Any, str] | None = {} if key is None and binder.pure(_IMMUTABLE) else None
 
     @classmethod

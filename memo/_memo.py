@@ -177,12 +177,7 @@ class _Fill:
         if error is not None:
             memo._failed(cache, DOING[outcome], error)
         elif outcome is Outcome.ACQUIRED:
-            if cache.event_hook is not None:
-                cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
-        elif outcome is Outcome.STORED:  # the usual end of a fill: counted without a lookup
-            memo._stats.sets += 1
-            if cache.event_hook is not None:
-                cache.emit("set", memo.ns, memo.name, _perf() - self.started, None, "cached")
+            cache.emit(outcome.value, memo.ns, memo.name, None, None, "cached")
         else:
             memo._count(cache, _COUNTERS[outcome], outcome.value, self.started)
 
