@@ -470,9 +470,13 @@ class Batch:
         found: dict[str, list[Any]] = {key: [] for key in (*rest, *held)}
         usable = {key: partial(self._usable, found[key], missing[key]) for key in found}
         if rest:
-            outcomes = yield from together(
-                {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in rest}
-            )
+            try:
+                outcomes = yield from together(
+                    {key: leases.acquire(key, self._lease_ttl, usable[key]) for key in rest}
+                )
+            except BaseException:  # interrupted: the leases the read granted go back too
+                yield from _release([key for key, unique in mine.items() if unique is not None])
+                raise
             for key, outcome in outcomes.items():
                 if isinstance(outcome, leases.Acquired):
                     mine[key] = outcome.unique
@@ -517,11 +521,12 @@ class Batch:
         """Read the missing items again, taking the lease of each still missing in that read.
 
         One round trip per server (`Backend.get_or_lease_many`: meta `mg <key> v c N<ttl>`)
-        instead of an `add` and a `gets` per key. Sorts each key into `mine` (leased, or its
+        instead of an `add` and a `gets` per key; on a classic server the placeholders are
+        added and read back in one pipeline. Sorts each key into `mine` (leased, or its
         server failed: compute, do not store), `held` (another caller's lease) or `values`
-        (filled meanwhile); returns the keys left to lease with `acquire`: those of a server
-        that speaks only the classic commands, and entries that are not usable (replaced
-        under a lease of this caller's).
+        (filled meanwhile); returns the keys left to lease with `acquire`: those read as a
+        plain miss (no lease taken) and entries that are not usable (replaced under a lease
+        of this caller's).
         """
         error: BackendError | None = None
         try:
@@ -587,8 +592,12 @@ class Batch:
                 stores.append((key, data, self._hard_ttl, cast(int, mine[key])))
         if not current and held:
             self._stats.lease_lost += len(held)
-        if stores:
-            yield from self._store_all(cache, stores)
+        try:
+            if stores:
+                yield from self._store_all(cache, stores)
+        except BaseException:  # interrupted while storing: the leases of values not stored go back
+            yield from _release(release)
+            raise
         yield from _release(release)
         return values
 
@@ -600,6 +609,9 @@ class Batch:
         try:
             refused = set((yield ("cas_many", (stores,))))
         except PartialFailure as exc:
+            for error in exc.errors:
+                if isinstance(error, BackendError):  # what each failed server raised
+                    self._failed(cache, "a write", error)
             refused = set(exc.result)  # the keys of a failed server too: not stored, as a lost lease
         except BackendError as exc:
             for _ in stores:

@@ -139,9 +139,9 @@ def fill(key: str, target: FillTarget, won: Won | None = None) -> Steps[Filled]:
     else:
         leases.adopt(lease, won)
         unique = won.unique
-    target.report(Outcome.ACQUIRED)
-    leases.hold(lease, target.backend)
     try:
+        target.report(Outcome.ACQUIRED)  # an event hook may raise: the lease goes back then too
+        leases.hold(lease, target.backend)
         value = yield (Verb.COMPUTE, ())
         data = target.encode(value)
         outcome = yield from _settle(lease, unique, data, target)

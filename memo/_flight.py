@@ -95,12 +95,15 @@ class Flight(Generic[T]):
 
         `alone` is what a re-entrant call runs instead of `compute` (default: `compute`):
         the outer computation holds whatever `compute` would wait for. `on_follow` runs
-        once before a caller starts waiting for another's computation (to give back
-        what it took for a computation of its own, which the leader may be waiting for).
+        once before a caller starts waiting for another's computation, or runs `alone`
+        (to give back what it took for a computation of its own, which the leader may be
+        waiting for).
         """
         mine = (id(self), key)
         leading = _leading.get()
         if mine in leading:  # re-entry: waiting would be waiting for ourselves
+            if on_follow is not None:
+                on_follow()  # what this call took for a computation of its own is not needed
             return (alone or compute)(), True
         while True:
             with self._lock:
@@ -129,11 +132,13 @@ class Flight(Generic[T]):
             call.error = exc
             raise
         finally:
-            _leading.reset(token)
-            # Without the lock: only its leader takes a call out, and nobody replaces it.
-            if calls.get(key) is call:
-                del calls[key]
-            call.done.release()
+            try:
+                _leading.reset(token)
+                # Without the lock: only its leader takes a call out, and nobody replaces it.
+                if calls.get(key) is call:
+                    del calls[key]
+            finally:
+                call.done.release()  # even if interrupted here: followers must never hang
 
 
 class _Shared:
@@ -169,6 +174,8 @@ class AsyncFlight(Generic[T]):
         mine = (id(self), key)
         leading = _leading.get()
         if mine in leading:  # re-entry from the computation (or a task it started)
+            if on_follow is not None:
+                await on_follow()
             return await (alone or compute)(), True
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)

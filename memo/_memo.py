@@ -816,7 +816,7 @@ class Memo:
             alone,
             (lambda: run_sync(cache.backend, granted.give_back())) if granted.won else None,
         )
-        value = filled.value if led else self._follow(filled, led)
+        value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
             # The leader's lease was lost to an invalidate: fill afresh, as a caller arriving now would.
             filled, led = self.flight.run(

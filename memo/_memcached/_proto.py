@@ -110,6 +110,9 @@ END: Final = Status(b"END")
 #: The reply codes of the meta protocol (`VA` carries a data block).
 META_CODES: Final = frozenset([b"VA", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN"])
 _ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+#: The longest one-line reply `short` tables hold (`NOT_STORED\r\n`): longer bytes are never
+#: hashed to look one up (a reply carrying a value would be hashed whole).
+SHORT_MAX: Final = 12
 #: `short` of the reply plans whose replies are never one line that needs no reader.
 NO_SHORT: Final[dict[bytes, Any]] = {}
 _MAX_LINE = 8192  # a reply line longer than this is garbage (keys are at most 250 bytes)
@@ -167,7 +170,7 @@ class Reader:
         """`replies[the unread bytes]` when they are exactly one of its keys, whole (then they are
         read); else None. The usual one-line replies, without the reader's events."""
         buf = self._buf
-        if type(buf) is bytes and not self._pos and self._header is None:
+        if len(buf) <= SHORT_MAX and type(buf) is bytes and not self._pos and self._header is None:
             found = replies.get(buf)
             if found is not None:
                 self._buf = b""
@@ -321,7 +324,7 @@ def whole_lines(reader: Reader, count: int, allowed: frozenset[bytes]) -> list[b
     """The `count` reply lines the reader holds, all in one piece and each one of `allowed`,
     taken from it in one split; None (nothing taken) when that is not so plainly."""
     whole = reader.whole()
-    if whole is None:
+    if whole is None or len(whole) > SHORT_MAX * count:  # a reply carrying data: not split here
         return None
     lines = whole.split(b"\r\n")
     if len(lines) != count + 1 or lines.pop() or not all(map(allowed.__contains__, lines)):

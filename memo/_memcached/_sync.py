@@ -33,6 +33,7 @@ from ._plan import all_outcome, finish, group_items, group_keys, merge_deleted, 
 from ._proto import (
     MN,
     NEED_DATA,
+    SHORT_MAX,
     Fetch,
     Probe,
     ProtocolViolation,
@@ -124,9 +125,10 @@ class SyncConnection:
         reader = self.reader
         sock.sendall(data)
         chunk = sock.recv(_RECV_SIZE)
-        result = plan.short.get(chunk)  # a one-line reply, whole: no reader needed
-        if result is not None:
-            return result
+        if len(chunk) <= SHORT_MAX:  # a one-line reply, whole: no reader needed
+            result = plan.short.get(chunk)
+            if result is not None:
+                return result
         while True:
             if not chunk:
                 raise Closed()

@@ -298,6 +298,8 @@ class SessionMiddleware:
         expires = session.expires_at
         if expires is None:
             return False
+        if expires.tzinfo is None:  # a store's naive datetime is UTC, as SessionCache reads it
+            expires = expires.replace(tzinfo=_dt.timezone.utc)
         return expires.timestamp() - _clock.time() < self.max_age / 2
 
     def _set(self, sid: str) -> str:

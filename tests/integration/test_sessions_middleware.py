@@ -102,6 +102,30 @@ def test_a_session_cache_bound_to_another_store_is_refused() -> None:
         SessionMiddleware(_noop, sessions=object(), store=_Store())  # type: ignore[arg-type]
 
 
+def test_renewal_reads_a_stores_naive_expiry_as_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A custom store may give naive datetimes: UTC, as SessionCache reads them (never local time)."""
+    import datetime as dt
+    import time
+
+    from memo import _clock
+
+    sessions = SessionCache(memo.Cache("memory://"))
+    mw = SessionMiddleware(_noop, sessions=sessions, store=_Store(), max_age=1800)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # local time nine hours from UTC
+    time.tzset()
+    try:
+        with _clock.use(_clock.FakeClock(start=1_800_000_000.0)):
+            now = dt.datetime.fromtimestamp(_clock.time(), dt.timezone.utc).replace(tzinfo=None)
+            soon, later = now + dt.timedelta(seconds=600), now + dt.timedelta(seconds=1200)
+            assert mw._renew_due(Session({}, "sid", "u", soon)) is True  # 600 s left of 1800: renew
+            assert mw._renew_due(Session({}, "sid", "u", later)) is False
+            aware = later.replace(tzinfo=dt.timezone.utc)
+            assert mw._renew_due(Session({}, "sid", "u", aware)) is False
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 async def _noop(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})

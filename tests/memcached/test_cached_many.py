@@ -17,6 +17,7 @@ import pytest
 import memo
 from memo._batch import together
 from memo._keys import KeyMaker
+from memo.testing import record_events
 
 MakeCache = Callable[..., memo.Cache]
 
@@ -495,3 +496,40 @@ def test_stored_items_come_back_with_their_exact_types(cache: memo.Cache, values
     assert again == values and calls == [list(values)]
     assert [type(v) for v in again.values()] == [type(v) for v in values.values()]
     assert get.cache_info()["sets"] == len(values)
+
+
+class _Interrupted(BaseException):
+    """Stands for Ctrl-C, or a cancellation, arriving while the values are being stored."""
+
+
+def test_an_interrupted_store_gives_back_the_leases_of_values_not_stored(cache: memo.Cache) -> None:
+    @cache.cached_many(ns="cut", ttl=60, each="ids")
+    def only_odd(ids: list[int]) -> dict[int, int]:
+        return {i: i for i in ids if i % 2}  # 2 and 4 are absent: their leases are only given back
+
+    def interrupted(items: Any) -> Any:
+        raise _Interrupted()
+
+    cache.backend.cas_many = interrupted  # type: ignore[method-assign]
+    with pytest.raises(_Interrupted):
+        only_odd([1, 2, 3, 4])
+    absent = only_odd.key_for(ids=[2, 4])
+    assert [cache.backend.get(key) for key in absent] == [None, None]  # no lease left to wait for
+
+
+def test_a_server_failing_during_the_stores_is_reported(cache: memo.Cache) -> None:
+    @cache.cached_many(ns="cut", ttl=60, each="ids")
+    def double(ids: list[int]) -> dict[int, int]:
+        return {i: 2 * i for i in ids}
+
+    failure = memo.BackendError("memcached 10.0.0.9:11211 did not answer")
+
+    def half_failed(items: Any) -> Any:
+        raise memo.PartialFailure("1 of 2 servers failed", [items[0][0]], [failure])
+
+    cache.backend.cas_many = half_failed  # type: ignore[method-assign]
+    with record_events(cache) as events:
+        assert double([1, 2]) == {1: 2, 2: 4}
+    assert [e.error for e in events if e.kind == "error"] == [failure]
+    info = double.cache_info()
+    assert info["errors"] == 1 and info["lease_lost"] == 1 and info["sets"] == 1

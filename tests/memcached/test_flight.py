@@ -194,3 +194,42 @@ class TestFollowersOwnTheirResult:
 
         results = await asyncio.gather(*(make(1) for _ in range(8)))
         assert len({id(r) for r in results}) == 8
+
+
+def test_a_reentrant_call_gives_back_what_it_took_before_running_alone() -> None:
+    """A call re-entering its own key's computation runs `alone`; what it took for a computation
+    of its own (a lease its read was granted) is given back first, as a follower's is."""
+    from memo._flight import Flight
+
+    flight: Flight[str] = Flight()
+    given_back: list[str] = []
+
+    def outer() -> str:
+        inner, led = flight.run("k", lambda: "never", lambda: "alone", lambda: given_back.append("inner"))
+        return f"outer+{inner}+{led}"
+
+    assert flight.run("k", outer, None, lambda: given_back.append("outer")) == ("outer+alone+True", True)
+    assert given_back == ["inner"]  # the leader keeps its own; the re-entrant call gives its back
+
+
+def test_an_async_reentrant_call_gives_back_what_it_took_before_running_alone() -> None:
+    from memo._flight import AsyncFlight
+
+    flight: AsyncFlight[str] = AsyncFlight()
+    given_back: list[str] = []
+
+    async def give_back(who: str) -> None:
+        given_back.append(who)
+
+    async def alone() -> str:
+        return "alone"
+
+    async def never() -> str:
+        raise AssertionError("re-entry must not wait for itself")
+
+    async def outer() -> str:
+        inner, led = await flight.run("k", never, alone, lambda: give_back("inner"))
+        return f"outer+{inner}+{led}"
+
+    got = asyncio.run(flight.run("k", outer, None, lambda: give_back("outer")))
+    assert got == ("outer+alone+True", True) and given_back == ["inner"]

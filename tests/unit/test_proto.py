@@ -692,3 +692,16 @@ def test_every_reply_plan_says_what_it_collects_from_a_whole_one_line_reply() ->
     assert len(plans) >= 8
     missing = [cls.__qualname__ for cls in plans if not hasattr(cls, "short")]  # a slot counts
     assert missing == []
+
+
+def test_no_short_reply_is_longer_than_the_bytes_looked_up() -> None:
+    """Replies longer than SHORT_MAX are never looked up in a `short` table (a value's reply is
+    not hashed whole): every reply such a table holds must fit."""
+    from memo._memcached import _ops, _proto
+
+    tables = [_proto._SHORT_LINES, _proto._SHORT_META, _ops.META_CAS_REPLIES]
+    assert max(len(reply) for table in tables for reply in table) == p.SHORT_MAX
+    reply = b"VA 10 \r\n0123456789\r\n"  # longer than SHORT_MAX: the reader's, never a table's
+    reader = p.Reader()
+    reader.feed(reply)
+    assert reader.short({reply: ("looked up",)}) is None
