@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from . import _leases as leases
@@ -252,6 +253,13 @@ class Granted:
     def __init__(self, key: str, raw: bytes | None) -> None:
         self.key, self.raw = key, raw
         self.won = raw if type(raw) is Won else None
+
+    def on_follow(self, drive: Callable[[Any, Steps[None]], Any], backend: Any) -> Callable[[], Any] | None:
+        """What the single flight runs before this caller follows another's fill (`run_sync` or
+        `run_async` driving `give_back`), or None when the read granted no lease."""
+        if self.won is None:
+            return None
+        return lambda: drive(backend, self.give_back())
 
     def give_back(self) -> Steps[None]:
         """Release the granted lease (sync and async callers drive these steps alike)."""

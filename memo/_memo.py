@@ -814,7 +814,7 @@ class Memo:
             (key, self._epoch),
             lambda: run_sync(cache.backend, steps(granted.raw), compute),
             alone,
-            (lambda: run_sync(cache.backend, granted.give_back())) if granted.won else None,
+            granted.on_follow(run_sync, cache.backend),
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):
@@ -1014,7 +1014,7 @@ class Memo:
             (key, self._epoch),
             lambda: run_async(cache.backend, steps(granted.raw), compute),
             alone,
-            (lambda: run_async(cache.backend, granted.give_back())) if granted.won else None,
+            granted.on_follow(run_async, cache.backend),
         )
         value = self._follow(filled, led)
         if value is MISS and not shareable(filled):

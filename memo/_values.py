@@ -322,7 +322,7 @@ class Values:
 
         # The lease the read took is used by this caller's fill, or given back if it follows
         # another's (then its fill, if it leads after all, asks afresh: granted.raw is None).
-        give_back = (lambda: run_sync(backend, granted.give_back())) if granted.won else None
+        give_back = granted.on_follow(run_sync, backend)
         filled, led = self._flight.run((full, self._epoch), lambda: lead(granted.raw), None, give_back)
         value = self.shared(ns, filled, led)
         if value is MISS:  # the fill lost its lease to an invalidate: once more, as a caller arriving now
@@ -383,7 +383,7 @@ class Values:
         def lead(bad: bytes | None) -> Awaitable[Filled]:
             return run_async(backend, self.fill_steps(ns, gen, full, bad, ttl), compute)
 
-        give_back = (lambda: run_async(backend, granted.give_back())) if granted.won else None
+        give_back = granted.on_follow(run_async, backend)
         filled, led = await self._aflight.run((full, self._epoch), lambda: lead(granted.raw), None, give_back)
         value = self.shared(ns, filled, led)
         if value is MISS:  # lost to an invalidate (see get_or_set)

@@ -176,6 +176,29 @@ def test_the_function_raising_gives_the_lease_back(backend_url: str) -> None:
     cache.close()
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_get_or_set_gives_back_the_lease_its_read_took_when_the_function_raises(
+    backend_url: str, flavour: str
+) -> None:
+    cache = _cache(backend_url, lease_wait=5.0)
+
+    def failing() -> int:
+        raise ValueError("source down")
+
+    async def afailing() -> int:
+        raise ValueError("source down")
+
+    with pytest.raises(ValueError):
+        if flavour == "sync":
+            cache.get_or_set("k", failing, ns="v")
+        else:
+            asyncio.run(cache.aget_or_set("k", afailing, ns="v"))
+    with _clock.use(_clock.FakeClock()) as clock:
+        assert cache.get_or_set("k", lambda: 7, ns="v") == 7
+    assert clock.slept == 0.0  # no lease left behind to wait for
+    cache.close()
+
+
 def test_a_value_not_to_be_stored_gives_the_lease_back(backend_url: str) -> None:
     cache = _cache(backend_url)
 
